@@ -1,0 +1,34 @@
+# Shared settings for the install/ scripts. Sourced, never run.
+#
+# Everything the local stack writes lives under one state directory, SLUICE_STATE
+# (default /var/lib/sluice); tools built from source live under SLUICE_TOOLS
+# (default /opt/sluice-tools) so they survive a fresh checkout.
+
+SLUICE_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SLUICE_STATE=${SLUICE_STATE:-/var/lib/sluice}
+SLUICE_TOOLS=${SLUICE_TOOLS:-/opt/sluice-tools}
+TANSU_VERSION=0.6.0
+
+# Connection settings of the local stack. The services and the tests read the
+# same variables, so an operator can point everything at their own servers.
+SLUICE_KAFKA_BROKERS=${SLUICE_KAFKA_BROKERS:-127.0.0.1:9092}
+SLUICE_ZK=${SLUICE_ZK:-127.0.0.1:2181}
+SLUICE_MYSQL_URL=${SLUICE_MYSQL_URL:-mysql://sluice:sluice@127.0.0.1:3306/sluice}
+export SLUICE_HOME SLUICE_STATE SLUICE_TOOLS SLUICE_KAFKA_BROKERS SLUICE_ZK SLUICE_MYSQL_URL
+
+log() { printf '[sluice %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it
+# succeeds or the deadline passes.
+wait_until() {
+    local secs=$1 what=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            log "timed out after ${secs}s waiting for $what"
+            return 1
+        fi
+        sleep 0.2
+    done
+}

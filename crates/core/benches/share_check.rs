@@ -16,7 +16,10 @@ fn work_from_block() -> (Work, Block) {
     coinbase.input[0].witness.clear();
     let legacy = serialize(&coinbase);
     let en_end = 4 + 1 + 36 + 1 + coinbase.input[0].script_sig.len();
-    let txids: Vec<Txid> = block.txdata[1..].iter().map(Transaction::compute_txid).collect();
+    let txids: Vec<Txid> = block.txdata[1..]
+        .iter()
+        .map(Transaction::compute_txid)
+        .collect();
     let work = Work {
         version: Version::from_consensus(0x2000_0000),
         prev_blockhash: block.header.prev_blockhash,
@@ -48,7 +51,10 @@ fn bench(c: &mut Criterion) {
             black_box(work.check(black_box(&sub), 0x1fff_e000, &share_target))
         })
     });
-    let empty = Work { merkle_branch: Vec::new(), ..work.clone() };
+    let empty = Work {
+        merkle_branch: Vec::new(),
+        ..work.clone()
+    };
     c.bench_function("share_check/empty_block_work", |b| {
         b.iter(|| {
             nonce = nonce.wrapping_add(1);

@@ -17,8 +17,7 @@
 use bitcoin::blockdata::script::{Builder, PushBytesBuf};
 use bitcoin::consensus::{Decodable, Encodable};
 use bitcoin::{
-    Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness, absolute,
-    transaction,
+    Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness, absolute, transaction,
 };
 
 /// Bitcoin Core rejects a coinbase scriptSig longer than this (`bad-cb-length`).
@@ -66,7 +65,9 @@ pub struct CoinbaseSplit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoinbaseError {
     /// The scriptSig would exceed Bitcoin Core's 100-byte limit.
-    #[error("coinbase scriptSig would be {len} bytes, more than the {MAX_SCRIPT_SIG_LEN} allowed; shorten the pool tag")]
+    #[error(
+        "coinbase scriptSig would be {len} bytes, more than the {MAX_SCRIPT_SIG_LEN} allowed; shorten the pool tag"
+    )]
     ScriptSigTooLong {
         /// The length it would have had.
         len: usize,
@@ -119,7 +120,9 @@ impl CoinbaseParams {
             .push_slice(placeholder)
             .into_script();
         if script_sig.len() > MAX_SCRIPT_SIG_LEN {
-            return Err(CoinbaseError::ScriptSigTooLong { len: script_sig.len() });
+            return Err(CoinbaseError::ScriptSigTooLong {
+                len: script_sig.len(),
+            });
         }
 
         let tx = Transaction {
@@ -134,7 +137,8 @@ impl CoinbaseParams {
             output: self.outputs()?,
         };
         let mut bytes = Vec::with_capacity(256);
-        tx.consensus_encode(&mut bytes).expect("writing to a Vec cannot fail");
+        tx.consensus_encode(&mut bytes)
+            .expect("writing to a Vec cannot fail");
 
         // The extranonce bytes end right before the 4-byte sequence of the
         // only input: version(4) ‖ vin count(1) ‖ outpoint(36) ‖ script len ‖ script.
@@ -155,10 +159,9 @@ impl CoinbaseParams {
             .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))
             .filter(|sum| *sum <= self.value)
             .ok_or_else(|| CoinbaseError::FixedOutputsExceedValue {
-                fixed: self
-                    .fixed_outputs
-                    .iter()
-                    .fold(Amount::ZERO, |s, o| s.checked_add(o.value).unwrap_or(Amount::MAX)),
+                fixed: self.fixed_outputs.iter().fold(Amount::ZERO, |s, o| {
+                    s.checked_add(o.value).unwrap_or(Amount::MAX)
+                }),
                 value: self.value,
             })?;
         let mut outputs = Vec::with_capacity(self.fixed_outputs.len() + 2);
@@ -168,7 +171,10 @@ impl CoinbaseParams {
         });
         outputs.extend(self.fixed_outputs.iter().cloned());
         if let Some(commitment) = &self.witness_commitment {
-            outputs.push(TxOut { value: Amount::ZERO, script_pubkey: commitment.clone() });
+            outputs.push(TxOut {
+                value: Amount::ZERO,
+                script_pubkey: commitment.clone(),
+            });
         }
         Ok(outputs)
     }
@@ -242,7 +248,9 @@ pub fn bip34_height(tx: &Transaction) -> Option<u64> {
         Ok(Instruction::Op(op)) => {
             let code = op.to_u8();
             // OP_1..OP_16 encode 1..16 (OP_0 would be height 0: the genesis block has no BIP34).
-            (0x51..=0x60).contains(&code).then(|| u64::from(code - 0x50))
+            (0x51..=0x60)
+                .contains(&code)
+                .then(|| u64::from(code - 0x50))
         }
         Err(_) => None,
     }
@@ -270,7 +278,9 @@ mod tests {
             extranonce1_len: 4,
             extranonce2_len: 8,
             value: Amount::from_sat(6_250_000_000 + 12_345),
-            payout_script: ScriptBuf::from_bytes(vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]),
+            payout_script: ScriptBuf::from_bytes(vec![
+                0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+            ]),
             fixed_outputs: vec![],
             witness_commitment: Some(ScriptBuf::from_bytes(
                 [&WITNESS_COMMITMENT_PREFIX[..], &[0x11; 32]].concat(),
@@ -289,7 +299,10 @@ mod tests {
         assert!(has_witness_commitment(&tx));
         assert_eq!(tx.input[0].witness.len(), 1, "witness reserved value added");
         let script = tx.input[0].script_sig.as_bytes();
-        assert_eq!(&script[script.len() - 12..], &[1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(
+            &script[script.len() - 12..],
+            &[1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9]
+        );
         // The txid is the hash of exactly the legacy bytes the miner hashes.
         let legacy = split.join(&[1, 2, 3, 4], &[9; 8]);
         let txid = bitcoin::hashes::sha256d::Hash::hash(&legacy);
@@ -320,13 +333,22 @@ mod tests {
     #[test]
     fn fixed_outputs_come_out_of_the_payout() {
         let mut p = params();
-        let fee = TxOut { value: Amount::from_sat(1_000), script_pubkey: ScriptBuf::new_op_return([1u8; 4]) };
+        let fee = TxOut {
+            value: Amount::from_sat(1_000),
+            script_pubkey: ScriptBuf::new_op_return([1u8; 4]),
+        };
         p.fixed_outputs = vec![fee.clone()];
         let tx = p.build().unwrap().transaction(&[0; 4], &[0; 8]).unwrap();
         assert_eq!(tx.output[0].value, p.value - Amount::from_sat(1_000));
         assert_eq!(tx.output[1], fee);
-        p.fixed_outputs = vec![TxOut { value: p.value + Amount::ONE_SAT, ..fee }];
-        assert!(matches!(p.build(), Err(CoinbaseError::FixedOutputsExceedValue { .. })));
+        p.fixed_outputs = vec![TxOut {
+            value: p.value + Amount::ONE_SAT,
+            ..fee
+        }];
+        assert!(matches!(
+            p.build(),
+            Err(CoinbaseError::FixedOutputsExceedValue { .. })
+        ));
     }
 
     #[test]
@@ -335,10 +357,16 @@ mod tests {
         p.pool_tag = vec![b'x'; 75];
         p.extranonce1_len = 8;
         let err = p.build().unwrap_err();
-        assert!(matches!(err, CoinbaseError::ScriptSigTooLong { .. }), "{err}");
+        assert!(
+            matches!(err, CoinbaseError::ScriptSigTooLong { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("shorten the pool tag"));
         p.pool_tag = vec![b'x'; 76];
-        assert!(matches!(p.build().unwrap_err(), CoinbaseError::TagTooLong(76)));
+        assert!(matches!(
+            p.build().unwrap_err(),
+            CoinbaseError::TagTooLong(76)
+        ));
     }
 
     proptest! {

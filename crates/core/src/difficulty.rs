@@ -96,7 +96,9 @@ mod wide {
         }
 
         pub(super) fn to_f64(self) -> f64 {
-            self.0.iter().rev().fold(0.0, |acc, &limb| acc * 18_446_744_073_709_551_616.0 + limb as f64)
+            self.0.iter().rev().fold(0.0, |acc, &limb| {
+                acc * 18_446_744_073_709_551_616.0 + limb as f64
+            })
         }
     }
 

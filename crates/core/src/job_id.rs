@@ -38,7 +38,9 @@ impl FromStr for JobId {
         if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseJobIdError(s.chars().take(40).collect()));
         }
-        u64::from_str_radix(s, 16).map(JobId).map_err(|_| ParseJobIdError(s.to_owned()))
+        u64::from_str_radix(s, 16)
+            .map(JobId)
+            .map_err(|_| ParseJobIdError(s.to_owned()))
     }
 }
 
@@ -60,7 +62,11 @@ impl JobIdGenerator {
     /// (or went backwards).
     pub fn next(&mut self, now_unix_secs: u64) -> JobId {
         let candidate = (now_unix_secs & 0xffff_ffff) << 32;
-        self.last = if candidate > self.last { candidate } else { self.last + 1 };
+        self.last = if candidate > self.last {
+            candidate
+        } else {
+            self.last + 1
+        };
         JobId(self.last)
     }
 }

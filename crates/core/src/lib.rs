@@ -11,14 +11,20 @@
 
 pub mod coinbase;
 pub mod difficulty;
+pub mod job;
 pub mod job_id;
 pub mod merkle;
+pub mod record;
 pub mod share;
+pub mod template;
 pub mod worker;
 
 pub use bitcoin;
 pub use coinbase::{CoinbaseError, CoinbaseParams, CoinbaseSplit};
 pub use difficulty::{DIFF1_TARGET, Difficulty, DifficultyError};
+pub use job::Job;
 pub use job_id::{JobId, JobIdGenerator};
 pub use merkle::{merkle_branch, merkle_root};
+pub use record::{Event, EventKind, ShareRecord, ShareStatus, SolvedShare};
 pub use share::{CheckedShare, ShareOutcome, Submission, SubmissionError, Work};
+pub use template::{BlockTemplate, TemplateId, TemplateTx};

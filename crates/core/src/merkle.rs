@@ -35,7 +35,9 @@ pub fn merkle_branch(txids: &[Txid]) -> Vec<TxMerkleNode> {
 pub fn merkle_root(coinbase_txid: Txid, branch: &[TxMerkleNode]) -> TxMerkleNode {
     let root = branch
         .iter()
-        .fold(coinbase_txid.to_raw_hash(), |acc, node| hash_pair(&acc, &node.to_raw_hash()));
+        .fold(coinbase_txid.to_raw_hash(), |acc, node| {
+            hash_pair(&acc, &node.to_raw_hash())
+        });
     TxMerkleNode::from_raw_hash(root)
 }
 

@@ -131,7 +131,9 @@ pub fn rolled_version(
         return Err(SubmissionError::VersionBitsOutsideMask { bits, mask });
     }
     let v = job_version.to_consensus() as u32;
-    Ok(Version::from_consensus(((v & !mask) | (bits & mask)) as i32))
+    Ok(Version::from_consensus(
+        ((v & !mask) | (bits & mask)) as i32,
+    ))
 }
 
 /// Checks an ntime against the job's mintime and the server clock.
@@ -158,7 +160,11 @@ impl Work {
 
     /// The header a submission describes. ntime is not judged here (see
     /// [`check_ntime`]): a header is well defined whatever the time.
-    pub fn header(&self, sub: &Submission<'_>, version_mask: u32) -> Result<Header, SubmissionError> {
+    pub fn header(
+        &self,
+        sub: &Submission<'_>,
+        version_mask: u32,
+    ) -> Result<Header, SubmissionError> {
         if sub.extranonce2.len() != self.extranonce2_len {
             return Err(SubmissionError::Extranonce2Size {
                 got: sub.extranonce2.len(),
@@ -187,7 +193,11 @@ impl Work {
     ) -> Result<CheckedShare, SubmissionError> {
         let header = self.header(sub, version_mask)?;
         let hash = header.block_hash();
-        Ok(CheckedShare { header, hash, outcome: classify(hash, share_target, self.bits) })
+        Ok(CheckedShare {
+            header,
+            hash,
+            outcome: classify(hash, share_target, self.bits),
+        })
     }
 }
 
@@ -219,15 +229,29 @@ mod tests {
         );
         // Equal to btcpool's XOR for a job version with no bits in the mask.
         let xor = (0x2000_0000u32 ^ 0x1234_e000u32 & mask) as i32;
-        assert_eq!(rolled_version(job, Some(0x1234_e000 & mask), mask).unwrap().to_consensus(), xor);
+        assert_eq!(
+            rolled_version(job, Some(0x1234_e000 & mask), mask)
+                .unwrap()
+                .to_consensus(),
+            xor
+        );
     }
 
     #[test]
     fn ntime_window() {
         assert!(check_ntime(1000, 1000, 900).is_ok());
-        assert_eq!(check_ntime(999, 1000, 900), Err(SubmissionError::NtimeTooOld { ntime: 999, min_time: 1000 }));
+        assert_eq!(
+            check_ntime(999, 1000, 900),
+            Err(SubmissionError::NtimeTooOld {
+                ntime: 999,
+                min_time: 1000
+            })
+        );
         assert!(check_ntime(900 + 7200, 0, 900).is_ok());
-        assert!(matches!(check_ntime(900 + 7201, 0, 900), Err(SubmissionError::NtimeTooNew { .. })));
+        assert!(matches!(
+            check_ntime(900 + 7201, 0, 900),
+            Err(SubmissionError::NtimeTooNew { .. })
+        ));
     }
 
     #[test]
@@ -239,7 +263,13 @@ mod tests {
         assert!(!hard_share.is_met_by(hash));
         assert_eq!(classify(hash, &hard_share, bits), ShareOutcome::Block);
         let mainnet_bits = CompactTarget::from_consensus(0x1703_4219);
-        assert_eq!(classify(hash, &Target::from_le_bytes([0xff; 32]), mainnet_bits), ShareOutcome::Share);
-        assert_eq!(classify(hash, &hard_share, mainnet_bits), ShareOutcome::LowDifficulty);
+        assert_eq!(
+            classify(hash, &Target::from_le_bytes([0xff; 32]), mainnet_bits),
+            ShareOutcome::Share
+        );
+        assert_eq!(
+            classify(hash, &hard_share, mainnet_bits),
+            ShareOutcome::LowDifficulty
+        );
     }
 }

@@ -31,7 +31,11 @@ fn allowed(c: char) -> bool {
 pub fn parse_login(full: &str) -> Option<Login> {
     let (user, worker) = full.split_once('.').unwrap_or((full, ""));
     let user: String = user.chars().filter(|&c| allowed(c)).collect();
-    let mut worker: String = worker.chars().filter(|&c| allowed(c)).take(MAX_WORKER_LEN).collect();
+    let mut worker: String = worker
+        .chars()
+        .filter(|&c| allowed(c))
+        .take(MAX_WORKER_LEN)
+        .collect();
     if user.is_empty() {
         return None;
     }
@@ -62,11 +66,26 @@ mod tests {
     #[test]
     fn logins_split_at_the_first_dot() {
         let l = parse_login("alice.rig-01.extra").unwrap();
-        assert_eq!((l.user.as_str(), l.worker.as_str()), ("alice", "rig-01.extra"));
+        assert_eq!(
+            (l.user.as_str(), l.worker.as_str()),
+            ("alice", "rig-01.extra")
+        );
         assert_eq!(parse_login("bob").unwrap().worker, DEFAULT_WORKER);
-        assert_eq!(parse_login("c<a>rol.w\"1").unwrap(), Login { user: "carol".into(), worker: "w1".into() });
+        assert_eq!(
+            parse_login("c<a>rol.w\"1").unwrap(),
+            Login {
+                user: "carol".into(),
+                worker: "w1".into()
+            }
+        );
         assert_eq!(parse_login(".w").map(|l| l.user), None);
-        assert_eq!(parse_login("u.abcdefghijklmnopqrstuvwxyz").unwrap().worker.len(), MAX_WORKER_LEN);
+        assert_eq!(
+            parse_login("u.abcdefghijklmnopqrstuvwxyz")
+                .unwrap()
+                .worker
+                .len(),
+            MAX_WORKER_LEN
+        );
     }
 
     #[test]

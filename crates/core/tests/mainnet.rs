@@ -31,7 +31,10 @@ fn as_work(block: &Block) -> (Work, Vec<u8>, Vec<u8>) {
     assert!(script_len > 12 && script_len < 0xfd);
     let en_end = 4 + 1 + 36 + 1 + script_len;
     let en_start = en_end - 12;
-    let txids: Vec<Txid> = block.txdata[1..].iter().map(Transaction::compute_txid).collect();
+    let txids: Vec<Txid> = block.txdata[1..]
+        .iter()
+        .map(Transaction::compute_txid)
+        .collect();
     let version = block.header.version.to_consensus() as u32;
     let work = Work {
         version: Version::from_consensus((version & !BIP310_MASK) as i32),
@@ -43,7 +46,11 @@ fn as_work(block: &Block) -> (Work, Vec<u8>, Vec<u8>) {
         merkle_branch: merkle_branch(&txids),
         extranonce2_len: 8,
     };
-    (work, legacy[en_start..en_start + 4].to_vec(), legacy[en_start + 4..en_end].to_vec())
+    (
+        work,
+        legacy[en_start..en_start + 4].to_vec(),
+        legacy[en_start + 4..en_end].to_vec(),
+    )
 }
 
 #[test]
@@ -68,8 +75,15 @@ fn block_702861_coinbase_commits_to_its_height() {
 #[test]
 fn block_702861_merkle_branch_gives_the_header_root() {
     let block = block_702861();
-    assert!(block.txdata.len() > 1000, "a full block: {} txs", block.txdata.len());
-    let txids: Vec<Txid> = block.txdata[1..].iter().map(Transaction::compute_txid).collect();
+    assert!(
+        block.txdata.len() > 1000,
+        "a full block: {} txs",
+        block.txdata.len()
+    );
+    let txids: Vec<Txid> = block.txdata[1..]
+        .iter()
+        .map(Transaction::compute_txid)
+        .collect();
     let branch = merkle_branch(&txids);
     let root = merkle_root(block.txdata[0].compute_txid(), &branch);
     assert_eq!(root, block.header.merkle_root);
@@ -93,7 +107,10 @@ fn block_702861_stratum_submission_reproduces_the_block() {
     assert_eq!(checked.outcome, ShareOutcome::Block);
 
     // One nonce off: the same work is an ordinary failed share.
-    let wrong = Submission { nonce: block.header.nonce.wrapping_add(1), ..sub };
+    let wrong = Submission {
+        nonce: block.header.nonce.wrapping_add(1),
+        ..sub
+    };
     let checked = work.check(&wrong, BIP310_MASK, &DIFF1_TARGET).unwrap();
     assert_ne!(checked.outcome, ShareOutcome::Block);
 }

@@ -1,0 +1,93 @@
+//! A block template as gbtmaker publishes it (the RawGbt message).
+//!
+//! It carries what `getblocktemplate` returned, typed: jobmaker builds jobs
+//! from it and blkmaker takes the transactions from it to assemble a block.
+//! RPC credentials never travel with it.
+
+use std::fmt;
+
+use bitcoin::block::Version;
+use bitcoin::hashes::{Hash, HashEngine, sha256d};
+use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, Txid, Weight, Wtxid};
+
+/// Identifies a template: the double-SHA256 of its defining fields and
+/// transaction ids, so the same template from two gbtmakers has one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateId(pub [u8; 32]);
+
+impl fmt::Display for TemplateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// One transaction of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateTx {
+    /// Serialized transaction, with witness.
+    pub raw: Vec<u8>,
+    /// Its txid (merkle leaf).
+    pub txid: Txid,
+    /// Its wtxid (witness merkle leaf).
+    pub wtxid: Wtxid,
+    /// Fee it pays.
+    pub fee: Amount,
+    /// BIP141 weight.
+    pub weight: Weight,
+}
+
+/// A block template from one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockTemplate {
+    /// Content id (see [`TemplateId`]).
+    pub id: TemplateId,
+    /// Which configured node it came from (operator-chosen name).
+    pub node_id: String,
+    /// When gbtmaker received it, unix milliseconds.
+    pub created_at_ms: u64,
+    /// Height of the block to mine.
+    pub height: u32,
+    /// The tip it builds on.
+    pub prev_blockhash: BlockHash,
+    /// Block version to use.
+    pub version: Version,
+    /// Network target.
+    pub bits: CompactTarget,
+    /// The node's current time.
+    pub cur_time: u32,
+    /// Earliest acceptable block time.
+    pub min_time: u32,
+    /// Subsidy plus fees.
+    pub coinbase_value: Amount,
+    /// BIP141 commitment script, if the template needs one.
+    pub default_witness_commitment: Option<ScriptBuf>,
+    /// The transactions, in block order.
+    pub transactions: Vec<TemplateTx>,
+}
+
+impl BlockTemplate {
+    /// Computes the content id of these fields (everything but `id`,
+    /// `node_id` and `created_at_ms`).
+    pub fn compute_id(&self) -> TemplateId {
+        let mut e = sha256d::Hash::engine();
+        e.input(&self.height.to_le_bytes());
+        e.input(self.prev_blockhash.as_byte_array());
+        e.input(&self.version.to_consensus().to_le_bytes());
+        e.input(&self.bits.to_consensus().to_le_bytes());
+        e.input(&self.cur_time.to_le_bytes());
+        e.input(&self.min_time.to_le_bytes());
+        e.input(&self.coinbase_value.to_sat().to_le_bytes());
+        if let Some(c) = &self.default_witness_commitment {
+            e.input(c.as_bytes());
+        }
+        for tx in &self.transactions {
+            e.input(tx.wtxid.as_byte_array());
+        }
+        TemplateId(sha256d::Hash::from_engine(e).to_byte_array())
+    }
+
+    /// The txids of the transactions, in block order (for the merkle branch).
+    pub fn txids(&self) -> Vec<Txid> {
+        self.transactions.iter().map(|t| t.txid).collect()
+    }
+}

@@ -32,3 +32,17 @@ wait_until() {
         sleep 0.2
     done
 }
+
+# The build cache is shared between checkouts (CI clones afresh every run).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
+
+SUPERVISOR_CONF="$SLUICE_HOME/deploy/supervisor/supervisord.conf"
+supervisorctl_() { supervisorctl -c "$SUPERVISOR_CONF" "$@"; }
+
+# tcp_ask HOST PORT WORD: send WORD to a TCP port and print the answer (for
+# ZooKeeper's four-letter words), without needing nc.
+tcp_ask() {
+    local host=$1 port=$2 word=$3
+    timeout 3 bash -c "exec 3<>/dev/tcp/$host/$port && printf '%s' '$word' >&3 && cat <&3" 2>/dev/null
+}
+tcp_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }

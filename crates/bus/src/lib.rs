@@ -1,1 +1,88 @@
-//! placeholder
+//! Kafka for Sluice: typed topics, an idempotent producer with backpressure,
+//! and the two consumption modes the topics need (ARCHITECTURE.md §4):
+//!
+//! - [`TailConsumer`]: state topics (RawGbt, Job) read the latest N messages
+//!   from the tail, then follow; no group, no offsets.
+//! - [`GroupConsumer`]: log topics (Share, SolvedShare, Event) read in a
+//!   consumer group, at least once: an offset is stored only when the caller
+//!   says the message's effect is durable, and committed periodically, on
+//!   rebalance and on shutdown. Undecodable (poison) messages are counted,
+//!   logged and skipped.
+//!
+//! Only plain Kafka features are used, so any Kafka-protocol broker works
+//! (the local stack runs tansu; production may run Apache Kafka).
+
+mod admin;
+mod config;
+mod consumer;
+mod producer;
+
+use std::marker::PhantomData;
+
+pub use admin::{TopicSpec, create_topics, fetch_partitions};
+pub use config::{BusConfig, TopicNames};
+pub use consumer::{GroupConsumer, Record, TailConsumer};
+pub use producer::{Delivery, Producer};
+
+/// A topic and the message type it carries.
+#[derive(Debug)]
+pub struct Topic<T> {
+    name: String,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Topic<T> {
+    fn clone(&self) -> Self {
+        Topic {
+            name: self.name.clone(),
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<T> Topic<T> {
+    /// The topic called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Topic {
+            name: name.into(),
+            _message: PhantomData,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What can go wrong with Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// A client could not be created from the configuration.
+    #[error("kafka client configuration: {0}")]
+    Config(rdkafka::error::KafkaError),
+    /// A message could not be delivered.
+    #[error("producing to {topic}: {source}")]
+    Produce {
+        /// Topic.
+        topic: String,
+        /// librdkafka's reason.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Consuming failed.
+    #[error("consuming {topic}: {source}")]
+    Consume {
+        /// Topic.
+        topic: String,
+        /// librdkafka's reason.
+        source: rdkafka::error::KafkaError,
+    },
+    /// An admin or metadata request failed.
+    #[error("kafka admin {op}: {detail}")]
+    Admin {
+        /// The operation.
+        op: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+}

@@ -1,1 +1,141 @@
-//! placeholder
+//! ZooKeeper for Sluice: unique small ids for sservers (the extranonce1
+//! prefix) and leader election with an epoch for jobmaker.
+//!
+//! Paths live under a configurable root (default `/sluice`), so several pools
+//! can share one ensemble:
+//! - `<root>/<service>/ids/<id>`: ephemeral; the lowest free id in a range.
+//! - `<root>/<service>/election/n-<seq>`: ephemeral sequential; the lowest
+//!   sequence leads and its sequence number is the leader's epoch, which only
+//!   grows, so followers can ignore a deposed leader's output.
+//!
+//! Ephemeral nodes vanish when the session ends: a crashed holder frees its id
+//! and its leadership after the session timeout, a cleanly closed one at once.
+
+mod election;
+mod ids;
+
+use std::time::Duration;
+
+use zookeeper_client::{Acls, Client, CreateMode, SessionState};
+
+pub use election::{Candidate, Leadership};
+pub use ids::IdLease;
+
+/// What can go wrong with ZooKeeper.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// Could not connect or keep a session.
+    #[error("zookeeper at {addr}: {source}")]
+    Connect {
+        /// The connect string.
+        addr: String,
+        /// The client's error.
+        source: zookeeper_client::Error,
+    },
+    /// A request failed.
+    #[error("zookeeper {op} {path}: {source}")]
+    Request {
+        /// What was attempted.
+        op: &'static str,
+        /// On which node.
+        path: String,
+        /// The client's error.
+        source: zookeeper_client::Error,
+    },
+    /// Every id in the range is held.
+    #[error("no free id in {first}..={last} under {path}: every id is held by a live session")]
+    NoFreeId {
+        /// The ids directory.
+        path: String,
+        /// Lowest id tried.
+        first: u32,
+        /// Highest id tried.
+        last: u32,
+    },
+    /// The root path is not absolute or ends with a slash.
+    #[error("zookeeper root {0:?} must start with '/' and not end with one")]
+    BadRoot(String),
+}
+
+/// How to reach ZooKeeper.
+#[derive(Debug, Clone)]
+pub struct CoordConfig {
+    /// `host:port[,host:port...]`.
+    pub connect: String,
+    /// Prefix of every path (the "chroot"), e.g. `/sluice`.
+    pub root: String,
+    /// Session timeout: how long a crashed process keeps its ids and leadership.
+    pub session_timeout: Duration,
+}
+
+impl Default for CoordConfig {
+    fn default() -> Self {
+        CoordConfig {
+            connect: "127.0.0.1:2181".to_owned(),
+            root: "/sluice".to_owned(),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One ZooKeeper session.
+#[derive(Debug, Clone)]
+pub struct Coord {
+    client: Client,
+    root: String,
+}
+
+impl Coord {
+    /// Opens a session.
+    pub async fn connect(config: &CoordConfig) -> Result<Self, CoordError> {
+        if !config.root.starts_with('/') || config.root.ends_with('/') {
+            return Err(CoordError::BadRoot(config.root.clone()));
+        }
+        let client = Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(Duration::from_secs(5))
+            .with_fail_eagerly()
+            .connect(&config.connect)
+            .await
+            .map_err(|source| CoordError::Connect {
+                addr: config.connect.clone(),
+                source,
+            })?;
+        Ok(Coord {
+            client,
+            root: config.root.clone(),
+        })
+    }
+
+    /// The session's current state.
+    pub fn state(&self) -> SessionState {
+        self.client.state()
+    }
+
+    /// Resolves when the session can no longer be used (expired, closed or
+    /// refused): every id and leadership it held is gone, and the caller must
+    /// connect again.
+    pub async fn session_ended(&self) -> SessionState {
+        let mut watcher = self.client.state_watcher();
+        let mut state = watcher.state();
+        while !state.is_terminated() {
+            state = watcher.changed().await;
+        }
+        state
+    }
+
+    /// `<root>/<service>/<leaf>`, created (persistent) if missing.
+    async fn dir(&self, service: &str, leaf: &str) -> Result<String, CoordError> {
+        let path = format!("{}/{service}/{leaf}", self.root);
+        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        self.client
+            .mkdir(&path, &options)
+            .await
+            .map_err(|source| CoordError::Request {
+                op: "mkdir",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(path)
+    }
+}

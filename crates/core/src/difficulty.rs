@@ -127,11 +127,11 @@ mod wide {
         }
         let (limbs, rem) = ((bits / 64) as usize, bits % 64);
         let mut out = [0u64; 6];
-        for i in 0..6 - limbs {
+        for (i, limb) in out.iter_mut().enumerate().take(6 - limbs) {
             let src = i + limbs;
-            out[i] = x[src] >> rem;
+            *limb = x[src] >> rem;
             if rem > 0 && src + 1 < 6 {
-                out[i] |= x[src + 1] << (64 - rem);
+                *limb |= x[src + 1] << (64 - rem);
             }
         }
         out

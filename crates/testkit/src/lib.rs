@@ -1,1 +1,47 @@
-//! placeholder
+//! Test helpers shared by adapter and end-to-end tests: where the local stack
+//! is (the same environment variables install/ and the services read), unique
+//! names so tests never collide, and polling with a deadline instead of sleeps.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Kafka bootstrap servers of the local stack.
+pub fn kafka_brokers() -> String {
+    std::env::var("SLUICE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// ZooKeeper connect string of the local stack.
+pub fn zookeeper() -> String {
+    std::env::var("SLUICE_ZK").unwrap_or_else(|_| "127.0.0.1:2181".to_owned())
+}
+
+/// MySQL URL of the local stack's pool database.
+pub fn mysql_url() -> String {
+    std::env::var("SLUICE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://sluice:sluice@127.0.0.1:3306/sluice".to_owned())
+}
+
+/// `prefix` plus 12 random hex digits: a name no other test run uses.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// Polls `probe` every 50 ms until it yields `Some`, or panics with `what`
+/// once `deadline` has passed.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,212 @@
+//! The two consumption modes: tail (state topics) and group (log topics).
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_proto::Payload;
+
+use crate::admin::fetch_partitions;
+use crate::{BusConfig, BusError, Topic};
+
+/// A decoded message with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<T> {
+    /// The message.
+    pub value: T,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// Broker or producer timestamp, unix ms.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Receives the next decodable message; poison is counted, logged, skipped.
+async fn next_record<T: Payload>(
+    consumer: &StreamConsumer,
+    topic: &str,
+    poison: &AtomicU64,
+) -> Result<Record<T>, BusError> {
+    loop {
+        let msg = consumer.recv().await.map_err(|source| BusError::Consume {
+            topic: topic.to_owned(),
+            source,
+        })?;
+        match decode::<T>(&msg) {
+            Ok(record) => return Ok(record),
+            Err(error) => {
+                poison.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(), %error,
+                    "skipping undecodable message");
+            }
+        }
+    }
+}
+
+fn decode<T: Payload>(msg: &BorrowedMessage<'_>) -> Result<Record<T>, sluice_proto::ProtoError> {
+    Ok(Record {
+        value: T::decode_from(msg.payload().unwrap_or_default())?,
+        key: msg.key().unwrap_or_default().to_vec(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis(),
+    })
+}
+
+/// Reads a state topic from its last `n` messages on, then follows it.
+/// Nothing is committed: a restart reads the tail again.
+pub struct TailConsumer<T> {
+    consumer: StreamConsumer,
+    topic: String,
+    poison: AtomicU64,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T: Payload> TailConsumer<T> {
+    /// Starts `n` messages before the end of every partition of `topic`.
+    pub async fn new(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
+        let mut c = config.client_config();
+        // librdkafka wants a group id even for manual assignment; none is committed.
+        c.set("group.id", format!("{}-tail", config.client_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: StreamConsumer = config.finish(c).create().map_err(BusError::Config)?;
+        let partitions = fetch_partitions(config, topic.name()).await?;
+        let mut tpl = TopicPartitionList::new();
+        for partition in partitions {
+            let (low, high) = watermarks(&consumer, topic.name(), partition).await?;
+            let start = (high - n.max(0)).max(low);
+            tpl.add_partition_offset(topic.name(), partition, Offset::Offset(start))
+                .map_err(|source| BusError::Consume {
+                    topic: topic.name().to_owned(),
+                    source,
+                })?;
+        }
+        consumer.assign(&tpl).map_err(|source| BusError::Consume {
+            topic: topic.name().to_owned(),
+            source,
+        })?;
+        Ok(TailConsumer {
+            consumer,
+            topic: topic.name().to_owned(),
+            poison: AtomicU64::new(0),
+            _message: PhantomData,
+        })
+    }
+
+    /// The next message.
+    pub async fn next(&self) -> Result<Record<T>, BusError> {
+        next_record(&self.consumer, &self.topic, &self.poison).await
+    }
+
+    /// Messages skipped because they did not decode.
+    pub fn poison_count(&self) -> u64 {
+        self.poison.load(Ordering::Relaxed)
+    }
+}
+
+async fn watermarks(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), BusError> {
+    // fetch_watermarks blocks; it is called once per partition at start.
+    tokio::task::block_in_place(|| {
+        consumer.fetch_watermarks(topic, partition, Timeout::After(Duration::from_secs(10)))
+    })
+    .map_err(|source| BusError::Consume {
+        topic: topic.to_owned(),
+        source,
+    })
+}
+
+/// Reads a log topic in a consumer group, at least once.
+///
+/// Call [`GroupConsumer::done`] once a record's effect is durable (written to
+/// MySQL, submitted to a node...). Only then is its offset stored; stored
+/// offsets are committed every second, on rebalance and on [`GroupConsumer::close`].
+/// A crash replays everything after the last committed offset.
+pub struct GroupConsumer<T> {
+    consumer: StreamConsumer,
+    topic: String,
+    poison: AtomicU64,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T: Payload> GroupConsumer<T> {
+    /// Joins `group` and subscribes to `topic`. A new group starts at the
+    /// earliest retained message.
+    pub fn new(config: &BusConfig, topic: &Topic<T>, group: &str) -> Result<Self, BusError> {
+        let mut c = config.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("enable.partition.eof", "false");
+        let consumer: StreamConsumer = config.finish(c).create().map_err(BusError::Config)?;
+        consumer
+            .subscribe(&[topic.name()])
+            .map_err(|source| BusError::Consume {
+                topic: topic.name().to_owned(),
+                source,
+            })?;
+        Ok(GroupConsumer {
+            consumer,
+            topic: topic.name().to_owned(),
+            poison: AtomicU64::new(0),
+            _message: PhantomData,
+        })
+    }
+
+    /// The next message.
+    pub async fn next(&self) -> Result<Record<T>, BusError> {
+        next_record(&self.consumer, &self.topic, &self.poison).await
+    }
+
+    /// Marks `record` (and everything before it in its partition) as done.
+    pub fn done(&self, record: &Record<T>) -> Result<(), BusError> {
+        self.consumer
+            .store_offset(&self.topic, record.partition, record.offset)
+            .map_err(|source| BusError::Consume {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+
+    /// Messages skipped because they did not decode.
+    pub fn poison_count(&self) -> u64 {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    /// Commits what is done and leaves the group.
+    pub async fn close(self) -> Result<(), BusError> {
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = match self.consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is not an error.
+                Err(rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                )) => Ok(()),
+                other => other,
+            };
+            self.consumer.unsubscribe();
+            result
+        })
+        .await
+        .map_err(|e| BusError::Admin {
+            op: "close",
+            detail: e.to_string(),
+        })?
+        .map_err(|source| BusError::Consume { topic, source })
+    }
+}

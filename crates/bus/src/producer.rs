@@ -1,0 +1,145 @@
+//! The producer: idempotent, acks=all, lz4, and backpressure instead of loss.
+//!
+//! When librdkafka's local queue is full (`QueueFull`), `send` waits and
+//! retries rather than dropping the message: a slow broker slows the
+//! producer down, it never loses an accepted share or a solved block.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use sluice_proto::Payload;
+
+use crate::{BusConfig, BusError, Topic};
+
+/// Where a message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// A Kafka producer for typed topics. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+    brokers: String,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("brokers", &self.brokers)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// A producer with `linger_ms` of batching: 0 for block candidates
+    /// (flushed at once), a few ms for shares.
+    pub fn new(config: &BusConfig, linger_ms: u32) -> Result<Self, BusError> {
+        let mut c = config.client_config();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", linger_ms.to_string())
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "1000000");
+        let inner = config.finish(c).create().map_err(BusError::Config)?;
+        Ok(Producer {
+            inner,
+            brokers: config.brokers.clone(),
+        })
+    }
+
+    /// Sends one message and waits for the broker's acknowledgement.
+    pub async fn send<T: Payload>(
+        &self,
+        topic: &Topic<T>,
+        key: &[u8],
+        value: &T,
+    ) -> Result<Delivery, BusError> {
+        self.send_bytes(topic.name(), key, &value.encode_to_vec())
+            .await
+    }
+
+    /// Sends raw bytes (tests use it to inject poison messages).
+    pub async fn send_bytes(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<Delivery, BusError> {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut backoff = Duration::from_millis(1);
+        let delivery = loop {
+            match self.inner.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rejected)) => {
+                    tracing::debug!(topic, ?backoff, "producer queue full, waiting");
+                    record = rejected;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err((source, _)) => {
+                    return Err(BusError::Produce {
+                        topic: topic.to_owned(),
+                        source,
+                    });
+                }
+            }
+        };
+        match delivery.await {
+            Ok(Ok(d)) => Ok(Delivery {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((source, _))) => Err(BusError::Produce {
+                topic: topic.to_owned(),
+                source,
+            }),
+            Err(_canceled) => Err(BusError::Produce {
+                topic: topic.to_owned(),
+                source: KafkaError::Canceled,
+            }),
+        }
+    }
+
+    /// Waits until every queued message is delivered or `timeout` passes.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.flush(Timeout::After(timeout)))
+            .await
+            .map_err(|e| BusError::Admin {
+                op: "flush",
+                detail: e.to_string(),
+            })?
+            .map_err(|source| BusError::Produce {
+                topic: "*".to_owned(),
+                source,
+            })
+    }
+
+    /// Asks the cluster for metadata: Ok when a broker answers.
+    pub async fn ping(&self, timeout: Duration) -> Result<usize, BusError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .client()
+                .fetch_metadata(None, Timeout::After(timeout))
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| BusError::Admin {
+            op: "metadata",
+            detail: e.to_string(),
+        })?
+        .map_err(|e| BusError::Admin {
+            op: "metadata",
+            detail: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! The bus against the real Kafka-protocol broker of the local stack
+//! (install/stack.sh up). Every test uses topics of its own: topics are never
+//! deleted (the local broker's DeleteTopics is unsafe, see INFRA.md).
+
+// Test helpers unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use sluice_bus::{
+    BusConfig, GroupConsumer, Producer, TailConsumer, Topic, TopicSpec, create_topics,
+    fetch_partitions,
+};
+use sluice_core::record::{Event, EventKind, Figure, ServiceStatus};
+use sluice_proto::Payload;
+use sluice_testkit::{kafka_brokers, unique_name};
+
+fn config() -> BusConfig {
+    BusConfig {
+        brokers: kafka_brokers(),
+        client_id: unique_name("bus-test-"),
+        ..BusConfig::default()
+    }
+}
+
+fn event(n: u64) -> Event {
+    Event {
+        timestamp_ms: n,
+        kind: EventKind::ServiceStatus(ServiceStatus {
+            service: "test".into(),
+            instance: format!("i{n}"),
+            host: "localhost".into(),
+            version: "0".into(),
+            uptime_secs: n,
+            healthy: true,
+            figures: vec![Figure {
+                name: "n".into(),
+                value: n as f64,
+            }],
+        }),
+    }
+}
+
+async fn new_topic(config: &BusConfig, partitions: i32) -> Topic<Event> {
+    let name = unique_name("sluice-test-");
+    let spec = TopicSpec {
+        name: name.clone(),
+        partitions,
+        replication: 1,
+        retention_ms: 3_600_000,
+    };
+    let created = create_topics(config, std::slice::from_ref(&spec))
+        .await
+        .expect("broker of the local stack is reachable");
+    assert_eq!(created, vec![name.clone()]);
+    // Creating again is not an error and creates nothing.
+    assert!(create_topics(config, &[spec]).await.unwrap().is_empty());
+    Topic::new(name)
+}
+
+async fn next_within<T: Payload>(c: &GroupConsumer<T>) -> sluice_bus::Record<T> {
+    tokio::time::timeout(Duration::from_secs(30), c.next())
+        .await
+        .expect("a message within 30 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_are_created_with_their_partitions() {
+    let config = config();
+    let topic = new_topic(&config, 4).await;
+    let mut partitions = fetch_partitions(&config, topic.name()).await.unwrap();
+    partitions.sort_unstable();
+    assert_eq!(partitions, vec![0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_consumer_starts_n_from_the_end_then_follows() {
+    let config = config();
+    let topic = new_topic(&config, 1).await;
+    let producer = Producer::new(&config, 0).unwrap();
+    for n in 0..10 {
+        let d = producer.send(&topic, b"k", &event(n)).await.unwrap();
+        assert_eq!(d.offset, n as i64, "one partition, offsets in order");
+    }
+    let tail = TailConsumer::new(&config, &topic, 3).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(30), tail.next())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(r.value.timestamp_ms);
+    }
+    assert_eq!(got, vec![7, 8, 9]);
+    producer.send(&topic, b"k", &event(10)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), tail.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.value, event(10));
+    assert_eq!(r.key, b"k");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_consumer_resumes_after_the_last_done_record() {
+    let config = config();
+    let topic = new_topic(&config, 1).await;
+    let group = unique_name("group-");
+    let producer = Producer::new(&config, 5).unwrap();
+    for n in 0..10 {
+        producer.send(&topic, b"k", &event(n)).await.unwrap();
+    }
+
+    // First consumer reads 7 but finishes the effect of only 5, then stops.
+    let first = GroupConsumer::<Event>::new(&config, &topic, &group).unwrap();
+    for n in 0..7 {
+        let r = next_within(&first).await;
+        assert_eq!(r.value.timestamp_ms, n);
+        if n < 5 {
+            first.done(&r).unwrap();
+        }
+    }
+    first.close().await.unwrap();
+
+    // Its successor sees everything not done: at least once, nothing lost.
+    let second = GroupConsumer::<Event>::new(&config, &topic, &group).unwrap();
+    for n in 5..10 {
+        let r = next_within(&second).await;
+        assert_eq!(r.value.timestamp_ms, n);
+        second.done(&r).unwrap();
+    }
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_messages_are_counted_and_skipped() {
+    let config = config();
+    let topic = new_topic(&config, 1).await;
+    let producer = Producer::new(&config, 0).unwrap();
+    producer
+        .send_bytes(topic.name(), b"k", &[0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    producer.send(&topic, b"k", &event(42)).await.unwrap();
+    let consumer = GroupConsumer::<Event>::new(&config, &topic, &unique_name("group-")).unwrap();
+    let r = next_within(&consumer).await;
+    assert_eq!(r.value, event(42));
+    assert_eq!(r.offset, 1);
+    assert_eq!(consumer.poison_count(), 1);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyed_messages_spread_over_partitions_and_all_arrive() {
+    let config = config();
+    let topic = new_topic(&config, 4).await;
+    let producer = Producer::new(&config, 5).unwrap();
+    let sends = (0..200u64).map(|n| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            producer
+                .send(&topic, &n.to_le_bytes(), &event(n))
+                .await
+                .unwrap()
+        }
+    });
+    let deliveries = futures::future::join_all(sends).await;
+    let used: std::collections::BTreeSet<i32> = deliveries.iter().map(|d| d.partition).collect();
+    assert!(used.len() > 1, "keys spread over partitions: {used:?}");
+    let consumer = GroupConsumer::<Event>::new(&config, &topic, &unique_name("group-")).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 200 {
+        let r = next_within(&consumer).await;
+        seen.insert(r.value.timestamp_ms);
+        consumer.done(&r).unwrap();
+    }
+    assert_eq!(seen, (0..200).collect());
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_broker_fails_the_send_instead_of_hanging() {
+    let config = BusConfig {
+        brokers: "127.0.0.1:1".into(),
+        message_timeout_ms: 2_000,
+        ..config()
+    };
+    let producer = Producer::new(&config, 0).unwrap();
+    let topic: Topic<Event> = Topic::new("nowhere");
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        producer.send(&topic, b"k", &event(1)),
+    )
+    .await
+    .expect("the send gives up after message_timeout_ms")
+    .unwrap_err();
+    assert!(err.to_string().starts_with("producing to nowhere"), "{err}");
+    assert!(producer.ping(Duration::from_secs(1)).await.is_err());
+}

@@ -1,0 +1,102 @@
+//! The admin HTTP server: `/metrics` (Prometheus text) and `/health` (JSON,
+//! 200 when every component is ok, 503 otherwise). Bound to loopback by default.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::Health;
+
+/// The service's Prometheus registry. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Metrics {
+    /// Registers metrics: `metrics.register(|r| r.register("name", "help", counter.clone()))`.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    health: Health,
+    metrics: Metrics,
+}
+
+/// A bound, not yet serving, admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl AdminServer {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr, health: Health, metrics: Metrics) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let router = Router::new()
+            .route("/metrics", get(serve_metrics))
+            .route("/health", get(serve_health))
+            .with_state(AdminState { health, metrics });
+        Ok(AdminServer { listener, router })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is cancelled.
+    pub async fn serve(self, stop: CancellationToken) {
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "admin server failed");
+        }
+    }
+}
+
+async fn serve_metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn serve_health(State(s): State<AdminState>) -> impl IntoResponse {
+    let status = if s.health.is_healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(s.health.snapshot()))
+}

@@ -1,0 +1,41 @@
+//! The `users` table: who may mine.
+
+use mysql_async::prelude::{FromRow, Query, WithParams};
+
+use crate::{Store, StoreError};
+
+/// A row of `users`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct User {
+    /// Account id, carried in every share.
+    pub id: u32,
+    /// Account name (the part of a login before the dot).
+    pub name: String,
+    /// Disabled accounts may not authorize.
+    pub disabled: bool,
+}
+
+impl Store {
+    /// The user called `name` (case-insensitive), if any.
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        "SELECT id, name, disabled FROM users WHERE name = ?"
+            .with((name,))
+            .first(self.pool())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Adds a user, or returns the existing one of that name.
+    pub async fn ensure_user(&self, name: &str) -> Result<User, StoreError> {
+        "INSERT INTO users (name) VALUES (?) ON DUPLICATE KEY UPDATE id = id"
+            .with((name,))
+            .ignore(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        self.user_by_name(name).await?.ok_or_else(|| {
+            self.err(mysql_async::Error::Other(
+                format!("user {name:?} vanished after insert").into(),
+            ))
+        })
+    }
+}

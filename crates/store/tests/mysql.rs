@@ -1,0 +1,167 @@
+//! The store against the real MariaDB of the local stack (install/stack.sh up).
+//! Each test works in a database of its own, dropped at the end.
+
+// Test helpers unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use mysql_async::prelude::Queryable;
+use sluice_store::{MIGRATIONS, Migration, Store, StoreError};
+use sluice_testkit::{mysql_url, unique_name};
+
+/// A fresh database `sluice_test_<random>` and a store pointed at it.
+struct TestDb {
+    name: String,
+    admin: Store,
+    store: Store,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let admin = Store::new(&mysql_url()).unwrap();
+        let name = unique_name("sluice_test_");
+        admin
+            .pool()
+            .get_conn()
+            .await
+            .expect("MariaDB of the local stack is reachable (install/stack.sh up)")
+            .query_drop(format!("CREATE DATABASE `{name}`"))
+            .await
+            .unwrap();
+        let base = mysql_url();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        TestDb {
+            name,
+            admin,
+            store: Store::new(&url).unwrap(),
+        }
+    }
+
+    async fn tables(&self) -> Vec<String> {
+        let mut conn = self.store.pool().get_conn().await.unwrap();
+        conn.query("SHOW TABLES").await.unwrap()
+    }
+
+    async fn drop(self) {
+        self.store.close().await;
+        let mut conn = self.admin.pool().get_conn().await.unwrap();
+        conn.query_drop(format!("DROP DATABASE `{}`", self.name))
+            .await
+            .unwrap();
+        drop(conn);
+        self.admin.close().await;
+    }
+}
+
+#[tokio::test]
+async fn migrations_create_every_table_once() {
+    let db = TestDb::new().await;
+    let applied = db.store.migrate().await.unwrap();
+    assert_eq!(
+        applied,
+        MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>()
+    );
+    let tables = db.tables().await;
+    for t in [
+        "users",
+        "mining_workers",
+        "found_blocks",
+        "schema_migrations",
+        "stats_pool_hour",
+        "stats_pool_day",
+        "stats_users_hour",
+        "stats_users_day",
+        "stats_workers_hour",
+        "stats_workers_day",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
+    }
+    // A second run is a no-op.
+    assert!(db.store.migrate().await.unwrap().is_empty());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn concurrent_runners_apply_each_migration_once() {
+    let db = TestDb::new().await;
+    let other = db.store.clone();
+    let (a, b) = tokio::join!(db.store.migrate(), other.migrate());
+    let (mut a, b) = (a.unwrap(), b.unwrap());
+    a.extend(b);
+    a.sort_unstable();
+    assert_eq!(a, MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_edited_applied_migration_is_refused() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    let mut edited: Vec<Migration> = MIGRATIONS.to_vec();
+    edited[0].sql = "CREATE TABLE users (id INT) /* edited */";
+    let err = db.store.migrate_with(&edited).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::ChecksumMismatch { version: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("forward-only"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn users_are_found_case_insensitively() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    assert_eq!(db.store.user_by_name("alice").await.unwrap(), None);
+    let alice = db.store.ensure_user("alice").await.unwrap();
+    assert!(!alice.disabled);
+    assert_eq!(
+        db.store.ensure_user("alice").await.unwrap(),
+        alice,
+        "idempotent"
+    );
+    assert_eq!(
+        db.store.user_by_name("ALICE").await.unwrap(),
+        Some(alice.clone())
+    );
+    // A name that would break a string-built query is just a name.
+    let odd = db
+        .store
+        .ensure_user("bob'; DROP TABLE users; --")
+        .await
+        .unwrap();
+    assert_ne!(odd.id, alice.id);
+    assert!(db.tables().await.iter().any(|t| t == "users"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_dead_server_is_a_clear_error() {
+    // Nothing listens on port 1.
+    let store = Store::new("mysql://sluice:sluice@127.0.0.1:1/sluice").unwrap();
+    let err = store.ping().await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("mysql at 127.0.0.1:1:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_sql_file_is_compiled_in() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".sql"))
+        .collect();
+    files.sort();
+    let listed: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+        .collect();
+    assert_eq!(files, listed);
+    let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert!(
+        versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbered without gaps"
+    );
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The local Sluice stack under supervisord: ZooKeeper, MariaDB and the Kafka
+# broker on loopback, then the database, user, schema and topics.
+#
+#   install/stack.sh up       install what is missing, start, wait until healthy, bootstrap
+#   install/stack.sh down     stop everything and supervisord itself (data is kept)
+#   install/stack.sh status   what runs, and whether each server answers
+#
+# Data and logs live under $SLUICE_STATE (default /var/lib/sluice).
+# SLUICE_EXTERNAL_INFRA=1 skips starting the three servers: the pool then uses
+# SLUICE_KAFKA_BROKERS, SLUICE_ZK and SLUICE_MYSQL_URL as given.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+zk_ready() { tcp_ask 127.0.0.1 2181 srvr | grep -q 'Mode: standalone'; }
+mariadb_ready() { mariadb-admin --socket="$SLUICE_STATE/mariadb/mysqld.sock" -uroot ping; }
+kafka_ready() { tcp_open 127.0.0.1 9092; }
+supervisord_running() { supervisorctl_ pid >/dev/null 2>&1; }
+
+prepare_dirs() {
+    mkdir -p "$SLUICE_STATE"/{log,zookeeper/data,mariadb,kafka}
+    cat > "$SLUICE_STATE/zookeeper/zoo.cfg" <<CFG
+tickTime=2000
+dataDir=$SLUICE_STATE/zookeeper/data
+clientPortAddress=127.0.0.1
+clientPort=2181
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,stat,mntr,conf
+CFG
+    if [ ! -d "$SLUICE_STATE/mariadb/data/mysql" ]; then
+        log "initialising the MariaDB data directory"
+        mariadb-install-db --no-defaults --datadir="$SLUICE_STATE/mariadb/data" --user=root \
+            --auth-root-authentication-method=socket --skip-test-db >"$SLUICE_STATE/log/mariadb-install.log" 2>&1 \
+            || die "mariadb-install-db failed: see $SLUICE_STATE/log/mariadb-install.log"
+    fi
+}
+
+start_supervisord() {
+    if supervisord_running; then
+        supervisorctl_ reread >/dev/null && supervisorctl_ update >/dev/null
+    else
+        log "starting supervisord ($SLUICE_STATE/log/supervisord.log)"
+        supervisord -c "$SUPERVISOR_CONF"
+        wait_until 10 supervisord supervisord_running
+    fi
+}
+
+bootstrap_database() {
+    # user:password@host:port/db from SLUICE_MYSQL_URL.
+    local rest=${SLUICE_MYSQL_URL#mysql://}
+    local creds=${rest%%@*} hostpart=${rest#*@}
+    local user=${creds%%:*} password=${creds#*:} db=${hostpart#*/}
+    db=${db%%\?*}
+    mariadb --socket="$SLUICE_STATE/mariadb/mysqld.sock" -uroot <<SQL
+CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS '$user'@'127.0.0.1' IDENTIFIED BY '$password';
+GRANT ALL PRIVILEGES ON \`$db\`.* TO '$user'@'127.0.0.1';
+-- Tests create throwaway databases named ${db}_test_<random>.
+GRANT ALL PRIVILEGES ON \`${db}\_test\_%\`.* TO '$user'@'127.0.0.1';
+SQL
+}
+
+sluicectl() {
+    cargo build --quiet -p sluicectl
+    "$CARGO_TARGET_DIR/debug/sluicectl" "$@"
+}
+
+up() {
+    bash "$SLUICE_HOME/install/deps.sh"
+    if [ "${SLUICE_EXTERNAL_INFRA:-0}" != 1 ]; then
+        prepare_dirs
+        start_supervisord
+        supervisorctl_ start zookeeper mariadb kafka >/dev/null || true
+        wait_until 60 "ZooKeeper on 127.0.0.1:2181" zk_ready
+        wait_until 60 "MariaDB on 127.0.0.1:3306" mariadb_ready
+        wait_until 60 "the Kafka broker on 127.0.0.1:9092" kafka_ready
+        log "ZooKeeper, MariaDB and Kafka are up"
+        bootstrap_database
+    fi
+    sluicectl migrate
+    sluicectl create-topics
+    sluicectl check
+}
+
+down() {
+    if supervisord_running; then
+        log "stopping all programs and supervisord"
+        supervisorctl_ stop all >/dev/null || true
+        supervisorctl_ shutdown >/dev/null || true
+    else
+        log "supervisord is not running"
+    fi
+}
+
+status() {
+    supervisord_running && supervisorctl_ status || log "supervisord is not running"
+    zk_ready && log "ZooKeeper: serving" || log "ZooKeeper: not answering"
+    mariadb_ready >/dev/null 2>&1 && log "MariaDB: serving" || log "MariaDB: not answering"
+    kafka_ready && log "Kafka: port open" || log "Kafka: not answering"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 64 ;;
+esac

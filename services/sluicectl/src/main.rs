@@ -1,0 +1,246 @@
+//! `sluicectl`: what install/stack.sh and operators run against the
+//! infrastructure. Settings come from `-c sluicectl.toml` (see
+//! deploy/config/sluicectl.toml) or, without it, from the environment
+//! (`SLUICE_KAFKA_BROKERS`, `SLUICE_ZK`, `SLUICE_MYSQL_URL`) and defaults.
+//!
+//! Exit codes: 0 ok, 64 bad configuration, 69 a dependency is unavailable.
+
+// A command-line tool: its output is its interface.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use sluice_bus::{BusConfig, Producer, TopicSpec, create_topics};
+use sluice_coord::{Coord, CoordConfig};
+use sluice_service::{EXIT_CONFIG, Validate, load_config};
+use sluice_store::Store;
+
+const EXIT_UNAVAILABLE: u8 = 69;
+const HOUR_MS: u64 = 3_600_000;
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file; without it, environment variables and defaults.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the database migrations not yet applied.
+    Migrate,
+    /// Create the pool's topics that do not exist yet.
+    CreateTopics,
+    /// Check that Kafka, ZooKeeper and MySQL answer and the schema is current.
+    Check,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    kafka: BusConfig,
+    zookeeper: ZkSection,
+    mysql: MysqlSection,
+    /// Partitions of the Share topic.
+    share_partitions: i32,
+    /// Replication factor of every topic.
+    replication: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ZkSection {
+    connect: String,
+    root: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MysqlSection {
+    url: String,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: BusConfig {
+                brokers: env_or("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092"),
+                client_id: "sluicectl".to_owned(),
+                ..BusConfig::default()
+            },
+            zookeeper: ZkSection::default(),
+            mysql: MysqlSection::default(),
+            share_partitions: 4,
+            replication: 1,
+        }
+    }
+}
+
+impl Default for ZkSection {
+    fn default() -> Self {
+        ZkSection {
+            connect: env_or("SLUICE_ZK", "127.0.0.1:2181"),
+            root: "/sluice".to_owned(),
+        }
+    }
+}
+
+impl Default for MysqlSection {
+    fn default() -> Self {
+        MysqlSection {
+            url: env_or(
+                "SLUICE_MYSQL_URL",
+                "mysql://sluice:sluice@127.0.0.1:3306/sluice",
+            ),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        if self.share_partitions < 1 {
+            return Err("share_partitions must be at least 1".to_owned());
+        }
+        if self.replication < 1 {
+            return Err("replication must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// ARCHITECTURE.md §4: names, partitions and retention of every topic.
+    fn topics(&self) -> Vec<TopicSpec> {
+        let t = &self.kafka.topics;
+        let spec = |name: &str, partitions, retention_ms| TopicSpec {
+            name: name.to_owned(),
+            partitions,
+            replication: self.replication,
+            retention_ms,
+        };
+        vec![
+            spec(&t.raw_gbt, 1, 6 * HOUR_MS),
+            spec(&t.job, 1, 6 * HOUR_MS),
+            spec(&t.share, self.share_partitions, 7 * 24 * HOUR_MS),
+            spec(&t.solved_share, 1, 28 * 24 * HOUR_MS),
+            spec(&t.event, 1, 14 * 24 * HOUR_MS),
+        ]
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.config {
+        Some(path) => match load_config::<Config>(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("sluicectl: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Config::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let Ok(runtime) = runtime else {
+        eprintln!("sluicectl: cannot start the async runtime");
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate => migrate(&config).await,
+            Command::CreateTopics => topics(&config).await,
+            Command::Check => check(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluicectl: {e:#}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::new(&config.mysql.url)?;
+    let applied = store.migrate().await;
+    store.close().await;
+    let applied = applied?;
+    println!("migrations: {} applied now, schema current", applied.len());
+    Ok(())
+}
+
+async fn topics(config: &Config) -> anyhow::Result<()> {
+    let specs = config.topics();
+    let created = create_topics(&config.kafka, &specs).await?;
+    println!("topics: {} created, {} present", created.len(), specs.len());
+    Ok(())
+}
+
+async fn check(config: &Config) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    let mut report = |name: &str, result: anyhow::Result<String>| match result {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => {
+            println!("FAIL  {name}: {e:#}");
+            failures.push(name.to_owned());
+        }
+    };
+    report("kafka", kafka_check(config).await);
+    report("zookeeper", zk_check(config).await);
+    report("mysql", mysql_check(config).await);
+    anyhow::ensure!(failures.is_empty(), "unavailable: {}", failures.join(", "));
+    Ok(())
+}
+
+async fn kafka_check(config: &Config) -> anyhow::Result<String> {
+    let brokers = Producer::new(&config.kafka, 0)?
+        .ping(Duration::from_secs(5))
+        .await?;
+    for spec in config.topics() {
+        sluice_bus::fetch_partitions(&config.kafka, &spec.name).await?;
+    }
+    Ok(format!(
+        "{brokers} broker(s) at {}, all topics present",
+        config.kafka.brokers
+    ))
+}
+
+async fn zk_check(config: &Config) -> anyhow::Result<String> {
+    let cfg = CoordConfig {
+        connect: config.zookeeper.connect.clone(),
+        root: config.zookeeper.root.clone(),
+        ..CoordConfig::default()
+    };
+    let coord = tokio::time::timeout(Duration::from_secs(10), Coord::connect(&cfg)).await??;
+    Ok(format!("session {:?} at {}", coord.state(), cfg.connect))
+}
+
+async fn mysql_check(config: &Config) -> anyhow::Result<String> {
+    let store = Store::new(&config.mysql.url)?;
+    let result = async {
+        store.ping().await?;
+        let pending = store.pending_migrations().await?;
+        anyhow::ensure!(
+            pending.is_empty(),
+            "migrations not applied: {pending:?} (run sluicectl migrate)"
+        );
+        Ok(format!("schema current at {}", store.addr()))
+    }
+    .await;
+    store.close().await;
+    result
+}

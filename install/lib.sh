@@ -37,6 +37,11 @@ wait_until() {
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
 
 SUPERVISOR_CONF="$SLUICE_HOME/deploy/supervisor/supervisord.conf"
+# supervisord refuses to start if minfds exceeds the hard limit: ask for
+# 65536 descriptors (sserver holds one per miner) or whatever the host allows.
+hard_nofile=$(ulimit -Hn)
+if [ "$hard_nofile" = unlimited ] || [ "$hard_nofile" -gt 65536 ]; then hard_nofile=65536; fi
+export SLUICE_MINFDS=$hard_nofile
 supervisorctl_() { supervisorctl -c "$SUPERVISOR_CONF" "$@"; }
 
 # tcp_ask HOST PORT WORD: send WORD to a TCP port and print the answer (for

@@ -76,33 +76,55 @@ pub async fn create_topics(
 
 /// The partition ids of `topic`; an error if the topic does not exist.
 pub async fn fetch_partitions(config: &BusConfig, topic: &str) -> Result<Vec<i32>, BusError> {
+    Ok(fetch_watermarks(config, topic)
+        .await?
+        .into_iter()
+        .map(|(p, _, _)| p)
+        .collect())
+}
+
+/// `(partition, low, high)` watermarks of every partition of `topic`. Blocking
+/// librdkafka calls run on the blocking pool, so any runtime flavour works.
+pub(crate) async fn fetch_watermarks(
+    config: &BusConfig,
+    topic: &str,
+) -> Result<Vec<(i32, i64, i64)>, BusError> {
     let consumer: BaseConsumer = config
         .finish(config.client_config())
         .create()
         .map_err(BusError::Config)?;
     let topic_name = topic.to_owned();
+    let timeout = Timeout::After(Duration::from_secs(10));
     tokio::task::spawn_blocking(move || {
+        let admin_err = |detail: String| BusError::Admin {
+            op: "metadata",
+            detail,
+        };
         let metadata = consumer
-            .fetch_metadata(Some(&topic_name), Timeout::After(Duration::from_secs(10)))
-            .map_err(|e| BusError::Admin {
-                op: "metadata",
-                detail: e.to_string(),
-            })?;
+            .fetch_metadata(Some(&topic_name), timeout)
+            .map_err(|e| admin_err(e.to_string()))?;
         let t = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic_name)
-            .ok_or_else(|| BusError::Admin {
-                op: "metadata",
-                detail: format!("no topic {topic_name}"),
-            })?;
+            .ok_or_else(|| admin_err(format!("no topic {topic_name}")))?;
         if let Some(err) = t.error() {
-            return Err(BusError::Admin {
-                op: "metadata",
-                detail: format!("topic {topic_name}: {}", RDKafkaErrorCode::from(err)),
-            });
+            return Err(admin_err(format!(
+                "topic {topic_name}: {}",
+                RDKafkaErrorCode::from(err)
+            )));
         }
-        Ok(t.partitions().iter().map(|p| p.id()).collect())
+        t.partitions()
+            .iter()
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic_name, p.id(), timeout)
+                    .map_err(|e| {
+                        admin_err(format!("watermarks of {topic_name}/{}: {e}", p.id()))
+                    })?;
+                Ok((p.id(), low, high))
+            })
+            .collect()
     })
     .await
     .map_err(|e| BusError::Admin {

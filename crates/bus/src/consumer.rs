@@ -2,15 +2,13 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::Payload;
 
-use crate::admin::fetch_partitions;
+use crate::admin::fetch_watermarks;
 use crate::{BusConfig, BusError, Topic};
 
 /// A decoded message with where it came from.
@@ -79,10 +77,8 @@ impl<T: Payload> TailConsumer<T> {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
         let consumer: StreamConsumer = config.finish(c).create().map_err(BusError::Config)?;
-        let partitions = fetch_partitions(config, topic.name()).await?;
         let mut tpl = TopicPartitionList::new();
-        for partition in partitions {
-            let (low, high) = watermarks(&consumer, topic.name(), partition).await?;
+        for (partition, low, high) in fetch_watermarks(config, topic.name()).await? {
             let start = (high - n.max(0)).max(low);
             tpl.add_partition_offset(topic.name(), partition, Offset::Offset(start))
                 .map_err(|source| BusError::Consume {
@@ -111,21 +107,6 @@ impl<T: Payload> TailConsumer<T> {
     pub fn poison_count(&self) -> u64 {
         self.poison.load(Ordering::Relaxed)
     }
-}
-
-async fn watermarks(
-    consumer: &StreamConsumer,
-    topic: &str,
-    partition: i32,
-) -> Result<(i64, i64), BusError> {
-    // fetch_watermarks blocks; it is called once per partition at start.
-    tokio::task::block_in_place(|| {
-        consumer.fetch_watermarks(topic, partition, Timeout::After(Duration::from_secs(10)))
-    })
-    .map_err(|source| BusError::Consume {
-        topic: topic.to_owned(),
-        source,
-    })
 }
 
 /// Reads a log topic in a consumer group, at least once.

@@ -74,7 +74,8 @@ async fn topics_are_created_with_their_partitions() {
     assert_eq!(partitions, vec![0, 1, 2, 3]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
+/// A current-thread runtime on purpose: no blocking call may panic it.
+#[tokio::test]
 async fn tail_consumer_starts_n_from_the_end_then_follows() {
     let config = config();
     let topic = new_topic(&config, 1).await;

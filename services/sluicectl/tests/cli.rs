@@ -81,3 +81,24 @@ fn the_local_stack_checks_ok() {
         "{stdout}"
     );
 }
+
+/// The commented example config is valid and describes the local stack.
+#[test]
+fn the_example_config_checks_ok() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/config/sluicectl.toml"
+    );
+    let out = sluicectl()
+        .arg("-c")
+        .arg(example)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -26,25 +26,48 @@ pub struct Record<T> {
     pub timestamp_ms: Option<i64>,
 }
 
-/// Receives the next decodable message; poison is counted, logged, skipped.
-async fn next_record<T: Payload>(
-    consumer: &StreamConsumer,
-    topic: &str,
-    poison: &AtomicU64,
-) -> Result<Record<T>, BusError> {
-    loop {
-        let msg = consumer.recv().await.map_err(|source| BusError::Consume {
+/// A consumer of one topic with decoding: what both modes share.
+struct TypedStream<T> {
+    consumer: StreamConsumer,
+    topic: String,
+    poison: AtomicU64,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T: Payload> TypedStream<T> {
+    fn new(consumer: StreamConsumer, topic: &str) -> Self {
+        TypedStream {
+            consumer,
             topic: topic.to_owned(),
+            poison: AtomicU64::new(0),
+            _message: PhantomData,
+        }
+    }
+
+    fn error(&self, source: rdkafka::error::KafkaError) -> BusError {
+        BusError::Consume {
+            topic: self.topic.clone(),
             source,
-        })?;
-        match decode::<T>(&msg) {
-            Ok(record) => return Ok(record),
-            Err(error) => {
-                poison.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(), %error,
-                    "skipping undecodable message");
+        }
+    }
+
+    /// Receives the next decodable message; poison is counted, logged, skipped.
+    async fn next(&self) -> Result<Record<T>, BusError> {
+        loop {
+            let msg = self.consumer.recv().await.map_err(|e| self.error(e))?;
+            match decode::<T>(&msg) {
+                Ok(record) => return Ok(record),
+                Err(error) => {
+                    self.poison.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %self.topic, partition = msg.partition(),
+                        offset = msg.offset(), %error, "skipping undecodable message");
+                }
             }
         }
+    }
+
+    fn poison_count(&self) -> u64 {
+        self.poison.load(Ordering::Relaxed)
     }
 }
 
@@ -61,10 +84,7 @@ fn decode<T: Payload>(msg: &BorrowedMessage<'_>) -> Result<Record<T>, sluice_pro
 /// Reads a state topic from its last `n` messages on, then follows it.
 /// Nothing is committed: a restart reads the tail again.
 pub struct TailConsumer<T> {
-    consumer: StreamConsumer,
-    topic: String,
-    poison: AtomicU64,
-    _message: PhantomData<fn() -> T>,
+    stream: TypedStream<T>,
 }
 
 impl<T: Payload> TailConsumer<T> {
@@ -76,36 +96,28 @@ impl<T: Payload> TailConsumer<T> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        let consumer: StreamConsumer = config.finish(c).create().map_err(BusError::Config)?;
+        let stream = TypedStream::new(
+            config.finish(c).create().map_err(BusError::Config)?,
+            topic.name(),
+        );
         let mut tpl = TopicPartitionList::new();
         for (partition, low, high) in fetch_watermarks(config, topic.name()).await? {
             let start = (high - n.max(0)).max(low);
             tpl.add_partition_offset(topic.name(), partition, Offset::Offset(start))
-                .map_err(|source| BusError::Consume {
-                    topic: topic.name().to_owned(),
-                    source,
-                })?;
+                .map_err(|e| stream.error(e))?;
         }
-        consumer.assign(&tpl).map_err(|source| BusError::Consume {
-            topic: topic.name().to_owned(),
-            source,
-        })?;
-        Ok(TailConsumer {
-            consumer,
-            topic: topic.name().to_owned(),
-            poison: AtomicU64::new(0),
-            _message: PhantomData,
-        })
+        stream.consumer.assign(&tpl).map_err(|e| stream.error(e))?;
+        Ok(TailConsumer { stream })
     }
 
     /// The next message.
     pub async fn next(&self) -> Result<Record<T>, BusError> {
-        next_record(&self.consumer, &self.topic, &self.poison).await
+        self.stream.next().await
     }
 
     /// Messages skipped because they did not decode.
     pub fn poison_count(&self) -> u64 {
-        self.poison.load(Ordering::Relaxed)
+        self.stream.poison_count()
     }
 }
 
@@ -116,10 +128,7 @@ impl<T: Payload> TailConsumer<T> {
 /// offsets are committed every second, on rebalance and on [`GroupConsumer::close`].
 /// A crash replays everything after the last committed offset.
 pub struct GroupConsumer<T> {
-    consumer: StreamConsumer,
-    topic: String,
-    poison: AtomicU64,
-    _message: PhantomData<fn() -> T>,
+    stream: TypedStream<T>,
 }
 
 impl<T: Payload> GroupConsumer<T> {
@@ -134,53 +143,48 @@ impl<T: Payload> GroupConsumer<T> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("enable.partition.eof", "false");
-        let consumer: StreamConsumer = config.finish(c).create().map_err(BusError::Config)?;
-        consumer
+        let stream = TypedStream::new(
+            config.finish(c).create().map_err(BusError::Config)?,
+            topic.name(),
+        );
+        stream
+            .consumer
             .subscribe(&[topic.name()])
-            .map_err(|source| BusError::Consume {
-                topic: topic.name().to_owned(),
-                source,
-            })?;
-        Ok(GroupConsumer {
-            consumer,
-            topic: topic.name().to_owned(),
-            poison: AtomicU64::new(0),
-            _message: PhantomData,
-        })
+            .map_err(|e| stream.error(e))?;
+        Ok(GroupConsumer { stream })
     }
 
     /// The next message.
     pub async fn next(&self) -> Result<Record<T>, BusError> {
-        next_record(&self.consumer, &self.topic, &self.poison).await
+        self.stream.next().await
     }
 
     /// Marks `record` (and everything before it in its partition) as done.
     pub fn done(&self, record: &Record<T>) -> Result<(), BusError> {
-        self.consumer
-            .store_offset(&self.topic, record.partition, record.offset)
-            .map_err(|source| BusError::Consume {
-                topic: self.topic.clone(),
-                source,
-            })
+        let s = &self.stream;
+        s.consumer
+            .store_offset(&s.topic, record.partition, record.offset)
+            .map_err(|e| s.error(e))
     }
 
     /// Messages skipped because they did not decode.
     pub fn poison_count(&self) -> u64 {
-        self.poison.load(Ordering::Relaxed)
+        self.stream.poison_count()
     }
 
     /// Commits what is done and leaves the group.
     pub async fn close(self) -> Result<(), BusError> {
-        let topic = self.topic.clone();
+        let topic = self.stream.topic.clone();
+        let consumer = self.stream.consumer;
         tokio::task::spawn_blocking(move || {
-            let result = match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            let result = match consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last commit is not an error.
                 Err(rdkafka::error::KafkaError::ConsumerCommit(
                     rdkafka::types::RDKafkaErrorCode::NoOffset,
                 )) => Ok(()),
                 other => other,
             };
-            self.consumer.unsubscribe();
+            consumer.unsubscribe();
             result
         })
         .await

@@ -60,6 +60,11 @@ impl Candidate {
         self.epoch
     }
 
+    /// This candidate's node.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.dir, self.node)
+    }
+
     /// Waits until every candidate before this one is gone.
     pub async fn leadership(&self) -> Result<Leadership, CoordError> {
         loop {
@@ -107,15 +112,7 @@ impl Candidate {
     /// Resolves when this candidate's node is gone (session ended or resigned):
     /// a leader must stop producing then.
     pub async fn lost(&self) {
-        let path = format!("{}/{}", self.dir, self.node);
-        loop {
-            match self.coord.client.check_and_watch_stat(&path).await {
-                Ok((Some(_), watcher)) => {
-                    watcher.changed().await;
-                }
-                Ok((None, _)) | Err(_) => return,
-            }
-        }
+        self.coord.wait_gone(&self.path()).await;
     }
 
     /// Leaves the election (a standby takes over at once).

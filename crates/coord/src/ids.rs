@@ -81,15 +81,7 @@ impl IdLease {
     /// Resolves when the id is no longer held by this session (node deleted or
     /// session ended). A server must stop handing out work under it then.
     pub async fn lost(&self) {
-        loop {
-            match self.coord.client.check_and_watch_stat(&self.path).await {
-                Ok((None, _)) => return,
-                Ok((Some(_), watcher)) => {
-                    watcher.changed().await;
-                }
-                Err(_) => return,
-            }
-        }
+        self.coord.wait_gone(&self.path).await;
     }
 
     /// Gives the id back now instead of at session end.

@@ -124,6 +124,19 @@ impl Coord {
         state
     }
 
+    /// Resolves when `path` no longer exists, or the session can no longer
+    /// tell (an ended session has lost its ephemeral nodes anyway).
+    async fn wait_gone(&self, path: &str) {
+        loop {
+            match self.client.check_and_watch_stat(path).await {
+                Ok((Some(_), watcher)) => {
+                    watcher.changed().await;
+                }
+                Ok((None, _)) | Err(_) => return,
+            }
+        }
+    }
+
     /// `<root>/<service>/<leaf>`, created (persistent) if missing.
     async fn dir(&self, service: &str, leaf: &str) -> Result<String, CoordError> {
         let path = format!("{}/{service}/{leaf}", self.root);

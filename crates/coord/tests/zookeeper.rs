@@ -131,6 +131,24 @@ async fn standby_takes_over_with_a_higher_epoch() {
 }
 
 #[tokio::test]
+async fn a_leader_notices_when_its_node_is_gone() {
+    let root = unique_name("/sluice-test-");
+    let s = session(&root).await;
+    let candidate = s.candidate("jobmaker", b"").await.unwrap();
+    candidate.leadership().await.unwrap();
+    let path = candidate.path();
+    let operator = zookeeper_client::Client::connect(&zookeeper())
+        .await
+        .unwrap();
+    let watch = tokio::spawn(async move { candidate.lost().await });
+    operator.delete(&path, None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("loss noticed")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn resigning_hands_over_at_once() {
     let root = unique_name("/sluice-test-");
     let s = session(&root).await;

@@ -153,17 +153,16 @@ impl CoinbaseParams {
     }
 
     fn outputs(&self) -> Result<Vec<TxOut>, CoinbaseError> {
-        let fixed = self
-            .fixed_outputs
-            .iter()
-            .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))
-            .filter(|sum| *sum <= self.value)
-            .ok_or_else(|| CoinbaseError::FixedOutputsExceedValue {
-                fixed: self.fixed_outputs.iter().fold(Amount::ZERO, |s, o| {
-                    s.checked_add(o.value).unwrap_or(Amount::MAX)
-                }),
+        // Saturating: an overflowing sum is certainly more than the value.
+        let fixed = self.fixed_outputs.iter().fold(Amount::ZERO, |sum, o| {
+            sum.checked_add(o.value).unwrap_or(Amount::MAX)
+        });
+        if fixed > self.value {
+            return Err(CoinbaseError::FixedOutputsExceedValue {
+                fixed,
                 value: self.value,
-            })?;
+            });
+        }
         let mut outputs = Vec::with_capacity(self.fixed_outputs.len() + 2);
         outputs.push(TxOut {
             value: self.value - fixed,

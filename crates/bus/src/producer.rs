@@ -4,6 +4,8 @@
 //! retries rather than dropping the message: a slow broker slows the
 //! producer down, it never loses an accepted share or a solved block.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -27,6 +29,7 @@ pub struct Delivery {
 pub struct Producer {
     inner: FutureProducer,
     brokers: String,
+    queue_full_waits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -52,6 +55,7 @@ impl Producer {
         Ok(Producer {
             inner,
             brokers: config.brokers.clone(),
+            queue_full_waits: Arc::default(),
         })
     }
 
@@ -79,6 +83,7 @@ impl Producer {
             match self.inner.send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rejected)) => {
+                    self.queue_full_waits.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(topic, ?backoff, "producer queue full, waiting");
                     record = rejected;
                     tokio::time::sleep(backoff).await;
@@ -106,6 +111,12 @@ impl Producer {
                 source: KafkaError::Canceled,
             }),
         }
+    }
+
+    /// How often a send found the local queue full and waited (a sign the
+    /// broker is slower than the producer).
+    pub fn queue_full_waits(&self) -> u64 {
+        self.queue_full_waits.load(Ordering::Relaxed)
     }
 
     /// Waits until every queued message is delivered or `timeout` passes.

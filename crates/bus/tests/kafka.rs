@@ -181,6 +181,33 @@ async fn keyed_messages_spread_over_partitions_and_all_arrive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_full_local_queue_makes_senders_wait_and_loses_nothing() {
+    let mut config = config();
+    config
+        .librdkafka
+        .insert("queue.buffering.max.messages".into(), "5".into());
+    let topic = new_topic(&config, 1).await;
+    let producer = Producer::new(&config, 5).unwrap();
+    let sends = (0..300u64).map(|n| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move { producer.send(&topic, b"k", &event(n)).await }
+    });
+    for result in futures::future::join_all(sends).await {
+        result.expect("every send is delivered, none dropped");
+    }
+    assert!(
+        producer.queue_full_waits() > 0,
+        "the 5-message queue filled up"
+    );
+    let consumer = GroupConsumer::<Event>::new(&config, &topic, &unique_name("group-")).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 300 {
+        seen.insert(next_within(&consumer).await.value.timestamp_ms);
+    }
+    assert_eq!(seen, (0..300).collect());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_dead_broker_fails_the_send_instead_of_hanging() {
     let config = BusConfig {
         brokers: "127.0.0.1:1".into(),

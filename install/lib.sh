@@ -35,6 +35,8 @@ wait_until() {
 
 # The build cache is shared between checkouts (CI clones afresh every run).
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
+# Where supervisord finds the pool's binaries (built by install/stack.sh).
+export SLUICE_BIN=${SLUICE_BIN:-$CARGO_TARGET_DIR/debug}
 
 SUPERVISOR_CONF="$SLUICE_HOME/deploy/supervisor/supervisord.conf"
 # supervisord refuses to start if minfds exceeds the hard limit: ask for

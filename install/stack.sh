@@ -61,10 +61,12 @@ GRANT ALL PRIVILEGES ON \`${db}\_test\_%\`.* TO '$user'@'127.0.0.1';
 SQL
 }
 
-sluicectl() {
-    cargo build --quiet -p sluicectl
-    "$CARGO_TARGET_DIR/debug/sluicectl" "$@"
+# The pool's binaries, for supervisord and for sluicectl below.
+build_binaries() {
+    (cd "$SLUICE_HOME" && cargo build --quiet -p sluicectl -p nodesim)
 }
+
+sluicectl() { "$SLUICE_BIN/sluicectl" "$@"; }
 
 up() {
     bash "$SLUICE_HOME/install/deps.sh"
@@ -78,6 +80,7 @@ up() {
         log "ZooKeeper, MariaDB and Kafka are up"
         bootstrap_database
     fi
+    build_binaries
     sluicectl migrate
     sluicectl create-topics
     sluicectl check

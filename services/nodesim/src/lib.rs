@@ -1,0 +1,175 @@
+//! nodesim: the Bitcoin Core stand-in for tests and the local demo.
+//!
+//! It behaves like `bitcoind -regtest` for every call the pool makes
+//! (ARCHITECTURE.md §10): JSON-RPC over HTTP with basic auth or a cookie file
+//! (`rpc.rs`), templates from a synthetic segwit mempool (`mempool.rs`),
+//! `submitblock` validated like Core with Core's reject reasons
+//! (`validate.rs`), and a ZMQ `hashblock` publication for every new tip
+//! (`zmq.rs`). The block bits are configurable so load tests can make blocks
+//! rare. Anything the pool does against nodesim must work against Core.
+
+mod chain;
+mod mempool;
+mod mine;
+mod rpc;
+mod validate;
+mod zmq;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::{BlockHash, CompactTarget};
+use serde::Deserialize;
+use sluice_service::{CommonConfig, Context, Validate};
+use tokio::sync::{broadcast, watch};
+
+use crate::chain::Chain;
+use crate::mempool::Mempool;
+
+/// nodesim's configuration (deploy/config/nodesim.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[service]`: admin port, grace period.
+    pub service: CommonConfig,
+    /// JSON-RPC listen address (Core's regtest default 127.0.0.1:18443).
+    pub rpc_listen: SocketAddr,
+    /// ZMQ `hashblock` publisher address (`tcp://127.0.0.1:28332`).
+    pub zmq_hashblock: String,
+    /// Basic-auth user; empty for cookie auth only.
+    pub rpc_user: String,
+    /// Basic-auth password.
+    pub rpc_password: String,
+    /// Where to write a Core-style cookie (`__cookie__:<hex>`); empty for none.
+    pub cookie_file: PathBuf,
+    /// Compact bits of every new block (regtest's limit 207fffff by default).
+    pub bits: String,
+    /// Transactions kept in the synthetic mempool.
+    pub mempool_size: usize,
+    /// Seed of the mempool generator (same seed, same transactions).
+    pub seed: u64,
+    /// Longest a long-poll `getblocktemplate` waits.
+    pub longpoll_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service: CommonConfig {
+                admin_listen: SocketAddr::from(([127, 0, 0, 1], 9105)),
+                ..CommonConfig::default()
+            },
+            rpc_listen: SocketAddr::from(([127, 0, 0, 1], 18443)),
+            zmq_hashblock: "tcp://127.0.0.1:28332".to_owned(),
+            rpc_user: "sluice".to_owned(),
+            rpc_password: "sluice".to_owned(),
+            cookie_file: PathBuf::new(),
+            bits: "207fffff".to_owned(),
+            mempool_size: 200,
+            seed: 1,
+            longpoll_timeout_secs: 60,
+        }
+    }
+}
+
+impl AsRef<CommonConfig> for Config {
+    fn as_ref(&self) -> &CommonConfig {
+        &self.service
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        self.compact_bits()?;
+        if self.rpc_user.is_empty() && self.cookie_file.as_os_str().is_empty() {
+            return Err(
+                "set rpc_user/rpc_password or cookie_file: RPC needs some authentication".into(),
+            );
+        }
+        if self.mempool_size > 5_000 {
+            return Err("mempool_size must be at most 5000".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn compact_bits(&self) -> Result<CompactTarget, String> {
+        u32::from_str_radix(&self.bits, 16)
+            .map(CompactTarget::from_consensus)
+            .map_err(|_| format!("bits {:?} is not 8 hex digits like 207fffff", self.bits))
+    }
+}
+
+/// The running node's shared state.
+#[derive(Debug)]
+pub(crate) struct Node {
+    chain: Mutex<Chain>,
+    /// The tip, for long polls.
+    tip: watch::Sender<BlockHash>,
+    /// Every new tip, for ZMQ (a watch would coalesce blocks).
+    blocks: broadcast::Sender<BlockHash>,
+    longpoll_timeout: Duration,
+}
+
+impl Node {
+    fn chain(&self) -> MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Announces a new tip to long polls and ZMQ.
+    fn announce(&self, tip: BlockHash) {
+        self.tip.send_replace(tip);
+        // No ZMQ subscriber task yet is not an error.
+        let _ = self.blocks.send(tip);
+    }
+}
+
+/// Seconds since the epoch, as block times are.
+pub(crate) fn now() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// Where a started nodesim listens.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// JSON-RPC.
+    pub rpc: SocketAddr,
+    /// ZMQ hashblock, `tcp://host:port`.
+    pub zmq: String,
+}
+
+/// Binds the RPC and ZMQ endpoints and serves them on `ctx`'s tracker until
+/// its token is cancelled. Returns where they listen (port 0 picks one).
+pub async fn start(config: Config, ctx: &Context) -> anyhow::Result<Endpoints> {
+    let bits = config.compact_bits().map_err(anyhow::Error::msg)?;
+    let chain = Chain::new(bits, Mempool::new(config.mempool_size, config.seed));
+    let genesis = chain.tip().block.block_hash();
+    let (tip, _) = watch::channel(genesis);
+    let (blocks, _) = broadcast::channel(1024);
+    let node = Arc::new(Node {
+        chain: Mutex::new(chain),
+        tip,
+        blocks,
+        longpoll_timeout: Duration::from_secs(config.longpoll_timeout_secs),
+    });
+    let zmq = zmq::start(&config.zmq_hashblock, node.blocks.subscribe(), ctx).await?;
+    let auth = rpc::Auth::new(&config.rpc_user, &config.rpc_password, &config.cookie_file)?;
+    let rpc = rpc::start(config.rpc_listen, node, auth, ctx).await?;
+    ctx.health.set("rpc", true, format!("listening on {rpc}"));
+    tracing::info!(%rpc, %zmq, bits = %config.bits, "nodesim serving regtest");
+    Ok(Endpoints { rpc, zmq })
+}
+
+/// The service: start, then run until shutdown.
+pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
+    start(config, &ctx).await?;
+    ctx.shutdown.token().cancelled().await;
+    Ok(())
+}

@@ -9,9 +9,14 @@ source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
 
 bash install/stack.sh up
-supervisorctl_ start nodesim >/dev/null
+# restart, not start: pick up binaries the stack step just rebuilt.
+supervisorctl_ restart nodesim >/dev/null
 wait_until 30 "nodesim RPC on 127.0.0.1:18443" tcp_open 127.0.0.1 18443
 log "nodesim (regtest Bitcoin Core stand-in) answers on 127.0.0.1:18443, ZMQ hashblock on 28332"
+supervisorctl_ restart gbtmaker >/dev/null
+gbtmaker_healthy() { curl -sf http://127.0.0.1:9101/health >/dev/null; }
+wait_until 30 "gbtmaker to publish templates (127.0.0.1:9101/health)" gbtmaker_healthy
+log "gbtmaker publishes templates to BtcRawGbt: $(curl -s http://127.0.0.1:9101/health)"
 echo
 supervisorctl_ status
 echo

@@ -93,6 +93,10 @@ impl<T: Payload> TailConsumer<T> {
         let mut c = config.client_config();
         // librdkafka wants a group id even for manual assignment; none is committed.
         c.set("group.id", format!("{}-tail", config.client_id))
+            // State topics carry news (a new block, a new job): the broker
+            // holds a fetch for up to this long when it has nothing, and
+            // tansu holds it the full time, so keep it short.
+            .set("fetch.wait.max.ms", "10")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");

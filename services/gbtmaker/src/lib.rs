@@ -1,0 +1,119 @@
+//! gbtmaker: block templates from every configured node to the RawGbt topic.
+//!
+//! One task per node polls `getblocktemplate` every `poll_interval_ms`, and at
+//! once when the node's ZMQ `hashblock` fires (or, without ZMQ, when a long
+//! poll returns on a new tip). Each template is published as typed RawGbt
+//! keyed by its content id; jobmaker picks among nodes and templates. A dead
+//! or slow node is retried with backoff and shown in `/health`; it never
+//! stops the others or the service.
+
+mod metrics;
+mod node;
+mod rpc;
+mod zmq;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use sluice_bus::{BusConfig, Producer, Topic};
+use sluice_service::{CommonConfig, Context, Validate};
+
+pub use rpc::{GbtError, NodeConfig};
+
+/// gbtmaker's configuration (deploy/config/gbtmaker.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[service]`.
+    #[serde(default = "default_service")]
+    pub service: CommonConfig,
+    /// `[kafka]`.
+    #[serde(default)]
+    pub kafka: BusConfig,
+    /// The nodes to take templates from.
+    pub nodes: Vec<NodeConfig>,
+    /// Poll interval when no block arrives.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Timeout of one `getblocktemplate` (large mempools take seconds).
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_secs: u64,
+}
+
+fn default_service() -> CommonConfig {
+    CommonConfig {
+        admin_listen: ([127, 0, 0, 1], 9101).into(),
+        ..CommonConfig::default()
+    }
+}
+fn default_poll_ms() -> u64 {
+    5_000
+}
+fn default_rpc_timeout() -> u64 {
+    30
+}
+
+impl AsRef<CommonConfig> for Config {
+    fn as_ref(&self) -> &CommonConfig {
+        &self.service
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Err("at least one [[nodes]] entry is needed".into());
+        }
+        let mut names = HashSet::new();
+        for n in &self.nodes {
+            if n.name.is_empty() || !names.insert(&n.name) {
+                return Err(format!(
+                    "node names must be non-empty and unique: {:?}",
+                    n.name
+                ));
+            }
+            if !n.rpc_url.starts_with("http://") && !n.rpc_url.starts_with("https://") {
+                return Err(format!(
+                    "node {}: rpc_url must start with http:// ({:?})",
+                    n.name, n.rpc_url
+                ));
+            }
+        }
+        if self.poll_interval_ms < 100 || self.rpc_timeout_secs == 0 {
+            return Err(
+                "poll_interval_ms must be at least 100 and rpc_timeout_secs positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The service: one loop per node until shutdown.
+pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
+    // linger 0: a new template is news; nothing is gained by batching.
+    let producer = Producer::new(&config.kafka, 0)?;
+    let shared = node::Shared {
+        producer: producer.clone(),
+        topic: Topic::new(config.kafka.topics.raw_gbt.clone()),
+        health: ctx.health.clone(),
+        metrics: metrics::GbtMetrics::register(&ctx.metrics),
+        poll_interval: Duration::from_millis(config.poll_interval_ms),
+        rpc_timeout: Duration::from_secs(config.rpc_timeout_secs),
+    };
+    for node in config.nodes {
+        let token = ctx.shutdown.token().clone();
+        ctx.shutdown
+            .tracker()
+            .spawn(node::run(node, shared.clone(), token));
+    }
+    ctx.shutdown.token().cancelled().await;
+    producer.flush(Duration::from_secs(2)).await.ok();
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! One node's loop: fetch a template when the poll interval elapses, at once
+//! when ZMQ announces a block (or a long poll returns, where ZMQ is not
+//! configured), publish it, and back off while the node or Kafka fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use sluice_bus::{Producer, Topic};
+use sluice_core::BlockTemplate;
+use sluice_service::Health;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::GbtMetrics;
+use crate::rpc::{NodeConfig, NodeRpc, to_template};
+use crate::zmq::{HashBlock, subscribe};
+
+/// What every node loop shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) producer: Producer,
+    pub(crate) topic: Topic<BlockTemplate>,
+    pub(crate) health: Health,
+    pub(crate) metrics: GbtMetrics,
+    pub(crate) poll_interval: Duration,
+    pub(crate) rpc_timeout: Duration,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a fetch was made, and since when the news is waiting.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Poll,
+    Block(HashBlock),
+}
+
+pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationToken) {
+    let component = format!("node:{}", node.name);
+    shared.health.set(&component, false, "starting");
+    let (tx, mut rx) = mpsc::channel::<HashBlock>(64);
+    let reconnect = Arc::new(Notify::new());
+    if let Some(endpoint) = node.zmq_hashblock.clone() {
+        tokio::spawn(subscribe(
+            node.name.clone(),
+            endpoint,
+            tx,
+            reconnect.clone(),
+            token.clone(),
+        ));
+    } else {
+        tokio::spawn(long_poll(node.clone(), shared.clone(), tx, token.clone()));
+    }
+
+    let mut backoff = Duration::from_secs(1);
+    let mut next = Duration::ZERO;
+    let mut last_prev: Option<BlockHash> = None;
+    let mut announced: Option<BlockHash> = None;
+    loop {
+        let trigger = tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(next) => Trigger::Poll,
+            Some(hb) = rx.recv() => Trigger::Block(hb),
+        };
+        if let Trigger::Block(hb) = trigger {
+            announced = Some(hb.hash);
+        }
+        match fetch_and_publish(&node, &shared, trigger).await {
+            Ok(template) => {
+                shared.health.set(
+                    &component,
+                    true,
+                    format!("template for height {}", template.height),
+                );
+                backoff = Duration::from_secs(1);
+                next = shared.poll_interval;
+                // A new tip found by polling that ZMQ never announced: the
+                // subscription is silently dead.
+                let new_tip = last_prev.is_some_and(|p| p != template.prev_blockhash);
+                if new_tip
+                    && node.zmq_hashblock.is_some()
+                    && announced != Some(template.prev_blockhash)
+                {
+                    shared.metrics.zmq_misses.inc();
+                    reconnect.notify_one();
+                }
+                last_prev = Some(template.prev_blockhash);
+            }
+            Err(error) => {
+                shared.health.set(&component, false, error.to_string());
+                tracing::warn!(node = %node.name, %error, retry_in = ?backoff, "no template");
+                next = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn fetch_and_publish(
+    node: &NodeConfig,
+    shared: &Shared,
+    trigger: Trigger,
+) -> anyhow::Result<BlockTemplate> {
+    let since = match trigger {
+        Trigger::Poll => Instant::now(),
+        Trigger::Block(hb) => hb.at,
+    };
+    // A fresh client per fetch re-reads a cookie file a restarted node rewrote.
+    let rpc = NodeRpc::new(node, shared.rpc_timeout)?;
+    let gbt = rpc.template(None).await?;
+    publish(node, shared, gbt, since).await
+}
+
+/// Converts, publishes keyed by template id, records the latency from `since`.
+async fn publish(
+    node: &NodeConfig,
+    shared: &Shared,
+    gbt: bitcoincore_rpc::json::GetBlockTemplateResult,
+    since: Instant,
+) -> anyhow::Result<BlockTemplate> {
+    let template = to_template(&node.name, gbt, crate::now_ms())?;
+    let sent = shared
+        .producer
+        .send(&shared.topic, &template.id.0, &template)
+        .await;
+    shared.health.set(
+        "kafka",
+        sent.is_ok(),
+        sent.as_ref()
+            .map_or_else(|e| e.to_string(), |_| "ok".into()),
+    );
+    sent?;
+    let latency = since.elapsed();
+    shared.metrics.published.inc();
+    shared.metrics.latency.observe(latency.as_secs_f64());
+    tracing::debug!(node = %node.name, height = template.height, txs = template.transactions.len(),
+        id = %template.id, ?latency, "template published");
+    Ok(template)
+}
+
+/// Without ZMQ: long-poll `getblocktemplate` and announce each new tip.
+async fn long_poll(
+    node: NodeConfig,
+    shared: Shared,
+    out: mpsc::Sender<HashBlock>,
+    token: CancellationToken,
+) {
+    let mut longpoll_id: Option<String> = None;
+    let mut prev: Option<BlockHash> = None;
+    let mut backoff = Duration::from_secs(1);
+    while !token.is_cancelled() {
+        let rpc = match NodeRpc::new(&node, shared.rpc_timeout.max(Duration::from_secs(120))) {
+            Ok(rpc) => rpc,
+            Err(_) => {
+                tokio::select! { () = token.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let answer = tokio::select! {
+            () = token.cancelled() => return,
+            answer = rpc.template(longpoll_id.clone()) => answer,
+        };
+        match answer {
+            Ok(gbt) => {
+                backoff = Duration::from_secs(1);
+                longpoll_id = Some(gbt.longpollid.clone());
+                if prev.is_some_and(|p| p != gbt.previous_block_hash) {
+                    let _ = out
+                        .send(HashBlock {
+                            hash: gbt.previous_block_hash,
+                            at: Instant::now(),
+                        })
+                        .await;
+                }
+                prev = Some(gbt.previous_block_hash);
+            }
+            Err(error) => {
+                tracing::debug!(node = %node.name, %error, "long poll failed");
+                longpoll_id = None;
+                tokio::select! { () = token.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Standing for election, and one term as leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::ScriptBuf;
+use sluice_bus::{Producer, TailConsumer, Topic};
+use sluice_coord::{Candidate, Coord};
+use sluice_core::{BlockTemplate, Job};
+use sluice_service::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::JobFactory;
+use crate::select::{Verdict, judge};
+use crate::{Config, now_ms};
+
+/// Templates read back from the tail when a term starts, to find the best.
+const TEMPLATE_BACKLOG: i64 = 50;
+
+/// Campaigns on `coord` and leads whenever elected, until shutdown (Ok) or
+/// until the session is unusable (Err: the caller reconnects).
+pub(crate) async fn campaign(
+    config: &Config,
+    ctx: &Context,
+    coord: &Coord,
+    payout: &ScriptBuf,
+    info: &[u8],
+) -> anyhow::Result<()> {
+    let token = ctx.shutdown.token().clone();
+    let candidate = Arc::new(coord.candidate("jobmaker", info).await?);
+    ctx.health.set(
+        "zookeeper",
+        true,
+        format!("standby (candidate epoch {})", candidate.epoch()),
+    );
+    let leadership = tokio::select! {
+        () = token.cancelled() => {
+            let _ = Arc::try_unwrap(candidate).map(Candidate::resign);
+            return Ok(());
+        }
+        state = coord.session_ended() => anyhow::bail!("zookeeper session ended ({state:?}) while standing by"),
+        lead = candidate.leadership() => lead?,
+    };
+    let epoch = leadership.epoch;
+    ctx.health
+        .set("zookeeper", true, format!("leader, epoch {epoch}"));
+    // The term ends when shutdown is asked or our election node is gone.
+    let term = token.child_token();
+    let watcher = {
+        let (candidate, term) = (candidate.clone(), term.clone());
+        tokio::spawn(async move {
+            candidate.lost().await;
+            term.cancel();
+        })
+    };
+    let result = lead(config, ctx, payout, epoch, &term).await;
+    watcher.abort();
+    if token.is_cancelled() {
+        if let Ok(candidate) = Arc::try_unwrap(candidate) {
+            candidate.resign().await?;
+        }
+        return result;
+    }
+    result?;
+    anyhow::bail!("leadership (epoch {epoch}) lost")
+}
+
+/// One term: templates in, jobs out, until `term` is cancelled.
+async fn lead(
+    config: &Config,
+    ctx: &Context,
+    payout: &ScriptBuf,
+    epoch: u64,
+    term: &CancellationToken,
+) -> anyhow::Result<()> {
+    let kafka = &config.kafka;
+    let job_topic: Topic<Job> = Topic::new(kafka.topics.job.clone());
+    let producer = Producer::new(kafka, 0)?;
+    let last_job = newest_job(config).await?;
+    let mut factory = JobFactory::new(
+        config.pool_tag.as_bytes().to_vec(),
+        payout.clone(),
+        epoch,
+        last_job,
+    );
+    let templates = TailConsumer::<BlockTemplate>::new(
+        kafka,
+        &Topic::new(kafka.topics.raw_gbt.clone()),
+        TEMPLATE_BACKLOG,
+    )
+    .await?;
+    tracing::info!(epoch, last_job = ?last_job.map(|j| j.to_string()), "leading");
+
+    let job_interval = Duration::from_secs(config.job_interval_secs);
+    let stale = Duration::from_secs(config.stale_template_secs);
+    let mut current: Option<BlockTemplate> = None;
+    let mut last_template_at = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(job_interval);
+    ticker.reset();
+    ctx.health
+        .set("templates", false, "waiting for the first template");
+    loop {
+        let clean = tokio::select! {
+            () = term.cancelled() => return Ok(()),
+            record = templates.next() => {
+                let t = record?.value;
+                let now = now_ms();
+                if now.saturating_sub(t.created_at_ms) > stale.as_millis() as u64 {
+                    continue; // an old template read back from the tail
+                }
+                last_template_at = tokio::time::Instant::now();
+                ctx.health.set("templates", true, format!("height {} from {}", t.height, t.node_id));
+                match judge(current.as_ref(), &t, now, job_interval) {
+                    Verdict::Ignore => continue,
+                    Verdict::Refresh => { current = Some(t); continue; }
+                    Verdict::NewTip => { current = Some(t); ticker.reset(); true }
+                }
+            }
+            _ = ticker.tick() => {
+                if last_template_at.elapsed() > stale {
+                    ctx.health.set("templates", false, format!(
+                        "no template for {}s: issuing jobs from the last one", last_template_at.elapsed().as_secs()));
+                }
+                false
+            }
+        };
+        let Some(template) = &current else { continue };
+        let job = factory.make(template, clean, now_ms())?;
+        match producer.send(&job_topic, &epoch.to_be_bytes(), &job).await {
+            Ok(_) => {
+                ctx.health.set("kafka", true, "ok");
+                tracing::debug!(job = %job.id, height = job.height, clean, epoch, "job published");
+            }
+            Err(error) => {
+                ctx.health.set("kafka", false, error.to_string());
+                tracing::warn!(%error, job = %job.id, "job not published");
+            }
+        }
+    }
+}
+
+/// The newest job on the Job topic, so ids keep increasing across leaders.
+async fn newest_job(config: &Config) -> anyhow::Result<Option<sluice_core::JobId>> {
+    let tail = TailConsumer::<Job>::new(
+        &config.kafka,
+        &Topic::new(config.kafka.topics.job.clone()),
+        1,
+    )
+    .await?;
+    Ok(tokio::time::timeout(Duration::from_secs(1), tail.next())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|r| r.value.id))
+}

@@ -1,0 +1,185 @@
+//! jobmaker: Stratum jobs from block templates, by exactly one elected leader.
+//!
+//! Every instance campaigns in ZooKeeper (`<root>/jobmaker/election`); the
+//! leader reads templates from RawGbt, picks one with btcpool's anti-jitter
+//! rules (`select.rs`), and publishes Jobs built with crates/core
+//! (`jobs.rs`): a clean job at once on a new block, otherwise one every
+//! `job_interval_secs` from the current template, even if gbtmaker goes
+//! quiet (reported in /health). Every Job carries the leader's epoch, so
+//! consumers can ignore a deposed leader; a leader that loses its node stops
+//! producing and campaigns again as a standby.
+
+mod jobs;
+mod leader;
+mod select;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::{Address, Network, ScriptBuf};
+use serde::Deserialize;
+use sluice_bus::BusConfig;
+use sluice_coord::{Coord, CoordConfig};
+use sluice_service::{CommonConfig, Context, Validate};
+
+/// jobmaker's configuration (deploy/config/jobmaker.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[service]`.
+    #[serde(default = "default_service")]
+    pub service: CommonConfig,
+    /// `[kafka]`.
+    #[serde(default)]
+    pub kafka: BusConfig,
+    /// `[zookeeper]`.
+    #[serde(default)]
+    pub zookeeper: ZkConfig,
+    /// Seconds between jobs when no block arrives.
+    #[serde(default = "default_job_interval")]
+    pub job_interval_secs: u64,
+    /// /health turns unhealthy when no template arrived for this long.
+    #[serde(default = "default_stale")]
+    pub stale_template_secs: u64,
+    /// Text in every coinbase (at most 75 bytes; keep it short).
+    #[serde(default = "default_tag")]
+    pub pool_tag: String,
+    /// Where block rewards go.
+    pub payout_address: String,
+    /// `mainnet`, `testnet`, `testnet4`, `signet` or `regtest`: the address must belong to it.
+    pub network: String,
+}
+
+/// `[zookeeper]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZkConfig {
+    /// `host:port[,…]`.
+    pub connect: String,
+    /// Path prefix shared by the pool's services.
+    pub root: String,
+    /// How long a crashed leader keeps leadership before a standby takes over.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ZkConfig {
+    fn default() -> Self {
+        ZkConfig {
+            connect: "127.0.0.1:2181".into(),
+            root: "/sluice".into(),
+            session_timeout_ms: 6_000,
+        }
+    }
+}
+
+fn default_service() -> CommonConfig {
+    CommonConfig {
+        admin_listen: ([127, 0, 0, 1], 9102).into(),
+        ..CommonConfig::default()
+    }
+}
+fn default_job_interval() -> u64 {
+    30
+}
+fn default_stale() -> u64 {
+    60
+}
+fn default_tag() -> String {
+    "/sluice/".into()
+}
+
+impl AsRef<CommonConfig> for Config {
+    fn as_ref(&self) -> &CommonConfig {
+        &self.service
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        self.payout_script()?;
+        if self.pool_tag.len() > 60 {
+            return Err(format!(
+                "pool_tag is {} bytes; at most 60 fit the coinbase",
+                self.pool_tag.len()
+            ));
+        }
+        if self.job_interval_secs == 0 || self.stale_template_secs == 0 {
+            return Err("job_interval_secs and stale_template_secs must be positive".into());
+        }
+        if self.zookeeper.session_timeout_ms < 2_000 {
+            return Err("zookeeper.session_timeout_ms must be at least 2000".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The payout address's script, checked against the configured network.
+    pub fn payout_script(&self) -> Result<ScriptBuf, String> {
+        let network = match self.network.as_str() {
+            "mainnet" | "bitcoin" => Network::Bitcoin,
+            "testnet" => Network::Testnet,
+            "testnet4" => Network::Testnet4,
+            "signet" => Network::Signet,
+            "regtest" => Network::Regtest,
+            other => {
+                return Err(format!(
+                    "network {other:?} is not mainnet, testnet, testnet4, signet or regtest"
+                ));
+            }
+        };
+        let address = Address::from_str(&self.payout_address)
+            .map_err(|e| format!("payout_address {:?}: {e}", self.payout_address))?;
+        address
+            .require_network(network)
+            .map(|a| a.script_pubkey())
+            .map_err(|_| {
+                format!(
+                    "payout_address {:?} is not a {} address",
+                    self.payout_address, self.network
+                )
+            })
+    }
+
+    fn coord(&self) -> CoordConfig {
+        CoordConfig {
+            connect: self.zookeeper.connect.clone(),
+            root: self.zookeeper.root.clone(),
+            session_timeout: Duration::from_millis(self.zookeeper.session_timeout_ms),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The service: campaign, lead while elected, campaign again when deposed.
+pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
+    let payout = config.payout_script().map_err(anyhow::Error::msg)?;
+    let token = ctx.shutdown.token().clone();
+    let info = format!("{} pid {}", config.service.instance, std::process::id());
+    let mut backoff = Duration::from_millis(500);
+    while !token.is_cancelled() {
+        let coord = match Coord::connect(&config.coord()).await {
+            Ok(c) => c,
+            Err(error) => {
+                ctx.health.set("zookeeper", false, error.to_string());
+                tracing::warn!(%error, retry_in = ?backoff, "zookeeper unavailable");
+                tokio::select! { () = token.cancelled() => break, () = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        if let Err(error) = leader::campaign(&config, &ctx, &coord, &payout, info.as_bytes()).await
+        {
+            ctx.health.set("zookeeper", false, format!("{error:#}"));
+            tracing::warn!(error = format!("{error:#}"), "campaign ended; reconnecting");
+            tokio::select! { () = token.cancelled() => break, () = tokio::time::sleep(backoff) => {} }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! jobmaker in process: clean jobs on new blocks, and jobs that mine real
+//! blocks nodesim accepts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bitcoin::Block;
+use bitcoincore_rpc::RpcApi;
+use serde_json::{Value, json};
+use sluice_core::share::Submission;
+use sluice_core::{ShareOutcome, coinbase::coinbase_transaction};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
+    let rig = common::rig(60_000).await;
+    let ctx = common::context();
+    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
+    let jobs = rig.jobs().await;
+    let first = common::job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
+        j.height == 1
+    })
+    .await;
+    assert!(first.clean, "the first job of a leader is clean");
+
+    let started = Instant::now();
+    rig.generate().await;
+    let job = common::job_where(&jobs, Duration::from_secs(10), "at height 2", |j| {
+        j.height == 2
+    })
+    .await;
+    println!("new block to clean Job consumed: {:?}", started.elapsed());
+    assert!(job.clean);
+    assert!(job.id > first.id, "ids increase");
+    assert_eq!(job.leader_epoch, first.leader_epoch);
+
+    // Mine the job as a miner would: extranonces, ntime, nonce by brute force.
+    let templates = rig.templates().await;
+    let template = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = templates.next().await.unwrap().value;
+            if t.id == job.template_id {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("the job's template is on RawGbt");
+    let work = job.work(8);
+    let (en1, en2) = ([0, 0, 0, 1], [0xab; 8]);
+    let easy = bitcoin::Target::from_le_bytes([0xff; 32]);
+    let solved = (0..1_000_000u32)
+        .map(|nonce| {
+            let sub = Submission {
+                extranonce1: &en1,
+                extranonce2: &en2,
+                ntime: job.time,
+                nonce,
+                version_bits: None,
+            };
+            work.check(&sub, 0, &easy).unwrap()
+        })
+        .find(|c| c.outcome == ShareOutcome::Block)
+        .expect("regtest bits: about one nonce in two");
+    let coinbase =
+        coinbase_transaction(&[&job.coinbase1[..], &en1, &en2, &job.coinbase2].concat()).unwrap();
+    let mut txdata = vec![coinbase];
+    for tx in &template.transactions {
+        txdata.push(bitcoin::consensus::deserialize(&tx.raw).unwrap());
+    }
+    let block = Block {
+        header: solved.header,
+        txdata,
+    };
+    let hex = bitcoin::consensus::encode::serialize_hex(&block);
+    let client = rig.client();
+    let answer: Value =
+        tokio::task::spawn_blocking(move || client.call("submitblock", &[json!(hex)]).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(answer, Value::Null, "nodesim accepted the pool's block");
+    let next = common::job_where(&jobs, Duration::from_secs(10), "on our block", |j| {
+        j.height == 3
+    })
+    .await;
+    assert_eq!(next.prev_blockhash, block.block_hash());
+    assert!(
+        ctx.health.snapshot()["zookeeper"]
+            .detail
+            .starts_with("leader")
+    );
+    ctx.shutdown.token().cancel();
+}
+
+#[test]
+fn payout_addresses_must_match_the_network() {
+    use sluice_service::Validate;
+    let base = "payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+    let ok: jobmaker::Config = toml::from_str(&format!("{base}network = \"regtest\"\n")).unwrap();
+    assert!(ok.validate().is_ok());
+    let wrong: jobmaker::Config =
+        toml::from_str(&format!("{base}network = \"mainnet\"\n")).unwrap();
+    assert!(
+        wrong
+            .validate()
+            .unwrap_err()
+            .contains("is not a mainnet address")
+    );
+    let unknown: jobmaker::Config = toml::from_str(&format!("{base}network = \"moon\"\n")).unwrap();
+    assert!(unknown.validate().unwrap_err().contains("network \"moon\""));
+}
+
+/// The commented example config loads and validates.
+#[test]
+fn the_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/jobmaker.toml");
+    let config: jobmaker::Config = sluice_service::load_config(&path).unwrap();
+    assert_eq!(config.network, "regtest");
+}

@@ -2,21 +2,25 @@
 # Runs Sluice locally, end to end: installs what is missing, starts the real
 # stack under supervisord (ZooKeeper, MariaDB, the Kafka broker), applies the
 # schema, creates the topics, and shows that every part answers.
-# nodesim stands in for bitcoind; the pool services join the same supervisord
-# as they are built.
+# nodesim stands in for bitcoind; gbtmaker and jobmaker turn its templates
+# into Stratum jobs on Kafka; the other services join as they are built.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
 
 bash install/stack.sh up
 # restart, not start: pick up binaries the stack step just rebuilt.
-supervisorctl_ restart nodesim >/dev/null
+supervisorctl_ start nodesim >/dev/null || true  # keeps its chain when already running
 wait_until 30 "nodesim RPC on 127.0.0.1:18443" tcp_open 127.0.0.1 18443
 log "nodesim (regtest Bitcoin Core stand-in) answers on 127.0.0.1:18443, ZMQ hashblock on 28332"
 supervisorctl_ restart gbtmaker >/dev/null
 gbtmaker_healthy() { curl -sf http://127.0.0.1:9101/health >/dev/null; }
 wait_until 30 "gbtmaker to publish templates (127.0.0.1:9101/health)" gbtmaker_healthy
 log "gbtmaker publishes templates to BtcRawGbt: $(curl -s http://127.0.0.1:9101/health)"
+supervisorctl_ restart jobmaker >/dev/null
+jobmaker_leads() { curl -sf http://127.0.0.1:9102/health | grep -q 'leader, epoch'; }
+wait_until 30 "jobmaker to lead and publish jobs (127.0.0.1:9102/health)" jobmaker_leads
+log "jobmaker publishes jobs to BtcJob: $(curl -s http://127.0.0.1:9102/health)"
 echo
 supervisorctl_ status
 echo

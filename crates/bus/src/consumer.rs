@@ -31,6 +31,7 @@ struct TypedStream<T> {
     consumer: StreamConsumer,
     topic: String,
     poison: AtomicU64,
+    transient: AtomicU64,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -40,6 +41,7 @@ impl<T: Payload> TypedStream<T> {
             consumer,
             topic: topic.to_owned(),
             poison: AtomicU64::new(0),
+            transient: AtomicU64::new(0),
             _message: PhantomData,
         }
     }
@@ -51,10 +53,25 @@ impl<T: Payload> TypedStream<T> {
         }
     }
 
-    /// Receives the next decodable message; poison is counted, logged, skipped.
+    /// Receives the next decodable message; poison is counted, logged,
+    /// skipped. Transient errors (a broker down, a lost connection) are
+    /// events librdkafka recovers from by itself: logged and waited out.
+    /// Only fatal consumer errors are returned.
     async fn next(&self) -> Result<Record<T>, BusError> {
         loop {
-            let msg = self.consumer.recv().await.map_err(|e| self.error(e))?;
+            let msg = match self.consumer.recv().await {
+                Ok(msg) => msg,
+                Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                    return Err(self.error(e));
+                }
+                Err(error) => {
+                    self.transient.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %self.topic, %error, "kafka unavailable; librdkafka retries");
+                    // Error events come once per change, but never spin on them.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             match decode::<T>(&msg) {
                 Ok(record) => return Ok(record),
                 Err(error) => {
@@ -68,6 +85,10 @@ impl<T: Payload> TypedStream<T> {
 
     fn poison_count(&self) -> u64 {
         self.poison.load(Ordering::Relaxed)
+    }
+
+    fn transient_errors(&self) -> u64 {
+        self.transient.load(Ordering::Relaxed)
     }
 }
 
@@ -123,6 +144,11 @@ impl<T: Payload> TailConsumer<T> {
     pub fn poison_count(&self) -> u64 {
         self.stream.poison_count()
     }
+
+    /// Transient errors waited out (broker down, connection lost).
+    pub fn transient_errors(&self) -> u64 {
+        self.stream.transient_errors()
+    }
 }
 
 /// Reads a log topic in a consumer group, at least once.
@@ -174,6 +200,11 @@ impl<T: Payload> GroupConsumer<T> {
     /// Messages skipped because they did not decode.
     pub fn poison_count(&self) -> u64 {
         self.stream.poison_count()
+    }
+
+    /// Transient errors waited out (broker down, connection lost).
+    pub fn transient_errors(&self) -> u64 {
+        self.stream.transient_errors()
     }
 
     /// Commits what is done and leaves the group.

@@ -124,15 +124,27 @@ impl Coord {
         state
     }
 
-    /// Resolves when `path` no longer exists, or the session can no longer
-    /// tell (an ended session has lost its ephemeral nodes anyway).
+    /// Resolves when `path` no longer exists or the session has ended (an
+    /// ended session has lost its ephemeral nodes). A lost *connection* is
+    /// not the end: the client reconnects within the session timeout and the
+    /// ephemeral nodes survive, so this waits for the reconnect and looks again.
     async fn wait_gone(&self, path: &str) {
+        let mut state = self.client.state_watcher();
         loop {
             match self.client.check_and_watch_stat(path).await {
                 Ok((Some(_), watcher)) => {
                     watcher.changed().await;
                 }
-                Ok((None, _)) | Err(_) => return,
+                Ok((None, _)) => return,
+                Err(error) => {
+                    if state.peek_state().is_terminated() {
+                        return;
+                    }
+                    tracing::debug!(%path, %error, "zookeeper unreachable; waiting for the session to reconnect");
+                    // A state change (reconnected, expired) is worth another
+                    // look; so is a second, in case the change came first.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), state.changed()).await;
+                }
             }
         }
     }

@@ -5,9 +5,6 @@
 //!
 //! Exit codes: 0 ok, 64 bad configuration, 69 a dependency is unavailable.
 
-// A command-line tool: its output is its interface.
-#![allow(clippy::print_stdout)]
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +17,15 @@ use sluice_service::{EXIT_CONFIG, Validate, load_config};
 use sluice_store::Store;
 
 const EXIT_UNAVAILABLE: u8 = 69;
+
+/// Prints a line; a closed stdout (`sluicectl check | head -1`) is not an
+/// error worth a panic, unlike with `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 const HOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug, Parser)]
@@ -179,23 +185,23 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let applied = store.migrate().await;
     store.close().await;
     let applied = applied?;
-    println!("migrations: {} applied now, schema current", applied.len());
+    out!("migrations: {} applied now, schema current", applied.len());
     Ok(())
 }
 
 async fn topics(config: &Config) -> anyhow::Result<()> {
     let specs = config.topics();
     let created = create_topics(&config.kafka, &specs).await?;
-    println!("topics: {} created, {} present", created.len(), specs.len());
+    out!("topics: {} created, {} present", created.len(), specs.len());
     Ok(())
 }
 
 async fn check(config: &Config) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     let mut report = |name: &str, result: anyhow::Result<String>| match result {
-        Ok(detail) => println!("ok    {name}: {detail}"),
+        Ok(detail) => out!("ok    {name}: {detail}"),
         Err(e) => {
-            println!("FAIL  {name}: {e:#}");
+            out!("FAIL  {name}: {e:#}");
             failures.push(name.to_owned());
         }
     };

@@ -15,6 +15,7 @@
 mod admin;
 mod config;
 mod consumer;
+mod heartbeat;
 mod producer;
 
 use std::marker::PhantomData;
@@ -22,7 +23,15 @@ use std::marker::PhantomData;
 pub use admin::{TopicSpec, create_topics, fetch_partitions};
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, Record, TailConsumer};
+pub use heartbeat::{Identity, heartbeat};
 pub use producer::{Delivery, Producer};
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A topic and the message type it carries.
 #[derive(Debug)]

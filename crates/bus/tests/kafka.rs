@@ -226,3 +226,58 @@ async fn a_dead_broker_fails_the_send_instead_of_hanging() {
     assert!(err.to_string().starts_with("producing to nowhere"), "{err}");
     assert!(producer.ping(Duration::from_secs(1)).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_arrive_with_identity_uptime_and_a_last_stopping_beat() {
+    let config = config();
+    let topic = new_topic(&config, 1).await;
+    let producer = Producer::new(&config, 0).unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let identity = sluice_bus::Identity::new("testsvc", "i-1", "9.9.9");
+    let beat = tokio::spawn(sluice_bus::heartbeat(
+        producer,
+        topic.clone(),
+        identity,
+        Duration::from_millis(100),
+        || {
+            (
+                true,
+                vec![Figure {
+                    name: "connections".into(),
+                    value: 3.0,
+                }],
+            )
+        },
+        token.clone(),
+    ));
+    let consumer = GroupConsumer::<Event>::new(&config, &topic, &unique_name("group-")).unwrap();
+    let first = next_within(&consumer).await;
+    assert_eq!(first.key, b"i-1");
+    let EventKind::ServiceStatus(s) = first.value.kind else {
+        panic!("not a status")
+    };
+    assert_eq!(
+        (s.service.as_str(), s.instance.as_str(), s.version.as_str()),
+        ("testsvc", "i-1", "9.9.9")
+    );
+    assert!(s.healthy && !s.host.is_empty());
+    assert_eq!(
+        s.figures,
+        vec![Figure {
+            name: "connections".into(),
+            value: 3.0
+        }]
+    );
+    token.cancel();
+    beat.await.unwrap();
+    // The last beat says the service is stopping.
+    loop {
+        let EventKind::ServiceStatus(s) = next_within(&consumer).await.value.kind else {
+            panic!()
+        };
+        if !s.healthy {
+            assert!(s.figures.is_empty());
+            break;
+        }
+    }
+}

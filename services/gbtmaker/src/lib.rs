@@ -16,7 +16,8 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Producer, Topic};
+use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
 
 pub use rpc::{GbtError, NodeConfig};
@@ -89,6 +90,9 @@ impl Validate for Config {
     }
 }
 
+/// ServiceStatus to the Event topic this often (ARCHITECTURE.md §3).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -107,6 +111,26 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         rpc_timeout: Duration::from_secs(config.rpc_timeout_secs),
     };
+    let identity = Identity::new(
+        "gbtmaker",
+        &config.service.instance,
+        env!("CARGO_PKG_VERSION"),
+    );
+    let (health, published) = (ctx.health.clone(), shared.metrics.published.clone());
+    ctx.shutdown.tracker().spawn(heartbeat(
+        producer.clone(),
+        Topic::new(config.kafka.topics.event.clone()),
+        identity,
+        HEARTBEAT,
+        move || {
+            let figure = Figure {
+                name: "templates_published".into(),
+                value: published.get() as f64,
+            };
+            (health.is_healthy(), vec![figure])
+        },
+        ctx.shutdown.token().clone(),
+    ));
     for node in config.nodes {
         let token = ctx.shutdown.token().clone();
         ctx.shutdown

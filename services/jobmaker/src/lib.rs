@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{Address, Network, ScriptBuf};
 use serde::Deserialize;
-use sluice_bus::BusConfig;
+use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
 use sluice_coord::{Coord, CoordConfig};
+use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
 
 /// jobmaker's configuration (deploy/config/jobmaker.toml).
@@ -161,6 +162,31 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let payout = config.payout_script().map_err(anyhow::Error::msg)?;
     let token = ctx.shutdown.token().clone();
     let info = format!("{} pid {}", config.service.instance, std::process::id());
+    let health = ctx.health.clone();
+    ctx.shutdown.tracker().spawn(heartbeat(
+        Producer::new(&config.kafka, 0)?,
+        Topic::new(config.kafka.topics.event.clone()),
+        Identity::new(
+            "jobmaker",
+            &config.service.instance,
+            env!("CARGO_PKG_VERSION"),
+        ),
+        Duration::from_secs(10),
+        move || {
+            let leading = health
+                .snapshot()
+                .get("zookeeper")
+                .is_some_and(|z| z.detail.starts_with("leader"));
+            (
+                health.is_healthy(),
+                vec![Figure {
+                    name: "leader".into(),
+                    value: f64::from(u8::from(leading)),
+                }],
+            )
+        },
+        token.clone(),
+    ));
     let mut backoff = Duration::from_millis(500);
     while !token.is_cancelled() {
         let coord = match Coord::connect(&config.coord()).await {

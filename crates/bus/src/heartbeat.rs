@@ -1,0 +1,90 @@
+//! The status heartbeat every service sends to the Event topic
+//! (ARCHITECTURE.md §3): who it is, how long it has run, whether it is
+//! healthy, and a few key figures. Operators and statshttpd read them.
+
+use std::time::{Duration, Instant};
+
+use sluice_core::record::{Event, EventKind, Figure, ServiceStatus};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Producer, Topic};
+
+/// The sending service.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Service name (`gbtmaker`, ...).
+    pub service: String,
+    /// Instance name, unique within the service.
+    pub instance: String,
+    /// Host name.
+    pub host: String,
+    /// Software version.
+    pub version: String,
+}
+
+impl Identity {
+    /// `service` on this host, as `instance`, at this build's version.
+    pub fn new(service: &str, instance: &str, version: &str) -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        Identity {
+            service: service.into(),
+            instance: instance.into(),
+            host,
+            version: version.into(),
+        }
+    }
+}
+
+/// Sends a heartbeat every `interval` until `token` is cancelled, and a last
+/// one (unhealthy, "stopping") on the way out. `status` gives the health and
+/// figures at each beat. A failed send is logged; the next beat tries again.
+pub async fn heartbeat<F>(
+    producer: Producer,
+    topic: Topic<Event>,
+    identity: Identity,
+    interval: Duration,
+    status: F,
+    token: CancellationToken,
+) where
+    F: Fn() -> (bool, Vec<Figure>) + Send,
+{
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        let stopping = tokio::select! {
+            () = token.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let (healthy, figures) = if stopping {
+            (false, Vec::new())
+        } else {
+            status()
+        };
+        let event = Event {
+            timestamp_ms: crate::now_ms(),
+            kind: EventKind::ServiceStatus(ServiceStatus {
+                service: identity.service.clone(),
+                instance: identity.instance.clone(),
+                host: identity.host.clone(),
+                version: identity.version.clone(),
+                uptime_secs: started.elapsed().as_secs(),
+                healthy,
+                figures,
+            }),
+        };
+        if let Err(error) = producer
+            .send(&topic, identity.instance.as_bytes(), &event)
+            .await
+        {
+            tracing::warn!(%error, "heartbeat not sent");
+        }
+        if stopping {
+            return;
+        }
+    }
+}

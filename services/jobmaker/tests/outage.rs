@@ -2,10 +2,12 @@
 //! leader keeps making jobs through the outage and leads again afterwards,
 //! with no restart.
 //!
-//! The same scenario with the Kafka broker is not here: after a restart under
-//! load, tansu 0.6 panicked in `idempotent_message_check` and stayed up but
-//! answered nothing (see the issue notes and docs/DECISIONS.md). The consumers
-//! already wait out a dead broker (`AllBrokersDown` is transient).
+//! The same scenario with the Kafka broker is `broker_outage` below, ignored:
+//! restarted while gbtmaker and jobmaker produce, tansu 0.6 panics in
+//! `idempotent_message_check` ("more or less than one row") and stays up but
+//! answers nothing, so nothing can recover. Reproduce with
+//! `cargo test -p jobmaker --test outage -- --ignored` (then
+//! `install/stack.sh down && install/stack.sh up` heals the local broker).
 //!
 //! This binary stops a shared server, so it holds one test only; cargo runs
 //! test binaries one after another, so no other test sees the outage.
@@ -99,5 +101,34 @@ async fn a_zookeeper_outage_is_survived_without_restarts() {
         |j| j.height == 3,
     )
     .await;
+    ctx.shutdown.token().cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "tansu 0.6 panics after a restart under load (module docs); run against Apache Kafka"]
+async fn broker_outage() {
+    let rig = common::rig(500).await;
+    let ctx = common::context();
+    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
+    let jobs = rig.jobs().await;
+    common::job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
+        j.height == 1
+    })
+    .await;
+    {
+        let _guard = Restart("kafka");
+        stack("stop", "kafka");
+        until_port(9092, false).await;
+        rig.generate().await;
+    }
+    until_port(9092, true).await;
+    let job = common::job_where(
+        &jobs,
+        Duration::from_secs(60),
+        "at height 2 after the broker returned",
+        |j| j.height == 2,
+    )
+    .await;
+    assert!(job.clean);
     ctx.shutdown.token().cancel();
 }

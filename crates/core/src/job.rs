@@ -59,3 +59,69 @@ impl Job {
         }
     }
 }
+
+/// Consumer-side fencing of deposed jobmaker leaders.
+///
+/// A leader that lost its ZooKeeper session may still publish for a moment
+/// before it notices. Jobs carry the leader's epoch, which only grows with
+/// each election; a consumer admits a job only if its epoch is at least the
+/// highest seen, so once a newer leader has spoken, the old one is ignored.
+#[derive(Debug, Clone, Default)]
+pub struct EpochFence {
+    highest: Option<u64>,
+}
+
+impl EpochFence {
+    /// Whether `job` comes from the current leader (recording its epoch).
+    pub fn admit(&mut self, job: &Job) -> bool {
+        match self.highest {
+            Some(h) if job.leader_epoch < h => false,
+            _ => {
+                self.highest = Some(job.leader_epoch);
+                true
+            }
+        }
+    }
+
+    /// The newest leader epoch seen.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    fn job(epoch: u64) -> Job {
+        Job {
+            id: JobId(1),
+            leader_epoch: epoch,
+            template_id: TemplateId([0; 32]),
+            height: 1,
+            prev_blockhash: BlockHash::all_zeros(),
+            version: Version::TWO,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            time: 0,
+            min_time: 0,
+            coinbase1: vec![],
+            coinbase2: vec![],
+            merkle_branch: vec![],
+            coinbase_value: Amount::ZERO,
+            clean: true,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_deposed_leader_is_ignored_once_a_newer_one_spoke() {
+        let mut fence = EpochFence::default();
+        assert!(fence.admit(&job(3)), "the first leader seen");
+        assert!(fence.admit(&job(3)), "the same leader again");
+        assert!(fence.admit(&job(7)), "a newer leader");
+        assert!(!fence.admit(&job(3)), "the deposed one, still publishing");
+        assert_eq!(fence.highest(), Some(7));
+        assert!(!fence.admit(&job(0)));
+    }
+}

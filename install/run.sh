@@ -21,6 +21,17 @@ supervisorctl_ restart jobmaker >/dev/null
 jobmaker_leads() { curl -sf http://127.0.0.1:9102/health | grep -q 'leader, epoch'; }
 wait_until 30 "jobmaker to lead and publish jobs (127.0.0.1:9102/health)" jobmaker_leads
 log "jobmaker publishes jobs to BtcJob: $(curl -s http://127.0.0.1:9102/health)"
+# Show it working: a block found on the node becomes a clean job on Kafka.
+height_before=$(curl -s -u sluice:sluice -d '{"jsonrpc":"1.0","id":1,"method":"getblockcount","params":[]}' \
+    http://127.0.0.1:18443/ | sed -n 's/.*"result":\([0-9]*\).*/\1/p')
+curl -s -u sluice:sluice -o /dev/null \
+    -d '{"jsonrpc":"1.0","id":1,"method":"generatetoaddress","params":[1,"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"]}' \
+    http://127.0.0.1:18443/
+new_height=$((height_before + 2))
+clean_job_at_new_height() { "$SLUICE_BIN/sluicectl" tail job -n 3 | grep -q "height $new_height clean true"; }
+wait_until 20 "a clean job for the new block" clean_job_at_new_height
+log "nodesim mined block $((height_before + 1)); the newest jobs on BtcJob:"
+"$SLUICE_BIN/sluicectl" tail job -n 3
 echo
 supervisorctl_ status
 echo

@@ -23,18 +23,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `service` on this host, as `instance`, at this build's version.
-    pub fn new(service: &str, instance: &str, version: &str) -> Self {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "localhost".to_owned());
+    /// `service` running on `host` as `instance`, at `version`.
+    pub fn new(service: &str, instance: &str, host: &str, version: &str) -> Self {
         Identity {
             service: service.into(),
             instance: instance.into(),
-            host,
+            host: host.into(),
             version: version.into(),
         }
     }

@@ -233,7 +233,7 @@ async fn heartbeats_arrive_with_identity_uptime_and_a_last_stopping_beat() {
     let topic = new_topic(&config, 1).await;
     let producer = Producer::new(&config, 0).unwrap();
     let token = tokio_util::sync::CancellationToken::new();
-    let identity = sluice_bus::Identity::new("testsvc", "i-1", "9.9.9");
+    let identity = sluice_bus::Identity::new("testsvc", "i-1", "host-1", "9.9.9");
     let beat = tokio::spawn(sluice_bus::heartbeat(
         producer,
         topic.clone(),
@@ -260,7 +260,8 @@ async fn heartbeats_arrive_with_identity_uptime_and_a_last_stopping_beat() {
         (s.service.as_str(), s.instance.as_str(), s.version.as_str()),
         ("testsvc", "i-1", "9.9.9")
     );
-    assert!(s.healthy && !s.host.is_empty());
+    assert!(s.healthy);
+    assert_eq!(s.host, "host-1");
     assert_eq!(
         s.figures,
         vec![Figure {

@@ -49,7 +49,7 @@ pub struct CommonConfig {
 impl Default for CommonConfig {
     fn default() -> Self {
         CommonConfig {
-            instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned()),
+            instance: crate::host_name(),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             shutdown_grace_secs: 10,
         }

@@ -21,6 +21,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// This machine's host name (`/etc/hostname`, else `$HOSTNAME`, else
+/// `localhost`): the default instance name and the host in heartbeats.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// Exit code for a configuration error (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for a runtime failure (BSD `EX_SOFTWARE`).

@@ -114,6 +114,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let identity = Identity::new(
         "gbtmaker",
         &config.service.instance,
+        &sluice_service::host_name(),
         env!("CARGO_PKG_VERSION"),
     );
     let (health, published) = (ctx.health.clone(), shared.metrics.published.clone());

@@ -169,6 +169,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         Identity::new(
             "jobmaker",
             &config.service.instance,
+            &sluice_service::host_name(),
             env!("CARGO_PKG_VERSION"),
         ),
         Duration::from_secs(10),

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Producer, TopicSpec, create_topics};
+use sluice_bus::{BusConfig, Producer, TailConsumer, Topic, TopicSpec, create_topics};
 use sluice_coord::{Coord, CoordConfig};
+use sluice_core::record::Event;
+use sluice_core::{BlockTemplate, Job};
 use sluice_service::{EXIT_CONFIG, Validate, load_config};
 use sluice_store::Store;
 
@@ -46,6 +48,22 @@ enum Command {
     CreateTopics,
     /// Check that Kafka, ZooKeeper and MySQL answer and the schema is current.
     Check,
+    /// Print the newest messages of a topic, one line each.
+    Tail {
+        /// Which topic.
+        #[arg(value_enum)]
+        topic: TailTopic,
+        /// How many of the newest messages.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        count: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TailTopic {
+    Rawgbt,
+    Job,
+    Event,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +187,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(&config).await,
             Command::CreateTopics => topics(&config).await,
             Command::Check => check(&config).await,
+            Command::Tail { topic, count } => tail(&config, topic, count).await,
         }
     });
     match result {
@@ -249,4 +268,69 @@ async fn mysql_check(config: &Config) -> anyhow::Result<String> {
     .await;
     store.close().await;
     result
+}
+
+/// Prints up to `count` of the newest messages of `topic` (waiting up to 2 s
+/// for each), summarised on one line each.
+async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<()> {
+    let t = &config.kafka.topics;
+    let wait = Duration::from_secs(2);
+    match topic {
+        TailTopic::Rawgbt => {
+            let c = TailConsumer::<BlockTemplate>::new(
+                &config.kafka,
+                &Topic::new(t.raw_gbt.clone()),
+                count,
+            )
+            .await?;
+            for _ in 0..count {
+                let Ok(r) = tokio::time::timeout(wait, c.next()).await else {
+                    break;
+                };
+                let v = r?.value;
+                out!(
+                    "template {} node {} height {} prev {} txs {} value {} sat",
+                    v.id,
+                    v.node_id,
+                    v.height,
+                    v.prev_blockhash,
+                    v.transactions.len(),
+                    v.coinbase_value.to_sat()
+                );
+            }
+        }
+        TailTopic::Job => {
+            let c =
+                TailConsumer::<Job>::new(&config.kafka, &Topic::new(t.job.clone()), count).await?;
+            for _ in 0..count {
+                let Ok(r) = tokio::time::timeout(wait, c.next()).await else {
+                    break;
+                };
+                let v = r?.value;
+                out!(
+                    "job {} epoch {} height {} clean {} prev {} branch {} coinbase {}+{} bytes",
+                    v.id,
+                    v.leader_epoch,
+                    v.height,
+                    v.clean,
+                    v.prev_blockhash,
+                    v.merkle_branch.len(),
+                    v.coinbase1.len(),
+                    v.coinbase2.len()
+                );
+            }
+        }
+        TailTopic::Event => {
+            let c = TailConsumer::<Event>::new(&config.kafka, &Topic::new(t.event.clone()), count)
+                .await?;
+            for _ in 0..count {
+                let Ok(r) = tokio::time::timeout(wait, c.next()).await else {
+                    break;
+                };
+                let v = r?.value;
+                out!("event at {} ms: {:?}", v.timestamp_ms, v.kind);
+            }
+        }
+    }
+    Ok(())
 }

@@ -40,22 +40,11 @@ impl Drop for Rig {
 /// nodesim, a fresh RawGbt topic, and gbtmaker with `nodes(node endpoints)`.
 async fn rig(poll_ms: u64, nodes: impl FnOnce(&nodesim::Endpoints) -> Vec<NodeConfig>) -> Rig {
     let node_ctx = context();
-    let node = nodesim::start(
-        nodesim::Config {
-            service: CommonConfig {
-                admin_listen: "127.0.0.1:0".parse().unwrap(),
-                ..CommonConfig::default()
-            },
-            rpc_listen: "127.0.0.1:0".parse().unwrap(),
-            zmq_hashblock: "tcp://127.0.0.1:0".into(),
-            mempool_size: 20,
-            longpoll_timeout_secs: 30,
-            ..nodesim::Config::default()
-        },
-        &node_ctx,
-    )
-    .await
-    .unwrap();
+    let config = nodesim::Config {
+        mempool_size: 20,
+        ..nodesim::Config::ephemeral()
+    };
+    let node = nodesim::start(config, &node_ctx).await.unwrap();
     let topic = unique_name("sluice-test-rawgbt-");
     let kafka = BusConfig {
         brokers: kafka_brokers(),

@@ -22,13 +22,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let rig = common::rig(60_000).await;
-        let ctx = common::context();
-        tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
-        let jobs = rig.jobs().await;
-        common::job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
-            j.height == 1
-        })
-        .await;
+        let (ctx, jobs, _) = rig.start_jobmaker().await;
         let mut samples = Vec::with_capacity(n);
         for height in 2..(n as u32 + 2) {
             let started = Instant::now();

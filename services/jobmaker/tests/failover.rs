@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,16 +21,8 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(rig: &common::Rig, name: &str) -> Proc {
-    let port = free_port();
+    let port = sluice_testkit::free_port();
     let t = &rig.kafka.topics;
     let config = format!(
         "payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\nnetwork = \"regtest\"\n\
@@ -60,19 +50,12 @@ fn spawn(rig: &common::Rig, name: &str) -> Proc {
     Proc { child, port }
 }
 
-fn health(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 async fn wait_health(p: &Proc, contains: &str) {
     let port = p.port;
     sluice_testkit::eventually(Duration::from_secs(20), contains, || async move {
-        health(port).filter(|h| h.contains(contains)).map(|_| ())
+        sluice_testkit::http_get(port, "/health")
+            .filter(|(_, h)| h.contains(contains))
+            .map(|_| ())
     })
     .await;
 }

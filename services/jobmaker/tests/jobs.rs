@@ -16,13 +16,7 @@ use sluice_core::{ShareOutcome, coinbase::coinbase_transaction};
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
     let rig = common::rig(60_000).await;
-    let ctx = common::context();
-    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
-    let jobs = rig.jobs().await;
-    let first = common::job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
-        j.height == 1
-    })
-    .await;
+    let (ctx, jobs, first) = rig.start_jobmaker().await;
     assert!(first.clean, "the first job of a leader is clean");
 
     let started = Instant::now();

@@ -59,13 +59,7 @@ async fn until_port(port: u16, open: bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zookeeper_outage_is_survived_without_restarts() {
     let rig = common::rig(500).await;
-    let ctx = common::context();
-    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
-    let jobs = rig.jobs().await;
-    common::job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
-        j.height == 1
-    })
-    .await;
+    let (ctx, jobs, _) = rig.start_jobmaker().await;
 
     // ZooKeeper goes away; a block is found meanwhile; ZooKeeper returns.
     {
@@ -108,13 +102,7 @@ async fn a_zookeeper_outage_is_survived_without_restarts() {
 #[ignore = "tansu 0.6 panics after a restart under load (module docs); run against Apache Kafka"]
 async fn broker_outage() {
     let rig = common::rig(500).await;
-    let ctx = common::context();
-    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
-    let jobs = rig.jobs().await;
-    common::job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
-        j.height == 1
-    })
-    .await;
+    let (ctx, jobs, _) = rig.start_jobmaker().await;
     {
         let _guard = Restart("kafka");
         stack("stop", "kafka");

@@ -96,6 +96,24 @@ impl Validate for Config {
 }
 
 impl Config {
+    /// A configuration for tests and benchmarks: every port chosen by the OS
+    /// (read them from [`Endpoints`]), a 30-transaction mempool, basic auth
+    /// `sluice`/`sluice`.
+    pub fn ephemeral() -> Self {
+        let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config {
+            service: CommonConfig {
+                admin_listen: any,
+                ..CommonConfig::default()
+            },
+            rpc_listen: any,
+            zmq_hashblock: "tcp://127.0.0.1:0".to_owned(),
+            mempool_size: 30,
+            longpoll_timeout_secs: 30,
+            ..Config::default()
+        }
+    }
+
     fn compact_bits(&self) -> Result<CompactTarget, String> {
         u32::from_str_radix(&self.bits, 16)
             .map(CompactTarget::from_consensus)

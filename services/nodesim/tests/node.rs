@@ -17,7 +17,7 @@ use nodesim::{Config, Endpoints};
 use serde_json::{Value, json};
 use sluice_core::share::{Submission, Work};
 use sluice_core::{CoinbaseParams, ShareOutcome, merkle_branch};
-use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
+use sluice_service::{Context, Health, Metrics, Shutdown};
 use zeromq::{Socket, SocketRecv};
 
 const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -41,16 +41,10 @@ async fn sim(bits: &str) -> Sim {
         metrics: Metrics::default(),
     };
     let config = Config {
-        service: CommonConfig {
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            ..CommonConfig::default()
-        },
-        rpc_listen: "127.0.0.1:0".parse().unwrap(),
-        zmq_hashblock: "tcp://127.0.0.1:0".into(),
         bits: bits.into(),
         mempool_size: 50,
         longpoll_timeout_secs: 20,
-        ..Config::default()
+        ..Config::ephemeral()
     };
     let ep = nodesim::start(config, &ctx).await.unwrap();
     let url = format!("http://{}", ep.rpc);
@@ -407,15 +401,9 @@ async fn cookie_authentication_works_like_cores() {
         metrics: Metrics::default(),
     };
     let config = Config {
-        service: CommonConfig {
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            ..CommonConfig::default()
-        },
-        rpc_listen: "127.0.0.1:0".parse().unwrap(),
-        zmq_hashblock: "tcp://127.0.0.1:0".into(),
         rpc_user: String::new(),
         cookie_file: cookie.clone(),
-        ..Config::default()
+        ..Config::ephemeral()
     };
     let ep = nodesim::start(config, &ctx).await.unwrap();
     let client = Client::new(&format!("http://{}", ep.rpc), Auth::CookieFile(cookie)).unwrap();

@@ -45,18 +45,9 @@ fn local() -> CommonConfig {
 /// nodesim + gbtmaker (polling every `poll_ms`) publishing to fresh topics.
 pub(crate) async fn rig(poll_ms: u64) -> Rig {
     let node_ctx = context();
-    let node = nodesim::start(
-        nodesim::Config {
-            service: local(),
-            rpc_listen: "127.0.0.1:0".parse().unwrap(),
-            zmq_hashblock: "tcp://127.0.0.1:0".into(),
-            mempool_size: 30,
-            ..nodesim::Config::default()
-        },
-        &node_ctx,
-    )
-    .await
-    .unwrap();
+    let node = nodesim::start(nodesim::Config::ephemeral(), &node_ctx)
+        .await
+        .unwrap();
     let topics = TopicNames {
         raw_gbt: unique_name("sluice-test-rawgbt-"),
         job: unique_name("sluice-test-job-"),
@@ -165,6 +156,20 @@ impl Rig {
         })
         .await
         .unwrap();
+    }
+}
+
+impl Rig {
+    /// Starts jobmaker in process and waits for its first job (height 1).
+    pub(crate) async fn start_jobmaker(&self) -> (Context, TailConsumer<Job>, Job) {
+        let ctx = context();
+        tokio::spawn(jobmaker::run(self.jobmaker_config(), ctx.clone()));
+        let jobs = self.jobs().await;
+        let first = job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
+            j.height == 1
+        })
+        .await;
+        (ctx, jobs, first)
     }
 }
 

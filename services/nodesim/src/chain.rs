@@ -139,12 +139,13 @@ impl Chain {
     pub(crate) fn template(&self, now: u32) -> Template {
         let tip = self.tip();
         let min_time = self.median_time_past(&tip.block.block_hash()) + 1;
+        // Transactions in arrival order while the block weight allows.
         let mut weight = COINBASE_RESERVE + 80 * 4;
         let txs: Vec<PoolTx> = self
             .mempool
             .txs()
             .iter()
-            .filter(|p| {
+            .take_while(|p| {
                 weight += p.tx.weight().to_wu();
                 weight <= MAX_BLOCK_WEIGHT
             })
@@ -161,9 +162,15 @@ impl Chain {
             min_time,
             coinbase_value: subsidy(height) + fees,
             witness_commitment: crate::validate::commitment_script(wtxids, &[0; 32]),
-            longpoll_id: format!("{}{}", tip.block.block_hash(), self.mempool.updates),
+            longpoll_id: self.longpoll_id(),
             txs,
         }
+    }
+
+    /// Core's long-poll id: the tip and a count of mempool changes. A long
+    /// poll returns once it differs from the one the client holds.
+    pub(crate) fn longpoll_id(&self) -> String {
+        format!("{}{}", self.tip().block.block_hash(), self.mempool.updates)
     }
 
     /// Validates `block` and connects it if valid. `check_pow` is false only

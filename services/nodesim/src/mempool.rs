@@ -11,10 +11,11 @@ use bitcoin::{
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-/// A mempool transaction and the fee it pays.
+/// A mempool transaction, its txid (hashed once) and the fee it pays.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolTx {
     pub(crate) tx: Transaction,
+    pub(crate) txid: Txid,
     pub(crate) fee: Amount,
 }
 
@@ -45,12 +46,12 @@ impl Mempool {
     }
 
     pub(crate) fn get(&self, txid: &Txid) -> Option<&PoolTx> {
-        self.txs.iter().find(|p| p.tx.compute_txid() == *txid)
+        self.txs.iter().find(|p| p.txid == *txid)
     }
 
     /// Drops mined transactions and refills to the target size.
     pub(crate) fn remove_mined(&mut self, mined: &[Txid]) {
-        self.txs.retain(|p| !mined.contains(&p.tx.compute_txid()));
+        self.txs.retain(|p| !mined.contains(&p.txid));
         self.top_up();
     }
 
@@ -97,6 +98,10 @@ impl Mempool {
         };
         // 1..=50 sat/vB, as a busy mempool might pay.
         let fee = Amount::from_sat(tx.vsize() as u64 * rng.random_range(1..=50));
-        PoolTx { tx, fee }
+        PoolTx {
+            txid: tx.compute_txid(),
+            tx,
+            fee,
+        }
     }
 }

@@ -48,6 +48,15 @@ fn str_param<'a>(params: &'a [Value], i: usize, name: &str) -> Result<&'a str, R
     })
 }
 
+fn u64_param(params: &[Value], i: usize, name: &str) -> Result<u64, RpcError> {
+    param(params, i, name)?.as_u64().ok_or_else(|| {
+        RpcError::new(
+            code::TYPE_ERROR,
+            format!("JSON value of {name} is not an integer as expected"),
+        )
+    })
+}
+
 fn hash_param(params: &[Value], i: usize) -> Result<BlockHash, RpcError> {
     let s = str_param(params, i, "blockhash")?;
     BlockHash::from_str(s).map_err(|_| {
@@ -96,7 +105,7 @@ async fn get_block_template(node: &Arc<Node>, params: &[Value]) -> RpcResult {
         .map(|p| {
             json!({
                 "data": hex::encode(serialize(&p.tx)),
-                "txid": p.tx.compute_txid(),
+                "txid": p.txid,
                 "hash": p.tx.compute_wtxid(),
                 "depends": [],
                 "fee": p.fee.to_sat(),
@@ -133,9 +142,9 @@ async fn get_block_template(node: &Arc<Node>, params: &[Value]) -> RpcResult {
 /// A long poll returns when the tip changes (or the mempool did and the
 /// timeout passed), like Core's.
 async fn wait_for_change(node: &Arc<Node>, longpoll_id: &str) {
+    // Subscribe first: a tip that changes right after the check still wakes us.
     let mut tip = node.tip.subscribe();
-    let current = node.chain().template(now()).longpoll_id;
-    if current != longpoll_id {
+    if node.chain().longpoll_id() != longpoll_id {
         return;
     }
     let _ = tokio::time::timeout(node.longpoll_timeout, tip.changed()).await;
@@ -168,12 +177,7 @@ fn submit_block(node: &Arc<Node>, params: &[Value]) -> RpcResult {
 }
 
 fn get_block_hash(node: &Arc<Node>, params: &[Value]) -> RpcResult {
-    let height = param(params, 0, "height")?.as_u64().ok_or_else(|| {
-        RpcError::new(
-            code::TYPE_ERROR,
-            "JSON value of height is not an integer as expected",
-        )
-    })?;
+    let height = u64_param(params, 0, "height")?;
     let chain = node.chain();
     let hash = usize::try_from(height)
         .ok()
@@ -319,12 +323,7 @@ fn get_block(node: &Arc<Node>, params: &[Value]) -> RpcResult {
 }
 
 fn generate_to_address(node: &Arc<Node>, params: &[Value]) -> RpcResult {
-    let n = param(params, 0, "nblocks")?.as_u64().ok_or_else(|| {
-        RpcError::new(
-            code::TYPE_ERROR,
-            "JSON value of nblocks is not an integer as expected",
-        )
-    })?;
+    let n = u64_param(params, 0, "nblocks")?;
     let address = str_param(params, 1, "address")?;
     let script = Address::from_str(address)
         .ok()

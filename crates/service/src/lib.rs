@@ -32,6 +32,13 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// Unix time in milliseconds, as message timestamps carry it.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Exit code for a configuration error (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for a runtime failure (BSD `EX_SOFTWARE`).

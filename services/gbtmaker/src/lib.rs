@@ -13,7 +13,7 @@ mod rpc;
 mod zmq;
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
@@ -92,12 +92,6 @@ impl Validate for Config {
 
 /// ServiceStatus to the Event topic this often (ARCHITECTURE.md §3).
 const HEARTBEAT: Duration = Duration::from_secs(10);
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The service: one loop per node until shutdown.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {

@@ -120,7 +120,7 @@ async fn publish(
     gbt: bitcoincore_rpc::json::GetBlockTemplateResult,
     since: Instant,
 ) -> anyhow::Result<BlockTemplate> {
-    let template = to_template(&node.name, gbt, crate::now_ms())?;
+    let template = to_template(&node.name, gbt, sluice_service::now_ms())?;
     let sent = shared
         .producer
         .send(&shared.topic, &template.id.0, &template)

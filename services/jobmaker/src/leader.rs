@@ -10,9 +10,10 @@ use sluice_core::{BlockTemplate, Job};
 use sluice_service::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::Config;
 use crate::jobs::JobFactory;
 use crate::select::{Verdict, judge};
-use crate::{Config, now_ms};
+use sluice_service::now_ms;
 
 /// Templates read back from the tail when a term starts, to find the best.
 const TEMPLATE_BACKLOG: i64 = 50;

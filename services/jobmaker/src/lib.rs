@@ -14,7 +14,7 @@ mod leader;
 mod select;
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bitcoin::{Address, Network, ScriptBuf};
 use serde::Deserialize;
@@ -149,12 +149,6 @@ impl Config {
             session_timeout: Duration::from_millis(self.zookeeper.session_timeout_ms),
         }
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The service: campaign, lead while elected, campaign again when deposed.

@@ -270,25 +270,13 @@ async fn mysql_check(config: &Config) -> anyhow::Result<String> {
     result
 }
 
-/// Prints up to `count` of the newest messages of `topic` (waiting up to 2 s
-/// for each), summarised on one line each.
+/// Prints up to `count` of the newest messages of `topic`, one line each.
 async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<()> {
     let t = &config.kafka.topics;
-    let wait = Duration::from_secs(2);
     match topic {
         TailTopic::Rawgbt => {
-            let c = TailConsumer::<BlockTemplate>::new(
-                &config.kafka,
-                &Topic::new(t.raw_gbt.clone()),
-                count,
-            )
-            .await?;
-            for _ in 0..count {
-                let Ok(r) = tokio::time::timeout(wait, c.next()).await else {
-                    break;
-                };
-                let v = r?.value;
-                out!(
+            print_tail(config, &t.raw_gbt, count, |v: BlockTemplate| {
+                format!(
                     "template {} node {} height {} prev {} txs {} value {} sat",
                     v.id,
                     v.node_id,
@@ -296,18 +284,13 @@ async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<(
                     v.prev_blockhash,
                     v.transactions.len(),
                     v.coinbase_value.to_sat()
-                );
-            }
+                )
+            })
+            .await
         }
         TailTopic::Job => {
-            let c =
-                TailConsumer::<Job>::new(&config.kafka, &Topic::new(t.job.clone()), count).await?;
-            for _ in 0..count {
-                let Ok(r) = tokio::time::timeout(wait, c.next()).await else {
-                    break;
-                };
-                let v = r?.value;
-                out!(
+            print_tail(config, &t.job, count, |v: Job| {
+                format!(
                     "job {} epoch {} height {} clean {} prev {} branch {} coinbase {}+{} bytes",
                     v.id,
                     v.leader_epoch,
@@ -317,20 +300,34 @@ async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<(
                     v.merkle_branch.len(),
                     v.coinbase1.len(),
                     v.coinbase2.len()
-                );
-            }
+                )
+            })
+            .await
         }
         TailTopic::Event => {
-            let c = TailConsumer::<Event>::new(&config.kafka, &Topic::new(t.event.clone()), count)
-                .await?;
-            for _ in 0..count {
-                let Ok(r) = tokio::time::timeout(wait, c.next()).await else {
-                    break;
-                };
-                let v = r?.value;
-                out!("event at {} ms: {:?}", v.timestamp_ms, v.kind);
-            }
+            print_tail(config, &t.event, count, |v: Event| {
+                format!("event at {} ms: {:?}", v.timestamp_ms, v.kind)
+            })
+            .await
         }
+    }
+}
+
+/// Reads the newest `count` messages of `topic` (waiting up to 2 s for each)
+/// and prints each as `line` renders it.
+async fn print_tail<T: sluice_proto::Payload>(
+    config: &Config,
+    topic: &str,
+    count: i64,
+    line: impl Fn(T) -> String,
+) -> anyhow::Result<()> {
+    let consumer =
+        TailConsumer::<T>::new(&config.kafka, &Topic::new(topic.to_owned()), count).await?;
+    for _ in 0..count {
+        let Ok(record) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await else {
+            break;
+        };
+        out!("{}", line(record?.value));
     }
     Ok(())
 }

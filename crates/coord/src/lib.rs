@@ -78,6 +78,53 @@ impl Default for CoordConfig {
     }
 }
 
+/// The `[zookeeper]` section of a service's configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZkConfig {
+    /// `host:port[,…]`.
+    pub connect: String,
+    /// Path prefix shared by the pool's services.
+    pub root: String,
+    /// How long a crashed process keeps its ids and leadership.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ZkConfig {
+    fn default() -> Self {
+        ZkConfig {
+            connect: "127.0.0.1:2181".into(),
+            root: "/sluice".into(),
+            session_timeout_ms: 6_000,
+        }
+    }
+}
+
+impl ZkConfig {
+    /// Checks what ZooKeeper itself would refuse.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.session_timeout_ms < 2_000 {
+            return Err("zookeeper.session_timeout_ms must be at least 2000".into());
+        }
+        if !self.root.starts_with('/') || self.root.ends_with('/') {
+            return Err(format!(
+                "zookeeper.root {:?} must start with '/' and not end with one",
+                self.root
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connection settings.
+    pub fn coord(&self) -> CoordConfig {
+        CoordConfig {
+            connect: self.connect.clone(),
+            root: self.root.clone(),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+        }
+    }
+}
+
 /// One ZooKeeper session.
 #[derive(Debug, Clone)]
 pub struct Coord {

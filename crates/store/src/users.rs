@@ -25,6 +25,15 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every user (servers cache them all).
+    pub async fn all_users(&self) -> Result<Vec<User>, StoreError> {
+        "SELECT id, name, disabled FROM users"
+            .with(())
+            .fetch(self.pool())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Adds a user, or returns the existing one of that name.
     pub async fn ensure_user(&self, name: &str) -> Result<User, StoreError> {
         "INSERT INTO users (name) VALUES (?) ON DUPLICATE KEY UPDATE id = id"

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bitcoin::{Address, Network, ScriptBuf};
 use serde::Deserialize;
 use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+pub use sluice_coord::ZkConfig;
 use sluice_coord::{Coord, CoordConfig};
 use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
@@ -49,28 +50,6 @@ pub struct Config {
     pub payout_address: String,
     /// `mainnet`, `testnet`, `testnet4`, `signet` or `regtest`: the address must belong to it.
     pub network: String,
-}
-
-/// `[zookeeper]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ZkConfig {
-    /// `host:port[,…]`.
-    pub connect: String,
-    /// Path prefix shared by the pool's services.
-    pub root: String,
-    /// How long a crashed leader keeps leadership before a standby takes over.
-    pub session_timeout_ms: u64,
-}
-
-impl Default for ZkConfig {
-    fn default() -> Self {
-        ZkConfig {
-            connect: "127.0.0.1:2181".into(),
-            root: "/sluice".into(),
-            session_timeout_ms: 6_000,
-        }
-    }
 }
 
 fn default_service() -> CommonConfig {
@@ -107,9 +86,7 @@ impl Validate for Config {
         if self.job_interval_secs == 0 || self.stale_template_secs == 0 {
             return Err("job_interval_secs and stale_template_secs must be positive".into());
         }
-        if self.zookeeper.session_timeout_ms < 2_000 {
-            return Err("zookeeper.session_timeout_ms must be at least 2000".into());
-        }
+        self.zookeeper.validate()?;
         Ok(())
     }
 }
@@ -143,11 +120,7 @@ impl Config {
     }
 
     fn coord(&self) -> CoordConfig {
-        CoordConfig {
-            connect: self.zookeeper.connect.clone(),
-            root: self.zookeeper.root.clone(),
-            session_timeout: Duration::from_millis(self.zookeeper.session_timeout_ms),
-        }
+        self.zookeeper.coord()
     }
 }
 

@@ -1,0 +1,807 @@
+//! One miner connection: the socket task around a [`ServerSession`].
+//!
+//! The task owns everything about its miner (protocol state, the jobs it was
+//! sent with their difficulties and submitted shares, vardiff, reject
+//! counts); shared things come in through [`Shared`]. It reads lines, answers
+//! every request, sends `mining.notify` when the job board changes (and
+//! again every `notify_interval`), checks shares with crates/core, and hands
+//! checked shares and block candidates to the sinks. On drain it sends
+//! `client.reconnect` and closes within the drain spread.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_core::record::{Event, EventKind, MinerIdentity, ShareRecord, ShareStatus, SolvedShare};
+use sluice_core::share::{SubmissionError, check_ntime};
+use sluice_core::worker::{parse_login, worker_id};
+use sluice_core::{Difficulty, ShareOutcome, Submission};
+use sluice_stratum::message::Submit;
+use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
+use sluice_stratum::{
+    ErrorCode, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{SessionIds, SessionIndex};
+use crate::jobs::{Board, ServerJob, parse_stratum_job_id};
+use crate::limits::{Admission, RejectWindow};
+use crate::metrics::ServerMetrics;
+use crate::users::{AuthError, Users};
+use crate::vardiff::{Vardiff, VardiffConfig};
+
+/// Per-connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Bytes of extranonce2.
+    pub extranonce2_size: usize,
+    /// Version bits miners may roll (BIP310).
+    pub version_mask: u32,
+    /// Starting difficulty.
+    pub default_difficulty: f64,
+    /// Vardiff bounds and aim.
+    pub vardiff: VardiffConfig,
+    /// Longest request line.
+    pub max_line_bytes: usize,
+    /// A connection must authorize within this.
+    pub preauth_timeout: Duration,
+    /// An authorized connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// A miner that gets no new job for this long is sent the latest again.
+    pub notify_interval: Duration,
+    /// Rejected shares per minute before the IP is banned (0: never).
+    pub max_rejects_per_minute: u32,
+    /// Whether a PROXY protocol header is expected first.
+    pub proxy_protocol: bool,
+    /// On drain, connections close spread over this long.
+    pub drain_spread: Duration,
+    /// Malformed lines tolerated before the connection is closed.
+    pub max_bad_lines: u32,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Settings.
+    pub config: ConnConfig,
+    /// extranonce1's first byte.
+    pub server_id: u8,
+    /// The jobs on offer.
+    pub board: watch::Receiver<Arc<Board>>,
+    /// Who may mine.
+    pub users: Users,
+    /// Checked shares.
+    pub shares: mpsc::Sender<ShareRecord>,
+    /// Block candidates.
+    pub solved: mpsc::Sender<SolvedShare>,
+    /// Miner events (key, event).
+    pub events: mpsc::Sender<(String, Event)>,
+    /// Counters.
+    pub metrics: ServerMetrics,
+    /// extranonce1 allocation.
+    pub ids: SessionIds,
+    /// Rate limits and bans.
+    pub admission: Arc<Admission>,
+    /// Cancelled to drain: reconnect and close.
+    pub drain: CancellationToken,
+}
+
+/// The miner behind an authorized connection.
+#[derive(Debug, Clone)]
+struct Miner {
+    user_id: u32,
+    user: String,
+    worker: String,
+    worker_id: i64,
+}
+
+/// A job as sent to this miner.
+#[derive(Debug)]
+struct SentJob {
+    job: Arc<ServerJob>,
+    difficulty: f64,
+    seen: HashSet<(u64, u32, u32, u32)>,
+}
+
+/// A share's verdict and what to record of it.
+struct Judged {
+    verdict: Result<(), (ErrorCode, String)>,
+    share: Option<ShareRecord>,
+    solved: Option<SolvedShare>,
+}
+
+impl Judged {
+    fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        Judged {
+            verdict: Err((code, message.into())),
+            share: None,
+            solved: None,
+        }
+    }
+}
+
+/// Jobs remembered per connection (shares for older ones are "not found").
+const SENT_JOBS: usize = 8;
+
+struct Conn {
+    shared: Arc<Shared>,
+    session: ServerSession,
+    index: SessionIndex,
+    peer: SocketAddr,
+    board: watch::Receiver<Arc<Board>>,
+    out: BufWriter<OwnedWriteHalf>,
+    miner: Option<Miner>,
+    vardiff: Option<Vardiff>,
+    suggested: Option<f64>,
+    floor: Option<f64>,
+    sent: VecDeque<SentJob>,
+    sent_difficulty: Option<f64>,
+    last_tip: Option<bitcoin::BlockHash>,
+    last_notify: Instant,
+    rejects: RejectWindow,
+    bad_lines: u32,
+    started: Instant,
+    close: bool,
+}
+
+/// Why a connection ended (for the log).
+#[derive(Debug)]
+enum End {
+    Eof,
+    Io(std::io::Error),
+    Timeout(&'static str),
+    Protocol(String),
+    Banned,
+    Drained,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Eof => f.write_str("closed by the miner"),
+            End::Io(e) => write!(f, "i/o error: {e}"),
+            End::Timeout(what) => write!(f, "{what} timeout"),
+            End::Protocol(why) => write!(f, "protocol violation: {why}"),
+            End::Banned => f.write_str("banned"),
+            End::Drained => f.write_str("drained"),
+        }
+    }
+}
+
+/// Serves one accepted socket to the end.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let mut framer = LineFramer::new(shared.config.max_line_bytes);
+    let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
+    let peer = if shared.config.proxy_protocol {
+        match read_proxy_header(&mut rd, &mut framer, shared.config.preauth_timeout).await {
+            Ok(Some(real)) => SocketAddr::new(canonical_ip(real.ip()), real.port()),
+            Ok(None) => peer,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "connection without a valid PROXY header closed");
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    if let Err(refusal) = shared.admission.admit(peer.ip(), Instant::now()) {
+        shared.metrics.connections_refused.inc();
+        tracing::debug!(%peer, ?refusal, "connection refused");
+        return;
+    }
+    let Some(index) = shared.ids.allocate() else {
+        tracing::error!("all 2^24 session ids are in use; connection refused");
+        return;
+    };
+    let idx = index.get();
+    let extranonce1 = [
+        shared.server_id,
+        (idx >> 16) as u8,
+        (idx >> 8) as u8,
+        idx as u8,
+    ];
+    let session = ServerSession::new(
+        extranonce1,
+        shared.config.extranonce2_size,
+        shared.config.version_mask,
+    );
+    let mut conn = Conn {
+        board: shared.board.clone(),
+        session,
+        index,
+        peer,
+        out: BufWriter::new(wr),
+        miner: None,
+        vardiff: None,
+        suggested: None,
+        floor: None,
+        sent: VecDeque::new(),
+        sent_difficulty: None,
+        last_tip: None,
+        last_notify: Instant::now(),
+        rejects: RejectWindow::new(
+            shared.config.max_rejects_per_minute,
+            Duration::from_secs(60),
+        ),
+        bad_lines: 0,
+        started: Instant::now(),
+        close: false,
+        shared,
+    };
+    conn.shared.metrics.connections.inc();
+    conn.shared.metrics.connections_total.inc();
+    let end = conn.run(&mut rd, framer).await;
+    tracing::debug!(peer = %conn.peer, session = %hex::encode(extranonce1), %end, "connection closed");
+    conn.shared.metrics.connections.dec();
+    if let Some(identity) = conn.identity() {
+        conn.event(EventKind::MinerDisconnected(identity));
+    }
+}
+
+async fn read_proxy_header(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    framer: &mut LineFramer,
+    timeout: Duration,
+) -> Result<Option<SocketAddr>, String> {
+    let mut buf = Vec::with_capacity(128);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match crate::proxy::parse(&buf) {
+            Ok(Some(h)) => {
+                framer.push(&buf[h.len..]);
+                return Ok(h.source);
+            }
+            Ok(None) if buf.len() < 536 => {}
+            Ok(None) => return Err("PROXY header too long".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut chunk = [0u8; 256];
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut chunk))
+            .await
+            .map_err(|_| "timed out waiting for the PROXY header".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the PROXY header".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn now_secs() -> u32 {
+    u32::try_from(sluice_service::now_ms() / 1000).unwrap_or(u32::MAX)
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        mut framer: LineFramer,
+    ) -> End {
+        let mut buf = vec![0u8; 4096];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_read = Instant::now();
+        let mut drain_at: Option<tokio::time::Instant> = None;
+        let drain = self.shared.drain.clone();
+        // Lines already buffered with the PROXY header.
+        if let Err(end) = self.process(&mut framer).await {
+            return end;
+        }
+        loop {
+            if self.close {
+                let _ = self.out.flush().await;
+                return End::Banned;
+            }
+            let flushed = tokio::time::timeout(Duration::from_secs(30), self.out.flush()).await;
+            match flushed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return End::Io(e),
+                Err(_) => return End::Timeout("write"),
+            }
+            let authorized = self.session.state() == State::Authorized;
+            tokio::select! {
+                biased;
+                () = drain.cancelled(), if drain_at.is_none() => {
+                    drain_at = Some(self.start_drain().await);
+                }
+                () = async { if let Some(at) = drain_at { tokio::time::sleep_until(at).await } }, if drain_at.is_some() => {
+                    return End::Drained;
+                }
+                read = rd.read(&mut buf) => match read {
+                    Ok(0) => return End::Eof,
+                    Ok(n) => {
+                        last_read = Instant::now();
+                        framer.push(&buf[..n]);
+                        if let Err(end) = self.process(&mut framer).await {
+                            let _ = self.out.flush().await;
+                            return end;
+                        }
+                    }
+                    Err(e) => return End::Io(e),
+                },
+                changed = self.board.changed(), if authorized => {
+                    if changed.is_err() {
+                        return End::Drained;
+                    }
+                    self.notify_latest(false).await;
+                }
+                _ = tick.tick() => {
+                    if let Some(end) = self.on_tick(last_read).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `client.reconnect` and picks when to close, spread by session index.
+    async fn start_drain(&mut self) -> tokio::time::Instant {
+        self.send(
+            Notification::Reconnect {
+                host: None,
+                port: None,
+                wait_secs: None,
+            }
+            .into(),
+        )
+        .await;
+        let spread = self.shared.config.drain_spread;
+        let offset = spread.mul_f64(f64::from(self.index.get() % 1000) / 1000.0);
+        tokio::time::Instant::now() + offset
+    }
+
+    async fn on_tick(&mut self, last_read: Instant) -> Option<End> {
+        let c = &self.shared.config;
+        match self.session.state() {
+            State::Authorized => {
+                if last_read.elapsed() > c.idle_timeout {
+                    return Some(End::Timeout("idle"));
+                }
+                let now = self.started.elapsed().as_secs_f64();
+                let retarget = self.vardiff.as_mut().and_then(|v| v.retarget(now));
+                if retarget.is_some() || self.last_notify.elapsed() >= c.notify_interval {
+                    self.notify_latest(true).await;
+                }
+            }
+            _ if self.started.elapsed() > c.preauth_timeout => {
+                return Some(End::Timeout("authorize"));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    async fn process(&mut self, framer: &mut LineFramer) -> Result<(), End> {
+        loop {
+            match framer.next_line() {
+                Ok(None) => return Ok(()),
+                Ok(Some(line)) => self.on_line(&line).await?,
+                Err(FrameError::TooLong { max }) => {
+                    self.shared.metrics.bad_lines.inc();
+                    self.send(
+                        Response::error(
+                            Value::Null,
+                            ErrorCode::Other,
+                            format!("line longer than {max} bytes"),
+                        )
+                        .into(),
+                    )
+                    .await;
+                    return Err(End::Protocol(format!("line longer than {max} bytes")));
+                }
+                Err(FrameError::NotUtf8) => {
+                    self.bad_line(Value::Null, "line is not UTF-8".into())
+                        .await?
+                }
+            }
+            if self.close {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn bad_line(&mut self, id: Value, message: String) -> Result<(), End> {
+        self.shared.metrics.bad_lines.inc();
+        self.bad_lines += 1;
+        self.send(Response::error(id, ErrorCode::Other, message.clone()).into())
+            .await;
+        if self.bad_lines > self.shared.config.max_bad_lines {
+            return Err(End::Protocol(format!(
+                "too many malformed lines, last: {message}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn on_line(&mut self, line: &str) -> Result<(), End> {
+        let request = match Request::parse(line) {
+            Ok(r) => r,
+            Err(e) => return self.bad_line(e.id, e.error.message).await,
+        };
+        match self.session.on_request(request) {
+            Step::Reply(messages) => {
+                for m in messages {
+                    self.send(m).await;
+                }
+                if let Some(md) = self.session.minimum_difficulty() {
+                    self.set_floor(md);
+                }
+            }
+            Step::Authorize { id, login, options } => {
+                self.handle_authorize(id, &login, options).await
+            }
+            Step::Submit { id, submit } => self.handle_submit(id, submit).await,
+            Step::SuggestDifficulty { id, difficulty } => {
+                self.send(Response::ok(id).into()).await;
+                self.suggested = Some(difficulty);
+                if let Some(v) = self.vardiff.as_mut() {
+                    v.reset(difficulty, self.started.elapsed().as_secs_f64());
+                    self.notify_latest(true).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_floor(&mut self, floor: f64) {
+        self.floor = Some(floor);
+        let now = self.started.elapsed().as_secs_f64();
+        if let Some(v) = self.vardiff.as_mut() {
+            v.set_floor(floor, now);
+        }
+    }
+
+    async fn handle_authorize(&mut self, id: Value, login: &str, options: PasswordOptions) {
+        let Some(parsed) = parse_login(login) else {
+            self.send(
+                Response::error(
+                    id,
+                    ErrorCode::Unauthorized,
+                    format!("invalid login {login:?}: expected user.worker"),
+                )
+                .into(),
+            )
+            .await;
+            return;
+        };
+        let user_id = match self.shared.users.authorize(&parsed.user).await {
+            Ok(user_id) => user_id,
+            Err(e) => {
+                let code = match e {
+                    AuthError::Unavailable => ErrorCode::Other,
+                    _ => ErrorCode::Unauthorized,
+                };
+                self.send(Response::error(id, code, e.to_string()).into())
+                    .await;
+                return;
+            }
+        };
+        self.session.authorized();
+        self.miner = Some(Miner {
+            user_id,
+            worker_id: worker_id(&parsed.worker),
+            user: parsed.user,
+            worker: parsed.worker,
+        });
+        let c = &self.shared.config;
+        let start = options
+            .difficulty
+            .or(self.suggested)
+            .unwrap_or(c.default_difficulty);
+        let mut vardiff = Vardiff::new(c.vardiff, start, self.started.elapsed().as_secs_f64());
+        if let Some(md) = options
+            .minimum_difficulty
+            .or(self.session.minimum_difficulty())
+        {
+            vardiff.set_floor(md, self.started.elapsed().as_secs_f64());
+        }
+        self.vardiff = Some(vardiff);
+        self.send(Response::ok(id).into()).await;
+        if let Some(identity) = self.identity() {
+            self.event(EventKind::MinerConnected(identity));
+        }
+        self.board.borrow_and_update();
+        self.notify_latest(true).await;
+    }
+
+    /// Sends the newest job (clean if the tip moved since the last one sent),
+    /// preceded by `mining.set_difficulty` when the difficulty changed.
+    /// `force`: even if it was already sent.
+    async fn notify_latest(&mut self, force: bool) {
+        let Some(job) = self.board.borrow_and_update().latest().cloned() else {
+            return;
+        };
+        let Some(difficulty) = self.vardiff.as_ref().map(Vardiff::current) else {
+            return;
+        };
+        let already = self.sent.back().is_some_and(|s| Arc::ptr_eq(&s.job, &job));
+        if already && !force && self.sent_difficulty == Some(difficulty) {
+            return;
+        }
+        if self.sent_difficulty != Some(difficulty) {
+            self.send(Notification::SetDifficulty(difficulty).into())
+                .await;
+            self.sent_difficulty = Some(difficulty);
+        }
+        let tip_moved = self.last_tip != Some(job.job.prev_blockhash);
+        let mut notify = job.notify.clone();
+        notify.clean = tip_moved;
+        self.last_tip = Some(job.job.prev_blockhash);
+        self.last_notify = Instant::now();
+        if already {
+            // Same job, maybe a new difficulty: shares now count at the new one.
+            if let Some(s) = self.sent.back_mut() {
+                s.difficulty = difficulty;
+            }
+        } else {
+            if self.sent.len() == SENT_JOBS {
+                self.sent.pop_front();
+            }
+            self.sent.push_back(SentJob {
+                job,
+                difficulty,
+                seen: HashSet::new(),
+            });
+        }
+        self.send(Notification::Notify(notify).into()).await;
+    }
+
+    async fn handle_submit(&mut self, id: Value, submit: Submit) {
+        let judged = self.check_submit(&submit);
+        let rejected = judged.verdict.is_err();
+        let reply = match judged.verdict {
+            Ok(()) => Response::ok(id),
+            Err((code, message)) => Response::error(id, code, message),
+        };
+        self.send(reply.into()).await;
+        if let Some(solved) = judged.solved {
+            let hash = solved.block_hash;
+            // One writer logs each candidate to disk, then sends it until acknowledged.
+            if self.shared.solved.send(solved).await.is_err() {
+                tracing::error!(%hash, "solved-share queue closed; candidate not published");
+            }
+        }
+        if let Some(share) = judged.share {
+            // A full queue means the broker is behind: wait, never drop.
+            if self.shared.shares.send(share).await.is_err() {
+                tracing::error!("share queue closed; share not recorded");
+            }
+        }
+        if rejected && self.rejects.reject(Instant::now()) {
+            tracing::warn!(peer = %self.peer, "too many rejected shares; banning the address");
+            self.shared.metrics.bans.inc();
+            self.shared.admission.ban(self.peer.ip(), Instant::now());
+            self.close = true;
+        }
+    }
+
+    /// Judges one share. Shares that were checked (all but unknown jobs,
+    /// duplicates and malformed ones) are recorded whatever their outcome.
+    fn check_submit(&mut self, submit: &Submit) -> Judged {
+        let metrics = self.shared.metrics.clone();
+        let en2_size = self.session.extranonce2_size();
+        if submit.extranonce2.len() != en2_size {
+            metrics.share("invalid");
+            return Judged::rejected(
+                ErrorCode::Other,
+                format!(
+                    "extranonce2 must be {en2_size} bytes, got {}",
+                    submit.extranonce2.len()
+                ),
+            );
+        }
+        let Some(pos) = parse_stratum_job_id(&submit.job_id)
+            .and_then(|jid| self.sent.iter().position(|s| s.job.job.id == jid))
+        else {
+            metrics.share("job_not_found");
+            return Judged::rejected(ErrorCode::JobNotFound, "Job not found");
+        };
+        let board = Arc::clone(&self.board.borrow());
+        let sent = &mut self.sent[pos];
+        let Some(job) = board.get(sent.job.job.id).cloned() else {
+            metrics.share("job_not_found");
+            return Judged::rejected(ErrorCode::JobNotFound, "Job not found (expired)");
+        };
+        let mut en2 = [0u8; 8];
+        en2[..en2_size].copy_from_slice(&submit.extranonce2);
+        let key = (
+            u64::from_be_bytes(en2),
+            submit.ntime,
+            submit.nonce,
+            submit.version_bits.unwrap_or(0),
+        );
+        if !sent.seen.insert(key) {
+            metrics.share("duplicate");
+            return Judged::rejected(ErrorCode::Duplicate, "Duplicate share");
+        }
+        let difficulty = sent.difficulty;
+        let extranonce1 = self.session.extranonce1();
+        let sub = Submission {
+            extranonce1: &extranonce1,
+            extranonce2: &submit.extranonce2,
+            ntime: submit.ntime,
+            nonce: submit.nonce,
+            version_bits: submit.version_bits,
+        };
+        let target = Difficulty::new(difficulty)
+            .map(Difficulty::to_target)
+            .unwrap_or(sluice_core::DIFF1_TARGET);
+        let checked = job.work.check(&sub, self.session.version_mask(), &target);
+        let ntime = check_ntime(submit.ntime, job.work.min_time, now_secs());
+        let (status, verdict) = match (&checked, ntime) {
+            (Err(SubmissionError::VersionBitsOutsideMask { bits, mask }), _) => (
+                ShareStatus::BadVersionBits,
+                Err((
+                    ErrorCode::Other,
+                    format!("version bits {bits:08x} outside the negotiated mask {mask:08x}"),
+                )),
+            ),
+            (Err(e), _) => (ShareStatus::Invalid, Err((ErrorCode::Other, e.to_string()))),
+            (Ok(_), Err(SubmissionError::NtimeTooOld { .. })) => (
+                ShareStatus::TimeTooOld,
+                Err((ErrorCode::Other, "Time too old".into())),
+            ),
+            (Ok(_), Err(_)) => (
+                ShareStatus::TimeTooNew,
+                Err((ErrorCode::Other, "Time too new".into())),
+            ),
+            (Ok(_), Ok(())) if board.is_stale(&job) => (
+                ShareStatus::Stale,
+                Err((ErrorCode::JobNotFound, "Stale share".into())),
+            ),
+            (Ok(c), Ok(())) => match c.outcome {
+                ShareOutcome::Block => (ShareStatus::Block, Ok(())),
+                ShareOutcome::Share => (ShareStatus::Accepted, Ok(())),
+                ShareOutcome::LowDifficulty => (
+                    ShareStatus::LowDifficulty,
+                    Err((ErrorCode::LowDifficulty, "Low difficulty share".into())),
+                ),
+            },
+        };
+        metrics.share(status_label(status));
+        let Ok(checked) = checked else {
+            return Judged {
+                verdict,
+                share: None,
+                solved: None,
+            };
+        };
+        if status.is_accepted() {
+            metrics.accepted_difficulty.inc_by(difficulty);
+            if let Some(v) = self.vardiff.as_mut() {
+                v.on_accepted(difficulty);
+            }
+        }
+        let Some(miner) = self.miner.clone() else {
+            return Judged {
+                verdict,
+                share: None,
+                solved: None,
+            };
+        };
+        let solved = (status == ShareStatus::Block).then(|| {
+            self.solved_share(
+                &job,
+                &miner,
+                &submit.extranonce2,
+                checked.header,
+                checked.hash,
+            )
+        });
+        let record = ShareRecord {
+            job_id: job.job.id,
+            user_id: miner.user_id,
+            worker_id: miner.worker_id,
+            worker_name: miner.worker.clone(),
+            server_id: self.shared.server_id,
+            extranonce1: u32::from_be_bytes(extranonce1),
+            extranonce2: submit.extranonce2.clone(),
+            ntime: submit.ntime,
+            nonce: submit.nonce,
+            version_bits: submit.version_bits.unwrap_or(0),
+            share_difficulty: difficulty,
+            network_bits: job.job.bits,
+            height: job.job.height,
+            status,
+            hash: checked.hash,
+            client_ip: self.peer.ip(),
+            timestamp_ms: sluice_service::now_ms(),
+        };
+        Judged {
+            verdict,
+            share: Some(record),
+            solved,
+        }
+    }
+
+    fn solved_share(
+        &self,
+        job: &ServerJob,
+        miner: &Miner,
+        extranonce2: &[u8],
+        header: bitcoin::block::Header,
+        hash: bitcoin::BlockHash,
+    ) -> SolvedShare {
+        let extranonce1 = self.session.extranonce1();
+        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found");
+        SolvedShare {
+            job_id: job.job.id,
+            template_id: job.job.template_id,
+            height: job.job.height,
+            header,
+            coinbase: sluice_core::coinbase::join_coinbase(
+                &job.work.coinbase1,
+                &extranonce1,
+                extranonce2,
+                &job.work.coinbase2,
+            ),
+            block_hash: hash,
+            user_id: miner.user_id,
+            worker_id: miner.worker_id,
+            worker_name: miner.worker.clone(),
+            server_id: self.shared.server_id,
+            timestamp_ms: sluice_service::now_ms(),
+        }
+    }
+
+    fn identity(&self) -> Option<MinerIdentity> {
+        let m = self.miner.as_ref()?;
+        Some(MinerIdentity {
+            user_id: m.user_id,
+            user_name: m.user.clone(),
+            worker_id: m.worker_id,
+            worker_name: m.worker.clone(),
+            server_id: self.shared.server_id,
+            extranonce1: u32::from_be_bytes(self.session.extranonce1()),
+            client_ip: self.peer.ip(),
+            miner_agent: self.session.user_agent().unwrap_or_default().to_owned(),
+        })
+    }
+
+    fn event(&self, kind: EventKind) {
+        let key = format!("sserver-{}", self.shared.server_id);
+        let event = Event {
+            timestamp_ms: sluice_service::now_ms(),
+            kind,
+        };
+        if self.shared.events.try_send((key, event)).is_err() {
+            self.shared.metrics.events_dropped.inc();
+        }
+    }
+
+    async fn send(&mut self, message: ServerMessage) {
+        let mut line = message.to_line();
+        line.push('\n');
+        // Errors surface at the next flush.
+        let _ = self.out.write_all(line.as_bytes()).await;
+    }
+}
+
+fn status_label(s: ShareStatus) -> &'static str {
+    match s {
+        ShareStatus::Accepted => "accepted",
+        ShareStatus::Block => "block",
+        ShareStatus::Stale => "stale",
+        ShareStatus::LowDifficulty => "low_difficulty",
+        ShareStatus::TimeTooOld => "time_too_old",
+        ShareStatus::TimeTooNew => "time_too_new",
+        ShareStatus::BadVersionBits => "bad_version_bits",
+        ShareStatus::Invalid => "invalid",
+    }
+}
+
+/// The client's address as recorded in shares (IPv4-mapped IPv6 unmapped).
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,262 @@
+//! The jobs this server hands out, fed from the tail of the Job topic.
+//!
+//! One task consumes Jobs, fences deposed jobmaker leaders by epoch, and
+//! publishes a new [`Board`] through a `watch` channel; every connection
+//! holds a receiver, sends `mining.notify` when it changes, and looks jobs up
+//! in it to check shares. A board keeps the jobs of the current tip and of
+//! the previous one for `max_job_lifetime` (so late shares are classed
+//! stale, not unknown), always at least the newest. If Kafka stalls the last
+//! board stays: miners keep working on the last job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use sluice_bus::{BusConfig, TailConsumer, Topic};
+use sluice_core::{EpochFence, Job, JobId, Work};
+use sluice_service::Health;
+use sluice_stratum::Notify;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A job as this server uses it: the check view and the notify, made once.
+#[derive(Debug)]
+pub struct ServerJob {
+    /// The job as published.
+    pub job: Job,
+    /// What the share check needs.
+    pub work: Work,
+    /// The notify sent to miners (its `clean` flag is set per session).
+    pub notify: Notify,
+}
+
+impl ServerJob {
+    /// Prepares `job` for sessions with `extranonce2_size` bytes of
+    /// extranonce2. Jobs reserve 8; smaller sizes get zero padding in
+    /// coinbase1, as btcpool does.
+    pub fn new(job: Job, extranonce2_size: usize) -> Self {
+        let mut work = job.work(extranonce2_size);
+        work.coinbase1
+            .resize(job.coinbase1.len() + 8 - extranonce2_size, 0);
+        let notify = Notify {
+            job_id: stratum_job_id(job.id),
+            prev_hash: job.prev_blockhash,
+            coinbase1: work.coinbase1.clone(),
+            coinbase2: job.coinbase2.clone(),
+            merkle_branch: job.merkle_branch.clone(),
+            version: job.version.to_consensus() as u32,
+            bits: job.bits,
+            time: job.time,
+            clean: job.clean,
+        };
+        ServerJob { job, work, notify }
+    }
+}
+
+/// The id miners see: the job id in hex.
+pub fn stratum_job_id(id: JobId) -> String {
+    format!("{:x}", id.0)
+}
+
+/// The inverse of [`stratum_job_id`].
+pub fn parse_stratum_job_id(s: &str) -> Option<JobId> {
+    u64::from_str_radix(s, 16).ok().map(JobId)
+}
+
+/// The jobs on offer at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Board {
+    jobs: BTreeMap<JobId, Arc<ServerJob>>,
+}
+
+impl Board {
+    /// The newest job, if any arrived yet.
+    pub fn latest(&self) -> Option<&Arc<ServerJob>> {
+        self.jobs.values().next_back()
+    }
+
+    /// A job by id.
+    pub fn get(&self, id: JobId) -> Option<&Arc<ServerJob>> {
+        self.jobs.get(&id)
+    }
+
+    /// Whether shares for `job` no longer build on the tip.
+    pub fn is_stale(&self, job: &ServerJob) -> bool {
+        self.latest()
+            .is_some_and(|l| l.job.prev_blockhash != job.job.prev_blockhash)
+    }
+
+    /// The tip the newest job builds on.
+    pub fn tip(&self) -> Option<BlockHash> {
+        self.latest().map(|l| l.job.prev_blockhash)
+    }
+
+    /// How many jobs are kept.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether no job arrived yet.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// The board with `job` added and old ones dropped: jobs older than
+    /// `lifetime_secs` (by their id's time) at `now_secs`, and jobs two tips back.
+    pub fn with(&self, job: Arc<ServerJob>, lifetime_secs: u32, now_secs: u32) -> Board {
+        let mut jobs = self.jobs.clone();
+        let height = job.job.height;
+        jobs.insert(job.job.id, job);
+        let newest = jobs.keys().next_back().copied();
+        jobs.retain(|id, j| {
+            Some(*id) == newest
+                || (j.job.height + 1 >= height
+                    && id.created_secs().saturating_add(lifetime_secs) >= now_secs)
+        });
+        Board { jobs }
+    }
+}
+
+/// Settings of the job feed.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// Kafka.
+    pub kafka: BusConfig,
+    /// Bytes of extranonce2.
+    pub extranonce2_size: usize,
+    /// Seconds a job stays valid for shares.
+    pub max_job_lifetime_secs: u32,
+}
+
+/// Follows the Job topic until `token` is cancelled, publishing boards.
+/// Connection failures are retried with backoff; the last board stays.
+pub async fn feed(
+    config: FeedConfig,
+    board: watch::Sender<Arc<Board>>,
+    health: Health,
+    token: CancellationToken,
+) {
+    let topic: Topic<Job> = Topic::new(config.kafka.topics.job.clone());
+    let mut fence = EpochFence::default();
+    let mut backoff = Duration::from_millis(200);
+    while !token.is_cancelled() {
+        let consumer = match TailConsumer::new(&config.kafka, &topic, 4).await {
+            Ok(c) => c,
+            Err(error) => {
+                health.set("jobs", !board.borrow().is_empty(), format!("{error}"));
+                tracing::warn!(%error, retry_in = ?backoff, "job topic unavailable");
+                tokio::select! { () = token.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        loop {
+            let record = tokio::select! {
+                () = token.cancelled() => return,
+                r = consumer.next() => r,
+            };
+            let job = match record {
+                Ok(r) => r.value,
+                Err(error) => {
+                    tracing::warn!(%error, "job consumer failed; reconnecting");
+                    break;
+                }
+            };
+            if !fence.admit(&job) {
+                tracing::warn!(job = %job.id, epoch = job.leader_epoch, "job from a deposed jobmaker ignored");
+                continue;
+            }
+            let now = u32::try_from(sluice_service::now_ms() / 1000).unwrap_or(u32::MAX);
+            if job
+                .id
+                .created_secs()
+                .saturating_add(config.max_job_lifetime_secs)
+                < now
+            {
+                tracing::debug!(job = %job.id, "expired job skipped");
+                continue;
+            }
+            if board.borrow().get(job.id).is_some() {
+                continue;
+            }
+            tracing::debug!(job = %job.id, height = job.height, clean = job.clean, "new job");
+            let job = Arc::new(ServerJob::new(job, config.extranonce2_size));
+            let next = board.borrow().with(job, config.max_job_lifetime_secs, now);
+            health.set(
+                "jobs",
+                true,
+                format!(
+                    "{} jobs, newest height {}",
+                    next.len(),
+                    next.latest().map_or(0, |j| j.job.height)
+                ),
+            );
+            board.send_replace(Arc::new(next));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, CompactTarget, block::Version};
+    use sluice_core::TemplateId;
+
+    fn job(id_secs: u64, seq: u64, height: u32, tip: u8) -> Arc<ServerJob> {
+        Arc::new(ServerJob::new(
+            Job {
+                id: JobId(id_secs << 32 | seq),
+                leader_epoch: 1,
+                template_id: TemplateId([0; 32]),
+                height,
+                prev_blockhash: BlockHash::from_byte_array([tip; 32]),
+                version: Version::from_consensus(0x2000_0000),
+                bits: CompactTarget::from_consensus(0x207f_ffff),
+                time: 0,
+                min_time: 0,
+                coinbase1: vec![1, 2, 3],
+                coinbase2: vec![4],
+                merkle_branch: vec![],
+                coinbase_value: Amount::ZERO,
+                clean: true,
+                created_at_ms: 0,
+            },
+            4,
+        ))
+    }
+
+    #[test]
+    fn small_extranonce2_pads_coinbase1() {
+        let j = job(1, 1, 1, 1);
+        assert_eq!(j.work.coinbase1, vec![1, 2, 3, 0, 0, 0, 0]);
+        assert_eq!(j.notify.coinbase1, j.work.coinbase1);
+        assert_eq!(j.work.extranonce2_len, 4);
+        assert_eq!(parse_stratum_job_id(&j.notify.job_id), Some(j.job.id));
+    }
+
+    #[test]
+    fn stale_expiry_and_the_last_job_stays() {
+        let b = Board::default().with(job(100, 1, 10, 1), 300, 100);
+        let b = b.with(job(100, 2, 10, 1), 300, 100);
+        assert_eq!(b.len(), 2);
+        let old = Arc::clone(b.latest().expect("two jobs"));
+        assert!(!b.is_stale(&old));
+        let b = b.with(job(101, 3, 11, 2), 300, 101);
+        assert_eq!(
+            b.len(),
+            3,
+            "the previous tip's jobs stay to be called stale"
+        );
+        assert!(b.is_stale(&old));
+        let b = b.with(job(102, 4, 12, 3), 300, 102);
+        assert_eq!(b.len(), 2, "two tips back is gone");
+        assert!(b.get(old.job.id).is_none());
+        // Everything expired but the newest.
+        let b = b.with(job(103, 5, 12, 3), 300, 10_000);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.latest().map(|j| j.job.id), Some(JobId(103 << 32 | 5)));
+    }
+}

@@ -1,0 +1,588 @@
+//! sserver: the Stratum V1 server miners connect to.
+//!
+//! - A 1-byte server id from ZooKeeper (`<root>/sserver/ids/<id>`), or fixed
+//!   in the config, prefixes every extranonce1; if the id's node is lost the
+//!   server drains its miners (`client.reconnect`) and takes an id again, so
+//!   two servers never hand out the same extranonce1.
+//! - Jobs come from the tail of the Job topic ([`jobs`]) and fan out to
+//!   connections through a `watch` channel; the last job keeps being served
+//!   if Kafka stalls.
+//! - Each connection is one task ([`connection`]) around the sans-IO session
+//!   of crates/stratum; shares are checked with crates/core.
+//! - Checked shares, block candidates and miner events leave through the
+//!   [`sinks`]; users come from MySQL ([`users`]).
+//! - SIGTERM drains: no new connections, `client.reconnect` to every miner,
+//!   connections closed spread over `drain_spread_secs`, queued shares flushed.
+
+pub mod connection;
+pub mod ids;
+pub mod jobs;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod sinks;
+pub mod users;
+pub mod vardiff;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+use sluice_coord::{Coord, IdLease, ZkConfig};
+use sluice_core::record::Figure;
+use sluice_service::{CommonConfig, Context, Validate};
+use sluice_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{ConnConfig, Shared};
+use crate::jobs::{Board, FeedConfig};
+use crate::limits::{Admission, LimitsConfig};
+use crate::metrics::ServerMetrics;
+use crate::users::Users;
+use crate::vardiff::VardiffConfig;
+
+/// sserver's configuration (deploy/config/sserver.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[service]`.
+    #[serde(default = "default_service")]
+    pub service: CommonConfig,
+    /// `[kafka]`.
+    #[serde(default)]
+    pub kafka: BusConfig,
+    /// `[zookeeper]`.
+    #[serde(default)]
+    pub zookeeper: ZkConfig,
+    /// `[mysql]`.
+    #[serde(default)]
+    pub mysql: MysqlConfig,
+    /// Where miners connect.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// extranonce1's first byte, 1–255; 0 takes the lowest free one from ZooKeeper.
+    #[serde(default)]
+    pub server_id: u8,
+    /// Bytes of extranonce2 miners roll (4–8).
+    #[serde(default = "default_en2")]
+    pub extranonce2_size: usize,
+    /// Version bits miners may roll (BIP310), hex.
+    #[serde(default = "default_mask")]
+    pub version_mask: String,
+    /// Block candidates are logged here before they are sent.
+    #[serde(default = "default_solved_log")]
+    pub solved_log: PathBuf,
+    /// Expect a PROXY protocol v1/v2 header on every connection (behind a load balancer).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// `[difficulty]`.
+    #[serde(default)]
+    pub difficulty: DifficultyConfig,
+    /// `[jobs]`.
+    #[serde(default)]
+    pub jobs: JobsConfig,
+    /// `[users]`.
+    #[serde(default)]
+    pub users: UsersConfig,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[mysql]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    /// `mysql://user:password@host:port/db`.
+    pub url: String,
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        MysqlConfig {
+            url: "mysql://sluice:sluice@127.0.0.1:3306/sluice".into(),
+        }
+    }
+}
+
+/// `[difficulty]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DifficultyConfig {
+    /// Where a new miner starts.
+    pub default: f64,
+    /// Lowest handed out (fractions allowed: regtest, testnet).
+    pub min: f64,
+    /// Highest handed out.
+    pub max: f64,
+    /// Vardiff aims at one accepted share per miner this often.
+    pub share_interval_secs: f64,
+    /// Vardiff measures this long before deciding (sooner for a much too fast miner).
+    pub retarget_secs: f64,
+}
+
+impl Default for DifficultyConfig {
+    fn default() -> Self {
+        DifficultyConfig {
+            default: 16384.0,
+            min: 64.0,
+            max: 4.0e15,
+            share_interval_secs: 10.0,
+            retarget_secs: 300.0,
+        }
+    }
+}
+
+/// `[jobs]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A miner given no new job for this long is sent the latest again.
+    pub notify_interval_secs: u64,
+    /// Shares for jobs older than this are "job not found".
+    pub max_job_lifetime_secs: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            notify_interval_secs: 30,
+            max_job_lifetime_secs: 300,
+        }
+    }
+}
+
+/// `[users]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersConfig {
+    /// Unknown names are added to `users` on first authorize.
+    pub auto_register: bool,
+    /// Seconds between reloads of the table.
+    pub refresh_secs: u64,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        UsersConfig {
+            auto_register: false,
+            refresh_secs: 30,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Longest request line, bytes.
+    pub max_line_bytes: usize,
+    /// New connections per second per IP (sustained).
+    pub connections_per_ip_per_sec: f64,
+    /// New connections per IP in a burst.
+    pub connection_burst_per_ip: f64,
+    /// A connection must authorize within this.
+    pub preauth_timeout_secs: u64,
+    /// An authorized connection silent this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Rejected shares per minute before the IP is banned (0: never).
+    pub max_rejects_per_minute: u32,
+    /// How long a ban lasts.
+    pub ban_secs: u64,
+    /// Malformed lines tolerated per connection.
+    pub max_bad_lines: u32,
+    /// On SIGTERM, connections close spread over this long (keep below the grace).
+    pub drain_spread_secs: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 200_000,
+            max_line_bytes: 8192,
+            connections_per_ip_per_sec: 50.0,
+            connection_burst_per_ip: 500.0,
+            preauth_timeout_secs: 30,
+            idle_timeout_secs: 900,
+            max_rejects_per_minute: 300,
+            ban_secs: 600,
+            max_bad_lines: 10,
+            drain_spread_secs: 5.0,
+        }
+    }
+}
+
+fn default_service() -> CommonConfig {
+    CommonConfig {
+        admin_listen: ([127, 0, 0, 1], 9103).into(),
+        ..CommonConfig::default()
+    }
+}
+fn default_listen() -> SocketAddr {
+    ([0, 0, 0, 0], 3333).into()
+}
+fn default_en2() -> usize {
+    8
+}
+fn default_mask() -> String {
+    "1fffe000".into()
+}
+fn default_solved_log() -> PathBuf {
+    "/var/lib/sluice/sserver-solved.log".into()
+}
+
+impl AsRef<CommonConfig> for Config {
+    fn as_ref(&self) -> &CommonConfig {
+        &self.service
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        self.zookeeper.validate()?;
+        self.version_mask()?;
+        if !(4..=8).contains(&self.extranonce2_size) {
+            return Err(format!(
+                "extranonce2_size must be 4 to 8, got {}",
+                self.extranonce2_size
+            ));
+        }
+        let d = &self.difficulty;
+        for (name, v) in [("default", d.default), ("min", d.min), ("max", d.max)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "difficulty.{name} must be a positive number, got {v}"
+                ));
+            }
+        }
+        if d.min > d.max || d.default < d.min || d.default > d.max {
+            return Err("difficulty must satisfy min <= default <= max".into());
+        }
+        if !(d.share_interval_secs > 0.0 && d.retarget_secs >= d.share_interval_secs) {
+            return Err(
+                "difficulty.share_interval_secs must be positive and at most retarget_secs".into(),
+            );
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_line_bytes < 256 {
+            return Err(
+                "limits.max_connections must be positive and limits.max_line_bytes at least 256"
+                    .into(),
+            );
+        }
+        if !(l.connections_per_ip_per_sec > 0.0 && l.connection_burst_per_ip >= 1.0) {
+            return Err("limits.connections_per_ip_per_sec must be positive and connection_burst_per_ip at least 1".into());
+        }
+        if self.jobs.notify_interval_secs == 0 || self.jobs.max_job_lifetime_secs == 0 {
+            return Err(
+                "jobs.notify_interval_secs and jobs.max_job_lifetime_secs must be positive".into(),
+            );
+        }
+        if self.users.refresh_secs == 0 {
+            return Err("users.refresh_secs must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The BIP310 mask.
+    pub fn version_mask(&self) -> Result<u32, String> {
+        u32::from_str_radix(&self.version_mask, 16)
+            .map_err(|_| format!("version_mask {:?} is not 8 hex digits", self.version_mask))
+    }
+
+    fn conn_config(&self) -> ConnConfig {
+        let d = &self.difficulty;
+        let l = &self.limits;
+        ConnConfig {
+            extranonce2_size: self.extranonce2_size,
+            version_mask: self.version_mask().unwrap_or(0x1fff_e000),
+            default_difficulty: d.default,
+            vardiff: VardiffConfig {
+                share_interval_secs: d.share_interval_secs,
+                retarget_secs: d.retarget_secs,
+                min: d.min,
+                max: d.max,
+            },
+            max_line_bytes: l.max_line_bytes,
+            preauth_timeout: Duration::from_secs(l.preauth_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            notify_interval: Duration::from_secs(self.jobs.notify_interval_secs),
+            max_rejects_per_minute: l.max_rejects_per_minute,
+            proxy_protocol: self.proxy_protocol,
+            drain_spread: Duration::from_secs_f64(l.drain_spread_secs.max(0.0)),
+            max_bad_lines: l.max_bad_lines,
+        }
+    }
+}
+
+/// Everything that outlives one server id.
+struct Parts {
+    board: watch::Receiver<Arc<Board>>,
+    users: Users,
+    shares: mpsc::Sender<sluice_core::ShareRecord>,
+    solved: mpsc::Sender<sluice_core::SolvedShare>,
+    events: mpsc::Sender<(String, sluice_core::Event)>,
+    metrics: ServerMetrics,
+    ids: ids::SessionIds,
+    admission: Arc<Admission>,
+}
+
+/// The service.
+pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
+    let token = ctx.shutdown.token().clone();
+    let tracker = ctx.shutdown.tracker().clone();
+    let metrics = ServerMetrics::register(&ctx.metrics);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "stratum listening");
+
+    let topics = &config.kafka.topics;
+    let (share_tx, share_rx) = mpsc::channel(sinks::SHARE_QUEUE);
+    tracker.spawn(sinks::share_writer(
+        Producer::new(&config.kafka, 5)?,
+        Topic::new(topics.share.clone()),
+        share_rx,
+        metrics.clone(),
+    ));
+    let (solved_tx, solved_rx) = mpsc::channel(1024);
+    let abandon = CancellationToken::new();
+    tracker.spawn(sinks::solved_writer(
+        Producer::new(&config.kafka, 0)?,
+        Topic::new(topics.solved_share.clone()),
+        sinks::SolvedLog::new(&config.solved_log),
+        solved_rx,
+        metrics.clone(),
+        abandon.clone(),
+    ));
+    let (event_tx, event_rx) = mpsc::channel(16_384);
+    tracker.spawn(sinks::event_writer(
+        Producer::new(&config.kafka, 5)?,
+        Topic::new(topics.event.clone()),
+        event_rx,
+    ));
+
+    let store = Store::new(&config.mysql.url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let users = Users::new(Some(store), config.users.auto_register);
+    tracker.spawn(users.clone().refresh(
+        Duration::from_secs(config.users.refresh_secs),
+        ctx.health.clone(),
+        token.clone(),
+    ));
+
+    let (board_tx, board_rx) = watch::channel(Arc::new(Board::default()));
+    tracker.spawn(jobs::feed(
+        FeedConfig {
+            kafka: config.kafka.clone(),
+            extranonce2_size: config.extranonce2_size,
+            max_job_lifetime_secs: config.jobs.max_job_lifetime_secs,
+        },
+        board_tx,
+        ctx.health.clone(),
+        token.clone(),
+    ));
+
+    let parts = Parts {
+        board: board_rx,
+        users,
+        shares: share_tx,
+        solved: solved_tx,
+        events: event_tx,
+        metrics: metrics.clone(),
+        ids: ids::SessionIds::default(),
+        admission: Arc::new(Admission::new(LimitsConfig {
+            connections_per_ip_per_sec: config.limits.connections_per_ip_per_sec,
+            connection_burst_per_ip: config.limits.connection_burst_per_ip,
+            ban: Duration::from_secs(config.limits.ban_secs),
+        })),
+    };
+    spawn_heartbeat(&config, &ctx, &parts)?;
+
+    // Give up on unsent block candidates just before the drain deadline: they
+    // stay in the local log and go out at the next start.
+    let grace = config.service.shutdown_grace();
+    tracker.spawn({
+        let token = token.clone();
+        async move {
+            token.cancelled().await;
+            tokio::time::sleep(grace.saturating_sub(Duration::from_millis(750))).await;
+            abandon.cancel();
+        }
+    });
+
+    let result = serve_ids(&config, &ctx, &listener, parts).await;
+    drop(listener);
+    result
+}
+
+/// Takes a server id, serves under it until it is lost or the service
+/// stops, and again.
+async fn serve_ids(
+    config: &Config,
+    ctx: &Context,
+    listener: &TcpListener,
+    parts: Parts,
+) -> anyhow::Result<()> {
+    let token = ctx.shutdown.token().clone();
+    let semaphore = Arc::new(Semaphore::new(config.limits.max_connections));
+    let mut backoff = Duration::from_millis(500);
+    while !token.is_cancelled() {
+        let (server_id, lease) = match server_id(config).await {
+            Ok(id) => id,
+            Err(error) => {
+                ctx.health
+                    .set("zookeeper", false, format!("no server id: {error:#}"));
+                tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "no server id yet; not serving");
+                tokio::select! { () = token.cancelled() => break, () = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        ctx.health
+            .set("zookeeper", true, format!("server id {server_id}"));
+        let serving = token.child_token();
+        let shared = Arc::new(Shared {
+            config: config.conn_config(),
+            server_id,
+            board: parts.board.clone(),
+            users: parts.users.clone(),
+            shares: parts.shares.clone(),
+            solved: parts.solved.clone(),
+            events: parts.events.clone(),
+            metrics: parts.metrics.clone(),
+            ids: parts.ids.clone(),
+            admission: Arc::clone(&parts.admission),
+            drain: serving.clone(),
+        });
+        let lost = async {
+            match &lease {
+                Some((_, lease)) => lease.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = accept(listener, &shared, &semaphore, ctx) => {}
+            () = lost => {
+                tracing::error!(server_id, "server id lost (ZooKeeper session ended); draining miners and taking an id again");
+                ctx.health.set("zookeeper", false, "server id lost");
+                serving.cancel();
+            }
+        }
+        drop(shared);
+        if let Some((_, lease)) = lease {
+            let _ = lease.release().await;
+        }
+    }
+    Ok(())
+}
+
+/// The configured id, or one from ZooKeeper with its lease.
+async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<(Coord, IdLease)>)> {
+    if config.server_id != 0 {
+        return Ok((config.server_id, None));
+    }
+    let coord = Coord::connect(&config.zookeeper.coord()).await?;
+    let info = format!(
+        "{} {} pid {}",
+        config.service.instance,
+        config.listen,
+        std::process::id()
+    );
+    let lease = coord
+        .acquire_id("sserver", 1..=255, info.as_bytes())
+        .await?;
+    let id = u8::try_from(lease.id())?;
+    Ok((id, Some((coord, lease))))
+}
+
+/// Accepts connections until the shared drain token is cancelled.
+async fn accept(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    semaphore: &Arc<Semaphore>,
+    ctx: &Context,
+) {
+    let tracker = ctx.shutdown.tracker();
+    loop {
+        let accepted = tokio::select! {
+            () = shared.drain.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                // Out of file descriptors and the like: pause, do not spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
+            shared.metrics.connections_refused.inc();
+            tracing::debug!(%peer, "connection cap reached; refused");
+            continue;
+        };
+        let shared = Arc::clone(shared);
+        tracker.spawn(async move {
+            connection::serve(stream, peer, shared).await;
+            drop(permit);
+        });
+    }
+}
+
+fn spawn_heartbeat(config: &Config, ctx: &Context, parts: &Parts) -> anyhow::Result<()> {
+    let metrics = parts.metrics.clone();
+    let board = parts.board.clone();
+    let health = ctx.health.clone();
+    let last = Mutex::new((Instant::now(), 0u64, 0.0f64));
+    ctx.shutdown.tracker().spawn(heartbeat(
+        Producer::new(&config.kafka, 0)?,
+        Topic::new(config.kafka.topics.event.clone()),
+        Identity::new(
+            "sserver",
+            &config.service.instance,
+            &sluice_service::host_name(),
+            env!("CARGO_PKG_VERSION"),
+        ),
+        Duration::from_secs(10),
+        move || {
+            let submits = metrics.submits.get();
+            let accepted = metrics.accepted_difficulty.get();
+            let mut last = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+            let shares_per_sec = (submits - last.1) as f64 / secs;
+            let hashrate = (accepted - last.2) * 4_294_967_296.0 / secs;
+            *last = (Instant::now(), submits, accepted);
+            let job_age = board.borrow().latest().map_or(-1.0, |j| {
+                (sluice_service::now_ms().saturating_sub(j.job.created_at_ms)) as f64 / 1000.0
+            });
+            let figure = |name: &str, value: f64| Figure {
+                name: name.into(),
+                value,
+            };
+            (
+                health.is_healthy(),
+                vec![
+                    figure("connections", metrics.connections.get() as f64),
+                    figure("shares_per_sec", shares_per_sec),
+                    figure("hashrate", hashrate),
+                    figure("last_job_age_secs", job_age),
+                ],
+            )
+        },
+        ctx.shutdown.token().clone(),
+    ));
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Admission control: a cap on connections, a per-IP connection rate, and
+//! bans for IPs whose miners send too many invalid shares.
+//!
+//! Time is a parameter (`Instant`), so the rules are unit-tested without a
+//! clock. State is behind one short mutex, never held across an await.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Admission settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    /// New connections per second one IP may open (sustained).
+    pub connections_per_ip_per_sec: f64,
+    /// How many it may open in a burst.
+    pub connection_burst_per_ip: f64,
+    /// How long a ban lasts.
+    pub ban: Duration,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many connections from this IP too fast.
+    Rate,
+    /// Banned until the instant given.
+    Banned(Instant),
+}
+
+/// Per-IP admission state.
+#[derive(Debug)]
+pub struct Admission {
+    config: LimitsConfig,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    bans: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl Admission {
+    /// Empty state.
+    pub fn new(config: LimitsConfig) -> Self {
+        Admission {
+            config,
+            buckets: Mutex::default(),
+            bans: Mutex::default(),
+        }
+    }
+
+    /// Whether `ip` may open a connection at `now` (taking a token if so).
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        {
+            let mut bans = self
+                .bans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match bans.get(&ip) {
+                Some(&until) if until > now => return Err(Refusal::Banned(until)),
+                Some(_) => {
+                    bans.remove(&ip);
+                }
+                None => {}
+            }
+        }
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 100_000 {
+            // Forget full buckets so a scan of many addresses cannot grow the map forever.
+            let burst = self.config.connection_burst_per_ip;
+            let rate = self.config.connections_per_ip_per_sec;
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.config.connection_burst_per_ip,
+            at: now,
+        });
+        let refill = now.saturating_duration_since(b.at).as_secs_f64()
+            * self.config.connections_per_ip_per_sec;
+        b.tokens = (b.tokens + refill).min(self.config.connection_burst_per_ip);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Refusal::Rate)
+        }
+    }
+
+    /// Bans `ip` from `now` for the configured time.
+    pub fn ban(&self, ip: IpAddr, now: Instant) {
+        self.bans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ip, now + self.config.ban);
+    }
+}
+
+/// Counts one session's rejected shares in a sliding window.
+#[derive(Debug, Clone)]
+pub struct RejectWindow {
+    window: Duration,
+    max: u32,
+    times: std::collections::VecDeque<Instant>,
+}
+
+impl RejectWindow {
+    /// At most `max` rejections per `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        RejectWindow {
+            window,
+            max,
+            times: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Records a rejection at `now`; true when the limit is exceeded.
+    pub fn reject(&mut self, now: Instant) -> bool {
+        while self
+            .times
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > self.window)
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.max > 0 && self.times.len() > self.max as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: LimitsConfig = LimitsConfig {
+        connections_per_ip_per_sec: 2.0,
+        connection_burst_per_ip: 4.0,
+        ban: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn a_burst_then_the_sustained_rate() {
+        let a = Admission::new(CONFIG);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = Instant::now();
+        for _ in 0..4 {
+            assert_eq!(a.admit(ip, t), Ok(()));
+        }
+        assert_eq!(a.admit(ip, t), Err(Refusal::Rate));
+        assert_eq!(a.admit([10, 0, 0, 2].into(), t), Ok(()), "per IP");
+        let later = t + Duration::from_millis(500);
+        assert_eq!(a.admit(ip, later), Ok(()), "one token after 0.5 s at 2/s");
+        assert_eq!(a.admit(ip, later), Err(Refusal::Rate));
+    }
+
+    #[test]
+    fn bans_expire() {
+        let a = Admission::new(CONFIG);
+        let ip: IpAddr = [10, 0, 0, 3].into();
+        let t = Instant::now();
+        a.ban(ip, t);
+        assert!(matches!(
+            a.admit(ip, t + Duration::from_secs(59)),
+            Err(Refusal::Banned(_))
+        ));
+        assert_eq!(a.admit(ip, t + Duration::from_secs(61)), Ok(()));
+    }
+
+    #[test]
+    fn rejects_over_the_window_trip_the_limit() {
+        let mut w = RejectWindow::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(!w.reject(t));
+        assert!(!w.reject(t));
+        assert!(!w.reject(t));
+        assert!(w.reject(t));
+        let mut w = RejectWindow::new(3, Duration::from_secs(60));
+        for i in 0..10 {
+            assert!(
+                !w.reject(t + Duration::from_secs(30 * i)),
+                "spread out: fine"
+            );
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! sserver's Prometheus metrics. Labels are low-cardinality: share status
+//! and rejection reason, never a worker or an address.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use sluice_service::Metrics;
+
+/// The `status` label of shares.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// accepted, block, stale, low_difficulty, duplicate, job_not_found, …
+    pub status: &'static str,
+}
+
+/// Counters shared by every connection.
+#[derive(Clone, Debug, Default)]
+pub struct ServerMetrics {
+    /// Open connections.
+    pub connections: Gauge,
+    /// Connections accepted since start.
+    pub connections_total: Counter,
+    /// Connections refused (cap, rate limit, ban).
+    pub connections_refused: Counter,
+    /// Submits by outcome.
+    pub shares: Family<StatusLabel, Counter>,
+    /// Submits, all outcomes.
+    pub submits: Counter,
+    /// Accepted share difficulty, summed (for hashrate in the heartbeat).
+    pub accepted_difficulty: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Block candidates published.
+    pub solved: Counter,
+    /// Lines that were not valid requests.
+    pub bad_lines: Counter,
+    /// IPs banned for invalid shares.
+    pub bans: Counter,
+    /// Shares waiting for the broker's acknowledgement.
+    pub shares_in_flight: Gauge,
+    /// Events dropped because their queue was full.
+    pub events_dropped: Counter,
+}
+
+impl ServerMetrics {
+    /// Registers every metric under `sserver_`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = ServerMetrics::default();
+        metrics.register(|r| {
+            r.register(
+                "sserver_connections",
+                "Open miner connections",
+                m.connections.clone(),
+            );
+            r.register(
+                "sserver_connections_accepted",
+                "Connections accepted",
+                m.connections_total.clone(),
+            );
+            r.register(
+                "sserver_connections_refused",
+                "Connections refused (cap, rate, ban)",
+                m.connections_refused.clone(),
+            );
+            r.register("sserver_shares", "Submits by outcome", m.shares.clone());
+            r.register(
+                "sserver_accepted_difficulty",
+                "Sum of accepted share difficulty",
+                m.accepted_difficulty.clone(),
+            );
+            r.register(
+                "sserver_solved_shares",
+                "Block candidates published",
+                m.solved.clone(),
+            );
+            r.register(
+                "sserver_bad_lines",
+                "Lines that were not valid requests",
+                m.bad_lines.clone(),
+            );
+            r.register(
+                "sserver_bans",
+                "IPs banned for invalid shares",
+                m.bans.clone(),
+            );
+            r.register(
+                "sserver_shares_in_flight",
+                "Shares awaiting the broker's ack",
+                m.shares_in_flight.clone(),
+            );
+            r.register(
+                "sserver_events_dropped",
+                "Events dropped on a full queue",
+                m.events_dropped.clone(),
+            );
+        });
+        m
+    }
+
+    /// Counts one submit outcome.
+    pub fn share(&self, status: &'static str) {
+        self.shares.get_or_create(&StatusLabel { status }).inc();
+        self.submits.inc();
+    }
+}

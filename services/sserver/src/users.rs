@@ -1,0 +1,160 @@
+//! Who may mine: the `users` table, cached.
+//!
+//! The whole table is read at start and re-read every `refresh_secs` (new
+//! rows, disabled flags); a login not in the cache is looked up once in
+//! MySQL before it is refused, so a user added a second ago can mine at once.
+//! With auto-registration on, an unknown name is inserted. If MySQL is down,
+//! cached users keep mining and unknown ones get a "try again" error instead
+//! of "unknown user".
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sluice_service::Health;
+use sluice_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+/// A user allowed to mine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// `users.id`.
+    pub id: u32,
+    /// `users.disabled`.
+    pub disabled: bool,
+}
+
+/// Why a login was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No such user (and no auto-registration).
+    #[error("unknown user {0:?}")]
+    Unknown(String),
+    /// The account is disabled.
+    #[error("user {0:?} is disabled")]
+    Disabled(String),
+    /// MySQL could not be asked.
+    #[error("user database unavailable, try again")]
+    Unavailable,
+}
+
+/// The cache, shared by connections (short locks, never across an await).
+#[derive(Debug, Clone)]
+pub struct Users {
+    store: Option<Store>,
+    cache: Arc<RwLock<HashMap<String, Account>>>,
+    auto_register: bool,
+}
+
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+impl Users {
+    /// Users from `store` (`None`: nobody may mine; unit tests).
+    pub fn new(store: Option<Store>, auto_register: bool) -> Self {
+        Users {
+            store,
+            cache: Arc::default(),
+            auto_register,
+        }
+    }
+
+    fn cached(&self, name: &str) -> Option<Account> {
+        self.cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key(name))
+            .copied()
+    }
+
+    fn remember(&self, name: &str, account: Account) {
+        self.cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key(name), account);
+    }
+
+    /// The account for `name`, asking MySQL if it is not cached.
+    pub async fn authorize(&self, name: &str) -> Result<u32, AuthError> {
+        let account = match self.cached(name) {
+            Some(a) => a,
+            None => self.fetch(name).await?,
+        };
+        if account.disabled {
+            return Err(AuthError::Disabled(name.to_owned()));
+        }
+        Ok(account.id)
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Account, AuthError> {
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| AuthError::Unknown(name.to_owned()))?;
+        let found = store.user_by_name(name).await.map_err(unavailable)?;
+        let user = match (found, self.auto_register) {
+            (Some(u), _) => u,
+            (None, true) => {
+                let u = store.ensure_user(name).await.map_err(unavailable)?;
+                tracing::info!(user = name, id = u.id, "user registered");
+                u
+            }
+            (None, false) => return Err(AuthError::Unknown(name.to_owned())),
+        };
+        let account = Account {
+            id: user.id,
+            disabled: user.disabled,
+        };
+        self.remember(&user.name, account);
+        Ok(account)
+    }
+
+    /// Reads the whole table into the cache.
+    pub async fn reload(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let fresh: HashMap<String, Account> = store
+            .all_users()
+            .await?
+            .into_iter()
+            .map(|u| {
+                let account = Account {
+                    id: u.id,
+                    disabled: u.disabled,
+                };
+                (key(&u.name), account)
+            })
+            .collect();
+        let n = fresh.len();
+        *self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(n)
+    }
+
+    /// Reloads every `every` until cancelled, reporting in /health.
+    pub async fn refresh(self, every: Duration, health: Health, token: CancellationToken) {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match self.reload().await {
+                Ok(n) => health.set("mysql", true, format!("{n} users")),
+                Err(error) => {
+                    health.set("mysql", false, error.to_string());
+                    tracing::warn!(%error, "users not refreshed; serving the cached ones");
+                }
+            }
+        }
+    }
+}
+
+fn unavailable(error: StoreError) -> AuthError {
+    tracing::warn!(%error, "user lookup failed");
+    AuthError::Unavailable
+}

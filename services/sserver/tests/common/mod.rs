@@ -1,0 +1,493 @@
+//! The rig of sserver's tests: the real pipeline in process (nodesim →
+//! gbtmaker → jobmaker → sserver) on the local stack's broker, ZooKeeper and
+//! MariaDB, with fresh topics, ZooKeeper root and users per test; and a
+//! scripted miner speaking Stratum over TCP through crates/stratum's client.
+
+#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use bitcoincore_rpc::{Auth, Client, RpcApi};
+use serde_json::{Value, json};
+use sluice_bus::{BusConfig, TailConsumer, Topic, TopicNames, TopicSpec, create_topics};
+use sluice_core::Difficulty;
+use sluice_core::record::{Event, ShareRecord, SolvedShare};
+use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
+use sluice_store::Store;
+use sluice_stratum::client::{ClientEvent, ClientSession, header};
+use sluice_stratum::message::Submit;
+use sluice_stratum::{LineFramer, Notify, Request, ServerMessage};
+use sluice_testkit::{kafka_brokers, mysql_url, unique_name, zookeeper};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const MASK: u32 = 0x1fff_e000;
+/// Network target 2^236: one hash in about a million is a block.
+pub const BITS: &str = "1e0fffff";
+/// Share difficulty 2^-20 (target 2^244): one hash in about 4,096 is a share.
+pub const DIFF: f64 = 1.0 / 1_048_576.0;
+
+pub fn context() -> Context {
+    Context {
+        shutdown: Shutdown::new(),
+        health: Health::default(),
+        metrics: Metrics::default(),
+    }
+}
+
+fn local() -> CommonConfig {
+    CommonConfig {
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        shutdown_grace_secs: 5,
+        ..CommonConfig::default()
+    }
+}
+
+pub struct Rig {
+    pub ctxs: Vec<Context>,
+    pub server_ctx: Context,
+    pub node: nodesim::Endpoints,
+    pub kafka: BusConfig,
+    pub zk_root: String,
+    pub stratum: SocketAddr,
+    pub user: String,
+    pub user_id: u32,
+    pub config: sserver::Config,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for c in &self.ctxs {
+            c.shutdown.token().cancel();
+        }
+        self.server_ctx.shutdown.token().cancel();
+    }
+}
+
+/// The pipeline with an sserver configured by `tweak`.
+pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
+    let node_ctx = context();
+    let node = nodesim::start(
+        nodesim::Config {
+            bits: BITS.into(),
+            ..nodesim::Config::ephemeral()
+        },
+        &node_ctx,
+    )
+    .await
+    .unwrap();
+    let topics = TopicNames {
+        raw_gbt: unique_name("sluice-test-rawgbt-"),
+        job: unique_name("sluice-test-job-"),
+        share: unique_name("sluice-test-share-"),
+        solved_share: unique_name("sluice-test-solved-"),
+        event: unique_name("sluice-test-event-"),
+    };
+    let kafka = BusConfig {
+        brokers: kafka_brokers(),
+        client_id: unique_name("sserver-test-"),
+        topics,
+        ..BusConfig::default()
+    };
+    let t = &kafka.topics;
+    let specs: Vec<TopicSpec> = [&t.raw_gbt, &t.job, &t.share, &t.solved_share, &t.event]
+        .iter()
+        .map(|name| TopicSpec {
+            name: (*name).clone(),
+            partitions: 1,
+            replication: 1,
+            retention_ms: 3_600_000,
+        })
+        .collect();
+    create_topics(&kafka, &specs)
+        .await
+        .expect("the local stack's broker is up");
+    let gbt_ctx = context();
+    tokio::spawn(gbtmaker::run(
+        gbtmaker::Config {
+            service: local(),
+            kafka: kafka.clone(),
+            nodes: vec![gbtmaker::NodeConfig {
+                name: "sim".into(),
+                rpc_url: format!("http://{}", node.rpc),
+                rpc_user: "sluice".into(),
+                rpc_password: "sluice".into(),
+                cookie_file: None,
+                zmq_hashblock: Some(node.zmq.clone()),
+            }],
+            poll_interval_ms: 1000,
+            rpc_timeout_secs: 10,
+        },
+        gbt_ctx.clone(),
+    ));
+    let zk_root = unique_name("/sluice-test-");
+    let zk = jobmaker::ZkConfig {
+        connect: zookeeper(),
+        root: zk_root.clone(),
+        session_timeout_ms: 3_000,
+    };
+    let jm_ctx = context();
+    tokio::spawn(jobmaker::run(
+        jobmaker::Config {
+            service: local(),
+            kafka: kafka.clone(),
+            zookeeper: zk.clone(),
+            job_interval_secs: 30,
+            stale_template_secs: 60,
+            pool_tag: "/sluice-test/".into(),
+            payout_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+            network: "regtest".into(),
+        },
+        jm_ctx.clone(),
+    ));
+
+    let user = unique_name("miner");
+    let store = Store::new(&mysql_url()).unwrap();
+    let user_id = store.ensure_user(&user).await.unwrap().id;
+    store.close().await;
+
+    let stratum: SocketAddr = format!("127.0.0.1:{}", sluice_testkit::free_port())
+        .parse()
+        .unwrap();
+    let mut config = sserver::Config {
+        service: local(),
+        kafka: kafka.clone(),
+        zookeeper: zk,
+        mysql: sserver::MysqlConfig { url: mysql_url() },
+        listen: stratum,
+        server_id: 0,
+        extranonce2_size: 8,
+        version_mask: format!("{MASK:08x}"),
+        solved_log: std::env::temp_dir().join(unique_name("sserver-solved-")),
+        proxy_protocol: false,
+        difficulty: sserver::DifficultyConfig {
+            default: DIFF,
+            min: DIFF / 4.0,
+            max: 1e9,
+            share_interval_secs: 10.0,
+            retarget_secs: 300.0,
+        },
+        jobs: sserver::JobsConfig::default(),
+        users: sserver::UsersConfig::default(),
+        limits: sserver::Limits::default(),
+    };
+    tweak(&mut config);
+    let server_ctx = context();
+    tokio::spawn(sserver::run(config.clone(), server_ctx.clone()));
+    Rig {
+        ctxs: vec![node_ctx, gbt_ctx, jm_ctx],
+        server_ctx,
+        node,
+        kafka,
+        zk_root,
+        stratum,
+        user,
+        user_id,
+        config,
+    }
+}
+
+impl Rig {
+    pub fn rpc(&self) -> Client {
+        Client::new(
+            &format!("http://{}", self.node.rpc),
+            Auth::UserPass("sluice".into(), "sluice".into()),
+        )
+        .unwrap()
+    }
+
+    /// A block mined outside the pool (a new tip).
+    pub async fn generate(&self) -> BlockHash {
+        let client = self.rpc();
+        let hashes: Vec<String> = tokio::task::spawn_blocking(move || {
+            client
+                .call(
+                    "generatetoaddress",
+                    &[
+                        json!(1),
+                        json!("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"),
+                    ],
+                )
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        hashes[0].parse().unwrap()
+    }
+
+    pub async fn shares(&self) -> TailConsumer<ShareRecord> {
+        TailConsumer::new(
+            &self.kafka,
+            &Topic::new(self.kafka.topics.share.clone()),
+            100_000,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn solved(&self) -> TailConsumer<SolvedShare> {
+        TailConsumer::new(
+            &self.kafka,
+            &Topic::new(self.kafka.topics.solved_share.clone()),
+            1000,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn events(&self) -> TailConsumer<Event> {
+        TailConsumer::new(
+            &self.kafka,
+            &Topic::new(self.kafka.topics.event.clone()),
+            100_000,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A miner connected to the server (retrying while it starts).
+    pub async fn miner(&self) -> Miner {
+        let addr = self.stratum;
+        let stream = sluice_testkit::eventually(
+            Duration::from_secs(30),
+            "sserver listening",
+            || async move { TcpStream::connect(addr).await.ok() },
+        )
+        .await;
+        Miner::new(stream)
+    }
+
+    /// A miner through subscribe, configure (version rolling) and authorize,
+    /// with its first job.
+    pub async fn ready_miner(&self) -> (Miner, Notify) {
+        let mut m = self.miner().await;
+        let job = m.handshake(&format!("{}.rig1", self.user)).await;
+        (m, job)
+    }
+}
+
+/// The next record matching `pred` within `within`.
+pub async fn record_where<T: sluice_proto::Payload>(
+    c: &TailConsumer<T>,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    tokio::time::timeout(within, async {
+        loop {
+            let r = c.next().await.unwrap().value;
+            if pred(&r) {
+                return r;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no record {what} within {within:?}"))
+}
+
+pub struct Miner {
+    stream: TcpStream,
+    framer: LineFramer,
+    pub session: ClientSession,
+    backlog: VecDeque<ClientEvent>,
+    pub closed: bool,
+    en2: u64,
+}
+
+impl Miner {
+    pub fn new(stream: TcpStream) -> Self {
+        Miner {
+            stream,
+            framer: LineFramer::new(1 << 20),
+            session: ClientSession::new(),
+            backlog: VecDeque::new(),
+            closed: false,
+            en2: 0,
+        }
+    }
+
+    pub async fn send(&mut self, request: Request) {
+        self.raw(&request.to_line()).await;
+    }
+
+    pub async fn raw(&mut self, line: &str) {
+        let _ = self.stream.write_all(format!("{line}\n").as_bytes()).await;
+    }
+
+    pub async fn raw_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next event from the server; `None` once it closed the connection.
+    pub async fn next(&mut self) -> Option<ClientEvent> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Some(e);
+        }
+        loop {
+            match self.framer.next_line() {
+                Ok(Some(line)) => {
+                    let msg = ServerMessage::parse(&line).unwrap();
+                    return Some(self.session.on_message(msg));
+                }
+                Ok(None) => {}
+                Err(e) => panic!("server sent a bad line: {e}"),
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut buf))
+                .await
+                .expect("the server said nothing for 20 s")
+                .unwrap_or(0);
+            if n == 0 {
+                self.closed = true;
+                return None;
+            }
+            self.framer.push(&buf[..n]);
+        }
+    }
+
+    /// Skips events until `pick` accepts one; others are kept for later.
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&ClientEvent) -> Option<T>,
+    ) -> T {
+        let mut skipped = VecDeque::new();
+        loop {
+            let Some(e) = self.next().await else {
+                panic!("connection closed while waiting for {what}; skipped {skipped:?}")
+            };
+            if let Some(t) = pick(&e) {
+                skipped.extend(self.backlog.drain(..));
+                self.backlog = skipped;
+                return t;
+            }
+            skipped.push_back(e);
+        }
+    }
+
+    /// Waits for the server to close the connection.
+    pub async fn until_closed(&mut self) -> Vec<ClientEvent> {
+        let mut seen = vec![];
+        while let Some(e) = self.next().await {
+            seen.push(e);
+        }
+        seen
+    }
+
+    /// The answer to the last request (any answer, events in between kept).
+    pub async fn answer(&mut self) -> Result<Value, sluice_stratum::StratumError> {
+        self.expect("an answer", |e| match e {
+            ClientEvent::Answer(r) => Some(r.result.clone()),
+            ClientEvent::Authorized(r) => Some(r.clone().map(|()| Value::Bool(true))),
+            ClientEvent::ShareResult { result, .. } => {
+                Some(result.clone().map(|()| Value::Bool(true)))
+            }
+            ClientEvent::Subscribed(_) | ClientEvent::Configured(_) => Some(Ok(Value::Null)),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn job(&mut self) -> Notify {
+        self.expect("a job", |e| match e {
+            ClientEvent::Job(n) => Some(n.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn handshake(&mut self, login: &str) -> Notify {
+        let r = self.session.subscribe("sluice-test/1.0");
+        self.send(r).await;
+        self.expect("subscribed", |e| {
+            matches!(e, ClientEvent::Subscribed(_)).then_some(())
+        })
+        .await;
+        let r = self.session.configure(sluice_stratum::message::Configure {
+            version_rolling_mask: Some(0xffff_ffff),
+            ..Default::default()
+        });
+        self.send(r).await;
+        self.expect("configured", |e| {
+            matches!(e, ClientEvent::Configured(_)).then_some(())
+        })
+        .await;
+        let r = self.session.authorize(login, "x");
+        self.send(r).await;
+        let ok = self
+            .expect("authorized", |e| match e {
+                ClientEvent::Authorized(r) => Some(r.clone()),
+                _ => None,
+            })
+            .await;
+        ok.unwrap();
+        self.job().await
+    }
+
+    pub fn extranonce1(&self) -> Vec<u8> {
+        self.session
+            .subscribed
+            .as_ref()
+            .unwrap()
+            .extranonce1
+            .clone()
+    }
+
+    /// Searches nonces for a header whose hash meets (`want_share`) or misses
+    /// the target of `difficulty`, with fresh extranonce2 each call.
+    pub fn mine(
+        &mut self,
+        job: &Notify,
+        difficulty: f64,
+        version_bits: Option<u32>,
+        want: Want,
+    ) -> Submit {
+        let target = Difficulty::new(difficulty).unwrap().to_target();
+        let network = bitcoin::Target::from_compact(job.bits);
+        self.en2 += 1;
+        let en2 = self.en2.to_be_bytes().to_vec();
+        let en1 = self.extranonce1();
+        let mut h = header(job, &en1, &en2, job.time, 0, version_bits, MASK);
+        for nonce in 0..u32::MAX {
+            h.nonce = nonce;
+            let hash = h.block_hash();
+            let ok = match want {
+                Want::Share => target.is_met_by(hash) && !network.is_met_by(hash),
+                Want::Block => network.is_met_by(hash),
+                Want::Low => !target.is_met_by(hash),
+            };
+            if ok {
+                return Submit {
+                    worker: "w".into(),
+                    job_id: job.job_id.clone(),
+                    extranonce2: en2,
+                    ntime: job.time,
+                    nonce,
+                    version_bits,
+                };
+            }
+        }
+        unreachable!("no nonce found")
+    }
+
+    /// Submits and returns the answer.
+    pub async fn submit(&mut self, submit: Submit) -> Result<(), sluice_stratum::StratumError> {
+        let r = self.session.submit(submit, 0);
+        self.send(r).await;
+        self.expect("a share result", |e| match e {
+            ClientEvent::ShareResult { result, .. } => Some(result.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Want {
+    Share,
+    Block,
+    Low,
+}

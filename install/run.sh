@@ -3,7 +3,8 @@
 # stack under supervisord (ZooKeeper, MariaDB, the Kafka broker), applies the
 # schema, creates the topics, and shows that every part answers.
 # nodesim stands in for bitcoind; gbtmaker and jobmaker turn its templates
-# into Stratum jobs on Kafka; the other services join as they are built.
+# into Stratum jobs on Kafka; sserver serves them to miners on port 3333;
+# the other services join as they are built.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -32,6 +33,26 @@ clean_job_at_new_height() { "$SLUICE_BIN/sluicectl" tail job -n 3 | grep -q "hei
 wait_until 20 "a clean job for the new block" clean_job_at_new_height
 log "nodesim mined block $((height_before + 1)); the newest jobs on BtcJob:"
 "$SLUICE_BIN/sluicectl" tail job -n 3
+supervisorctl_ restart sserver >/dev/null
+sserver_serving() { curl -sf http://127.0.0.1:9103/health | grep -q 'server id'; }
+wait_until 30 "sserver to take a server id and serve (127.0.0.1:9103/health)" sserver_serving
+# Show it working: a miner's handshake on stratum+tcp://127.0.0.1:3333.
+stratum_probe() {
+    exec 3<>/dev/tcp/127.0.0.1/3333 || return 1
+    printf '%s\n' '{"id":1,"method":"mining.subscribe","params":["run.sh"]}' \
+        '{"id":2,"method":"mining.authorize","params":["demo.probe","x"]}' >&3
+    local line n=0
+    while IFS= read -r -t 5 line <&3 && [ $n -lt 6 ]; do
+        echo "  <- ${line:0:160}"
+        n=$((n + 1))
+        case "$line" in *'"method":"mining.notify"'*) exec 3<&-; return 0 ;; esac
+    done
+    exec 3<&-
+    return 1
+}
+log "a miner's view of stratum+tcp://127.0.0.1:3333 (subscribe, authorize as demo.probe):"
+wait_until 20 "a mining.notify from sserver" stratum_probe
+stratum_probe
 echo
 supervisorctl_ status
 echo

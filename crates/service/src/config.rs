@@ -129,7 +129,7 @@ fn one_line(e: &toml::de::Error) -> String {
 }
 
 /// Installs the global tracing subscriber; `RUST_LOG` filters (default info).
-pub(crate) fn init_tracing(format: LogFormat) {
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

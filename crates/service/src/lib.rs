@@ -12,7 +12,7 @@ mod health;
 mod shutdown;
 
 pub use admin::{AdminServer, Metrics};
-pub use config::{Cli, CommonConfig, ConfigError, LogFormat, Validate, load_config};
+pub use config::{Cli, CommonConfig, ConfigError, LogFormat, Validate, init_tracing, load_config};
 pub use health::{ComponentHealth, Health};
 pub use shutdown::{Shutdown, drain, wait_for_signal};
 

@@ -556,7 +556,10 @@ impl Conn {
 
     async fn handle_submit(&mut self, id: Value, submit: Submit) {
         let judged = self.check_submit(&submit);
-        let rejected = judged.verdict.is_err();
+        // Stale and unknown-job shares (21) are the network's doing, not the
+        // miner's: a farm behind one address sends a burst of them after every
+        // block. Only the rest count towards a ban.
+        let rejected = matches!(&judged.verdict, Err((code, _)) if *code != ErrorCode::JobNotFound);
         let reply = match judged.verdict {
             Ok(()) => Response::ok(id),
             Err((code, message)) => Response::error(id, code, message),

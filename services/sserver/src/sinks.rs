@@ -250,3 +250,56 @@ async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::block::{Header, Version};
+    use bitcoin::hashes::Hash;
+    use bitcoin::{BlockHash, CompactTarget, TxMerkleNode};
+    use sluice_core::{JobId, TemplateId};
+
+    fn solved(nonce: u32) -> SolvedShare {
+        let header = Header {
+            version: Version::TWO,
+            prev_blockhash: BlockHash::all_zeros(),
+            merkle_root: TxMerkleNode::all_zeros(),
+            time: 1,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            nonce,
+        };
+        SolvedShare {
+            job_id: JobId(7),
+            template_id: TemplateId([1; 32]),
+            height: 5,
+            header,
+            coinbase: vec![1, 2, 3],
+            block_hash: header.block_hash(),
+            user_id: 1,
+            worker_id: 2,
+            worker_name: "w".into(),
+            server_id: 3,
+            timestamp_ms: 4,
+        }
+    }
+
+    #[test]
+    fn candidates_not_marked_sent_survive_a_restart() {
+        let path = std::env::temp_dir().join(format!("sluice-solved-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = SolvedLog::new(&path);
+        assert_eq!(log.unsent().expect("no file yet"), vec![]);
+        let (a, b) = (solved(1), solved(2));
+        log.record(&a).expect("writes");
+        log.record(&b).expect("writes");
+        log.mark_sent(&a).expect("writes");
+        // A new process reads what was left.
+        let again = SolvedLog::new(&path);
+        assert_eq!(again.unsent().expect("reads"), vec![b.clone()]);
+        // The log was compacted to that one candidate; reading twice is stable.
+        assert_eq!(again.unsent().expect("reads"), vec![b.clone()]);
+        again.mark_sent(&b).expect("writes");
+        assert_eq!(again.unsent().expect("reads"), vec![]);
+        let _ = std::fs::remove_file(&path);
+    }
+}

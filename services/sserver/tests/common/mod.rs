@@ -69,6 +69,9 @@ impl Drop for Rig {
 
 /// The pipeline with an sserver configured by `tweak`.
 pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
+    if std::env::var_os("RUST_LOG").is_some() {
+        sluice_service::init_tracing(sluice_service::LogFormat::Human);
+    }
     let node_ctx = context();
     let node = nodesim::start(
         nodesim::Config {

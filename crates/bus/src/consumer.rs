@@ -140,6 +140,26 @@ impl<T: Payload> TailConsumer<T> {
         self.stream.next().await
     }
 
+    /// The next message matching `pred` within `within`: `Ok(None)` if none came.
+    pub async fn next_matching(
+        &self,
+        within: std::time::Duration,
+        pred: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, BusError> {
+        let search = async {
+            loop {
+                let value = self.next().await?.value;
+                if pred(&value) {
+                    return Ok(value);
+                }
+            }
+        };
+        match tokio::time::timeout(within, search).await {
+            Ok(found) => found.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Messages skipped because they did not decode.
     pub fn poison_count(&self) -> u64 {
         self.stream.poison_count()

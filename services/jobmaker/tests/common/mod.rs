@@ -180,14 +180,8 @@ pub(crate) async fn job_where(
     what: &str,
     pred: impl Fn(&Job) -> bool,
 ) -> Job {
-    tokio::time::timeout(within, async {
-        loop {
-            let job = jobs.next().await.unwrap().value;
-            if pred(&job) {
-                return job;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no job {what} within {within:?}"))
+    jobs.next_matching(within, pred)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no job {what} within {within:?}"))
 }

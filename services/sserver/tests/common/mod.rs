@@ -279,16 +279,10 @@ pub async fn record_where<T: sluice_proto::Payload>(
     what: &str,
     pred: impl Fn(&T) -> bool,
 ) -> T {
-    tokio::time::timeout(within, async {
-        loop {
-            let r = c.next().await.unwrap().value;
-            if pred(&r) {
-                return r;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no record {what} within {within:?}"))
+    c.next_matching(within, pred)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no record {what} within {within:?}"))
 }
 
 pub struct Miner {

@@ -19,8 +19,8 @@ use std::time::Duration;
 use bitcoin::{Address, Network, ScriptBuf};
 use serde::Deserialize;
 use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+use sluice_coord::Coord;
 pub use sluice_coord::ZkConfig;
-use sluice_coord::{Coord, CoordConfig};
 use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
 
@@ -118,10 +118,6 @@ impl Config {
                 )
             })
     }
-
-    fn coord(&self) -> CoordConfig {
-        self.zookeeper.coord()
-    }
 }
 
 /// The service: campaign, lead while elected, campaign again when deposed.
@@ -157,7 +153,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     ));
     let mut backoff = Duration::from_millis(500);
     while !token.is_cancelled() {
-        let coord = match Coord::connect(&config.coord()).await {
+        let coord = match Coord::connect(&config.zookeeper.coord()).await {
             Ok(c) => c,
             Err(error) => {
                 ctx.health.set("zookeeper", false, error.to_string());

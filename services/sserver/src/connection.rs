@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{SessionIds, SessionIndex};
-use crate::jobs::{Board, ServerJob, parse_stratum_job_id};
+use crate::jobs::{Board, ServerJob, now_secs, parse_stratum_job_id};
 use crate::limits::{Admission, RejectWindow};
 use crate::metrics::ServerMetrics;
 use crate::users::{AuthError, Users};
@@ -273,10 +273,6 @@ async fn read_proxy_header(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-}
-
-fn now_secs() -> u32 {
-    u32::try_from(sluice_service::now_ms() / 1000).unwrap_or(u32::MAX)
 }
 
 impl Conn {
@@ -532,8 +528,6 @@ impl Conn {
             self.sent_difficulty = Some(difficulty);
         }
         let tip_moved = self.last_tip != Some(job.job.prev_blockhash);
-        let mut notify = job.notify.clone();
-        notify.clean = tip_moved;
         self.last_tip = Some(job.job.prev_blockhash);
         self.last_notify = Instant::now();
         if already {
@@ -546,12 +540,12 @@ impl Conn {
                 self.sent.pop_front();
             }
             self.sent.push_back(SentJob {
-                job,
+                job: Arc::clone(&job),
                 difficulty,
                 seen: HashSet::new(),
             });
         }
-        self.send(Notification::Notify(notify).into()).await;
+        self.send_line(job.notify_line(tip_moved)).await;
     }
 
     async fn handle_submit(&mut self, id: Value, submit: Submit) {
@@ -589,7 +583,8 @@ impl Conn {
     /// Judges one share. Shares that were checked (all but unknown jobs,
     /// duplicates and malformed ones) are recorded whatever their outcome.
     fn check_submit(&mut self, submit: &Submit) -> Judged {
-        let metrics = self.shared.metrics.clone();
+        let shared = Arc::clone(&self.shared);
+        let metrics = &shared.metrics;
         let en2_size = self.session.extranonce2_size();
         if submit.extranonce2.len() != en2_size {
             metrics.share("invalid");
@@ -683,7 +678,7 @@ impl Conn {
                 v.on_accepted(difficulty);
             }
         }
-        let Some(miner) = self.miner.clone() else {
+        let Some(miner) = self.miner.as_ref() else {
             return Judged {
                 verdict,
                 share: None,
@@ -693,7 +688,7 @@ impl Conn {
         let solved = (status == ShareStatus::Block).then(|| {
             self.solved_share(
                 &job,
-                &miner,
+                miner,
                 &submit.extranonce2,
                 checked.header,
                 checked.hash,
@@ -781,10 +776,13 @@ impl Conn {
     }
 
     async fn send(&mut self, message: ServerMessage) {
-        let mut line = message.to_line();
-        line.push('\n');
-        // Errors surface at the next flush.
+        self.send_line(&message.to_line()).await;
+    }
+
+    /// Queues one line (newline added); errors surface at the next flush.
+    async fn send_line(&mut self, line: &str) {
         let _ = self.out.write_all(line.as_bytes()).await;
+        let _ = self.out.write_all(b"\n").await;
     }
 }
 

@@ -16,7 +16,7 @@ use bitcoin::BlockHash;
 use sluice_bus::{BusConfig, TailConsumer, Topic};
 use sluice_core::{EpochFence, Job, JobId, Work};
 use sluice_service::Health;
-use sluice_stratum::Notify;
+use sluice_stratum::{Notification, Notify, ServerMessage};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,9 @@ pub struct ServerJob {
     pub work: Work,
     /// The notify sent to miners (its `clean` flag is set per session).
     pub notify: Notify,
+    /// `notify` as wire lines, clean and not: serialized once per job, not once
+    /// per connection.
+    lines: [String; 2],
 }
 
 impl ServerJob {
@@ -50,7 +53,25 @@ impl ServerJob {
             time: job.time,
             clean: job.clean,
         };
-        ServerJob { job, work, notify }
+        let line = |clean: bool| {
+            let n = Notify {
+                clean,
+                ..notify.clone()
+            };
+            ServerMessage::from(Notification::Notify(n)).to_line()
+        };
+        let lines = [line(false), line(true)];
+        ServerJob {
+            job,
+            work,
+            notify,
+            lines,
+        }
+    }
+
+    /// The `mining.notify` line (without newline) with this `clean` flag.
+    pub fn notify_line(&self, clean: bool) -> &str {
+        &self.lines[usize::from(clean)]
     }
 }
 
@@ -62,6 +83,11 @@ pub fn stratum_job_id(id: JobId) -> String {
 /// The inverse of [`stratum_job_id`].
 pub fn parse_stratum_job_id(s: &str) -> Option<JobId> {
     u64::from_str_radix(s, 16).ok().map(JobId)
+}
+
+/// Unix time in seconds, as headers and job ids count it.
+pub fn now_secs() -> u32 {
+    u32::try_from(sluice_service::now_ms() / 1000).unwrap_or(u32::MAX)
 }
 
 /// The jobs on offer at one moment.
@@ -168,7 +194,7 @@ pub async fn feed(
                 tracing::warn!(job = %job.id, epoch = job.leader_epoch, "job from a deposed jobmaker ignored");
                 continue;
             }
-            let now = u32::try_from(sluice_service::now_ms() / 1000).unwrap_or(u32::MAX);
+            let now = now_secs();
             if job
                 .id
                 .created_secs()
@@ -235,6 +261,14 @@ mod tests {
         assert_eq!(j.notify.coinbase1, j.work.coinbase1);
         assert_eq!(j.work.extranonce2_len, 4);
         assert_eq!(parse_stratum_job_id(&j.notify.job_id), Some(j.job.id));
+        for clean in [false, true] {
+            let line = ServerMessage::parse(j.notify_line(clean)).expect("a notify line");
+            let expected = Notify {
+                clean,
+                ..j.notify.clone()
+            };
+            assert_eq!(line, ServerMessage::from(Notification::Notify(expected)));
+        }
     }
 
     #[test]

@@ -372,7 +372,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     ));
 
     let store = Store::new(&config.mysql.url).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let users = Users::new(Some(store), config.users.auto_register);
+    let users = Users::new(store, config.users.auto_register);
     tracker.spawn(users.clone().refresh(
         Duration::from_secs(config.users.refresh_secs),
         ctx.health.clone(),
@@ -466,7 +466,7 @@ async fn serve_ids(
         });
         let lost = async {
             match &lease {
-                Some((_, lease)) => lease.lost().await,
+                Some(lease) => lease.lost().await,
                 None => std::future::pending().await,
             }
         };
@@ -479,15 +479,16 @@ async fn serve_ids(
             }
         }
         drop(shared);
-        if let Some((_, lease)) = lease {
+        if let Some(lease) = lease {
             let _ = lease.release().await;
         }
     }
     Ok(())
 }
 
-/// The configured id, or one from ZooKeeper with its lease.
-async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<(Coord, IdLease)>)> {
+/// The configured id, or one from ZooKeeper with its lease (which keeps the
+/// ZooKeeper session).
+async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<IdLease>)> {
     if config.server_id != 0 {
         return Ok((config.server_id, None));
     }
@@ -502,7 +503,7 @@ async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<(Coord, IdLeas
         .acquire_id("sserver", 1..=255, info.as_bytes())
         .await?;
     let id = u8::try_from(lease.id())?;
-    Ok((id, Some((coord, lease))))
+    Ok((id, Some(lease)))
 }
 
 /// Accepts connections until the shared drain token is cancelled.

@@ -41,7 +41,7 @@ pub enum AuthError {
 /// The cache, shared by connections (short locks, never across an await).
 #[derive(Debug, Clone)]
 pub struct Users {
-    store: Option<Store>,
+    store: Store,
     cache: Arc<RwLock<HashMap<String, Account>>>,
     auto_register: bool,
 }
@@ -51,8 +51,8 @@ fn key(name: &str) -> String {
 }
 
 impl Users {
-    /// Users from `store` (`None`: nobody may mine; unit tests).
-    pub fn new(store: Option<Store>, auto_register: bool) -> Self {
+    /// Users from `store`.
+    pub fn new(store: Store, auto_register: bool) -> Self {
         Users {
             store,
             cache: Arc::default(),
@@ -88,10 +88,7 @@ impl Users {
     }
 
     async fn fetch(&self, name: &str) -> Result<Account, AuthError> {
-        let store = self
-            .store
-            .as_ref()
-            .ok_or_else(|| AuthError::Unknown(name.to_owned()))?;
+        let store = &self.store;
         let found = store.user_by_name(name).await.map_err(unavailable)?;
         let user = match (found, self.auto_register) {
             (Some(u), _) => u,
@@ -112,10 +109,8 @@ impl Users {
 
     /// Reads the whole table into the cache.
     pub async fn reload(&self) -> Result<usize, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(0);
-        };
-        let fresh: HashMap<String, Account> = store
+        let fresh: HashMap<String, Account> = self
+            .store
             .all_users()
             .await?
             .into_iter()

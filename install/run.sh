@@ -4,7 +4,8 @@
 # schema, creates the topics, and shows that every part answers.
 # nodesim stands in for bitcoind; gbtmaker and jobmaker turn its templates
 # into Stratum jobs on Kafka; sserver serves them to miners on port 3333;
-# the other services join as they are built.
+# blkmaker submits the blocks they find to the node and records them; the
+# other services join as they are built.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -33,6 +34,10 @@ clean_job_at_new_height() { "$SLUICE_BIN/sluicectl" tail job -n 3 | grep -q "hei
 wait_until 20 "a clean job for the new block" clean_job_at_new_height
 log "nodesim mined block $((height_before + 1)); the newest jobs on BtcJob:"
 "$SLUICE_BIN/sluicectl" tail job -n 3
+supervisorctl_ restart blkmaker >/dev/null
+blkmaker_ready() { curl -sf http://127.0.0.1:9104/health | grep -q '"templates"'; }
+wait_until 30 "blkmaker to keep templates and wait for solved shares (127.0.0.1:9104/health)" blkmaker_ready
+log "blkmaker waits for solved shares: $(curl -s http://127.0.0.1:9104/health)"
 supervisorctl_ restart sserver >/dev/null
 sserver_serving() { curl -sf http://127.0.0.1:9103/health | grep -q 'server id'; }
 wait_until 30 "sserver to take a server id and serve (127.0.0.1:9103/health)" sserver_serving

@@ -183,8 +183,25 @@ pub struct GroupConsumer<T> {
 
 impl<T: Payload> GroupConsumer<T> {
     /// Joins `group` and subscribes to `topic`. A new group starts at the
-    /// earliest retained message.
+    /// earliest retained message. For a busy topic (shares): the broker may
+    /// hold an empty fetch for librdkafka's default 500 ms.
     pub fn new(config: &BusConfig, topic: &Topic<T>, group: &str) -> Result<Self, BusError> {
+        Self::build(config, topic, group, None)
+    }
+
+    /// [`GroupConsumer::new`] for a quiet topic whose messages are urgent
+    /// (solved shares): empty fetches are held for at most 10 ms, as on the
+    /// tail consumers, so a message is seen within milliseconds.
+    pub fn urgent(config: &BusConfig, topic: &Topic<T>, group: &str) -> Result<Self, BusError> {
+        Self::build(config, topic, group, Some(10))
+    }
+
+    fn build(
+        config: &BusConfig,
+        topic: &Topic<T>,
+        group: &str,
+        fetch_wait_ms: Option<u32>,
+    ) -> Result<Self, BusError> {
         let mut c = config.client_config();
         c.set("group.id", group)
             .set("enable.auto.commit", "true")
@@ -193,6 +210,9 @@ impl<T: Payload> GroupConsumer<T> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("enable.partition.eof", "false");
+        if let Some(ms) = fetch_wait_ms {
+            c.set("fetch.wait.max.ms", ms.to_string());
+        }
         let stream = TypedStream::new(
             config.finish(c).create().map_err(BusError::Config)?,
             topic.name(),
@@ -211,9 +231,16 @@ impl<T: Payload> GroupConsumer<T> {
 
     /// Marks `record` (and everything before it in its partition) as done.
     pub fn done(&self, record: &Record<T>) -> Result<(), BusError> {
+        self.done_at(record.partition, record.offset)
+    }
+
+    /// Marks the message at `offset` of `partition` (and everything before
+    /// it) as done: for callers that finish records out of order and keep
+    /// only their positions.
+    pub fn done_at(&self, partition: i32, offset: i64) -> Result<(), BusError> {
         let s = &self.stream;
         s.consumer
-            .store_offset(&s.topic, record.partition, record.offset)
+            .store_offset(&s.topic, partition, offset)
             .map_err(|e| s.error(e))
     }
 

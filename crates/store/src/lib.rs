@@ -4,6 +4,7 @@
 //! Every query is parameterized. Migrations are compiled into the binary, so a
 //! deployed service migrates without the source tree.
 
+mod blocks;
 mod migrate;
 mod users;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
+pub use blocks::FoundBlock;
 pub use migrate::{MIGRATIONS, Migration};
 pub use users::User;
 
@@ -54,6 +56,22 @@ pub enum StoreError {
     /// Another process held the migration lock for too long.
     #[error("could not take the migration lock within {0:?}")]
     LockTimeout(Duration),
+}
+
+/// The `[mysql]` section of a service's configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    /// `mysql://user:password@host:port/db`.
+    pub url: String,
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        MysqlConfig {
+            url: "mysql://sluice:sluice@127.0.0.1:3306/sluice".into(),
+        }
+    }
 }
 
 /// A pool of connections to one database.

@@ -165,3 +165,57 @@ fn every_sql_file_is_compiled_in() {
         "numbered without gaps"
     );
 }
+
+#[tokio::test]
+async fn a_found_block_is_one_row_whose_node_results_merge() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    let block = sluice_store::FoundBlock {
+        height: 7,
+        hash: "00".repeat(31) + "07",
+        prev_hash: "00".repeat(31) + "06",
+        user_id: 3,
+        worker_id: -42,
+        worker_name: "rig1".into(),
+        job_id: 99,
+        reward: 5_000_001_000,
+        fees: 1_000,
+        size: 1234,
+        tx_count: 3,
+        submit_results: r#"{"a":"pending","b":"pending"}"#.into(),
+        is_orphaned: false,
+    };
+    db.store.record_found_block(&block).await.unwrap();
+    // The same blkmaker later, and a second blkmaker with another node.
+    let later = sluice_store::FoundBlock {
+        submit_results: r#"{"a":"accepted","b":"duplicate"}"#.into(),
+        ..block.clone()
+    };
+    db.store.record_found_block(&later).await.unwrap();
+    let other = sluice_store::FoundBlock {
+        submit_results: r#"{"c":"accepted"}"#.into(),
+        worker_name: "ignored on a duplicate".into(),
+        ..block.clone()
+    };
+    db.store.record_found_block(&other).await.unwrap();
+
+    assert_eq!(db.store.found_block_count(&block.hash).await.unwrap(), 1);
+    let row = db.store.found_block(&block.hash).await.unwrap().unwrap();
+    let results: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&row.submit_results).unwrap();
+    assert_eq!(
+        results,
+        [("a", "accepted"), ("b", "duplicate"), ("c", "accepted")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into()
+    );
+    assert_eq!(
+        row,
+        sluice_store::FoundBlock {
+            submit_results: row.submit_results.clone(),
+            ..block
+        }
+    );
+    assert!(db.store.found_block("ff").await.unwrap().is_none());
+    db.drop().await;
+}

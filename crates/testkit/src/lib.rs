@@ -67,3 +67,65 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = out.get(9..12)?.parse().ok()?;
     Some((status, out))
 }
+
+/// A TCP forwarder to `target` that a test can close and open again: an
+/// outage of a real server (MariaDB, a node) without stopping it for every
+/// other test. Closing drops every forwarded connection and refuses new
+/// ones until opened again.
+pub struct Gate {
+    addr: std::net::SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    /// Listens on an OS-chosen loopback port, open, forwarding to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<Gate> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (open, state) = tokio::sync::watch::channel(true);
+        let mut stop = state.clone();
+        tokio::spawn(async move {
+            // Ends when the Gate (the only sender) is dropped.
+            let dropped = async move { while stop.changed().await.is_ok() {} };
+            tokio::pin!(dropped);
+            loop {
+                let accepted = tokio::select! {
+                    () = &mut dropped => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
+                let mut is_open = state.clone();
+                if !*is_open.borrow_and_update() {
+                    continue; // dropped: the client sees the connection reset
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = is_open.wait_for(|o| !*o) => {}
+                    }
+                });
+            }
+        });
+        Ok(Gate { addr, open })
+    }
+
+    /// Where clients connect instead of the target.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Forwards again.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}

@@ -9,7 +9,6 @@
 
 mod metrics;
 mod node;
-mod rpc;
 mod zmq;
 
 use std::collections::HashSet;
@@ -20,7 +19,7 @@ use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
 use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
 
-pub use rpc::{GbtError, NodeConfig};
+pub use sluice_node::{NodeConfig, NodeError};
 
 /// gbtmaker's configuration (deploy/config/gbtmaker.toml).
 #[derive(Debug, Clone, Deserialize)]

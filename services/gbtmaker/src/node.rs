@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GbtMetrics;
-use crate::rpc::{NodeConfig, NodeRpc, to_template};
 use crate::zmq::{HashBlock, subscribe};
+use sluice_node::{NodeConfig, NodeRpc, to_template};
 
 /// What every node loop shares.
 #[derive(Clone)]

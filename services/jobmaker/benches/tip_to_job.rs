@@ -8,6 +8,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+use common::RigExt as _;
 
 use std::time::{Duration, Instant};
 

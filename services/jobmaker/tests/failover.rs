@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::RigExt as _;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ fn spawn(rig: &common::Rig, name: &str) -> Proc {
         t.raw_gbt,
         t.job,
         sluice_testkit::zookeeper(),
-        rig.zk_root
+        rig.zk.root
     );
     let path = std::env::temp_dir().join(format!(
         "jobmaker-{}-{name}-{port}.toml",

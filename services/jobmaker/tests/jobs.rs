@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::RigExt as _;
 
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,7 @@ async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
         txdata,
     };
     let hex = bitcoin::consensus::encode::serialize_hex(&block);
-    let client = rig.client();
+    let client = rig.node.client();
     let answer: Value =
         tokio::task::spawn_blocking(move || client.call("submitblock", &[json!(hex)]).unwrap())
             .await

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::RigExt as _;
 
 use std::process::Command;
 use std::time::Duration;

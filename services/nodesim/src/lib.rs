@@ -161,6 +161,8 @@ pub struct Endpoints {
     pub rpc: SocketAddr,
     /// ZMQ hashblock, `tcp://host:port`.
     pub zmq: String,
+    /// The tip, for in-process observers (benchmarks time block arrival by it).
+    pub tip: watch::Receiver<BlockHash>,
 }
 
 /// Binds the RPC and ZMQ endpoints and serves them on `ctx`'s tracker until
@@ -178,11 +180,12 @@ pub async fn start(config: Config, ctx: &Context) -> anyhow::Result<Endpoints> {
         longpoll_timeout: Duration::from_secs(config.longpoll_timeout_secs),
     });
     let zmq = zmq::start(&config.zmq_hashblock, node.blocks.subscribe(), ctx).await?;
+    let tip = node.tip.subscribe();
     let auth = rpc::Auth::new(&config.rpc_user, &config.rpc_password, &config.cookie_file)?;
     let rpc = rpc::start(config.rpc_listen, node, auth, ctx).await?;
     ctx.health.set("rpc", true, format!("listening on {rpc}"));
     tracing::info!(%rpc, %zmq, bits = %config.bits, "nodesim serving regtest");
-    Ok(Endpoints { rpc, zmq })
+    Ok(Endpoints { rpc, zmq, tip })
 }
 
 /// The service: start, then run until shutdown.

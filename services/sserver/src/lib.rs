@@ -34,6 +34,7 @@ use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
 use sluice_coord::{Coord, IdLease, ZkConfig};
 use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
+pub use sluice_store::MysqlConfig;
 use sluice_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -92,22 +93,6 @@ pub struct Config {
     /// `[limits]`.
     #[serde(default)]
     pub limits: Limits,
-}
-
-/// `[mysql]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MysqlConfig {
-    /// `mysql://user:password@host:port/db`.
-    pub url: String,
-}
-
-impl Default for MysqlConfig {
-    fn default() -> Self {
-        MysqlConfig {
-            url: "mysql://sluice:sluice@127.0.0.1:3306/sluice".into(),
-        }
-    }
 }
 
 /// `[difficulty]`.

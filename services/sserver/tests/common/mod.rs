@@ -10,17 +10,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
-use bitcoincore_rpc::{Auth, Client, RpcApi};
-use serde_json::{Value, json};
-use sluice_bus::{BusConfig, TailConsumer, Topic, TopicNames, TopicSpec, create_topics};
+use serde_json::Value;
+use sluice_bus::TailConsumer;
 use sluice_core::Difficulty;
 use sluice_core::record::{Event, ShareRecord, SolvedShare};
-use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
+use sluice_rig::{Options, Pipeline};
+use sluice_service::Context;
 use sluice_store::Store;
 use sluice_stratum::client::{ClientEvent, ClientSession, header};
 use sluice_stratum::message::Submit;
 use sluice_stratum::{LineFramer, Notify, Request, ServerMessage};
-use sluice_testkit::{kafka_brokers, mysql_url, unique_name, zookeeper};
+use sluice_testkit::{mysql_url, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -30,28 +30,9 @@ pub const BITS: &str = "1e0fffff";
 /// Share difficulty 2^-20 (target 2^244): one hash in about 4,096 is a share.
 pub const DIFF: f64 = 1.0 / 1_048_576.0;
 
-pub fn context() -> Context {
-    Context {
-        shutdown: Shutdown::new(),
-        health: Health::default(),
-        metrics: Metrics::default(),
-    }
-}
-
-fn local() -> CommonConfig {
-    CommonConfig {
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        shutdown_grace_secs: 5,
-        ..CommonConfig::default()
-    }
-}
-
 pub struct Rig {
-    pub ctxs: Vec<Context>,
+    pub pipeline: Pipeline,
     pub server_ctx: Context,
-    pub node: nodesim::Endpoints,
-    pub kafka: BusConfig,
-    pub zk_root: String,
     pub stratum: SocketAddr,
     pub user: String,
     pub user_id: u32,
@@ -60,93 +41,17 @@ pub struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        for c in &self.ctxs {
-            c.shutdown.token().cancel();
-        }
         self.server_ctx.shutdown.token().cancel();
     }
 }
 
 /// The pipeline with an sserver configured by `tweak`.
 pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
-    if std::env::var_os("RUST_LOG").is_some() {
-        sluice_service::init_tracing(sluice_service::LogFormat::Human);
-    }
-    let node_ctx = context();
-    let node = nodesim::start(
-        nodesim::Config {
-            bits: BITS.into(),
-            ..nodesim::Config::ephemeral()
-        },
-        &node_ctx,
-    )
-    .await
-    .unwrap();
-    let topics = TopicNames {
-        raw_gbt: unique_name("sluice-test-rawgbt-"),
-        job: unique_name("sluice-test-job-"),
-        share: unique_name("sluice-test-share-"),
-        solved_share: unique_name("sluice-test-solved-"),
-        event: unique_name("sluice-test-event-"),
-    };
-    let kafka = BusConfig {
-        brokers: kafka_brokers(),
-        client_id: unique_name("sserver-test-"),
-        topics,
-        ..BusConfig::default()
-    };
-    let t = &kafka.topics;
-    let specs: Vec<TopicSpec> = [&t.raw_gbt, &t.job, &t.share, &t.solved_share, &t.event]
-        .iter()
-        .map(|name| TopicSpec {
-            name: (*name).clone(),
-            partitions: 1,
-            replication: 1,
-            retention_ms: 3_600_000,
-        })
-        .collect();
-    create_topics(&kafka, &specs)
-        .await
-        .expect("the local stack's broker is up");
-    let gbt_ctx = context();
-    tokio::spawn(gbtmaker::run(
-        gbtmaker::Config {
-            service: local(),
-            kafka: kafka.clone(),
-            nodes: vec![gbtmaker::NodeConfig {
-                name: "sim".into(),
-                rpc_url: format!("http://{}", node.rpc),
-                rpc_user: "sluice".into(),
-                rpc_password: "sluice".into(),
-                cookie_file: None,
-                zmq_hashblock: Some(node.zmq.clone()),
-            }],
-            poll_interval_ms: 1000,
-            rpc_timeout_secs: 10,
-        },
-        gbt_ctx.clone(),
-    ));
-    let zk_root = unique_name("/sluice-test-");
-    let zk = jobmaker::ZkConfig {
-        connect: zookeeper(),
-        root: zk_root.clone(),
-        session_timeout_ms: 3_000,
-    };
-    let jm_ctx = context();
-    tokio::spawn(jobmaker::run(
-        jobmaker::Config {
-            service: local(),
-            kafka: kafka.clone(),
-            zookeeper: zk.clone(),
-            job_interval_secs: 30,
-            stale_template_secs: 60,
-            pool_tag: "/sluice-test/".into(),
-            payout_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
-            network: "regtest".into(),
-        },
-        jm_ctx.clone(),
-    ));
-
+    let pipeline = sluice_rig::pipeline(Options {
+        bits: BITS.into(),
+        ..Options::default()
+    })
+    .await;
     let user = unique_name("miner");
     let store = Store::new(&mysql_url()).unwrap();
     let user_id = store.ensure_user(&user).await.unwrap().id;
@@ -156,9 +61,9 @@ pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
         .parse()
         .unwrap();
     let mut config = sserver::Config {
-        service: local(),
-        kafka: kafka.clone(),
-        zookeeper: zk,
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        zookeeper: pipeline.zk.clone(),
         mysql: sserver::MysqlConfig { url: mysql_url() },
         listen: stratum,
         server_id: 0,
@@ -178,14 +83,11 @@ pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
         limits: sserver::Limits::default(),
     };
     tweak(&mut config);
-    let server_ctx = context();
+    let server_ctx = sluice_rig::context();
     tokio::spawn(sserver::run(config.clone(), server_ctx.clone()));
     Rig {
-        ctxs: vec![node_ctx, gbt_ctx, jm_ctx],
+        pipeline,
         server_ctx,
-        node,
-        kafka,
-        zk_root,
         stratum,
         user,
         user_id,
@@ -194,61 +96,27 @@ pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
 }
 
 impl Rig {
-    pub fn rpc(&self) -> Client {
-        Client::new(
-            &format!("http://{}", self.node.rpc),
-            Auth::UserPass("sluice".into(), "sluice".into()),
-        )
-        .unwrap()
-    }
-
     /// A block mined outside the pool (a new tip).
     pub async fn generate(&self) -> BlockHash {
-        let client = self.rpc();
-        let hashes: Vec<String> = tokio::task::spawn_blocking(move || {
-            client
-                .call(
-                    "generatetoaddress",
-                    &[
-                        json!(1),
-                        json!("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"),
-                    ],
-                )
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        hashes[0].parse().unwrap()
+        self.pipeline.generate().await
     }
 
     pub async fn shares(&self) -> TailConsumer<ShareRecord> {
-        TailConsumer::new(
-            &self.kafka,
-            &Topic::new(self.kafka.topics.share.clone()),
-            100_000,
-        )
-        .await
-        .unwrap()
+        self.pipeline
+            .tail(&self.pipeline.kafka.topics.share, 100_000)
+            .await
     }
 
     pub async fn solved(&self) -> TailConsumer<SolvedShare> {
-        TailConsumer::new(
-            &self.kafka,
-            &Topic::new(self.kafka.topics.solved_share.clone()),
-            1000,
-        )
-        .await
-        .unwrap()
+        self.pipeline
+            .tail(&self.pipeline.kafka.topics.solved_share, 1000)
+            .await
     }
 
     pub async fn events(&self) -> TailConsumer<Event> {
-        TailConsumer::new(
-            &self.kafka,
-            &Topic::new(self.kafka.topics.event.clone()),
-            100_000,
-        )
-        .await
-        .unwrap()
+        self.pipeline
+            .tail(&self.pipeline.kafka.topics.event, 100_000)
+            .await
     }
 
     /// A miner connected to the server (retrying while it starts).
@@ -272,18 +140,7 @@ impl Rig {
     }
 }
 
-/// The next record matching `pred` within `within`.
-pub async fn record_where<T: sluice_proto::Payload>(
-    c: &TailConsumer<T>,
-    within: Duration,
-    what: &str,
-    pred: impl Fn(&T) -> bool,
-) -> T {
-    c.next_matching(within, pred)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no record {what} within {within:?}"))
-}
+pub use sluice_rig::next_where as record_where;
 
 pub struct Miner {
     stream: TcpStream,

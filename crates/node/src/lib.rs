@@ -1,0 +1,276 @@
+//! Talking to a node (bitcoind, or nodesim in tests) over JSON-RPC through
+//! bitcoincore-rpc, whose blocking client runs on tokio's blocking pool.
+//!
+//! gbtmaker takes templates with [`NodeRpc::template`] and converts them with
+//! [`to_template`]; blkmaker submits blocks with [`NodeRpc::submit_block`] and
+//! reads Core's answer as a [`SubmitAnswer`]. Written against Bitcoin Core's
+//! documented behaviour (BIP 22/23): the segwit rule is requested,
+//! `longpollid` is passed for long polls, and responses are checked rather
+//! than trusted (bits and hashes must parse).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::block::Version;
+use bitcoin::{CompactTarget, ScriptBuf, Weight};
+use bitcoincore_rpc::json::GetBlockTemplateResult;
+use bitcoincore_rpc::jsonrpc;
+use bitcoincore_rpc::{Client, RpcApi};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_core::{BlockTemplate, TemplateId, TemplateTx};
+
+/// One bitcoind (or nodesim): the same `[[nodes]]` block serves gbtmaker and
+/// blkmaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Name in logs, /health and RawGbt (`node_id`); never a credential.
+    pub name: String,
+    /// `http://host:port`.
+    pub rpc_url: String,
+    /// rpcuser (leave empty with `cookie_file`).
+    #[serde(default)]
+    pub rpc_user: String,
+    /// rpcpassword.
+    #[serde(default)]
+    pub rpc_password: String,
+    /// Core's `.cookie` file, read at every (re)connect.
+    #[serde(default)]
+    pub cookie_file: Option<PathBuf>,
+    /// `tcp://host:port` of `-zmqpubhashblock`; without it gbtmaker long-polls.
+    /// Only gbtmaker listens to it.
+    #[serde(default)]
+    pub zmq_hashblock: Option<String>,
+}
+
+/// Why a call to a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Transport or RPC error.
+    #[error("node {node}: {source}")]
+    Rpc {
+        /// Node name.
+        node: String,
+        /// The client's error.
+        source: bitcoincore_rpc::Error,
+    },
+    /// The answer is not usable (a template that does not parse, a
+    /// failed RPC task).
+    #[error("node {node}: unusable answer: {reason}")]
+    Invalid {
+        /// Node name.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A blocking RPC client for one node.
+#[derive(Clone)]
+pub struct NodeRpc {
+    name: String,
+    client: Arc<Client>,
+}
+
+impl NodeRpc {
+    /// A client with `timeout` per call (a long poll needs a long one).
+    pub fn new(node: &NodeConfig, timeout: Duration) -> Result<Self, NodeError> {
+        let err = |e: jsonrpc::simple_http::Error| NodeError::Rpc {
+            node: node.name.clone(),
+            source: bitcoincore_rpc::Error::JsonRpc(e.into()),
+        };
+        let mut builder = jsonrpc::simple_http::SimpleHttpTransport::builder()
+            .url(&node.rpc_url)
+            .map_err(err)?
+            .timeout(timeout);
+        builder = match &node.cookie_file {
+            Some(path) => {
+                let cookie = std::fs::read_to_string(path).map_err(|e| NodeError::Rpc {
+                    node: node.name.clone(),
+                    source: bitcoincore_rpc::Error::Io(e),
+                })?;
+                builder.cookie_auth(cookie.trim())
+            }
+            None => builder.auth(node.rpc_user.as_str(), Some(node.rpc_password.as_str())),
+        };
+        let client = Client::from_jsonrpc(jsonrpc::Client::with_transport(builder.build()));
+        Ok(NodeRpc {
+            name: node.name.clone(),
+            client: Arc::new(client),
+        })
+    }
+
+    /// `getblocktemplate {"rules":["segwit"]}`, or a long poll when
+    /// `longpoll_id` is given. Runs on the blocking pool.
+    pub async fn template(
+        &self,
+        longpoll_id: Option<String>,
+    ) -> Result<GetBlockTemplateResult, NodeError> {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let mut request = json!({ "rules": ["segwit"] });
+        if let Some(id) = longpoll_id {
+            request["longpollid"] = Value::String(id);
+        }
+        tokio::task::spawn_blocking(move || {
+            client.call::<GetBlockTemplateResult>("getblocktemplate", &[request])
+        })
+        .await
+        .map_err(|e| NodeError::Invalid {
+            node: name.clone(),
+            reason: format!("RPC task failed: {e}"),
+        })?
+        .map_err(|source| NodeError::Rpc { node: name, source })
+    }
+
+    /// `submitblock <hex>`. A node's answer, including an RPC error (Core
+    /// answers -22 "Block decode failed" that way), is a [`SubmitAnswer`];
+    /// only a failure to get an answer (connection refused, timeout) is an
+    /// error, and worth retrying.
+    pub async fn submit_block(&self, block_hex: String) -> Result<SubmitAnswer, NodeError> {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            client.call::<Option<String>>("submitblock", &[Value::String(block_hex)])
+        })
+        .await
+        .map_err(|e| NodeError::Invalid {
+            node: name.clone(),
+            reason: format!("RPC task failed: {e}"),
+        })?;
+        match result {
+            Ok(answer) => Ok(SubmitAnswer::from_result(answer.as_deref())),
+            Err(bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) => Ok(
+                SubmitAnswer::Rejected(format!("rpc error {}: {}", e.code, e.message)),
+            ),
+            Err(source) => Err(NodeError::Rpc { node: name, source }),
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What a node said to `submitblock` (BIP22: null, or a reason string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitAnswer {
+    /// `null`: valid, and now the node's tip (or on its best chain).
+    Accepted,
+    /// `duplicate`: the node already has this block, valid.
+    Duplicate,
+    /// `inconclusive` or `duplicate-inconclusive`: valid as far as checked,
+    /// but not on the best chain (a competing block came first).
+    Inconclusive,
+    /// Anything else: the node refuses the block (`high-hash`,
+    /// `bad-txnmrklroot`, `duplicate-invalid`, a decode error...).
+    Rejected(String),
+}
+
+impl SubmitAnswer {
+    /// Reads `submitblock`'s result value.
+    pub fn from_result(result: Option<&str>) -> Self {
+        match result {
+            None => SubmitAnswer::Accepted,
+            Some("duplicate") => SubmitAnswer::Duplicate,
+            Some("inconclusive" | "duplicate-inconclusive") => SubmitAnswer::Inconclusive,
+            Some(reason) => SubmitAnswer::Rejected(reason.to_owned()),
+        }
+    }
+
+    /// Whether the node holds the block as valid.
+    pub fn is_valid(&self) -> bool {
+        !matches!(self, SubmitAnswer::Rejected(_))
+    }
+}
+
+impl std::fmt::Display for SubmitAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitAnswer::Accepted => f.write_str("accepted"),
+            SubmitAnswer::Duplicate => f.write_str("duplicate"),
+            SubmitAnswer::Inconclusive => f.write_str("inconclusive"),
+            SubmitAnswer::Rejected(reason) => write!(f, "rejected: {reason}"),
+        }
+    }
+}
+
+/// Converts Core's answer to the typed template published as RawGbt.
+pub fn to_template(
+    node: &str,
+    gbt: GetBlockTemplateResult,
+    now_ms: u64,
+) -> Result<BlockTemplate, NodeError> {
+    let invalid = |reason: String| NodeError::Invalid {
+        node: node.to_owned(),
+        reason,
+    };
+    let bits: [u8; 4] = gbt
+        .bits
+        .as_slice()
+        .try_into()
+        .map_err(|_| invalid(format!("bits is {} bytes", gbt.bits.len())))?;
+    let height =
+        u32::try_from(gbt.height).map_err(|_| invalid(format!("height {}", gbt.height)))?;
+    let transactions = gbt
+        .transactions
+        .into_iter()
+        .map(|t| TemplateTx {
+            txid: t.txid,
+            wtxid: t.wtxid,
+            fee: t.fee,
+            weight: Weight::from_wu(t.weight as u64),
+            raw: t.raw_tx,
+        })
+        .collect();
+    let commitment: ScriptBuf = gbt.default_witness_commitment;
+    let mut template = BlockTemplate {
+        id: TemplateId([0; 32]),
+        node_id: node.to_owned(),
+        created_at_ms: now_ms,
+        height,
+        prev_blockhash: gbt.previous_block_hash,
+        version: Version::from_consensus(gbt.version as i32),
+        bits: CompactTarget::from_consensus(u32::from_be_bytes(bits)),
+        cur_time: u32::try_from(gbt.current_time).map_err(|_| invalid("curtime".into()))?,
+        min_time: u32::try_from(gbt.min_time).map_err(|_| invalid("mintime".into()))?,
+        coinbase_value: gbt.coinbase_value,
+        default_witness_commitment: (!commitment.is_empty()).then_some(commitment),
+        transactions,
+    };
+    template.id = template.compute_id();
+    Ok(template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubmitAnswer;
+
+    #[test]
+    fn submitblock_answers_read_as_bip22_says() {
+        assert_eq!(SubmitAnswer::from_result(None), SubmitAnswer::Accepted);
+        assert_eq!(
+            SubmitAnswer::from_result(Some("duplicate")),
+            SubmitAnswer::Duplicate
+        );
+        for s in ["inconclusive", "duplicate-inconclusive"] {
+            assert_eq!(
+                SubmitAnswer::from_result(Some(s)),
+                SubmitAnswer::Inconclusive
+            );
+        }
+        for s in [
+            "high-hash",
+            "duplicate-invalid",
+            "bad-txnmrklroot",
+            "rejected",
+        ] {
+            let answer = SubmitAnswer::from_result(Some(s));
+            assert_eq!(answer, SubmitAnswer::Rejected(s.to_owned()));
+            assert!(!answer.is_valid());
+            assert_eq!(answer.to_string(), format!("rejected: {s}"));
+        }
+        assert!(SubmitAnswer::Inconclusive.is_valid());
+    }
+}

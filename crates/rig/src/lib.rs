@@ -1,0 +1,264 @@
+//! The rig of the pipeline's tests and benchmarks: the real services up to
+//! jobmaker, in process, on the local stack (`install/stack.sh up`).
+//!
+//! [`pipeline`] starts nodesim, gbtmaker and (optionally) jobmaker on fresh
+//! topics and a fresh ZooKeeper root, so tests never see each other's
+//! messages. Tests of sserver and blkmaker start their own service on top.
+//! Test code: it panics on a broken stack rather than returning errors.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use bitcoincore_rpc::{Auth, Client, RpcApi};
+use serde_json::json;
+use sluice_bus::{BusConfig, TailConsumer, Topic, TopicNames, TopicSpec, create_topics};
+use sluice_coord::ZkConfig;
+use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
+use sluice_testkit::{kafka_brokers, unique_name, zookeeper};
+
+/// A regtest address the rig's coinbases and `generatetoaddress` pay.
+pub const PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+/// A fresh service context.
+pub fn context() -> Context {
+    Context {
+        shutdown: Shutdown::new(),
+        health: Health::default(),
+        metrics: Metrics::default(),
+    }
+}
+
+/// `[service]` for an in-process service: admin port chosen by the OS, 5 s grace.
+pub fn local() -> CommonConfig {
+    CommonConfig {
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        shutdown_grace_secs: 5,
+        ..CommonConfig::default()
+    }
+}
+
+/// Initializes logging when `RUST_LOG` is set (once per process).
+pub fn trace_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        sluice_service::init_tracing(sluice_service::LogFormat::Human);
+    }
+}
+
+/// A nodesim running in process until dropped.
+pub struct Node {
+    /// Its context (cancel its token to stop it).
+    pub ctx: Context,
+    /// Where it listens.
+    pub endpoints: nodesim::Endpoints,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.ctx.shutdown.token().cancel();
+    }
+}
+
+impl Node {
+    /// Starts nodesim with `config`.
+    pub async fn start(config: nodesim::Config) -> Node {
+        let ctx = context();
+        let endpoints = nodesim::start(config, &ctx).await.unwrap();
+        Node { ctx, endpoints }
+    }
+
+    /// A `[[nodes]]` entry for it, called `name`.
+    pub fn config(&self, name: &str) -> gbtmaker::NodeConfig {
+        node_config(name, &self.endpoints)
+    }
+
+    /// A blocking RPC client.
+    pub fn client(&self) -> Client {
+        client(&self.endpoints)
+    }
+
+    /// A block mined outside the pool (a new tip).
+    pub async fn generate(&self) -> BlockHash {
+        generate(&self.endpoints).await
+    }
+}
+
+/// A `[[nodes]]` entry for the nodesim at `endpoints`.
+pub fn node_config(name: &str, endpoints: &nodesim::Endpoints) -> gbtmaker::NodeConfig {
+    gbtmaker::NodeConfig {
+        name: name.into(),
+        rpc_url: format!("http://{}", endpoints.rpc),
+        rpc_user: "sluice".into(),
+        rpc_password: "sluice".into(),
+        cookie_file: None,
+        zmq_hashblock: Some(endpoints.zmq.clone()),
+    }
+}
+
+/// A blocking RPC client of the nodesim at `endpoints`.
+pub fn client(endpoints: &nodesim::Endpoints) -> Client {
+    Client::new(
+        &format!("http://{}", endpoints.rpc),
+        Auth::UserPass("sluice".into(), "sluice".into()),
+    )
+    .unwrap()
+}
+
+/// `generatetoaddress 1` on the nodesim at `endpoints`: a new tip from outside the pool.
+pub async fn generate(endpoints: &nodesim::Endpoints) -> BlockHash {
+    let client = client(endpoints);
+    let hashes: Vec<String> = tokio::task::spawn_blocking(move || {
+        client
+            .call("generatetoaddress", &[json!(1), json!(PAYOUT)])
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    hashes[0].parse().unwrap()
+}
+
+/// What [`pipeline`] starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// nodesim's block bits.
+    pub bits: String,
+    /// gbtmaker's poll interval.
+    pub poll_ms: u64,
+    /// Whether to start jobmaker too.
+    pub jobmaker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bits: "207fffff".into(),
+            poll_ms: 1000,
+            jobmaker: true,
+        }
+    }
+}
+
+/// The pipeline up to jobmaker, stopped when dropped.
+pub struct Pipeline {
+    /// The contexts of what it started (the node's is in `node`).
+    pub ctxs: Vec<Context>,
+    /// nodesim.
+    pub node: Node,
+    /// Fresh topics on the local broker.
+    pub kafka: BusConfig,
+    /// A fresh ZooKeeper root.
+    pub zk: ZkConfig,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for c in &self.ctxs {
+            c.shutdown.token().cancel();
+        }
+    }
+}
+
+/// Starts nodesim and gbtmaker (and jobmaker, unless `opts` says not) on
+/// fresh topics, all five created with one partition.
+pub async fn pipeline(opts: Options) -> Pipeline {
+    trace_if_asked();
+    let node = Node::start(nodesim::Config {
+        bits: opts.bits.clone(),
+        ..nodesim::Config::ephemeral()
+    })
+    .await;
+    let kafka = BusConfig {
+        brokers: kafka_brokers(),
+        client_id: unique_name("sluice-test-"),
+        topics: TopicNames {
+            raw_gbt: unique_name("sluice-test-rawgbt-"),
+            job: unique_name("sluice-test-job-"),
+            share: unique_name("sluice-test-share-"),
+            solved_share: unique_name("sluice-test-solved-"),
+            event: unique_name("sluice-test-event-"),
+        },
+        ..BusConfig::default()
+    };
+    let t = &kafka.topics;
+    let specs: Vec<TopicSpec> = [&t.raw_gbt, &t.job, &t.share, &t.solved_share, &t.event]
+        .iter()
+        .map(|name| TopicSpec {
+            name: (*name).clone(),
+            partitions: 1,
+            replication: 1,
+            retention_ms: 3_600_000,
+        })
+        .collect();
+    create_topics(&kafka, &specs)
+        .await
+        .expect("the local stack's broker is up (install/stack.sh up)");
+    let gbt_ctx = context();
+    tokio::spawn(gbtmaker::run(
+        gbtmaker::Config {
+            service: local(),
+            kafka: kafka.clone(),
+            nodes: vec![node.config("sim")],
+            poll_interval_ms: opts.poll_ms,
+            rpc_timeout_secs: 10,
+        },
+        gbt_ctx.clone(),
+    ));
+    let mut pipeline = Pipeline {
+        ctxs: vec![gbt_ctx],
+        node,
+        kafka,
+        zk: ZkConfig {
+            connect: zookeeper(),
+            root: unique_name("/sluice-test-"),
+            session_timeout_ms: 3_000,
+        },
+    };
+    if opts.jobmaker {
+        let ctx = context();
+        tokio::spawn(jobmaker::run(pipeline.jobmaker_config(), ctx.clone()));
+        pipeline.ctxs.push(ctx);
+    }
+    pipeline
+}
+
+impl Pipeline {
+    /// A jobmaker configuration for this pipeline.
+    pub fn jobmaker_config(&self) -> jobmaker::Config {
+        jobmaker::Config {
+            service: local(),
+            kafka: self.kafka.clone(),
+            zookeeper: self.zk.clone(),
+            job_interval_secs: 30,
+            stale_template_secs: 60,
+            pool_tag: "/sluice-test/".into(),
+            payout_address: PAYOUT.into(),
+            network: "regtest".into(),
+        }
+    }
+
+    /// Reads `topic` from its last `n` messages on.
+    pub async fn tail<T: sluice_proto::Payload>(&self, topic: &str, n: i64) -> TailConsumer<T> {
+        TailConsumer::new(&self.kafka, &Topic::new(topic), n)
+            .await
+            .unwrap()
+    }
+
+    /// A new tip mined outside the pool.
+    pub async fn generate(&self) -> BlockHash {
+        self.node.generate().await
+    }
+}
+
+/// The next record of `c` matching `pred` within `within`; panics naming `what` if none came.
+pub async fn next_where<T: sluice_proto::Payload>(
+    c: &TailConsumer<T>,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    c.next_matching(within, pred)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no record {what} within {within:?}"))
+}

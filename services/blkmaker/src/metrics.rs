@@ -1,0 +1,110 @@
+//! blkmaker's Prometheus metrics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use sluice_service::Metrics;
+
+/// Counters, gauges and the submit latency.
+#[derive(Clone)]
+pub(crate) struct BlkMetrics {
+    pub(crate) solved: Counter,
+    pub(crate) replays: Counter,
+    pub(crate) submitted: Counter,
+    pub(crate) accepted: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) template_unknown: Counter,
+    pub(crate) unassembled: Counter,
+    pub(crate) too_old: Counter,
+    pub(crate) recorded: Counter,
+    pub(crate) in_flight: Gauge,
+    pub(crate) templates: Gauge,
+    /// Seconds from the share's server time to the first node's answer.
+    pub(crate) latency: Histogram,
+}
+
+impl BlkMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        let buckets = [
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0, 30.0,
+        ];
+        let m = BlkMetrics {
+            solved: Counter::default(),
+            replays: Counter::default(),
+            submitted: Counter::default(),
+            accepted: Counter::default(),
+            rejected: Counter::default(),
+            template_unknown: Counter::default(),
+            unassembled: Counter::default(),
+            too_old: Counter::default(),
+            recorded: Counter::default(),
+            in_flight: Gauge::default(),
+            templates: Gauge::default(),
+            latency: Histogram::new(buckets),
+        };
+        metrics.register(|r| {
+            let counters = [
+                (
+                    "blkmaker_solved_shares",
+                    "Solved shares consumed",
+                    &m.solved,
+                ),
+                (
+                    "blkmaker_replays",
+                    "Solved shares already handled by this process",
+                    &m.replays,
+                ),
+                (
+                    "blkmaker_blocks_submitted",
+                    "Blocks submitted to the nodes",
+                    &m.submitted,
+                ),
+                (
+                    "blkmaker_blocks_accepted",
+                    "Blocks at least one node holds as valid",
+                    &m.accepted,
+                ),
+                (
+                    "blkmaker_blocks_rejected",
+                    "Blocks every node refused or could not get",
+                    &m.rejected,
+                ),
+                (
+                    "blkmaker_template_unknown",
+                    "Solved shares whose template was not kept",
+                    &m.template_unknown,
+                ),
+                (
+                    "blkmaker_unassembled",
+                    "Solved shares that could not be made into a block",
+                    &m.unassembled,
+                ),
+                (
+                    "blkmaker_too_old",
+                    "Solved shares skipped as older than max_share_age_secs",
+                    &m.too_old,
+                ),
+                ("blkmaker_rows_recorded", "found_blocks writes", &m.recorded),
+            ];
+            for (name, help, c) in counters {
+                r.register(name, help, c.clone());
+            }
+            r.register(
+                "blkmaker_in_flight",
+                "Solved shares being handled",
+                m.in_flight.clone(),
+            );
+            r.register(
+                "blkmaker_templates_kept",
+                "Templates kept",
+                m.templates.clone(),
+            );
+            r.register(
+                "blkmaker_submit_latency_seconds",
+                "Share's server time to the first node's answer",
+                m.latency.clone(),
+            );
+        });
+        m
+    }
+}

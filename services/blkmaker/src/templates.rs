@@ -1,0 +1,188 @@
+//! The templates blkmaker can assemble blocks from: the last N from RawGbt,
+//! by id, followed from the tail.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use sluice_bus::TailConsumer;
+use sluice_core::{BlockTemplate, TemplateId};
+use sluice_service::Health;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Recent templates by id, oldest evicted first.
+pub(crate) struct Templates {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    /// Bumped at every insert, so waiters look again.
+    arrivals: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<TemplateId, Arc<BlockTemplate>>,
+    order: VecDeque<TemplateId>,
+}
+
+impl Templates {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Templates {
+            inner: Mutex::default(),
+            capacity: capacity.max(1),
+            arrivals: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `template` (a second copy of a known id is ignored).
+    pub(crate) fn insert(&self, template: BlockTemplate) {
+        {
+            let mut inner = self.lock();
+            if inner.by_id.contains_key(&template.id) {
+                return;
+            }
+            inner.order.push_back(template.id);
+            inner.by_id.insert(template.id, Arc::new(template));
+            while inner.order.len() > self.capacity {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.by_id.remove(&old);
+                }
+            }
+        }
+        self.arrivals.send_modify(|n| *n += 1);
+    }
+
+    /// The template `id`, if kept.
+    pub(crate) fn get(&self, id: &TemplateId) -> Option<Arc<BlockTemplate>> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// The template `id`, waiting up to `within` for it to arrive (a share
+    /// can overtake its template when blkmaker has just started).
+    pub(crate) async fn wait_for(
+        &self,
+        id: &TemplateId,
+        within: Duration,
+    ) -> Option<Arc<BlockTemplate>> {
+        let mut arrivals = self.arrivals.subscribe();
+        let search = async {
+            loop {
+                if let Some(t) = self.get(id) {
+                    return Some(t);
+                }
+                if arrivals.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(within, search).await.ok().flatten()
+    }
+
+    /// How many are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+}
+
+/// Feeds `templates` from RawGbt until `token` is cancelled.
+pub(crate) async fn follow(
+    consumer: TailConsumer<BlockTemplate>,
+    templates: Arc<Templates>,
+    health: Health,
+    token: CancellationToken,
+) {
+    loop {
+        let record = tokio::select! {
+            () = token.cancelled() => return,
+            r = consumer.next() => r,
+        };
+        match record {
+            Ok(r) => {
+                let height = r.value.height;
+                templates.insert(r.value);
+                health.set(
+                    "templates",
+                    true,
+                    format!("{} kept, newest at height {height}", templates.len()),
+                );
+            }
+            Err(error) => {
+                health.set("templates", false, error.to_string());
+                tracing::error!(%error, "reading RawGbt failed; retrying");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bitcoin::block::Version;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, BlockHash, CompactTarget};
+    use sluice_core::{BlockTemplate, TemplateId};
+
+    use super::Templates;
+
+    fn template(n: u8) -> BlockTemplate {
+        BlockTemplate {
+            id: TemplateId([n; 32]),
+            node_id: "n".into(),
+            created_at_ms: 0,
+            height: u32::from(n),
+            prev_blockhash: BlockHash::all_zeros(),
+            version: Version::TWO,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            cur_time: 0,
+            min_time: 0,
+            coinbase_value: Amount::ZERO,
+            default_witness_commitment: None,
+            transactions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_oldest_template_goes_first() {
+        let t = Templates::new(2);
+        for n in 1..=3 {
+            t.insert(template(n));
+        }
+        t.insert(template(3));
+        assert_eq!(t.len(), 2);
+        assert!(t.get(&TemplateId([1; 32])).is_none());
+        assert!(t.get(&TemplateId([2; 32])).is_some());
+        assert!(t.get(&TemplateId([3; 32])).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_a_template_that_arrives_in_time() {
+        let t = Arc::new(Templates::new(4));
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                t.wait_for(&TemplateId([9; 32]), Duration::from_secs(10))
+                    .await
+            })
+        };
+        t.insert(template(8));
+        t.insert(template(9));
+        assert_eq!(waiter.await.unwrap().unwrap().height, 9);
+        assert!(
+            t.wait_for(&TemplateId([5; 32]), Duration::from_millis(20))
+                .await
+                .is_none()
+        );
+    }
+}

@@ -66,6 +66,15 @@ pub struct MysqlConfig {
     pub url: String,
 }
 
+impl MysqlConfig {
+    /// Checks that `url` parses, so a typo is a config error at start.
+    pub fn validate(&self) -> Result<(), String> {
+        Opts::from_url(&self.url)
+            .map(|_| ())
+            .map_err(|e| format!("mysql.url: {e}"))
+    }
+}
+
 impl Default for MysqlConfig {
     fn default() -> Self {
         MysqlConfig {

@@ -136,6 +136,7 @@ impl Validate for Config {
                 ));
             }
         }
+        self.mysql.validate()?;
         if self.templates_kept == 0 {
             return Err("templates_kept must be at least 1".into());
         }

@@ -45,6 +45,12 @@ fn bad_values_are_refused_with_the_reason() {
             .unwrap_err()
             .contains("retry_window_secs")
     );
+    assert!(
+        parse(&format!("{}[mysql]\nurl = \"postgres://x\"\n", node("a")))
+            .validate()
+            .unwrap_err()
+            .contains("mysql.url")
+    );
     assert!(parse(&node("a")).validate().is_ok());
     assert!(
         toml::from_str::<blkmaker::Config>(&format!("retry = 1\n{}", node("a"))).is_err(),

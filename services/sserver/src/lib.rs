@@ -232,6 +232,7 @@ impl AsRef<CommonConfig> for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
         self.zookeeper.validate()?;
+        self.mysql.validate()?;
         self.version_mask()?;
         if !(4..=8).contains(&self.extranonce2_size) {
             return Err(format!(

@@ -45,6 +45,33 @@ pub struct NodeConfig {
     pub zmq_hashblock: Option<String>,
 }
 
+/// Checks a service's `[[nodes]]`: at least one, each named (uniquely) and
+/// reached over http(s).
+pub fn validate_nodes(nodes: &[NodeConfig]) -> Result<(), String> {
+    if nodes.is_empty() {
+        return Err("no [[nodes]]: at least one node is needed".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for n in nodes {
+        if n.name.is_empty() {
+            return Err("a [[nodes]] entry has an empty name".into());
+        }
+        if !names.insert(n.name.as_str()) {
+            return Err(format!(
+                "two [[nodes]] are called {:?}: node names must be unique",
+                n.name
+            ));
+        }
+        if !n.rpc_url.starts_with("http://") && !n.rpc_url.starts_with("https://") {
+            return Err(format!(
+                "node {:?}: rpc_url {:?} is not http://host:port",
+                n.name, n.rpc_url
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -145,11 +172,6 @@ impl NodeRpc {
             ),
             Err(source) => Err(NodeError::Rpc { node: name, source }),
         }
-    }
-
-    /// The node's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 

@@ -35,9 +35,9 @@ use std::time::Duration;
 
 use bitcoin::hex::DisplayHex;
 use serde::Deserialize;
-use sluice_bus::{BusConfig, GroupConsumer, Identity, Producer, Record, TailConsumer, Topic};
+use sluice_bus::{BusConfig, GroupConsumer, Identity, Producer, Record, Topic};
+use sluice_core::SolvedShare;
 use sluice_core::record::{BlockFound, Event, EventKind, Figure};
-use sluice_core::{BlockTemplate, SolvedShare};
 pub use sluice_node::NodeConfig;
 use sluice_node::{NodeRpc, to_template};
 use sluice_service::{CommonConfig, Context, Health, Validate};
@@ -121,21 +121,7 @@ impl AsRef<CommonConfig> for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        if self.nodes.is_empty() {
-            return Err("no [[nodes]]: blkmaker needs at least one node to submit to".into());
-        }
-        let mut names = HashSet::new();
-        for n in &self.nodes {
-            if !names.insert(n.name.as_str()) {
-                return Err(format!("two [[nodes]] are called {:?}", n.name));
-            }
-            if !n.rpc_url.starts_with("http://") && !n.rpc_url.starts_with("https://") {
-                return Err(format!(
-                    "node {:?}: rpc_url {:?} is not http://host:port",
-                    n.name, n.rpc_url
-                ));
-            }
-        }
+        sluice_node::validate_nodes(&self.nodes)?;
         self.mysql.validate()?;
         if self.templates_kept == 0 {
             return Err("templates_kept must be at least 1".into());
@@ -207,10 +193,10 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
     let metrics = BlkMetrics::register(&ctx.metrics);
     let templates = Arc::new(Templates::new(config.templates_kept));
-    ctx.shutdown.tracker().spawn(follow_templates(
+    ctx.shutdown.tracker().spawn(templates::follow(
         config.kafka.clone(),
-        config.templates_kept,
         templates.clone(),
+        metrics.templates.clone(),
         ctx.health.clone(),
         token.clone(),
     ));
@@ -318,37 +304,10 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn follow_templates(
-    kafka: BusConfig,
-    kept: usize,
-    templates: Arc<Templates>,
-    health: Health,
-    token: CancellationToken,
-) {
-    let topic = Topic::<BlockTemplate>::new(kafka.topics.raw_gbt.clone());
-    let mut backoff = Duration::from_millis(500);
-    let consumer = loop {
-        match TailConsumer::new(&kafka, &topic, i64::try_from(kept).unwrap_or(i64::MAX)).await {
-            Ok(c) => break c,
-            Err(error) => {
-                health.set("templates", false, error.to_string());
-                tracing::warn!(%error, retry_in = ?backoff, "cannot read RawGbt yet");
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    };
-    templates::follow(consumer, templates, health, token).await;
-}
-
 /// One solved share, from receipt to its stored offset.
 async fn handle(blk: Arc<Blkmaker>, record: Record<SolvedShare>) {
     let share = &record.value;
     blk.metrics.solved.inc();
-    blk.metrics.templates.set(blk.templates.len() as i64);
     let finished = if lock(&blk.recent).set.contains(&share.block_hash) {
         blk.metrics.replays.inc();
         tracing::info!(hash = %share.block_hash, "solved share already handled; acknowledging");
@@ -389,11 +348,10 @@ impl Blkmaker {
         };
         let assembled = match assembled {
             Ok(a) => a,
-            Err(AssembleError::HashMismatch { .. } | AssembleError::HighHash(_)) => {
+            Err(error @ (AssembleError::HashMismatch { .. } | AssembleError::HighHash(_))) => {
                 // Not a block at all: an sserver defect, nothing to submit.
                 self.metrics.unassembled.inc();
-                let error = assembled.err().map(|e| e.to_string()).unwrap_or_default();
-                tracing::error!(%hash, error, "solved share is not a block; dropped");
+                tracing::error!(%hash, %error, "solved share is not a block; dropped");
                 return true;
             }
             Err(error) => {

@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use sluice_bus::TailConsumer;
+use prometheus_client::metrics::gauge::Gauge;
+use sluice_bus::{BusConfig, TailConsumer, Topic};
 use sluice_core::{BlockTemplate, TemplateId};
 use sluice_service::Health;
 use tokio::sync::watch;
@@ -88,13 +89,33 @@ impl Templates {
     }
 }
 
-/// Feeds `templates` from RawGbt until `token` is cancelled.
+/// Feeds `templates` from RawGbt (its last `capacity` messages, then the
+/// new ones) until `token` is cancelled, waiting for the broker if needed;
+/// `kept` shows how many are kept.
 pub(crate) async fn follow(
-    consumer: TailConsumer<BlockTemplate>,
+    kafka: BusConfig,
     templates: Arc<Templates>,
+    kept: Gauge,
     health: Health,
     token: CancellationToken,
 ) {
+    let topic = Topic::<BlockTemplate>::new(kafka.topics.raw_gbt.clone());
+    let tail = i64::try_from(templates.capacity).unwrap_or(i64::MAX);
+    let mut backoff = Duration::from_millis(500);
+    let consumer = loop {
+        match TailConsumer::new(&kafka, &topic, tail).await {
+            Ok(c) => break c,
+            Err(error) => {
+                health.set("templates", false, error.to_string());
+                tracing::warn!(%error, retry_in = ?backoff, "cannot read RawGbt yet");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
     loop {
         let record = tokio::select! {
             () = token.cancelled() => return,
@@ -104,10 +125,12 @@ pub(crate) async fn follow(
             Ok(r) => {
                 let height = r.value.height;
                 templates.insert(r.value);
+                let n = templates.len();
+                kept.set(i64::try_from(n).unwrap_or(i64::MAX));
                 health.set(
                     "templates",
                     true,
-                    format!("{} kept, newest at height {height}", templates.len()),
+                    format!("{n} kept, newest at height {height}"),
                 );
             }
             Err(error) => {

@@ -11,7 +11,6 @@ mod metrics;
 mod node;
 mod zmq;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -62,24 +61,7 @@ impl AsRef<CommonConfig> for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        if self.nodes.is_empty() {
-            return Err("at least one [[nodes]] entry is needed".into());
-        }
-        let mut names = HashSet::new();
-        for n in &self.nodes {
-            if n.name.is_empty() || !names.insert(&n.name) {
-                return Err(format!(
-                    "node names must be non-empty and unique: {:?}",
-                    n.name
-                ));
-            }
-            if !n.rpc_url.starts_with("http://") && !n.rpc_url.starts_with("https://") {
-                return Err(format!(
-                    "node {}: rpc_url must start with http:// ({:?})",
-                    n.name, n.rpc_url
-                ));
-            }
-        }
+        sluice_node::validate_nodes(&self.nodes)?;
         if self.poll_interval_ms < 100 || self.rpc_timeout_secs == 0 {
             return Err(
                 "poll_interval_ms must be at least 100 and rpc_timeout_secs positive".into(),

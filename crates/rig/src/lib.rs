@@ -87,12 +87,21 @@ impl Node {
 /// A `[[nodes]]` entry for the nodesim at `endpoints`.
 pub fn node_config(name: &str, endpoints: &nodesim::Endpoints) -> gbtmaker::NodeConfig {
     gbtmaker::NodeConfig {
+        zmq_hashblock: Some(endpoints.zmq.clone()),
+        ..node_config_at(name, endpoints.rpc)
+    }
+}
+
+/// A `[[nodes]]` entry (RPC only) for a nodesim that is, or will be,
+/// listening at `rpc`.
+pub fn node_config_at(name: &str, rpc: std::net::SocketAddr) -> gbtmaker::NodeConfig {
+    gbtmaker::NodeConfig {
         name: name.into(),
-        rpc_url: format!("http://{}", endpoints.rpc),
+        rpc_url: format!("http://{rpc}"),
         rpc_user: "sluice".into(),
         rpc_password: "sluice".into(),
         cookie_file: None,
-        zmq_hashblock: Some(endpoints.zmq.clone()),
+        zmq_hashblock: None,
     }
 }
 

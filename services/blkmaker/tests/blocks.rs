@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bitcoin::Block;
 use bitcoincore_rpc::RpcApi;
-use common::{best, counter, node_at, node_config_at, rig, solve, user};
+use common::{best, counter, node_at, rig, solve, user};
 use sluice_core::TemplateId;
 use sluice_core::record::{Event, EventKind};
-use sluice_rig::Node;
+use sluice_rig::{Node, node_config_at};
 use sluice_testkit::{Gate, eventually, free_port, mysql_url};
 
 fn results(row: &sluice_store::FoundBlock) -> BTreeMap<String, String> {

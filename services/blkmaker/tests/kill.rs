@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{best, counter, node_at, node_config_at, rig, solve, user};
-use sluice_rig::Node;
+use common::{best, counter, counter_in, node_at, rig, solve, user};
+use sluice_rig::{Node, node_config_at};
 use sluice_testkit::{eventually, free_port, http_get, mysql_url, unique_name};
 
 /// blkmaker as its own process, as supervisord runs it.
@@ -26,10 +26,7 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
 }
 
 fn metric(admin: u16, name: &str) -> Option<u64> {
-    let (_, body) = http_get(admin, "/metrics")?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}_total ")))
-        .map(|v| v.trim().parse().unwrap())
+    counter_in(&http_get(admin, "/metrics")?.1, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

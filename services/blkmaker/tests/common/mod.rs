@@ -151,10 +151,14 @@ pub fn solve(job: &Job, user_id: u32, worker: &str) -> SolvedShare {
 
 /// The value of the counter `name` in `ctx`'s metrics.
 pub fn counter(ctx: &Context, name: &str) -> u64 {
-    let text = ctx.metrics.encode();
+    counter_in(&ctx.metrics.encode(), name).unwrap_or(0)
+}
+
+/// The value of the counter `name` in a Prometheus text exposition.
+pub fn counter_in(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}_total ")))
-        .map_or(0, |v| v.trim().parse().unwrap())
+        .map(|v| v.trim().parse().unwrap())
 }
 
 /// A nodesim config listening for RPC at `rpc`.
@@ -173,18 +177,6 @@ pub async fn best(endpoints: &nodesim::Endpoints) -> bitcoin::BlockHash {
         .await
         .unwrap()
         .unwrap()
-}
-
-/// A `[[nodes]]` entry for a node that is (not yet) listening at `rpc`.
-pub fn node_config_at(name: &str, rpc: SocketAddr) -> blkmaker::NodeConfig {
-    blkmaker::NodeConfig {
-        name: name.into(),
-        rpc_url: format!("http://{rpc}"),
-        rpc_user: "sluice".into(),
-        rpc_password: "sluice".into(),
-        cookie_file: None,
-        zmq_hashblock: None,
-    }
 }
 
 /// A user of the pool database, for the rows' user id.

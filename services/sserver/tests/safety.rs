@@ -46,7 +46,16 @@ async fn connection_rate_and_bad_lines_are_limited() {
     .await;
     // A miner through the handshake first: the server is serving.
     let (mut a, _) = rig.ready_miner().await;
-    let _b = rig.miner().await;
+    // The second connection is served (it gets an answer) before the third
+    // opens: the server admits connections in their own tasks, so without
+    // this the two could race for the last token.
+    let mut b = rig.miner().await;
+    let r = b.session.subscribe("sluice-test/1.0");
+    b.send(r).await;
+    b.expect("the second connection subscribed", |e| {
+        matches!(e, ClientEvent::Subscribed(_)).then_some(())
+    })
+    .await;
     let mut c = rig.miner().await;
     assert!(
         c.until_closed().await.is_empty(),

@@ -85,7 +85,7 @@ pub async fn fetch_partitions(config: &BusConfig, topic: &str) -> Result<Vec<i32
 
 /// `(partition, low, high)` watermarks of every partition of `topic`. Blocking
 /// librdkafka calls run on the blocking pool, so any runtime flavour works.
-pub(crate) async fn fetch_watermarks(
+pub async fn fetch_watermarks(
     config: &BusConfig,
     topic: &str,
 ) -> Result<Vec<(i32, i64, i64)>, BusError> {

@@ -277,3 +277,134 @@ impl<T: Payload> GroupConsumer<T> {
         .map_err(|source| BusError::Consume { topic, source })
     }
 }
+
+/// Reads a log topic from positions the caller keeps (a share log that
+/// records each message's offset), with the group's committed offsets as
+/// the fallback and as the lag operators see.
+///
+/// Every partition is assigned (no group membership, so no rebalances) at
+/// `max(committed offset, resume)`, or at the earliest retained message when
+/// there is neither. [`LogConsumer::commit`] records progress.
+pub struct LogConsumer<T> {
+    stream: TypedStream<T>,
+}
+
+/// Where a [`LogConsumer`] started in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The partition.
+    pub partition: i32,
+    /// The first offset it reads.
+    pub offset: i64,
+    /// The partition's end when it started.
+    pub high: i64,
+}
+
+impl<T: Payload> LogConsumer<T> {
+    /// Assigns every partition of `topic`; `resume` maps a partition to the
+    /// next offset the caller needs.
+    pub async fn new(
+        config: &BusConfig,
+        topic: &Topic<T>,
+        group: &str,
+        resume: &std::collections::HashMap<i32, i64>,
+    ) -> Result<(Self, Vec<Start>), BusError> {
+        let watermarks = fetch_watermarks(config, topic.name()).await?;
+        let committed = committed_offsets(config, topic.name(), group, &watermarks).await?;
+        let mut c = config.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let stream = TypedStream::new(
+            config.finish(c).create().map_err(BusError::Config)?,
+            topic.name(),
+        );
+        let mut tpl = TopicPartitionList::new();
+        let mut starts = Vec::new();
+        for (partition, low, high) in watermarks {
+            let wanted = [committed.get(&partition), resume.get(&partition)]
+                .into_iter()
+                .flatten()
+                .copied()
+                .max()
+                .unwrap_or(low);
+            let offset = wanted.clamp(low, high);
+            tpl.add_partition_offset(topic.name(), partition, Offset::Offset(offset))
+                .map_err(|e| stream.error(e))?;
+            starts.push(Start {
+                partition,
+                offset,
+                high,
+            });
+        }
+        stream.consumer.assign(&tpl).map_err(|e| stream.error(e))?;
+        Ok((LogConsumer { stream }, starts))
+    }
+
+    /// The next message.
+    pub async fn next(&self) -> Result<Record<T>, BusError> {
+        self.stream.next().await
+    }
+
+    /// Commits `next` (partition → the next offset to read), asynchronously.
+    pub fn commit(&self, next: &std::collections::HashMap<i32, i64>) -> Result<(), BusError> {
+        let s = &self.stream;
+        let mut tpl = TopicPartitionList::new();
+        for (&partition, &offset) in next {
+            tpl.add_partition_offset(&s.topic, partition, Offset::Offset(offset))
+                .map_err(|e| s.error(e))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        s.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| s.error(e))
+    }
+
+    /// Messages skipped because they did not decode.
+    pub fn poison_count(&self) -> u64 {
+        self.stream.poison_count()
+    }
+}
+
+/// The offsets `group` committed for the partitions of `topic` (none for a
+/// new group).
+async fn committed_offsets(
+    config: &BusConfig,
+    topic: &str,
+    group: &str,
+    watermarks: &[(i32, i64, i64)],
+) -> Result<std::collections::HashMap<i32, i64>, BusError> {
+    let mut c = config.client_config();
+    c.set("group.id", group);
+    let consumer: rdkafka::consumer::BaseConsumer =
+        config.finish(c).create().map_err(BusError::Config)?;
+    let mut tpl = TopicPartitionList::new();
+    for (partition, _, _) in watermarks {
+        tpl.add_partition(topic, *partition);
+    }
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let got = consumer
+            .committed_offsets(tpl, std::time::Duration::from_secs(10))
+            .map_err(|source| BusError::Consume {
+                topic: topic.clone(),
+                source,
+            })?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| BusError::Admin {
+        op: "committed offsets",
+        detail: e.to_string(),
+    })?
+}

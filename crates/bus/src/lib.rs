@@ -20,9 +20,9 @@ mod producer;
 
 use std::marker::PhantomData;
 
-pub use admin::{TopicSpec, create_topics, fetch_partitions};
+pub use admin::{TopicSpec, create_topics, fetch_partitions, fetch_watermarks};
 pub use config::{BusConfig, TopicNames};
-pub use consumer::{GroupConsumer, Record, TailConsumer};
+pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
 pub use heartbeat::{Identity, heartbeat};
 pub use producer::{Delivery, Producer};
 

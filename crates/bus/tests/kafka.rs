@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use sluice_bus::{
-    BusConfig, GroupConsumer, Producer, TailConsumer, Topic, TopicSpec, create_topics,
-    fetch_partitions,
+    BusConfig, GroupConsumer, LogConsumer, Producer, Start, TailConsumer, Topic, TopicSpec,
+    create_topics, fetch_partitions,
 };
 use sluice_core::record::{Event, EventKind, Figure, ServiceStatus};
 use sluice_proto::Payload;
@@ -132,6 +132,75 @@ async fn group_consumer_resumes_after_the_last_done_record() {
         second.done(&r).unwrap();
     }
     second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_consumer_starts_at_the_later_of_committed_and_resume() {
+    let config = config();
+    let topic = new_topic(&config, 2).await;
+    let group = unique_name("log-");
+    let producer = Producer::new(&config, 0).unwrap();
+    for n in 0..6 {
+        let key = if n % 2 == 0 { b"even" } else { b"odd!" };
+        producer.send(&topic, key, &event(n)).await.unwrap();
+    }
+    let counts = fetch_watermarks_by_partition(&config, &topic).await;
+    // A new group with nothing to resume reads from the start.
+    let none = std::collections::HashMap::new();
+    let (c, starts) = LogConsumer::<Event>::new(&config, &topic, &group, &none)
+        .await
+        .unwrap();
+    assert!(starts.iter().all(|s| s.offset == 0));
+    assert_eq!(starts.iter().map(|s| s.high).sum::<i64>(), 6);
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let r = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.push(r.value.timestamp_ms);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..6).collect::<Vec<_>>());
+    // Commit one past the first message of every partition.
+    let committed: std::collections::HashMap<i32, i64> = counts.keys().map(|&p| (p, 1)).collect();
+    c.commit(&committed).unwrap();
+    let p0 = *counts.keys().min().unwrap();
+    let resume = std::collections::HashMap::from([(p0, 2)]);
+    let starts = sluice_testkit::eventually(Duration::from_secs(30), "the commit lands", || {
+        let (config, topic, group, resume) = (&config, &topic, &group, &resume);
+        async move {
+            let (_, starts) = LogConsumer::<Event>::new(config, topic, group, resume)
+                .await
+                .unwrap();
+            starts
+                .iter()
+                .all(|s| s.offset >= s.high.min(1))
+                .then_some(starts)
+        }
+    })
+    .await;
+    for Start {
+        partition,
+        offset,
+        high,
+    } in starts
+    {
+        let want = if partition == p0 { 2 } else { 1 };
+        assert_eq!(offset, want.min(high), "partition {partition}");
+    }
+}
+
+async fn fetch_watermarks_by_partition(
+    config: &BusConfig,
+    topic: &Topic<Event>,
+) -> std::collections::HashMap<i32, i64> {
+    sluice_bus::fetch_watermarks(config, topic.name())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(p, _, high)| (p, high))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,8 @@ mod ids;
 
 use std::time::Duration;
 
-use zookeeper_client::{Acls, Client, CreateMode, SessionState};
+pub use zookeeper_client::SessionState;
+use zookeeper_client::{Acls, Client, CreateMode};
 
 pub use election::{Candidate, Leadership};
 pub use ids::IdLease;

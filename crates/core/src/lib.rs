@@ -14,6 +14,7 @@ pub mod difficulty;
 pub mod job;
 pub mod job_id;
 pub mod merkle;
+pub mod network;
 pub mod record;
 pub mod share;
 pub mod template;

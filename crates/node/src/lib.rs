@@ -151,6 +151,18 @@ impl NodeRpc {
         .map_err(|source| NodeError::Rpc { node: name, source })
     }
 
+    /// `getblockcount`: the height of the node's best chain.
+    pub async fn block_count(&self) -> Result<u64, NodeError> {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || client.call::<u64>("getblockcount", &[]))
+            .await
+            .map_err(|e| NodeError::Invalid {
+                node: name.clone(),
+                reason: format!("RPC task failed: {e}"),
+            })?
+            .map_err(|source| NodeError::Rpc { node: name, source })
+    }
+
     /// `submitblock <hex>`. A node's answer, including an RPC error (Core
     /// answers -22 "Block decode failed" that way), is a [`SubmitAnswer`];
     /// only a failure to get an answer (connection refused, timeout) is an

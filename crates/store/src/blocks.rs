@@ -83,7 +83,65 @@ impl Store {
             .map(Option::unwrap_or_default)
             .map_err(|e| self.err(e))
     }
+
+    /// The newest `limit` blocks (by height, then by when they were found),
+    /// each with its unix time of recording.
+    pub async fn recent_found_blocks(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(FoundBlock, u64)>, StoreError> {
+        let rows: Vec<mysql_async::Row> =
+            "SELECT height, hash, prev_hash, user_id, worker_id, worker_name, job_id, reward, \
+             fees, size, tx_count, submit_results, is_orphaned, \
+             CAST(UNIX_TIMESTAMP(created_at) AS UNSIGNED) FROM found_blocks \
+             ORDER BY height DESC, id DESC LIMIT ?"
+                .with((limit,))
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| {
+                listed(row).ok_or_else(|| {
+                    self.err(mysql_async::Error::Other(
+                        "found_blocks row of unexpected types".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Rows in `found_blocks`.
+    pub async fn found_blocks_total(&self) -> Result<u64, StoreError> {
+        "SELECT COUNT(*) FROM found_blocks"
+            .with(())
+            .first(self.pool())
+            .await
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.err(e))
+    }
 }
 
 const SELECT_BLOCKS: &str = "SELECT height, hash, prev_hash, user_id, worker_id, worker_name, \
      job_id, reward, fees, size, tx_count, submit_results, is_orphaned FROM found_blocks";
+
+/// A row of [`Store::recent_found_blocks`]'s query.
+fn listed(mut row: mysql_async::Row) -> Option<(FoundBlock, u64)> {
+    Some((
+        FoundBlock {
+            height: row.take_opt(0)?.ok()?,
+            hash: row.take_opt(1)?.ok()?,
+            prev_hash: row.take_opt(2)?.ok()?,
+            user_id: row.take_opt(3)?.ok()?,
+            worker_id: row.take_opt(4)?.ok()?,
+            worker_name: row.take_opt(5)?.ok()?,
+            job_id: row.take_opt(6)?.ok()?,
+            reward: row.take_opt(7)?.ok()?,
+            fees: row.take_opt(8)?.ok()?,
+            size: row.take_opt(9)?.ok()?,
+            tx_count: row.take_opt(10)?.ok()?,
+            submit_results: row.take_opt(11)?.ok()?,
+            is_orphaned: row.take_opt(12)?.ok()?,
+        },
+        row.take_opt(13)?.ok()?,
+    ))
+}

@@ -16,7 +16,7 @@ mod select;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bitcoin::{Address, Network, ScriptBuf};
+use bitcoin::{Address, ScriptBuf};
 use serde::Deserialize;
 use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
 use sluice_coord::Coord;
@@ -94,18 +94,7 @@ impl Validate for Config {
 impl Config {
     /// The payout address's script, checked against the configured network.
     pub fn payout_script(&self) -> Result<ScriptBuf, String> {
-        let network = match self.network.as_str() {
-            "mainnet" | "bitcoin" => Network::Bitcoin,
-            "testnet" => Network::Testnet,
-            "testnet4" => Network::Testnet4,
-            "signet" => Network::Signet,
-            "regtest" => Network::Regtest,
-            other => {
-                return Err(format!(
-                    "network {other:?} is not mainnet, testnet, testnet4, signet or regtest"
-                ));
-            }
-        };
+        let network = sluice_core::network::parse_network(&self.network)?;
         let address = Address::from_str(&self.payout_address)
             .map_err(|e| format!("payout_address {:?}: {e}", self.payout_address))?;
         address

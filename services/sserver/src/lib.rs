@@ -434,6 +434,7 @@ async fn serve_ids(
             }
         };
         backoff = Duration::from_millis(500);
+        parts.metrics.server_id.set(i64::from(server_id));
         ctx.health
             .set("zookeeper", true, format!("server id {server_id}"));
         let serving = token.child_token();
@@ -465,6 +466,7 @@ async fn serve_ids(
             }
         }
         drop(shared);
+        parts.metrics.server_id.set(0);
         if let Some(lease) = lease {
             let _ = lease.release().await;
         }
@@ -562,6 +564,7 @@ fn spawn_heartbeat(config: &Config, ctx: &Context, parts: &Parts) -> anyhow::Res
             (
                 health.is_healthy(),
                 vec![
+                    figure("server_id", metrics.server_id.get() as f64),
                     figure("connections", metrics.connections.get() as f64),
                     figure("shares_per_sec", shares_per_sec),
                     figure("hashrate", hashrate),

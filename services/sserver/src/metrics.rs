@@ -17,6 +17,8 @@ pub struct StatusLabel {
 /// Counters shared by every connection.
 #[derive(Clone, Debug, Default)]
 pub struct ServerMetrics {
+    /// The server id in use (0 while it has none).
+    pub server_id: Gauge,
     /// Open connections.
     pub connections: Gauge,
     /// Connections accepted since start.
@@ -46,6 +48,11 @@ impl ServerMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = ServerMetrics::default();
         metrics.register(|r| {
+            r.register(
+                "sserver_server_id",
+                "The server id (extranonce1 prefix) in use, 0 while none",
+                m.server_id.clone(),
+            );
             r.register(
                 "sserver_connections",
                 "Open miner connections",

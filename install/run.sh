@@ -4,8 +4,8 @@
 # schema, creates the topics, and shows that every part answers.
 # nodesim stands in for bitcoind; gbtmaker and jobmaker turn its templates
 # into Stratum jobs on Kafka; sserver serves them to miners on port 3333;
-# blkmaker submits the blocks they find to the node and records them; the
-# other services join as they are built.
+# blkmaker submits the blocks they find to the node and records them;
+# statshttpd keeps the share log, the statistics and the HTTP API on :8080.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -58,6 +58,15 @@ stratum_probe() {
 log "a miner's view of stratum+tcp://127.0.0.1:3333 (subscribe, authorize as demo.probe):"
 wait_until 20 "a mining.notify from sserver" stratum_probe
 stratum_probe
+echo
+supervisorctl_ restart statshttpd >/dev/null
+statshttpd_ready() { curl -sf http://127.0.0.1:8080/ | grep -q '"err_no":0'; }
+wait_until 60 "statshttpd to rebuild its windows and answer (127.0.0.1:8080/)" statshttpd_ready
+log "statshttpd: the pool over the last 5 m / 15 m / 1 h (http://127.0.0.1:8080/api/v1/pool):"
+curl -s http://127.0.0.1:8080/api/v1/pool
+echo
+log "its health (http://127.0.0.1:8080/api/v1/health):"
+curl -s http://127.0.0.1:8080/api/v1/health
 echo
 supervisorctl_ status
 echo

@@ -1,0 +1,467 @@
+//! The HTTP API (ARCHITECTURE.md §9): btcpool's `/`, `/worker_status` and
+//! `/flush_db_time`, with its `err_no` envelope, and the JSON `/api/v1/…`.
+//! Errors are JSON too: 400 for bad parameters, 404 for unknown users or
+//! paths, 503 while initializing or when MySQL does not answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::SERVER_UP_MS;
+use crate::live::Figures;
+use crate::window::{Sums, WINDOWS};
+use crate::{Stats, lock};
+
+type Shared = State<Arc<Stats>>;
+
+/// Serves until `stop`.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/", get(root))
+        .route("/worker_status", get(worker_status).post(worker_status))
+        .route("/flush_db_time", get(flush_db_time))
+        .route("/api/v1/pool", get(pool))
+        .route("/api/v1/users/{name}", get(user))
+        .route("/api/v1/users/{name}/workers", get(user_workers))
+        .route("/api/v1/servers", get(servers))
+        .route("/api/v1/blocks", get(blocks))
+        .route("/api/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(stats);
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(%error, "the HTTP API stopped");
+    }
+}
+
+/// A JSON reply, counted in btcpool's `request` and `repbytes`.
+fn reply(stats: &Stats, status: StatusCode, body: &Value) -> Response {
+    let text = body.to_string();
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats
+        .reply_bytes
+        .fetch_add(text.len() as u64, Ordering::Relaxed);
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+fn error(stats: &Stats, status: StatusCode, message: impl Into<String>) -> Response {
+    reply(stats, status, &json!({ "error": message.into() }))
+}
+
+/// btcpool's envelope: `{"err_no":0,"err_msg":"","data":…}`.
+fn btcpool(stats: &Stats, data: Value) -> Response {
+    reply(
+        stats,
+        StatusCode::OK,
+        &json!({ "err_no": 0, "err_msg": "", "data": data }),
+    )
+}
+
+fn btcpool_error(stats: &Stats, err_no: u32, msg: &str) -> Response {
+    reply(
+        stats,
+        StatusCode::OK,
+        &json!({ "err_no": err_no, "err_msg": msg }),
+    )
+}
+
+fn initializing(stats: &Stats) -> Response {
+    reply(
+        stats,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({ "error": "service is initializing", "initializing": true }),
+    )
+}
+
+/// btcpool's arrays: slot 0 is an unused 1-minute value; stale and reject
+/// have no 5-minute slot.
+fn btcpool_figures(f: &Figures) -> serde_json::Map<String, Value> {
+    let [m5, m15, h1] = f.windows;
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "accept".into(),
+        json!([0, m5.accept, m15.accept, h1.accept]),
+    );
+    m.insert("stale".into(), json!([0, 0, m15.stale, h1.stale]));
+    m.insert("reject".into(), json!([0, 0, m15.reject, h1.reject]));
+    m.insert("reject_detail".into(), json!([{}, {}, {}, {}]));
+    m.insert("accept_count".into(), json!(f.accept_count));
+    m
+}
+
+async fn root(State(stats): Shared) -> Response {
+    if !stats.is_initialized() {
+        return btcpool_error(&stats, 2, "service is initializing...");
+    }
+    let now = stats.clock.now_ms();
+    let (pool, users, workers) = {
+        let live = lock(&stats.live);
+        let (users, workers) = live.counts();
+        (live.pool(now), users, workers)
+    };
+    let mut p = btcpool_figures(&pool);
+    p.insert("workers".into(), json!(workers));
+    p.insert("users".into(), json!(users));
+    let up = now.saturating_sub(stats.started_ms) / 1000;
+    let uptime = format!(
+        "{:04} d {:02} h {:02} m {:02} s",
+        up / 86_400,
+        up / 3600 % 24,
+        up / 60 % 60,
+        up % 60
+    );
+    btcpool(
+        &stats,
+        json!({
+            "uptime": uptime,
+            "request": stats.requests.load(Ordering::Relaxed),
+            "repbytes": stats.reply_bytes.load(Ordering::Relaxed),
+            "pool": p,
+        }),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WorkerStatusQuery {
+    user_id: Option<String>,
+    worker_id: Option<String>,
+    is_merge: Option<String>,
+}
+
+async fn worker_status(State(stats): Shared, Query(q): Query<WorkerStatusQuery>) -> Response {
+    let user: Option<u32> = q.user_id.as_deref().and_then(|u| u.trim().parse().ok());
+    let workers: Option<Vec<i64>> = q.worker_id.as_deref().and_then(|w| {
+        w.split(',')
+            .map(|id| id.trim().parse().ok())
+            .collect::<Option<Vec<i64>>>()
+            .filter(|v| !v.is_empty())
+    });
+    let (Some(user), Some(workers)) = (user, workers) else {
+        return btcpool_error(&stats, 1, "invalid args");
+    };
+    if !stats.is_initialized() {
+        return btcpool_error(&stats, 2, "service is initializing...");
+    }
+    let now = stats.clock.now_ms();
+    let live = lock(&stats.live);
+    let lookup = |id: i64| -> (Figures, Option<u32>) {
+        if id == 0 {
+            live.user(user, now)
+                .map_or((empty(), Some(0)), |(f, n)| (f, Some(n)))
+        } else {
+            (
+                live.worker(user, id, now).map_or_else(empty, |(f, _)| f),
+                None,
+            )
+        }
+    };
+    let entry = |f: &Figures, n: Option<u32>| {
+        let mut m = btcpool_figures(f);
+        m.insert("last_share_ip".into(), json!(ip_or_empty(f)));
+        m.insert("last_share_time".into(), json!(f.last_share_ms / 1000));
+        if let Some(n) = n {
+            m.insert("workers".into(), json!(n));
+        }
+        Value::Object(m)
+    };
+    let mut data = serde_json::Map::new();
+    if q.is_merge
+        .as_deref()
+        .is_some_and(|m| m.starts_with(['t', 'T']))
+    {
+        let mut merged = empty();
+        for id in &workers {
+            let (f, _) = lookup(*id);
+            for (a, b) in merged.windows.iter_mut().zip(f.windows) {
+                a.add(&b);
+            }
+            merged.accept_count += f.accept_count;
+            if f.last_share_ms >= merged.last_share_ms {
+                merged.last_share_ms = f.last_share_ms;
+                merged.last_ip = f.last_ip;
+            }
+        }
+        data.insert("0".into(), entry(&merged, None));
+    } else {
+        for id in workers {
+            let (f, n) = lookup(id);
+            data.insert(id.to_string(), entry(&f, n));
+        }
+    }
+    drop(live);
+    btcpool(&stats, Value::Object(data))
+}
+
+fn empty() -> Figures {
+    Figures {
+        windows: [Sums::default(); 3],
+        accept_count: 0,
+        last_share_ms: 0,
+        last_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+fn ip_or_empty(f: &Figures) -> String {
+    if f.last_share_ms == 0 {
+        String::new()
+    } else {
+        f.last_ip.to_string()
+    }
+}
+
+async fn flush_db_time(State(stats): Shared) -> Response {
+    btcpool(
+        &stats,
+        json!({ "flush_db_time": stats.flushed_at.load(Ordering::SeqCst) }),
+    )
+}
+
+/// The JSON view of one entity's windows.
+fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
+    let mut hashrate = serde_json::Map::new();
+    let mut shares = serde_json::Map::new();
+    for (secs, s) in WINDOWS.iter().zip(f.windows) {
+        let name = if *secs == 3600 {
+            "1h".to_owned()
+        } else {
+            format!("{}m", secs / 60)
+        };
+        hashrate.insert(name.clone(), json!(s.hashrate(*secs)));
+        shares.insert(name, json!(s));
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("hashrate".into(), Value::Object(hashrate));
+    m.insert("shares".into(), Value::Object(shares));
+    m.insert("accept_count".into(), json!(f.accept_count));
+    m.insert(
+        "last_share_time".into(),
+        if f.last_share_ms == 0 {
+            Value::Null
+        } else {
+            json!(f.last_share_ms / 1000)
+        },
+    );
+    m
+}
+
+async fn pool(State(stats): Shared) -> Response {
+    if !stats.is_initialized() {
+        return initializing(&stats);
+    }
+    let now = stats.clock.now_ms();
+    let (f, users, workers, share_height) = {
+        let live = lock(&stats.live);
+        let (users, workers) = live.counts();
+        (live.pool(now), users, workers, live.height)
+    };
+    let blocks = stats.store.found_blocks_total().await.ok();
+    let node_height = stats.node_height.load(Ordering::SeqCst);
+    let mut m = figures_json(&f);
+    m.insert("users".into(), json!(users));
+    m.insert("workers".into(), json!(workers));
+    m.insert("blocks_found".into(), json!(blocks));
+    // The nodes' best height, or the height below the newest job mined.
+    let height = if node_height > 0 {
+        node_height
+    } else {
+        u64::from(share_height.saturating_sub(1))
+    };
+    m.insert("network_height".into(), json!(height));
+    reply(&stats, StatusCode::OK, &Value::Object(m))
+}
+
+/// The user called `name`, or the reply to give instead.
+async fn find_user(stats: &Stats, name: &str) -> Result<u32, Response> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(error(
+            stats,
+            StatusCode::BAD_REQUEST,
+            "a user name is 1 to 64 characters",
+        ));
+    }
+    if !stats.is_initialized() {
+        return Err(initializing(stats));
+    }
+    match stats.store.user_by_name(name).await {
+        Ok(Some(u)) => Ok(u.id),
+        Ok(None) => Err(error(
+            stats,
+            StatusCode::NOT_FOUND,
+            format!("unknown user {name:?}"),
+        )),
+        Err(e) => Err(error(
+            stats,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot look the user up: {e}"),
+        )),
+    }
+}
+
+async fn user(State(stats): Shared, Path(name): Path<String>) -> Response {
+    let id = match find_user(&stats, &name).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let now = stats.clock.now_ms();
+    let (f, workers) = lock(&stats.live).user(id, now).unwrap_or((empty(), 0));
+    let mut m = figures_json(&f);
+    m.insert("user_id".into(), json!(id));
+    m.insert("name".into(), json!(name));
+    m.insert("workers".into(), json!(workers));
+    reply(&stats, StatusCode::OK, &Value::Object(m))
+}
+
+async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Response {
+    let id = match find_user(&stats, &name).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let now = stats.clock.now_ms();
+    let workers: Vec<Value> = lock(&stats.live)
+        .workers_of(id, now)
+        .into_iter()
+        .map(|(worker_id, worker_name, f)| {
+            let mut m = figures_json(&f);
+            m.insert("worker_id".into(), json!(worker_id));
+            m.insert("name".into(), json!(worker_name));
+            m.insert("last_share_ip".into(), json!(ip_or_empty(&f)));
+            Value::Object(m)
+        })
+        .collect();
+    reply(
+        &stats,
+        StatusCode::OK,
+        &json!({ "user_id": id, "name": name, "workers": workers }),
+    )
+}
+
+async fn servers(State(stats): Shared) -> Response {
+    let now = stats.clock.now_ms();
+    let heard = lock(&stats.servers).by_instance.clone();
+    let live = lock(&stats.live);
+    let list: Vec<Value> = heard
+        .into_values()
+        .map(|(at_ms, s)| {
+            let figure = |name: &str| s.figures.iter().find(|f| f.name == name).map(|f| f.value);
+            let id = figure("server_id").map(|v| v as u8);
+            let shares = id
+                .and_then(|id| live.server(id, now))
+                .map(|f| Value::Object(figures_json(&f)));
+            json!({
+                "instance": s.instance,
+                "host": s.host,
+                "version": s.version,
+                "server_id": id,
+                "up": now.saturating_sub(at_ms) < SERVER_UP_MS,
+                "healthy": s.healthy,
+                "uptime_secs": s.uptime_secs,
+                "last_heartbeat": at_ms / 1000,
+                "connections": figure("connections"),
+                "shares_per_sec": figure("shares_per_sec"),
+                "hashrate": figure("hashrate"),
+                "last_job_age_secs": figure("last_job_age_secs"),
+                "from_shares": shares,
+            })
+        })
+        .collect();
+    drop(live);
+    reply(&stats, StatusCode::OK, &json!({ "servers": list }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BlocksQuery {
+    limit: Option<String>,
+}
+
+async fn blocks(State(stats): Shared, Query(q): Query<BlocksQuery>) -> Response {
+    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                &stats,
+                StatusCode::BAD_REQUEST,
+                "limit must be a number from 1 to 1000",
+            );
+        }
+    };
+    match stats.store.recent_found_blocks(limit).await {
+        Ok(rows) => {
+            let list: Vec<Value> = rows
+                .into_iter()
+                .map(|(b, at)| {
+                    let results: Value = serde_json::from_str(&b.submit_results).unwrap_or(Value::Null);
+                    json!({
+                        "height": b.height, "hash": b.hash, "prev_hash": b.prev_hash,
+                        "user_id": b.user_id, "worker_id": b.worker_id, "worker_name": b.worker_name,
+                        "job_id": b.job_id, "reward": b.reward, "fees": b.fees, "size": b.size,
+                        "tx_count": b.tx_count, "submit_results": results,
+                        "is_orphaned": b.is_orphaned, "found_at": at,
+                    })
+                })
+                .collect();
+            reply(&stats, StatusCode::OK, &json!({ "blocks": list }))
+        }
+        Err(e) => error(
+            &stats,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read found_blocks: {e}"),
+        ),
+    }
+}
+
+async fn health(State(stats): Shared) -> Response {
+    let mut components: BTreeMap<String, Value> = stats
+        .health
+        .snapshot()
+        .into_iter()
+        .map(|(name, c)| (name, json!({ "ok": c.ok, "detail": c.detail })))
+        .collect();
+    components.insert(
+        "initialized".into(),
+        json!({ "ok": stats.is_initialized(), "detail": if stats.is_initialized() { "windows rebuilt, topic caught up" } else { "rebuilding windows from the share log and the topic" } }),
+    );
+    let lag = lock(&stats.positions).len();
+    let ok = components.values().all(|c| c["ok"] == Value::Bool(true));
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(
+        &stats,
+        status,
+        &json!({ "ok": ok, "components": components, "share_partitions": lag,
+                 "consumer_lag": stats.metrics.consumer_lag.get() }),
+    )
+}
+
+async fn metrics(State(stats): Shared) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        stats.registry.encode(),
+    )
+        .into_response()
+}
+
+async fn not_found(State(stats): Shared) -> Response {
+    error(&stats, StatusCode::NOT_FOUND, "no such endpoint")
+}

@@ -1,0 +1,354 @@
+//! statshttpd against the real broker and MariaDB (install/stack.sh up):
+//! shares of known difficulty and time give exactly the expected windows,
+//! API answers and table rows, across a restart and a MySQL outage, and a
+//! replay of the day's share log rebuilds the same rows.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{MINUTE, Rig, TWO_32, num};
+use sluice_core::ShareStatus::{Accepted, LowDifficulty, Stale};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_tables_and_api_from_known_shares() {
+    let mut rig = Rig::new().await;
+    let t0 = rig.t0;
+    let uid = rig.uid();
+    let name = rig.user.1.clone();
+    // Now is t0 + 20 min. Worker 1: 4 in the last 5 minutes, 2 (and a stale
+    // 1) in the last 15, a rejected 8 within the hour. Worker 2: 0.5.
+    for s in [
+        rig.share(1, Accepted, 4.0, t0 + 19 * MINUTE + 30_000),
+        rig.share(1, Accepted, 2.0, t0 + 10 * MINUTE + 30_000),
+        rig.share(1, Stale, 1.0, t0 + 12 * MINUTE),
+        rig.share(1, LowDifficulty, 8.0, t0 + MINUTE),
+        rig.share(2, Accepted, 0.5, t0 + 18 * MINUTE),
+    ] {
+        rig.send(&s).await;
+    }
+    rig.start();
+    rig.initialized().await;
+
+    // The pool: every window exactly, and hashrate = accepted x 2^32 / secs.
+    let (status, pool) = rig.get("/api/v1/pool").await.unwrap();
+    assert_eq!(status, 200, "{pool}");
+    let shares = |w: &str, k: &str| num(&pool["shares"][w][k]);
+    assert_eq!(
+        [
+            shares("5m", "accept"),
+            shares("15m", "accept"),
+            shares("1h", "accept")
+        ],
+        [4.5, 6.5, 6.5]
+    );
+    assert_eq!([shares("15m", "stale"), shares("1h", "reject")], [1.0, 8.0]);
+    assert_eq!(shares("15m", "reject"), 0.0, "the reject is 19 minutes old");
+    assert_eq!(num(&pool["hashrate"]["5m"]), 4.5 * TWO_32 / 300.0);
+    assert_eq!(num(&pool["hashrate"]["1h"]), 6.5 * TWO_32 / 3600.0);
+    assert_eq!((num(&pool["users"]), num(&pool["workers"])), (1.0, 2.0));
+    assert_eq!(num(&pool["accept_count"]), 3.0);
+    assert_eq!(
+        num(&pool["network_height"]),
+        100.0,
+        "below the newest job's height"
+    );
+
+    // The user and its workers.
+    let user = rig
+        .get_when(&format!("/api/v1/users/{name}"), "the user", |s, _| {
+            s == 200
+        })
+        .await;
+    assert_eq!(
+        (num(&user["user_id"]), num(&user["workers"])),
+        (f64::from(uid), 2.0)
+    );
+    assert_eq!(num(&user["shares"]["15m"]["accept"]), 6.5);
+    let (_, workers) = rig
+        .get(&format!("/api/v1/users/{name}/workers"))
+        .await
+        .unwrap();
+    let list = workers["workers"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["name"], "rig1");
+    assert_eq!(num(&list[0]["shares"]["1h"]["reject"]), 8.0);
+    assert_eq!(list[0]["last_share_ip"], "192.0.2.1");
+    assert_eq!(
+        num(&list[0]["last_share_time"]),
+        ((t0 + 19 * MINUTE + 30_000) / 1000) as f64
+    );
+    assert_eq!(num(&list[1]["shares"]["5m"]["accept"]), 0.5);
+
+    // btcpool's endpoints.
+    let (_, root) = rig.get("/").await.unwrap();
+    assert_eq!(
+        root["data"]["pool"]["accept"],
+        serde_json::json!([0, 4.5, 6.5, 6.5])
+    );
+    assert_eq!(
+        root["data"]["pool"]["stale"],
+        serde_json::json!([0, 0, 1.0, 1.0])
+    );
+    assert_eq!(
+        root["data"]["pool"]["reject"],
+        serde_json::json!([0, 0, 0.0, 8.0])
+    );
+    let (_, ws) = rig
+        .get(&format!("/worker_status?user_id={uid}&worker_id=1,0"))
+        .await
+        .unwrap();
+    assert_eq!(ws["err_no"], 0);
+    assert_eq!(
+        ws["data"]["1"]["accept"],
+        serde_json::json!([0, 4.0, 6.0, 6.0])
+    );
+    assert_eq!(ws["data"]["1"]["accept_count"], 2);
+    assert_eq!(ws["data"]["0"]["workers"], 2);
+    assert_eq!(
+        ws["data"]["0"]["accept"],
+        serde_json::json!([0, 4.5, 6.5, 6.5])
+    );
+    let (_, merged) = rig
+        .get(&format!(
+            "/worker_status?user_id={uid}&worker_id=1,2&is_merge=t"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        merged["data"]["0"]["accept"],
+        serde_json::json!([0, 4.5, 6.5, 6.5])
+    );
+    for bad in [
+        "/worker_status",
+        "/worker_status?user_id=1",
+        "/worker_status?user_id=x&worker_id=1",
+    ] {
+        let (status, v) = rig.get(bad).await.unwrap();
+        assert_eq!(
+            (status, &v["err_no"], &v["err_msg"]),
+            (200, &1.into(), &"invalid args".into()),
+            "{bad}"
+        );
+    }
+
+    // Errors: clear JSON with the right status.
+    for (path, want) in [
+        ("/api/v1/users/no-such-user-anywhere", 404),
+        ("/api/v1/users/no-such-user-anywhere/workers", 404),
+        ("/api/v1/blocks?limit=0", 400),
+        ("/api/v1/blocks?limit=ten", 400),
+        ("/api/v1/nothing", 404),
+    ] {
+        let (status, v) = rig.get(path).await.unwrap();
+        assert_eq!(status, want, "{path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {v}"
+        );
+    }
+    let (status, blocks) = rig.get("/api/v1/blocks?limit=3").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(blocks["blocks"].as_array().unwrap().len() <= 3);
+    let (_, metrics) = rig
+        .get("/metrics")
+        .await
+        .unwrap_or((0, serde_json::Value::Null));
+    assert_eq!(
+        metrics,
+        serde_json::Value::Null,
+        "metrics are text, not JSON"
+    );
+    let port = rig.config.listen.port();
+    let text = tokio::task::spawn_blocking(move || sluice_testkit::http_get(port, "/metrics"))
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+    assert!(text.contains("statshttpd_shares_total 5"), "{text}");
+
+    // MySQL: mining_workers and the stats tables, flushed every second;
+    // /flush_db_time moves once a whole flush is done.
+    let flushed = rig
+        .get_when("/flush_db_time", "a whole flush", |_, v| {
+            v["data"]["flush_db_time"] != 0
+        })
+        .await;
+    assert_eq!(
+        num(&flushed["data"]["flush_db_time"]),
+        ((t0 + 20 * MINUTE) / 1000) as f64
+    );
+    let row = sluice_testkit::eventually(Duration::from_secs(30), "worker 1's row", || async {
+        rig.worker_row(1).await.filter(|r| r.accept_count == 2)
+    })
+    .await;
+    assert_eq!(row.accept, [4.0, 6.0, 6.0]);
+    assert_eq!((row.stale, row.reject), ([1.0, 1.0], [0.0, 8.0]));
+    assert_eq!(row.hashrate_5m, 4.0 * TWO_32 / 300.0);
+    assert_eq!(row.name, "rig1");
+    let user_row = rig.worker_row(0).await.unwrap();
+    assert_eq!(user_row.accept, [4.5, 6.5, 6.5]);
+    let rows = rig.stats_rows().await;
+    let hour = rig.day() * 100 + 12;
+    let pool_hour = format!(
+        "stats_pool_hour (0, 0, {hour}, 6.5, 1.0, 8.0, {}, \"3.0000000000000000000000000\", 15000000000)",
+        8.0 / 14.5
+    );
+    assert!(rows.contains(&pool_hour), "{pool_hour} not in {rows:#?}");
+    let worker1 = format!(
+        "stats_workers_hour ({uid}, 1, {hour}, 6.0, 1.0, 8.0, {}, \"2.0000000000000000000000000\", 10000000000)",
+        8.0 / 14.0
+    );
+    assert!(rows.contains(&worker1), "{worker1} not in {rows:#?}");
+    assert_eq!(
+        rows.len(),
+        2 + 2 + 2 * 2,
+        "pool, user and two workers, hour and day: {rows:#?}"
+    );
+
+    // A restart: the windows come back from the share log and the topic.
+    rig.stop().await;
+    rig.clock.set(t0 + 21 * MINUTE);
+    rig.send(&rig.share(1, Accepted, 16.0, t0 + 20 * MINUTE + 30_000))
+        .await;
+    rig.start();
+    rig.initialized().await;
+    let (_, ws) = rig
+        .get(&format!("/worker_status?user_id={uid}&worker_id=1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws["data"]["1"]["accept"],
+        serde_json::json!([0, 20.0, 22.0, 22.0])
+    );
+    assert_eq!(
+        ws["data"]["1"]["stale"],
+        serde_json::json!([0, 0, 1.0, 1.0])
+    );
+    assert_eq!(
+        ws["data"]["1"]["reject"],
+        serde_json::json!([0, 0, 0.0, 8.0])
+    );
+    // The share log is synced every second: each share in it once.
+    let path = statshttpd::sharelog::path_of(&rig.config.data_dir, rig.day());
+    let logged =
+        sluice_testkit::eventually(Duration::from_secs(10), "six shares logged", || async {
+            let mut logged = Vec::new();
+            statshttpd::sharelog::read(&path, |e| logged.push((e.partition, e.offset))).unwrap();
+            (logged.len() >= 6).then_some(logged)
+        })
+        .await;
+    let mut unique = logged.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        (logged.len(), unique.len()),
+        (6, 6),
+        "every share logged once: {logged:?}"
+    );
+
+    // MySQL cut off: the windows go on, the flush waits, nothing is lost.
+    rig.stop().await;
+    let gate = sluice_testkit::Gate::start("127.0.0.1:3306".parse().unwrap())
+        .await
+        .unwrap();
+    rig.config.mysql.url =
+        sluice_testkit::mysql_url().replace("127.0.0.1:3306", &gate.addr().to_string());
+    assert!(
+        rig.config.mysql.url.contains(&gate.addr().to_string()),
+        "{}",
+        rig.config.mysql.url
+    );
+    gate.close();
+    rig.start();
+    rig.initialized().await;
+    rig.send(&rig.share(2, Accepted, 1.0, t0 + 20 * MINUTE + 40_000))
+        .await;
+    rig.get_when(
+        &format!("/worker_status?user_id={uid}&worker_id=2"),
+        "worker 2's new share counted",
+        |_, v| v["data"]["2"]["accept"][3] == 1.5,
+    )
+    .await;
+    rig.get_when("/api/v1/health", "MySQL reported down", |s, v| {
+        s == 503 && v["components"]["mysql"]["ok"] == false
+    })
+    .await;
+    assert_eq!(
+        rig.worker_row(2).await.unwrap().accept[2],
+        0.5,
+        "not flushed while MySQL is away"
+    );
+    gate.open();
+    let row = sluice_testkit::eventually(
+        Duration::from_secs(30),
+        "the flush after the outage",
+        || async { rig.worker_row(2).await.filter(|r| r.accept[2] == 1.5) },
+    )
+    .await;
+    assert_eq!(row.accept_count, 2);
+    rig.stop().await;
+
+    // Replaying the day's share log rebuilds exactly the rows the live
+    // service wrote.
+    let live_rows = rig.stats_rows().await;
+    assert!(
+        live_rows.iter().any(|r| r.contains(", 23.5, 1.0, 8.0,")),
+        "{live_rows:#?}"
+    );
+    rig.delete_stats_rows().await;
+    assert!(rig.stats_rows().await.is_empty());
+    rig.config.mysql.url = sluice_testkit::mysql_url();
+    let replayed = statshttpd::replay::replay(&rig.config, rig.day())
+        .await
+        .unwrap();
+    assert_eq!(replayed.shares, 7);
+    assert_eq!(rig.stats_rows().await, live_rows);
+    std::fs::remove_dir_all(&rig.config.data_dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initializing_until_the_topic_is_read() {
+    let mut rig = Rig::new().await;
+    rig.send(&rig.share(1, Accepted, 2.0, rig.t0 + 19 * MINUTE))
+        .await;
+    // The broker is behind a closed gate: statshttpd cannot read the topic.
+    let gate = sluice_testkit::Gate::start(sluice_testkit::kafka_brokers().parse().unwrap())
+        .await
+        .unwrap();
+    gate.close();
+    let direct = rig.config.kafka.brokers.clone();
+    rig.config.kafka.brokers = gate.addr().to_string();
+    rig.start();
+    let root = rig
+        .get_when("/", "statshttpd answering", |s, _| s == 200)
+        .await;
+    assert_eq!(root["err_no"], 2, "{root}");
+    assert_eq!(root["err_msg"], "service is initializing...");
+    let (status, pool) = rig.get("/api/v1/pool").await.unwrap();
+    assert_eq!((status, &pool["initializing"]), (503, &true.into()));
+    let uid = rig.uid();
+    let (_, ws) = rig
+        .get(&format!("/worker_status?user_id={uid}&worker_id=1"))
+        .await
+        .unwrap();
+    assert_eq!(ws["err_no"], 2);
+    assert!(
+        rig.worker_row(1).await.is_none(),
+        "nothing is flushed while initializing"
+    );
+    gate.open();
+    rig.initialized().await;
+    let (_, ws) = rig
+        .get(&format!("/worker_status?user_id={uid}&worker_id=1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws["data"]["1"]["accept"],
+        serde_json::json!([0, 2.0, 2.0, 2.0])
+    );
+    rig.stop().await;
+    rig.config.kafka.brokers = direct;
+    std::fs::remove_dir_all(&rig.config.data_dir).unwrap();
+}

@@ -40,3 +40,39 @@ fn bad_values_are_refused_with_the_reason() {
         "unknown keys are errors"
     );
 }
+
+#[test]
+fn the_binaries_refuse_bad_input_clearly() {
+    let dir = std::env::temp_dir().join(sluice_testkit::unique_name("stats-config-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "network = \"moon\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statshttpd"))
+        .arg("-c")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network \"moon\""));
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("data_dir = {:?}\n", dir.join("logs"))).unwrap();
+    let sharelog = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sharelog"))
+            .arg("-c")
+            .arg(&good)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = sharelog(&["dump", "2026-02-30"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a day"));
+    // A day without a file dumps nothing and cannot be replayed.
+    let out = sharelog(&["dump", "2026-11-21"]);
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(0), 0));
+    let out = sharelog(&["replay", "2026-11-21"]);
+    assert_eq!(out.status.code(), Some(70));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no share log for 20261121"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

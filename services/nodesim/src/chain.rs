@@ -187,7 +187,9 @@ impl Chain {
             return Submitted::Rejected("prev-blk-not-found");
         };
         let height = parent.height + 1;
-        if let Err(reason) = crate::validate::check(self, &block, height, now, check_pow) {
+        let extends_tip = block.header.prev_blockhash == self.tip().block.block_hash();
+        let connect = extends_tip || height > self.height();
+        if let Err(reason) = crate::validate::check(self, &block, height, now, check_pow, connect) {
             // Like Core, remember invalid blocks, except failed proof of work
             // (free to make) and mutated blocks: the header hash does not commit
             // to the transactions, so the real block may share this hash
@@ -203,7 +205,6 @@ impl Chain {
             .skip(1)
             .map(Transaction::compute_txid)
             .collect();
-        let extends_tip = block.header.prev_blockhash == self.tip().block.block_hash();
         self.blocks.insert(hash, Stored { block, height });
         if extends_tip {
             self.active.push(hash);

@@ -416,6 +416,24 @@ async fn cookie_authentication_works_like_cores() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_competing_block_is_stored_without_checking_its_inputs() {
+    let sim = sim("207fffff").await;
+    let old = sim.template().await;
+    assert!(!old.transactions.is_empty());
+    // A1, found elsewhere, mines the mempool's transactions.
+    let a1: Vec<BlockHash> = sim
+        .rpc(|c| c.call("generatetoaddress", &[json!(1), json!(ADDRESS)]))
+        .await
+        .unwrap();
+    // B1, the pool's block on the same parent with the same transactions,
+    // arrives second: Core stores it on a side branch without connecting it
+    // (its inputs are spent on the active chain only), and says so.
+    let b1 = build(&old, |_| {});
+    assert_eq!(sim.submit(&b1).await, json!("inconclusive"));
+    assert_eq!(sim.rpc(|c| c.get_best_block_hash()).await.unwrap(), a1[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_longer_side_branch_reorganizes_the_chain() {
     let sim = sim("207fffff").await;
     let old = sim.template().await;

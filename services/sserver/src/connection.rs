@@ -106,8 +106,17 @@ struct Miner {
 struct SentJob {
     job: Arc<ServerJob>,
     difficulty: f64,
+    /// The difficulty this job was sent with before a retarget resent it,
+    /// and when: shares in flight at the old one still count, at the old
+    /// one, for [`RETARGET_GRACE`].
+    previous: Option<(f64, Instant)>,
     seen: HashSet<(u64, u32, u32, u32)>,
 }
+
+/// How long after a retarget on the same job a share meeting only the old
+/// difficulty is still accepted (at the old difficulty): the miner found it
+/// before it read `mining.set_difficulty`.
+const RETARGET_GRACE: Duration = Duration::from_secs(10);
 
 /// A share's verdict and what to record of it.
 struct Judged {
@@ -532,7 +541,10 @@ impl Conn {
         self.last_notify = Instant::now();
         if already {
             // Same job, maybe a new difficulty: shares now count at the new one.
-            if let Some(s) = self.sent.back_mut() {
+            if let Some(s) = self.sent.back_mut()
+                && s.difficulty != difficulty
+            {
+                s.previous = Some((s.difficulty, Instant::now()));
                 s.difficulty = difficulty;
             }
         } else {
@@ -542,6 +554,7 @@ impl Conn {
             self.sent.push_back(SentJob {
                 job: Arc::clone(&job),
                 difficulty,
+                previous: None,
                 seen: HashSet::new(),
             });
         }
@@ -620,7 +633,11 @@ impl Conn {
             metrics.share("duplicate");
             return Judged::rejected(ErrorCode::Duplicate, "Duplicate share");
         }
-        let difficulty = sent.difficulty;
+        let mut difficulty = sent.difficulty;
+        let previous = sent
+            .previous
+            .filter(|(_, at)| at.elapsed() < RETARGET_GRACE)
+            .map(|(d, _)| d);
         let extranonce1 = self.session.extranonce1();
         let sub = Submission {
             extranonce1: &extranonce1,
@@ -632,7 +649,16 @@ impl Conn {
         let target = Difficulty::new(difficulty)
             .map(Difficulty::to_target)
             .unwrap_or(sluice_core::DIFF1_TARGET);
-        let checked = job.work.check(&sub, self.session.version_mask(), &target);
+        let mut checked = job.work.check(&sub, self.session.version_mask(), &target);
+        // Found before the miner read the retarget: good at the old difficulty.
+        if let (Ok(c), Some(old)) = (&mut checked, previous)
+            && c.outcome == ShareOutcome::LowDifficulty
+            && let Ok(old_target) = Difficulty::new(old).map(Difficulty::to_target)
+            && old_target.is_met_by(c.hash)
+        {
+            c.outcome = ShareOutcome::Share;
+            difficulty = old;
+        }
         let ntime = check_ntime(submit.ntime, job.work.min_time, now_secs());
         let (status, verdict) = match (&checked, ntime) {
             (Err(SubmissionError::VersionBitsOutsideMask { bits, mask }), _) => (

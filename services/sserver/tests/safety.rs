@@ -95,8 +95,12 @@ async fn vardiff_raises_a_fast_miner() {
         .await;
     assert!(d >= 4.0 * DIFF, "{d}");
     job = m.job().await;
-    // Shares for the new job are judged at the new difficulty.
-    let low_for_new = loop {
+    let shares = rig.shares().await;
+    // A share the miner found at the old difficulty before it read the
+    // retarget still counts, at the old difficulty (a real miner has work in
+    // flight); one meeting the new difficulty counts at the new one; one
+    // meeting neither is refused.
+    let only_old = loop {
         let s = m.mine(&job, DIFF, None, Want::Share);
         let h = sluice_stratum::client::header(
             &job,
@@ -115,7 +119,27 @@ async fn vardiff_raises_a_fast_miner() {
             break s;
         }
     };
-    assert_eq!(m.submit(low_for_new).await.unwrap_err().code, 23);
+    m.submit(only_old.clone()).await.unwrap();
+    let rec = record_where(
+        &shares,
+        Duration::from_secs(20),
+        "the old-difficulty share",
+        |s| s.nonce == only_old.nonce && s.extranonce2 == only_old.extranonce2,
+    )
+    .await;
+    assert_eq!(rec.share_difficulty, DIFF);
+    let new = m.mine(&job, d, None, Want::Share);
+    m.submit(new.clone()).await.unwrap();
+    let rec = record_where(
+        &shares,
+        Duration::from_secs(20),
+        "the new-difficulty share",
+        |s| s.nonce == new.nonce && s.extranonce2 == new.extranonce2,
+    )
+    .await;
+    assert_eq!(rec.share_difficulty, d);
+    let low = m.mine(&job, DIFF, None, Want::Low);
+    assert_eq!(m.submit(low).await.unwrap_err().code, 23);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

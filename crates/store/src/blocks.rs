@@ -85,17 +85,18 @@ impl Store {
     }
 
     /// The newest `limit` blocks (by height, then by when they were found),
-    /// each with its unix time of recording.
+    /// of `user_id` only if given, each with its unix time of recording.
     pub async fn recent_found_blocks(
         &self,
         limit: u32,
+        user_id: Option<u32>,
     ) -> Result<Vec<(FoundBlock, u64)>, StoreError> {
         let rows: Vec<mysql_async::Row> =
             "SELECT height, hash, prev_hash, user_id, worker_id, worker_name, job_id, reward, \
              fees, size, tx_count, submit_results, is_orphaned, \
              CAST(UNIX_TIMESTAMP(created_at) AS UNSIGNED) FROM found_blocks \
-             ORDER BY height DESC, id DESC LIMIT ?"
-                .with((limit,))
+             WHERE (? IS NULL OR user_id = ?) ORDER BY height DESC, id DESC LIMIT ?"
+                .with((user_id, user_id, limit))
                 .fetch(self.pool())
                 .await
                 .map_err(|e| self.err(e))?;

@@ -386,6 +386,7 @@ async fn servers(State(stats): Shared) -> Response {
 #[derive(Debug, serde::Deserialize)]
 struct BlocksQuery {
     limit: Option<String>,
+    user_id: Option<String>,
 }
 
 async fn blocks(State(stats): Shared, Query(q): Query<BlocksQuery>) -> Response {
@@ -400,7 +401,18 @@ async fn blocks(State(stats): Shared, Query(q): Query<BlocksQuery>) -> Response 
             );
         }
     };
-    match stats.store.recent_found_blocks(limit).await {
+    let user = match q.user_id.as_deref().map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            return error(
+                &stats,
+                StatusCode::BAD_REQUEST,
+                "user_id must be a user's number",
+            );
+        }
+    };
+    match stats.store.recent_found_blocks(limit, user).await {
         Ok(rows) => {
             let list: Vec<Value> = rows
                 .into_iter()

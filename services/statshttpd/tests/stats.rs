@@ -139,6 +139,7 @@ async fn windows_tables_and_api_from_known_shares() {
         ("/api/v1/users/no-such-user-anywhere/workers", 404),
         ("/api/v1/blocks?limit=0", 400),
         ("/api/v1/blocks?limit=ten", 400),
+        ("/api/v1/blocks?user_id=-1", 400),
         ("/api/v1/nothing", 404),
     ] {
         let (status, v) = rig.get(path).await.unwrap();

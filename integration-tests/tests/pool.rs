@@ -1,0 +1,223 @@
+//! The whole pool, end to end, on the local stack's broker, ZooKeeper and
+//! MariaDB: nodesim → gbtmaker → jobmaker → sserver ← simulated miners with
+//! real proof of work → blkmaker → nodesim, and statshttpd watching. Blocks
+//! found by the miners are accepted by the node and recorded, statshttpd
+//! credits exactly the work the miners did, and blocks mined outside the
+//! pool reach every miner as a clean job.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoincore_rpc::RpcApi;
+use sluice_rig::Options;
+use sluice_testkit::{mysql_url, unique_name};
+use tokio_util::sync::CancellationToken;
+
+/// Network target 2^248-ish: one hash in about 256 is a block.
+const BITS: &str = "2000ffff";
+/// Every hash meets it: a simulated miner's share costs one hash.
+const SHARE_DIFFICULTY: f64 = 2e-10;
+const MINERS: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work() {
+    let pipeline = sluice_rig::pipeline(Options {
+        bits: BITS.into(),
+        ..Options::default()
+    })
+    .await;
+    let store = sluice_store::Store::new(&mysql_url()).unwrap();
+    let user = unique_name("e2e");
+    let user_id = store.ensure_user(&user).await.unwrap().id;
+
+    // sserver, blkmaker and statshttpd, in this process.
+    let stratum: SocketAddr = format!("127.0.0.1:{}", sluice_testkit::free_port())
+        .parse()
+        .unwrap();
+    let sserver = sserver::Config {
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        zookeeper: pipeline.zk.clone(),
+        mysql: sserver::MysqlConfig { url: mysql_url() },
+        listen: stratum,
+        server_id: 0,
+        extranonce2_size: 8,
+        version_mask: "1fffe000".into(),
+        solved_log: std::env::temp_dir().join(unique_name("e2e-solved-")),
+        proxy_protocol: false,
+        difficulty: sserver::DifficultyConfig {
+            default: SHARE_DIFFICULTY,
+            min: SHARE_DIFFICULTY / 2.0,
+            max: 1e-6,
+            share_interval_secs: 10.0,
+            retarget_secs: 300.0,
+        },
+        jobs: sserver::JobsConfig::default(),
+        users: sserver::UsersConfig::default(),
+        limits: sserver::Limits::default(),
+    };
+    let blkmaker = blkmaker::Config {
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        mysql: blkmaker::MysqlConfig { url: mysql_url() },
+        nodes: vec![pipeline.node.config("sim")],
+        group: unique_name("e2e-blkmaker-"),
+        templates_kept: 100,
+        template_wait_ms: 3_000,
+        retry_window_secs: 30,
+        rpc_timeout_secs: 10,
+        max_share_age_secs: 3_600,
+    };
+    let api_port = sluice_testkit::free_port();
+    let stats = statshttpd::Config {
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        mysql: statshttpd::MysqlConfig { url: mysql_url() },
+        zookeeper: Some(pipeline.zk.clone()),
+        nodes: vec![pipeline.node.config("sim")],
+        listen: format!("127.0.0.1:{api_port}").parse().unwrap(),
+        data_dir: std::env::temp_dir().join(unique_name("e2e-sharelog-")),
+        group: unique_name("e2e-stats-"),
+        network: "regtest".into(),
+        flush_interval_secs: 1,
+        events_tail: 1_000,
+    };
+    let ctxs: Vec<_> = (0..3).map(|_| sluice_rig::context()).collect();
+    tokio::spawn(sserver::run(sserver.clone(), ctxs[0].clone()));
+    tokio::spawn(blkmaker::run(blkmaker, ctxs[1].clone()));
+    tokio::spawn(statshttpd::run(stats.clone(), ctxs[2].clone()));
+
+    // The miners, with a block made on the node from outside every 3 s.
+    let height_before = pipeline.node.client().get_block_count().unwrap();
+    let mut options = simulator::Options::new(stratum, MINERS);
+    options.user = user.clone();
+    options.password = format!("d={SHARE_DIFFICULTY}");
+    options.rate = 100.0;
+    options.duration = 12.0;
+    options.node_rpc = Some(format!(
+        "http://sluice:sluice@{}",
+        pipeline.node.endpoints.rpc
+    ));
+    options.block_interval = 3.0;
+    let counters = Arc::new(simulator::Counters::default());
+    let report = simulator::run(options, counters.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    eprintln!("{}", report.table());
+    assert_eq!(report.connected, MINERS as u64, "{report:?}");
+    assert!(report.accepted >= 200, "{report:?}");
+    for why in report.rejected_by_reason.keys() {
+        assert!(
+            why.starts_with("21 "),
+            "only stale shares (new blocks) are rejected: {report:?}"
+        );
+    }
+
+    // Blocks made outside reach every miner as a clean job.
+    assert!(report.blocks_made >= 3, "{report:?}");
+    assert_eq!(report.new_block_missed, 0, "{report:?}");
+    assert_eq!(
+        report.new_block_to_notify.count,
+        report.blocks_made * MINERS
+    );
+
+    // Blocks the miners found: accepted by the node, one row each, listed by
+    // the API.
+    let rows =
+        sluice_testkit::eventually(Duration::from_secs(30), "found blocks recorded", || async {
+            let rows = store
+                .recent_found_blocks(1000, Some(user_id))
+                .await
+                .unwrap();
+            (rows.len() >= 2).then_some(rows)
+        })
+        .await;
+    // A block the pool finds just as one made outside arrives loses the race:
+    // nodesim, like Core, stores it on a side branch ("inconclusive").
+    let client = pipeline.node.client();
+    let mut accepted = 0;
+    for (block, _) in &rows {
+        let result = &block.submit_results;
+        assert!(
+            result.contains("accepted") || result.contains("inconclusive"),
+            "{block:?}"
+        );
+        if result.contains("accepted") {
+            accepted += 1;
+            let hash: bitcoin::BlockHash = block.hash.parse().unwrap();
+            let header = client.get_block_header_info(&hash).unwrap();
+            assert!(
+                header.confirmations >= 1,
+                "{hash} is on nodesim's best chain"
+            );
+            assert_eq!(header.height as u32, block.height);
+        }
+    }
+    assert!(accepted >= 1, "{rows:?}");
+    let height_after = client.get_block_count().unwrap();
+    assert!(
+        height_after >= height_before + report.blocks_made as u64 + accepted,
+        "the chain grew by the blocks made outside and those the pool found"
+    );
+    let listed = sluice_testkit::eventually(Duration::from_secs(30), "the blocks API", || async {
+        let (status, body) = http_json(
+            api_port,
+            &format!("/api/v1/blocks?user_id={user_id}&limit=1000"),
+        )
+        .await?;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let mut api: Vec<String> = listed["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap().to_owned())
+        .collect();
+    let mut table: Vec<String> = store
+        .recent_found_blocks(1000, Some(user_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(b, _)| b.hash)
+        .collect();
+    api.sort();
+    table.sort();
+    assert_eq!(api, table, "found_blocks and /api/v1/blocks agree");
+
+    // statshttpd credits the work the miners did: its pool's accepted
+    // difficulty over the hour equals what the simulator had accepted.
+    let simulated = counters.accepted_difficulty();
+    let credited =
+        sluice_testkit::eventually(Duration::from_secs(30), "statshttpd caught up", || async {
+            let (status, pool) = http_json(api_port, "/api/v1/pool").await?;
+            let credited = pool["shares"]["1h"]["accept"].as_f64()?;
+            (status == 200 && (credited - simulated).abs() <= simulated * 0.01).then_some(credited)
+        })
+        .await;
+    let ratio = credited / simulated;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "statshttpd {credited} vs simulator {simulated}"
+    );
+    let (_, pool) = http_json(api_port, "/api/v1/pool").await.unwrap();
+    assert_eq!(pool["workers"], MINERS);
+    assert_eq!(pool["users"], 1);
+
+    for c in &ctxs {
+        c.shutdown.token().cancel();
+    }
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&stats.data_dir);
+}
+
+async fn http_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    let path = path.to_owned();
+    let (status, text) = tokio::task::spawn_blocking(move || sluice_testkit::http_get(port, &path))
+        .await
+        .unwrap()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, serde_json::from_str(body).ok()?))
+}

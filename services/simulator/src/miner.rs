@@ -1,0 +1,306 @@
+//! One simulated miner: a connection, its handshake, its shares; again
+//! after a lost connection or a `client.reconnect`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bitcoin::BlockHash;
+use sluice_core::Difficulty;
+use sluice_stratum::LineFramer;
+use sluice_stratum::client::{ClientEvent, ClientSession, header};
+use sluice_stratum::message::{Configure, Notification, Notify, Request, ServerMessage, Submit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::Shared;
+
+/// The BIP310 mask the miner asks for (what ASICs ask for).
+const MASK: u32 = 0x1fff_e000;
+/// Hashes between two yields to the runtime while grinding.
+const GRIND_SLICE: u64 = 4_096;
+
+enum Ended {
+    Stopped,
+    /// Connected and authorized once, then lost.
+    Lost(String),
+    /// Never got as far as authorized.
+    Failed(String),
+}
+
+/// What one miner measured, merged into the shared report at the end.
+#[derive(Default)]
+struct Measured {
+    round_trips: Vec<u32>,
+    clean: Vec<(BlockHash, Instant)>,
+    rejections: HashMap<String, u64>,
+}
+
+/// Mines until the simulation stops.
+pub(crate) async fn run(shared: Arc<Shared>, index: usize, rate: f64) {
+    let mut measured = Measured::default();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let ended = session(&shared, index, rate, &mut measured).await;
+        let pause = match ended {
+            Ended::Stopped => break,
+            Ended::Lost(why) => {
+                shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(index, why, "connection lost; reconnecting");
+                backoff = Duration::from_millis(200);
+                backoff
+            }
+            Ended::Failed(why) => {
+                shared
+                    .counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(index, why, "could not connect; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
+            }
+        };
+        // Spread the reconnects of many miners over the pause.
+        let jitter = pause.mul_f64(((index * 7919) % 1000) as f64 / 1000.0);
+        tokio::select! {
+            () = shared.stop.cancelled() => break,
+            () = tokio::time::sleep(pause / 2 + jitter / 2) => {}
+        }
+    }
+    shared
+        .round_trips
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(measured.round_trips);
+    shared
+        .clean_seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(measured.clean);
+    let mut rejections = shared
+        .rejections
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (why, n) in measured.rejections {
+        *rejections.entry(why).or_default() += n;
+    }
+}
+
+async fn send(out: &mut OwnedWriteHalf, request: &Request) -> std::io::Result<()> {
+    let mut line = request.to_line();
+    line.push('\n');
+    out.write_all(line.as_bytes()).await
+}
+
+/// One connection, from connect to its end.
+async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> Ended {
+    let o = &shared.options;
+    let socket = match TcpSocket::new_v4() {
+        Ok(s) => s,
+        Err(e) => return Ended::Failed(e.to_string()),
+    };
+    if let Some(ip) = o.source(index)
+        && let Err(e) = socket.bind((ip, 0).into())
+    {
+        return Ended::Failed(format!("bind {ip}: {e}"));
+    }
+    let stream = tokio::select! {
+        () = shared.stop.cancelled() => return Ended::Stopped,
+        r = tokio::time::timeout(Duration::from_secs(10), socket.connect(o.server)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Ended::Failed(e.to_string()),
+            Err(_) => return Ended::Failed("connect timed out".into()),
+        },
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut out) = stream.into_split();
+    let mut client = ClientSession::new();
+    let login = format!("{}.{}-{:05}", o.user, o.worker_prefix, index);
+    let handshake = [
+        client.subscribe("sluice-simulator/0.1"),
+        client.configure(Configure {
+            version_rolling_mask: Some(MASK),
+            ..Default::default()
+        }),
+        client.authorize(&login, &o.password),
+    ];
+    for r in &handshake {
+        if let Err(e) = send(&mut out, r).await {
+            return Ended::Failed(e.to_string());
+        }
+    }
+
+    let mut framer = LineFramer::new(1 << 20);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut authorized = false;
+    let mut extranonce1 = Vec::new();
+    let mut extranonce2_size = 8;
+    let mut extranonce2: u64 = (index as u64) << 40;
+    let mut difficulty = 1.0;
+    let mut job: Option<Notify> = None;
+    let mut pending: HashMap<u64, (Instant, f64)> = HashMap::new();
+    let mut tag = 0u64;
+    // Spread the miners' submits over the period instead of in step. A
+    // miner has a fixed hashrate: when the server raises its difficulty
+    // (vardiff), it submits proportionally less often, as a real one would.
+    let period = if rate > 0.0 {
+        Duration::from_secs_f64(1.0 / rate)
+    } else {
+        Duration::from_secs(3600)
+    };
+    let offset = period.mul_f64(((index as f64) * 0.618_033_988_75).fract());
+    let mut next_submit = tokio::time::Instant::now() + period + offset;
+    let mut start_difficulty: Option<f64> = None;
+
+    let end = |authorized: bool, why: String| {
+        if authorized {
+            shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
+            Ended::Lost(why)
+        } else {
+            Ended::Failed(why)
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => {
+                if authorized {
+                    shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+                return Ended::Stopped;
+            }
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => return end(authorized, "closed by the server".into()),
+                    Ok(n) => n,
+                    Err(e) => return end(authorized, e.to_string()),
+                };
+                framer.push(&buf[..n]);
+                loop {
+                    let line = match framer.next_line() {
+                        Ok(Some(line)) => line,
+                        Ok(None) => break,
+                        Err(e) => return end(authorized, format!("bad line from the server: {e}")),
+                    };
+                    let Ok(message) = ServerMessage::parse(&line) else {
+                        return end(authorized, format!("unparsable line from the server: {line:.120}"));
+                    };
+                    match client.on_message(message) {
+                        ClientEvent::Subscribed(s) => {
+                            extranonce1 = s.extranonce1;
+                            extranonce2_size = s.extranonce2_size;
+                        }
+                        ClientEvent::Authorized(Ok(())) => {
+                            authorized = true;
+                            shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ClientEvent::Authorized(Err(e)) => {
+                            return Ended::Failed(format!("authorize refused: {} {}", e.code, e.message));
+                        }
+                        ClientEvent::Job(n) => {
+                            if n.clean {
+                                shared.counters.clean_jobs.fetch_add(1, Ordering::Relaxed);
+                                m.clean.push((n.prev_hash, Instant::now()));
+                            }
+                            job = Some(n);
+                        }
+                        ClientEvent::Difficulty(d) => {
+                            difficulty = d;
+                            start_difficulty.get_or_insert(d);
+                        }
+                        ClientEvent::ShareResult { tag, result } => {
+                            let Some((sent, d)) = pending.remove(&tag) else { continue };
+                            let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                            m.round_trips.push(micros);
+                            match result {
+                                Ok(()) => {
+                                    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                                    shared.counters.add_accepted_difficulty(d);
+                                }
+                                Err(e) => {
+                                    shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                    *m.rejections.entry(format!("{} {}", e.code, e.message)).or_default() += 1;
+                                }
+                            }
+                        }
+                        ClientEvent::Notification(Notification::Reconnect { .. }) => {
+                            return end(authorized, "asked to reconnect".into());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_submit), if rate > 0.0 && authorized && job.is_some() => {
+                let scale = difficulty / start_difficulty.unwrap_or(difficulty);
+                let now = tokio::time::Instant::now();
+                next_submit = (next_submit + period.mul_f64(scale.max(1e-3))).max(now);
+                let Some(j) = &job else { continue };
+                if pending.len() >= shared.options.max_in_flight {
+                    continue;
+                }
+                extranonce2 = extranonce2.wrapping_add(1);
+                let en2: Vec<u8> = extranonce2.to_be_bytes()[8usize.saturating_sub(extranonce2_size)..].to_vec();
+                let Some(nonce) = grind(j, &extranonce1, &en2, difficulty, shared).await else {
+                    shared.counters.too_hard.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                tag += 1;
+                let request = client.submit(
+                    Submit {
+                        worker: login.clone(),
+                        job_id: j.job_id.clone(),
+                        extranonce2: en2,
+                        ntime: j.time,
+                        nonce,
+                        version_bits: Some(0),
+                    },
+                    tag,
+                );
+                pending.insert(tag, (Instant::now(), difficulty));
+                shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = send(&mut out, &request).await {
+                    return end(authorized, e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A nonce whose header meets `difficulty`, within `max_hashes` tries.
+async fn grind(
+    job: &Notify,
+    extranonce1: &[u8],
+    extranonce2: &[u8],
+    difficulty: f64,
+    shared: &Shared,
+) -> Option<u32> {
+    let max_hashes = shared.options.max_hashes;
+    let target = Difficulty::new(difficulty).ok()?.to_target();
+    let mut tried = 0u64;
+    for nonce in 0..=u32::MAX {
+        let h = header(
+            job,
+            extranonce1,
+            extranonce2,
+            job.time,
+            nonce,
+            Some(0),
+            MASK,
+        );
+        if target.is_met_by(h.block_hash()) {
+            return Some(nonce);
+        }
+        tried += 1;
+        if tried >= max_hashes {
+            return None;
+        }
+        if tried.is_multiple_of(GRIND_SLICE) {
+            if shared.stop.is_cancelled() {
+                return None;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    None
+}

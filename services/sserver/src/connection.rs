@@ -23,7 +23,7 @@ use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
 use sluice_stratum::{
     ErrorCode, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
@@ -110,7 +110,11 @@ struct SentJob {
     /// and when: shares in flight at the old one still count, at the old
     /// one, for [`RETARGET_GRACE`].
     previous: Option<(f64, Instant)>,
-    seen: HashSet<(u64, u32, u32, u32)>,
+    /// Shares seen for this job, by a keyed 64-bit hash of (extranonce2,
+    /// ntime, nonce, version bits): 8 bytes a share instead of 20. The key
+    /// is random per process, so no miner can aim for a collision; a chance
+    /// one (2^-64 per pair) would refuse one share as a duplicate.
+    seen: HashSet<u64>,
 }
 
 /// How long after a retarget on the same job a share meeting only the old
@@ -144,7 +148,7 @@ struct Conn {
     index: SessionIndex,
     peer: SocketAddr,
     board: watch::Receiver<Arc<Board>>,
-    out: BufWriter<OwnedWriteHalf>,
+    out: Outbox,
     miner: Option<Miner>,
     vardiff: Option<Vardiff>,
     suggested: Option<f64>,
@@ -190,7 +194,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut framer = LineFramer::new(shared.config.max_line_bytes);
     let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
     let peer = if shared.config.proxy_protocol {
-        match read_proxy_header(&mut rd, &mut framer, shared.config.preauth_timeout).await {
+        match Box::pin(read_proxy_header(
+            &mut rd,
+            &mut framer,
+            shared.config.preauth_timeout,
+        ))
+        .await
+        {
             Ok(Some(real)) => SocketAddr::new(canonical_ip(real.ip()), real.port()),
             Ok(None) => peer,
             Err(error) => {
@@ -227,7 +237,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         session,
         index,
         peer,
-        out: BufWriter::new(wr),
+        out: Outbox {
+            wr,
+            pending: Vec::new(),
+        },
         miner: None,
         vardiff: None,
         suggested: None,
@@ -290,14 +303,13 @@ impl Conn {
         rd: &mut tokio::net::tcp::OwnedReadHalf,
         mut framer: LineFramer,
     ) -> End {
-        let mut buf = vec![0u8; 4096];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
         let mut drain_at: Option<tokio::time::Instant> = None;
         let drain = self.shared.drain.clone();
         // Lines already buffered with the PROXY header.
-        if let Err(end) = self.process(&mut framer).await {
+        if let Err(end) = Box::pin(self.process(&mut framer)).await {
             return end;
         }
         loop {
@@ -315,31 +327,47 @@ impl Conn {
             tokio::select! {
                 biased;
                 () = drain.cancelled(), if drain_at.is_none() => {
-                    drain_at = Some(self.start_drain().await);
+                    drain_at = Some(Box::pin(self.start_drain()).await);
                 }
                 () = async { if let Some(at) = drain_at { tokio::time::sleep_until(at).await } }, if drain_at.is_some() => {
                     return End::Drained;
                 }
-                read = rd.read(&mut buf) => match read {
-                    Ok(0) => return End::Eof,
-                    Ok(n) => {
+                readable = rd.readable() => {
+                    if let Err(e) = readable {
+                        return End::Io(e);
+                    }
+                    // The read buffer lives on the stack only while reading:
+                    // an idle connection holds no buffer at all.
+                    let got = {
+                        let mut chunk = [0u8; 2048];
+                        match rd.try_read(&mut chunk) {
+                            Ok(0) => return End::Eof,
+                            Ok(n) => {
+                                framer.push(&chunk[..n]);
+                                true
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                            Err(e) => return End::Io(e),
+                        }
+                    };
+                    if got {
                         last_read = Instant::now();
-                        framer.push(&buf[..n]);
-                        if let Err(end) = self.process(&mut framer).await {
+                        // Boxed: the request handling's state is allocated while it
+                        // runs, not carried in every idle connection's task.
+                        if let Err(end) = Box::pin(self.process(&mut framer)).await {
                             let _ = self.out.flush().await;
                             return end;
                         }
                     }
-                    Err(e) => return End::Io(e),
-                },
+                }
                 changed = self.board.changed(), if authorized => {
                     if changed.is_err() {
                         return End::Drained;
                     }
-                    self.notify_latest(false).await;
+                    Box::pin(self.notify_latest(false)).await;
                 }
                 _ = tick.tick() => {
-                    if let Some(end) = self.on_tick(last_read).await {
+                    if let Some(end) = Box::pin(self.on_tick(last_read)).await {
                         return end;
                     }
                 }
@@ -629,7 +657,7 @@ impl Conn {
             submit.nonce,
             submit.version_bits.unwrap_or(0),
         );
-        if !sent.seen.insert(key) {
+        if !sent.seen.insert(share_key(key)) {
             metrics.share("duplicate");
             return Judged::rejected(ErrorCode::Duplicate, "Duplicate share");
         }
@@ -807,8 +835,38 @@ impl Conn {
 
     /// Queues one line (newline added); errors surface at the next flush.
     async fn send_line(&mut self, line: &str) {
-        let _ = self.out.write_all(line.as_bytes()).await;
-        let _ = self.out.write_all(b"\n").await;
+        self.out.push(line);
+    }
+}
+
+/// The keyed hash [`SentJob::seen`] holds.
+fn share_key(share: (u64, u32, u32, u32)) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new).hash_one(share)
+}
+
+/// Lines waiting to be written. Unlike a `BufWriter` (8 KiB per connection
+/// from the start), it holds memory only between a reply and its flush.
+struct Outbox {
+    wr: OwnedWriteHalf,
+    pending: Vec<u8>,
+}
+
+impl Outbox {
+    fn push(&mut self, line: &str) {
+        self.pending.reserve(line.len() + 1);
+        self.pending.extend_from_slice(line.as_bytes());
+        self.pending.push(b'\n');
+    }
+
+    /// Writes everything queued, then lets the buffer go.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.wr.write_all(&pending).await
     }
 }
 

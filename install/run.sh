@@ -5,7 +5,8 @@
 # nodesim stands in for bitcoind; gbtmaker and jobmaker turn its templates
 # into Stratum jobs on Kafka; sserver serves them to miners on port 3333;
 # blkmaker submits the blocks they find to the node and records them;
-# statshttpd keeps the share log, the statistics and the HTTP API on :8080.
+# statshttpd keeps the share log, the statistics and the HTTP API on :8080;
+# then the simulator mines on it for a minute and the results are shown.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -19,10 +20,16 @@ supervisorctl_ restart gbtmaker >/dev/null
 gbtmaker_healthy() { curl -sf http://127.0.0.1:9101/health >/dev/null; }
 wait_until 30 "gbtmaker to publish templates (127.0.0.1:9101/health)" gbtmaker_healthy
 log "gbtmaker publishes templates to BtcRawGbt: $(curl -s http://127.0.0.1:9101/health)"
+# The standby stops first, so that the restarted jobmaker leads again.
+supervisorctl_ stop jobmaker-standby >/dev/null || true
 supervisorctl_ restart jobmaker >/dev/null
 jobmaker_leads() { curl -sf http://127.0.0.1:9102/health | grep -q 'leader, epoch'; }
 wait_until 30 "jobmaker to lead and publish jobs (127.0.0.1:9102/health)" jobmaker_leads
 log "jobmaker publishes jobs to BtcJob: $(curl -s http://127.0.0.1:9102/health)"
+supervisorctl_ start jobmaker-standby >/dev/null
+standby_waits() { curl -sf http://127.0.0.1:9107/health | grep -q 'standby'; }
+wait_until 30 "the second jobmaker to stand by (127.0.0.1:9107/health)" standby_waits
+log "a second jobmaker stands by: $(curl -s http://127.0.0.1:9107/health)"
 # Show it working: a block found on the node becomes a clean job on Kafka.
 height_before=$(curl -s -u sluice:sluice -d '{"jsonrpc":"1.0","id":1,"method":"getblockcount","params":[]}' \
     http://127.0.0.1:18443/ | sed -n 's/.*"result":\([0-9]*\).*/\1/p')
@@ -68,6 +75,41 @@ echo
 log "its health (http://127.0.0.1:8080/api/v1/health):"
 curl -s http://127.0.0.1:8080/api/v1/health
 echo
+# Show it mining: simulated miners with real proof of work for a minute.
+SIM_MINERS=${SLUICE_SIM_MINERS:-100}
+SIM_SECONDS=${SLUICE_SIM_SECONDS:-60}
+blocks_before=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
+log "the simulator: $SIM_MINERS miners as demo.sim-NNNNN for $SIM_SECONDS s, blocks made outside every 20 s"
+"$SLUICE_BIN/simulator" --server 127.0.0.1:3333 -n "$SIM_MINERS" --rate $((SIM_MINERS / 2)) \
+    --duration "$SIM_SECONDS" --user demo --password d=0.0000000002 --quiet \
+    --node-rpc http://sluice:sluice@127.0.0.1:18443 --block-interval 20
+sleep 2  # one statshttpd flush and blkmaker's last answers
+demo_id=$(curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
+log "blocks the simulated miners found (http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id), newest first:"
+curl -s "http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id&limit=8" | python3 -c '
+import json, sys
+for b in json.load(sys.stdin)["blocks"]:
+    print("  height %d %s by %s: %s" % (b["height"], b["hash"][:16], b["worker_name"], b["submit_results"]))'
+blocks_after=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
+log "found_blocks: $((blocks_after - blocks_before)) new rows in this run"
+log "statshttpd (http://127.0.0.1:8080/api/v1/pool, /api/v1/users/demo/workers):"
+curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c '
+import json, sys
+u = json.load(sys.stdin)
+h = u["hashrate"]
+print("  user demo: %d workers, hashrate %.1f / %.1f / %.1f H/s over 5 m / 15 m / 1 h" % (u["workers"], h["5m"], h["15m"], h["1h"]))'
+curl -s http://127.0.0.1:8080/api/v1/users/demo/workers | python3 -c '
+import json, sys
+w = json.load(sys.stdin)["workers"][0]
+print("  worker %s: hashrate %.2f H/s over 5 m, %d accepted shares, last from %s" % (w["name"], w["hashrate"]["5m"], w["accept_count"], w["last_share_ip"]))'
+curl -s http://127.0.0.1:8080/api/v1/pool | python3 -c '
+import json, sys
+p = json.load(sys.stdin)
+h = p["hashrate"]
+print("  pool: %d users, %d workers, hashrate %.1f / %.1f / %.1f H/s, %s blocks recorded, network height %d" % (p["users"], p["workers"], h["5m"], h["15m"], h["1h"], p["blocks_found"], p["network_height"]))'
+echo
 supervisorctl_ status
+echo
+log "point a miner at stratum+tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):3333 (any user.worker login)"
 echo
 log "the local stack is running; logs in $SLUICE_STATE/log, stop it with: install/stack.sh down"

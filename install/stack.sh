@@ -63,7 +63,7 @@ SQL
 
 # The pool's binaries, for supervisord and for sluicectl below.
 build_binaries() {
-    (cd "$SLUICE_HOME" && cargo build --quiet -p sluicectl -p nodesim -p gbtmaker -p jobmaker -p sserver -p blkmaker -p statshttpd)
+    (cd "$SLUICE_HOME" && cargo build --quiet -p sluicectl -p nodesim -p gbtmaker -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator)
 }
 
 sluicectl() { "$SLUICE_BIN/sluicectl" "$@"; }

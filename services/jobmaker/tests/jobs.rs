@@ -107,11 +107,20 @@ fn payout_addresses_must_match_the_network() {
     assert!(unknown.validate().unwrap_err().contains("network \"moon\""));
 }
 
-/// The commented example config loads and validates.
+/// The commented example configs (the leader's and the local standby's)
+/// load and validate; the standby differs only in instance and admin port.
 #[test]
-fn the_example_config_is_valid() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/jobmaker.toml");
-    let config: jobmaker::Config = sluice_service::load_config(&path).unwrap();
+fn the_example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+    let config: jobmaker::Config = sluice_service::load_config(&dir.join("jobmaker.toml")).unwrap();
     assert_eq!(config.network, "regtest");
+    let standby: jobmaker::Config =
+        sluice_service::load_config(&dir.join("jobmaker-standby.toml")).unwrap();
+    assert_eq!(standby.service.instance, "standby");
+    assert_ne!(standby.service.admin_listen, config.service.admin_listen);
+    assert_eq!(
+        standby.zookeeper.root, config.zookeeper.root,
+        "one election"
+    );
+    assert_eq!(standby.kafka.topics, config.kafka.topics);
 }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Load-tests a whole sserver with the simulator, on the running local stack
+# (install/stack.sh up) but beside the local pool: its own nodesim (hard
+# bits, so shares are not blocks), gbtmaker, jobmaker and sserver on other
+# ports, Bench* topics and the ZooKeeper root /sluice-bench. Release builds.
+#
+#   install/bench-pool.sh [miners] [shares/s] [seconds] [block interval s]
+#
+# Prints the simulator's report (JSON) and sserver's memory: resident set
+# before the miners connect and at its peak, per connection.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$SLUICE_HOME"
+
+MINERS=${1:-10000}
+RATE=${2:-20000}
+SECONDS_=${3:-30}
+BLOCKS=${4:-0}
+REL="$CARGO_TARGET_DIR/release"
+WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+log "building release binaries (once: several minutes)"
+cargo build --release --quiet -p sluicectl -p nodesim -p gbtmaker -p jobmaker -p sserver -p simulator
+
+topics() {
+    sed -e 's/"BtcRawGbt"/"BenchRawGbt"/; s/"BtcJob"/"BenchJob"/; s/"BtcShare"/"BenchShare"/' \
+        -e 's/"BtcSolvedShare"/"BenchSolvedShare"/; s/"BtcEvent"/"BenchEvent"/' \
+        -e 's|root = "/sluice"|root = "/sluice-bench"|'
+}
+topics < deploy/config/sluicectl.toml > "$WORK/sluicectl.toml"
+sed -e 's/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/; s/127.0.0.1:9105/127.0.0.1:9115/' \
+    -e 's/^bits = .*/bits = "1d00ffff"/' deploy/config/nodesim.toml > "$WORK/nodesim.toml"
+topics < deploy/config/gbtmaker.toml | sed -e 's/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/' \
+    -e 's/127.0.0.1:9101/127.0.0.1:9111/' > "$WORK/gbtmaker.toml"
+topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/' > "$WORK/jobmaker.toml"
+# Every hash a share (difficulty 2e-10 saturates the target), never a retarget.
+topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/127.0.0.1:9103/127.0.0.1:9113/' \
+    -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
+    -e 's/^default = .*/default = 0.0000000002/; s/^min = .*/min = 0.0000000002/; s/^max = .*/max = 0.0000000002/' \
+    > "$WORK/sserver.toml"
+
+"$REL/sluicectl" -c "$WORK/sluicectl.toml" create-topics >/dev/null
+start() {
+    local name=$1
+    "$REL/$name" -c "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+}
+start nodesim
+wait_until 30 "bench nodesim on 127.0.0.1:18543" tcp_open 127.0.0.1 18543
+start gbtmaker
+start jobmaker
+jobmaker_leads() { curl -sf http://127.0.0.1:9112/health | grep -q 'leader, epoch'; }
+wait_until 60 "bench jobmaker to lead" jobmaker_leads
+start sserver
+SSERVER_PID=${PIDS[-1]}
+sserver_serving() { curl -sf http://127.0.0.1:9113/health | grep -q 'server id'; }
+wait_until 60 "bench sserver to serve on 127.0.0.1:3334" sserver_serving
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$SSERVER_PID/status"; }
+RSS_IDLE=$(rss_kib)
+PEAK_FILE="$WORK/peak"
+echo "$RSS_IDLE" >"$PEAK_FILE"
+(
+    while kill -0 "$SSERVER_PID" 2>/dev/null; do
+        r=$(rss_kib || echo 0)
+        [ "${r:-0}" -gt "$(cat "$PEAK_FILE")" ] && echo "$r" >"$PEAK_FILE"
+        sleep 0.5
+    done
+) &
+PIDS+=($!)
+
+log "simulator: $MINERS miners, $RATE shares/s, $SECONDS_ s"
+node_args=()
+if [ "$BLOCKS" != 0 ]; then
+    node_args=(--node-rpc http://sluice:sluice@127.0.0.1:18543 --block-interval "$BLOCKS")
+fi
+"$REL/simulator" --server 127.0.0.1:3334 -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
+    --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
+RSS_PEAK=$(cat "$PEAK_FILE")
+echo "sserver RSS: idle $((RSS_IDLE / 1024)) MiB, peak $((RSS_PEAK / 1024)) MiB," \
+    "$(( (RSS_PEAK - RSS_IDLE) * 1024 / MINERS )) bytes per connection"
+echo "sserver CPU: $(ps -o times= -p "$SSERVER_PID") s; work files in $WORK"

@@ -12,10 +12,18 @@ source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
 
 bash install/stack.sh up
+# With SLUICE_NODE_RPC_URL (and the other settings of install/render-config.py)
+# the pool mines on the operator's own bitcoind: no nodesim, no simulator.
+OWN_NODE=${SLUICE_NODE_RPC_URL:+1}
+if [ -z "$OWN_NODE" ]; then
+    supervisorctl_ start nodesim >/dev/null || true  # keeps its chain when already running
+    wait_until 30 "nodesim RPC on 127.0.0.1:18443" tcp_open 127.0.0.1 18443
+    log "nodesim (regtest Bitcoin Core stand-in) answers on 127.0.0.1:18443, ZMQ hashblock on 28332"
+else
+    supervisorctl_ stop nodesim >/dev/null || true
+    log "mining on the operator's node at $SLUICE_NODE_RPC_URL (network ${SLUICE_NETWORK:-regtest})"
+fi
 # restart, not start: pick up binaries the stack step just rebuilt.
-supervisorctl_ start nodesim >/dev/null || true  # keeps its chain when already running
-wait_until 30 "nodesim RPC on 127.0.0.1:18443" tcp_open 127.0.0.1 18443
-log "nodesim (regtest Bitcoin Core stand-in) answers on 127.0.0.1:18443, ZMQ hashblock on 28332"
 supervisorctl_ restart gbtmaker >/dev/null
 gbtmaker_healthy() { curl -sf http://127.0.0.1:9101/health >/dev/null; }
 wait_until 30 "gbtmaker to publish templates (127.0.0.1:9101/health)" gbtmaker_healthy
@@ -30,17 +38,21 @@ supervisorctl_ start jobmaker-standby >/dev/null
 standby_waits() { curl -sf http://127.0.0.1:9107/health | grep -q 'standby'; }
 wait_until 30 "the second jobmaker to stand by (127.0.0.1:9107/health)" standby_waits
 log "a second jobmaker stands by: $(curl -s http://127.0.0.1:9107/health)"
-# Show it working: a block found on the node becomes a clean job on Kafka.
-height_before=$(curl -s -u sluice:sluice -d '{"jsonrpc":"1.0","id":1,"method":"getblockcount","params":[]}' \
-    http://127.0.0.1:18443/ | sed -n 's/.*"result":\([0-9]*\).*/\1/p')
-curl -s -u sluice:sluice -o /dev/null \
-    -d '{"jsonrpc":"1.0","id":1,"method":"generatetoaddress","params":[1,"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"]}' \
-    http://127.0.0.1:18443/
-new_height=$((height_before + 2))
-clean_job_at_new_height() { "$SLUICE_BIN/sluicectl" tail job -n 3 | grep -q "height $new_height clean true"; }
-wait_until 20 "a clean job for the new block" clean_job_at_new_height
-log "nodesim mined block $((height_before + 1)); the newest jobs on BtcJob:"
-"$SLUICE_BIN/sluicectl" tail job -n 3
+if [ -z "$OWN_NODE" ]; then
+    # Show it working: a block found on the node becomes a clean job on Kafka.
+    height_before=$(curl -s -u sluice:sluice -d '{"jsonrpc":"1.0","id":1,"method":"getblockcount","params":[]}' \
+        http://127.0.0.1:18443/ | sed -n 's/.*"result":\([0-9]*\).*/\1/p')
+    curl -s -u sluice:sluice -o /dev/null \
+        -d '{"jsonrpc":"1.0","id":1,"method":"generatetoaddress","params":[1,"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"]}' \
+        http://127.0.0.1:18443/
+    new_height=$((height_before + 2))
+    clean_job_at_new_height() { "$SLUICE_BIN/sluicectl" tail job -n 3 | grep -q "height $new_height clean true"; }
+    wait_until 20 "a clean job for the new block" clean_job_at_new_height
+    log "nodesim mined block $((height_before + 1)); the newest jobs on BtcJob:"
+    "$SLUICE_BIN/sluicectl" tail job -n 3
+else
+    "$SLUICE_BIN/sluicectl" tail job -n 3
+fi
 supervisorctl_ restart blkmaker >/dev/null
 blkmaker_ready() { curl -sf http://127.0.0.1:9104/health | grep -q '"templates"'; }
 wait_until 30 "blkmaker to keep templates and wait for solved shares (127.0.0.1:9104/health)" blkmaker_ready
@@ -75,38 +87,40 @@ echo
 log "its health (http://127.0.0.1:8080/api/v1/health):"
 curl -s http://127.0.0.1:8080/api/v1/health
 echo
-# Show it mining: simulated miners with real proof of work for a minute.
-SIM_MINERS=${SLUICE_SIM_MINERS:-100}
-SIM_SECONDS=${SLUICE_SIM_SECONDS:-60}
-blocks_before=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
-log "the simulator: $SIM_MINERS miners as demo.sim-NNNNN for $SIM_SECONDS s, blocks made outside every 20 s"
-"$SLUICE_BIN/simulator" --server 127.0.0.1:3333 -n "$SIM_MINERS" --rate $((SIM_MINERS / 2)) \
-    --duration "$SIM_SECONDS" --user demo --password d=0.0000000002 --quiet \
-    --node-rpc http://sluice:sluice@127.0.0.1:18443 --block-interval 20
-sleep 2  # one statshttpd flush and blkmaker's last answers
-demo_id=$(curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
-log "blocks the simulated miners found (http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id), newest first:"
-curl -s "http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id&limit=8" | python3 -c '
+if [ -z "$OWN_NODE" ]; then
+    # Show it mining: simulated miners with real proof of work for a minute.
+    SIM_MINERS=${SLUICE_SIM_MINERS:-100}
+    SIM_SECONDS=${SLUICE_SIM_SECONDS:-60}
+    blocks_before=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
+    log "the simulator: $SIM_MINERS miners as demo.sim-NNNNN for $SIM_SECONDS s, blocks made outside every 20 s"
+    "$SLUICE_BIN/simulator" --server 127.0.0.1:3333 -n "$SIM_MINERS" --rate $((SIM_MINERS / 2)) \
+        --duration "$SIM_SECONDS" --user demo --password d=0.0000000002 --quiet \
+        --node-rpc http://sluice:sluice@127.0.0.1:18443 --block-interval 20
+    sleep 2  # one statshttpd flush and blkmaker's last answers
+    demo_id=$(curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
+    log "blocks the simulated miners found (http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id), newest first:"
+    curl -s "http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id&limit=8" | python3 -c '
 import json, sys
 for b in json.load(sys.stdin)["blocks"]:
     print("  height %d %s by %s: %s" % (b["height"], b["hash"][:16], b["worker_name"], b["submit_results"]))'
-blocks_after=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
-log "found_blocks: $((blocks_after - blocks_before)) new rows in this run"
-log "statshttpd (http://127.0.0.1:8080/api/v1/pool, /api/v1/users/demo/workers):"
-curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c '
+    blocks_after=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
+    log "found_blocks: $((blocks_after - blocks_before)) new rows in this run"
+    log "statshttpd (http://127.0.0.1:8080/api/v1/pool, /api/v1/users/demo/workers):"
+    curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c '
 import json, sys
 u = json.load(sys.stdin)
 h = u["hashrate"]
 print("  user demo: %d workers, hashrate %.1f / %.1f / %.1f H/s over 5 m / 15 m / 1 h" % (u["workers"], h["5m"], h["15m"], h["1h"]))'
-curl -s http://127.0.0.1:8080/api/v1/users/demo/workers | python3 -c '
+    curl -s http://127.0.0.1:8080/api/v1/users/demo/workers | python3 -c '
 import json, sys
 w = json.load(sys.stdin)["workers"][0]
 print("  worker %s: hashrate %.2f H/s over 5 m, %d accepted shares, last from %s" % (w["name"], w["hashrate"]["5m"], w["accept_count"], w["last_share_ip"]))'
-curl -s http://127.0.0.1:8080/api/v1/pool | python3 -c '
+    curl -s http://127.0.0.1:8080/api/v1/pool | python3 -c '
 import json, sys
 p = json.load(sys.stdin)
 h = p["hashrate"]
 print("  pool: %d users, %d workers, hashrate %.1f / %.1f / %.1f H/s, %s blocks recorded, network height %d" % (p["users"], p["workers"], h["5m"], h["15m"], h["1h"], p["blocks_found"], p["network_height"]))'
+fi
 echo
 supervisorctl_ status
 echo

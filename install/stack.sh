@@ -81,6 +81,9 @@ up() {
         bootstrap_database
     fi
     build_binaries
+    # The configs the services run with: deploy/config/ and the operator's
+    # settings from the environment (install/render-config.py lists them).
+    python3 "$SLUICE_HOME/install/render-config.py"
     sluicectl migrate
     sluicectl create-topics
     sluicectl check

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Writes the configs the local services run with: deploy/config/*.toml with the
+operator's settings from the environment applied, into OUT (default
+$SLUICE_STATE/config). Unset variables keep the example's value.
+
+  SLUICE_KAFKA_BROKERS, SLUICE_ZK, SLUICE_MYSQL_URL    the infrastructure
+  SLUICE_NODE_RPC_URL                                   bitcoind's RPC (http://host:port)
+  SLUICE_NODE_RPC_USER, SLUICE_NODE_RPC_PASSWORD        its credentials, or
+  SLUICE_NODE_COOKIE                                    its cookie file
+  SLUICE_NODE_ZMQ                                       its zmqpubhashblock (tcp://host:port)
+  SLUICE_PAYOUT_ADDRESS                                 where block rewards go
+  SLUICE_NETWORK                                        mainnet, testnet, testnet4, signet, regtest
+  SLUICE_MIN_DIFFICULTY, SLUICE_START_DIFFICULTY        sserver's lowest and starting difficulty
+
+nodesim.toml is copied as is: it is the stand-in, not the operator's node.
+"""
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+HOME = Path(__file__).resolve().parent.parent
+NODE_FILES = {"gbtmaker.toml", "blkmaker.toml", "statshttpd.toml"}
+
+
+def quoted(value: str) -> str:
+    # A JSON string of printable characters is a valid TOML basic string.
+    return json.dumps(value)
+
+
+def set_key(text: str, key: str, value: str) -> str:
+    pattern = re.compile(rf"^{re.escape(key)} = .*$", re.MULTILINE)
+    return pattern.sub(lambda _: f"{key} = {value}", text)
+
+
+def render(name: str, text: str, env: dict) -> str:
+    def get(var):
+        v = env.get(var, "")
+        return v if v else None
+
+    strings = {
+        "brokers": get("SLUICE_KAFKA_BROKERS"),
+        "connect": get("SLUICE_ZK"),
+        "url": get("SLUICE_MYSQL_URL"),
+    }
+    if name in NODE_FILES:
+        strings["rpc_url"] = get("SLUICE_NODE_RPC_URL")
+        strings["rpc_user"] = get("SLUICE_NODE_RPC_USER")
+        strings["rpc_password"] = get("SLUICE_NODE_RPC_PASSWORD")
+        strings["zmq_hashblock"] = get("SLUICE_NODE_ZMQ")
+    if name.startswith("jobmaker"):
+        strings["payout_address"] = get("SLUICE_PAYOUT_ADDRESS")
+    if name.startswith("jobmaker") or name == "statshttpd.toml":
+        strings["network"] = get("SLUICE_NETWORK")
+    for key, value in strings.items():
+        if value is not None:
+            text = set_key(text, key, quoted(value))
+    cookie = get("SLUICE_NODE_COOKIE")
+    if name in NODE_FILES and cookie:
+        text = re.sub(r"^# ?cookie_file = .*\n", "", text, flags=re.MULTILINE)
+        text = re.sub(
+            r"^(rpc_password = .*)$",
+            lambda m: f"{m.group(1)}\ncookie_file = {quoted(cookie)}",
+            text,
+            flags=re.MULTILINE,
+        )
+    if name == "sserver.toml":
+        low = get("SLUICE_MIN_DIFFICULTY")
+        start = get("SLUICE_START_DIFFICULTY")
+        for var, v in (("SLUICE_MIN_DIFFICULTY", low), ("SLUICE_START_DIFFICULTY", start)):
+            if v is not None:
+                try:
+                    if float(v) <= 0:
+                        raise ValueError
+                except ValueError:
+                    sys.exit(f"render-config: {var}={v!r} is not a positive number")
+        if low is not None:
+            text = set_key(text, "min", low)
+            current = re.search(r"^default = (.*)$", text, re.MULTILINE)
+            if start is None and current and float(current.group(1)) < float(low):
+                start = low
+        if start is not None:
+            text = set_key(text, "default", start)
+    return text
+
+
+def main() -> None:
+    state = os.environ.get("SLUICE_STATE", "/var/lib/sluice")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(state) / "config"
+    out.mkdir(parents=True, exist_ok=True)
+    for src in sorted((HOME / "deploy" / "config").glob("*.toml")):
+        text = src.read_text()
+        if src.name != "nodesim.toml":
+            text = render(src.name, text, os.environ)
+        (out / src.name).write_text(text)
+    print(f"configs written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+//! install/render-config.py: the configs the local services run with are the
+//! examples in deploy/config/, with the operator's settings from the
+//! environment applied, and every service accepts the result.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn render(env: &[(&str, &str)]) -> (PathBuf, std::process::Output) {
+    let out = std::env::temp_dir().join(sluice_testkit::unique_name("rendered-"));
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("install/render-config.py")).arg(&out);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SLUICE_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    let output = cmd.output().unwrap();
+    (out, output)
+}
+
+fn load<C: serde::de::DeserializeOwned + sluice_service::Validate>(dir: &Path, name: &str) -> C {
+    sluice_service::load_config(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn without_settings_the_examples_are_used_as_they_are() {
+    let (dir, output) = render(&[]);
+    assert!(output.status.success(), "{output:?}");
+    for entry in std::fs::read_dir(repo().join("deploy/config")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            std::fs::read_to_string(dir.join(name)).unwrap(),
+            "{name:?}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
+    let payout = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
+    let (dir, output) = render(&[
+        ("SLUICE_KAFKA_BROKERS", "kafka-1:9092,kafka-2:9092"),
+        ("SLUICE_ZK", "zk-1:2181"),
+        ("SLUICE_MYSQL_URL", "mysql://pool:s3cr%2Ft@db:3306/pool"),
+        ("SLUICE_NODE_RPC_URL", "http://10.0.0.5:8332"),
+        ("SLUICE_NODE_COOKIE", "/var/lib/bitcoind/.cookie"),
+        ("SLUICE_NODE_ZMQ", "tcp://10.0.0.5:28332"),
+        ("SLUICE_PAYOUT_ADDRESS", payout),
+        ("SLUICE_NETWORK", "mainnet"),
+        ("SLUICE_MIN_DIFFICULTY", "4096"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+
+    let gbt: gbtmaker::Config = load(&dir, "gbtmaker.toml");
+    let node = &gbt.nodes[0];
+    assert_eq!(node.rpc_url, "http://10.0.0.5:8332");
+    assert_eq!(
+        node.cookie_file.as_deref(),
+        Some(Path::new("/var/lib/bitcoind/.cookie"))
+    );
+    assert_eq!(node.zmq_hashblock.as_deref(), Some("tcp://10.0.0.5:28332"));
+    assert_eq!(gbt.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+    for name in ["jobmaker.toml", "jobmaker-standby.toml"] {
+        let job: jobmaker::Config = load(&dir, name);
+        assert_eq!(
+            (job.payout_address.as_str(), job.network.as_str()),
+            (payout, "mainnet")
+        );
+        assert_eq!(job.zookeeper.connect, "zk-1:2181");
+    }
+    let ss: sserver::Config = load(&dir, "sserver.toml");
+    assert_eq!((ss.difficulty.min, ss.difficulty.default), (4096.0, 4096.0));
+    assert_eq!(ss.mysql.url, "mysql://pool:s3cr%2Ft@db:3306/pool");
+    let blk: blkmaker::Config = load(&dir, "blkmaker.toml");
+    assert_eq!(blk.nodes[0].rpc_url, "http://10.0.0.5:8332");
+    assert!(blk.nodes[0].cookie_file.is_some());
+    let stats: statshttpd::Config = load(&dir, "statshttpd.toml");
+    assert_eq!(stats.network, "mainnet");
+    assert_eq!(stats.nodes[0].rpc_url, "http://10.0.0.5:8332");
+    // nodesim is the stand-in, not the operator's node: untouched.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("nodesim.toml")).unwrap(),
+        std::fs::read_to_string(repo().join("deploy/config/nodesim.toml")).unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_bad_difficulty_is_refused_with_the_variable_named() {
+    let (dir, output) = render(&[("SLUICE_MIN_DIFFICULTY", "lots")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SLUICE_MIN_DIFFICULTY"));
+    let _ = std::fs::remove_dir_all(dir);
+}

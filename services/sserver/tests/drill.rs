@@ -1,0 +1,146 @@
+//! Failure drill: `kill -9` of a running sserver process. Its miners (the
+//! simulator's, over TCP) notice, reconnect to the restarted server and go on
+//! mining; nothing on their side needs a hand.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_rig::Options;
+use sluice_testkit::{eventually, free_port, mysql_url, unique_name};
+use tokio_util::sync::CancellationToken;
+
+const MINERS: u64 = 20;
+
+fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sserver"))
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_reconnect_and_go_on_after_sserver_is_killed() {
+    // Hard bits: shares are never blocks here.
+    let pipeline = sluice_rig::pipeline(Options {
+        bits: "1d00ffff".into(),
+        ..Options::default()
+    })
+    .await;
+    let user = unique_name("drill");
+    let store = sluice_store::Store::new(&mysql_url()).unwrap();
+    store.ensure_user(&user).await.unwrap();
+    store.close().await;
+    let dir = std::env::temp_dir().join(unique_name("sserver-drill-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let t = &pipeline.kafka.topics;
+    let config = format!(
+        r#"listen = "127.0.0.1:{port}"
+solved_log = "{solved}"
+[service]
+admin_listen = "127.0.0.1:{admin}"
+shutdown_grace_secs = 2
+[kafka]
+brokers = "{brokers}"
+client_id = "sserver-drill"
+[kafka.topics]
+job = "{job}"
+share = "{share}"
+solved_share = "{solved_share}"
+event = "{event}"
+[zookeeper]
+connect = "{zk}"
+root = "{root}"
+session_timeout_ms = 3000
+[mysql]
+url = "{mysql}"
+[difficulty]
+default = 0.0000000002
+min = 0.0000000001
+max = 0.000001
+"#,
+        solved = dir.join("solved.log").display(),
+        admin = free_port(),
+        brokers = pipeline.kafka.brokers,
+        job = t.job,
+        share = t.share,
+        solved_share = t.solved_share,
+        event = t.event,
+        zk = pipeline.zk.connect,
+        root = pipeline.zk.root,
+        mysql = mysql_url(),
+    );
+    let config_path = dir.join("sserver.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut server = start(&config_path, &dir.join("first.log"));
+
+    let mut options = simulator::Options::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        MINERS as usize,
+    );
+    options.user = user;
+    options.password = "d=0.0000000002".into();
+    options.rate = 40.0;
+    options.duration = 0.0;
+    let counters = Arc::new(simulator::Counters::default());
+    let stop = CancellationToken::new();
+    let sim = tokio::spawn(simulator::run(options, counters.clone(), stop.clone()));
+    let c = counters.clone();
+    eventually(Duration::from_secs(30), "every miner mining", || {
+        let c = c.clone();
+        async move {
+            (c.connected.load(Ordering::Relaxed) == MINERS
+                && c.accepted.load(Ordering::Relaxed) >= 40)
+                .then_some(())
+        }
+    })
+    .await;
+
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let c = counters.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the miners see the server gone",
+        || {
+            let c = c.clone();
+            async move { (c.connected.load(Ordering::Relaxed) == 0).then_some(()) }
+        },
+    )
+    .await;
+    let before = counters.accepted.load(Ordering::Relaxed);
+
+    let mut server = start(&config_path, &dir.join("second.log"));
+    let c = counters.clone();
+    eventually(
+        Duration::from_secs(30),
+        "every miner back and mining",
+        || {
+            let c = c.clone();
+            async move {
+                (c.connected.load(Ordering::Relaxed) == MINERS
+                    && c.accepted.load(Ordering::Relaxed) >= before + 40)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(counters.reconnects.load(Ordering::Relaxed) >= MINERS);
+    stop.cancel();
+    let report = sim.await.unwrap().unwrap();
+    for why in report.rejected_by_reason.keys() {
+        assert!(
+            why.starts_with("21 "),
+            "only shares for jobs the new server never sent: {report:?}"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

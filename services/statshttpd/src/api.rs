@@ -448,7 +448,7 @@ async fn health(State(stats): Shared) -> Response {
         "initialized".into(),
         json!({ "ok": stats.is_initialized(), "detail": if stats.is_initialized() { "windows rebuilt, topic caught up" } else { "rebuilding windows from the share log and the topic" } }),
     );
-    let lag = lock(&stats.positions).len();
+    let partitions = lock(&stats.positions).len();
     let ok = components.values().all(|c| c["ok"] == Value::Bool(true));
     let status = if ok {
         StatusCode::OK
@@ -458,7 +458,7 @@ async fn health(State(stats): Shared) -> Response {
     reply(
         &stats,
         status,
-        &json!({ "ok": ok, "components": components, "share_partitions": lag,
+        &json!({ "ok": ok, "components": components, "share_partitions": partitions,
                  "consumer_lag": stats.metrics.consumer_lag.get() }),
     )
 }

@@ -234,6 +234,37 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
     tracker.spawn(events::follow(stats.clone(), token.clone()));
     tracker.spawn(events::watch_infrastructure(stats.clone(), token.clone()));
     tracker.spawn(flush::every_interval(stats.clone(), token.clone()));
+    tracker.spawn(sluice_bus::heartbeat(
+        sluice_bus::Producer::new(&stats.config.kafka, 5)?,
+        sluice_bus::Topic::new(stats.config.kafka.topics.event.clone()),
+        sluice_bus::Identity::new(
+            "statshttpd",
+            &stats.config.service.instance,
+            &sluice_service::host_name(),
+            env!("CARGO_PKG_VERSION"),
+        ),
+        std::time::Duration::from_secs(10),
+        {
+            let stats = stats.clone();
+            move || {
+                let (users, workers) = lock(&stats.live).counts();
+                let figure = |name: &str, value: f64| sluice_core::record::Figure {
+                    name: name.into(),
+                    value,
+                };
+                (
+                    stats.health.is_healthy() && stats.is_initialized(),
+                    vec![
+                        figure("users", users as f64),
+                        figure("workers", workers as f64),
+                        figure("shares", stats.metrics.shares.get() as f64),
+                        figure("consumer_lag", stats.metrics.consumer_lag.get() as f64),
+                    ],
+                )
+            }
+        },
+        token.clone(),
+    ));
     let result = ingest::run(stats.clone(), token.clone()).await;
     token.cancel();
     result

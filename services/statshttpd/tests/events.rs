@@ -102,6 +102,22 @@ async fn servers_from_heartbeats_and_agents_from_connects() {
         ("rig3", "cgminer/4.12.1")
     );
     assert_eq!(row.accept[0], 8.0);
+    // statshttpd beats too, like every service.
+    let beats = sluice_bus::TailConsumer::<Event>::new(&rig.config.kafka, &rig.events, 100)
+        .await
+        .unwrap();
+    let beat = beats
+        .next_matching(Duration::from_secs(30), |e| {
+            matches!(&e.kind, EventKind::ServiceStatus(s) if s.service == "statshttpd"
+                && s.figures.iter().any(|f| f.name == "workers" && f.value >= 1.0))
+        })
+        .await
+        .unwrap()
+        .expect("a statshttpd heartbeat within 30 s");
+    let EventKind::ServiceStatus(s) = beat.kind else {
+        unreachable!()
+    };
+    assert!(s.healthy, "{s:?}");
     rig.stop().await;
     std::fs::remove_dir_all(&rig.config.data_dir).unwrap();
 }

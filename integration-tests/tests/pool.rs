@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+
+use bitcoin::hashes::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +25,32 @@ const BITS: &str = "2003ffff";
 const SHARE_DIFFICULTY: f64 = 2e-10;
 const MINERS: usize = 50;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work() {
+/// The pool in this process on fresh topics: nodesim, gbtmaker and jobmaker
+/// (the rig), sserver, blkmaker and statshttpd, all using `mysql` for MySQL.
+struct Pool {
+    pipeline: sluice_rig::Pipeline,
+    store: sluice_store::Store,
+    user: String,
+    user_id: u32,
+    stratum: SocketAddr,
+    api_port: u16,
+    stats: statshttpd::Config,
+    ctxs: Vec<sluice_service::Context>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for c in &self.ctxs {
+            c.shutdown.token().cancel();
+        }
+        let _ = std::fs::remove_dir_all(&self.stats.data_dir);
+    }
+}
+
+/// The tests each run a whole pool on two cores: one at a time.
+static ONE_POOL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start_pool(mysql: &str) -> Pool {
     let pipeline = sluice_rig::pipeline(Options {
         bits: BITS.into(),
         ..Options::default()
@@ -42,7 +68,9 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
         service: sluice_rig::local(),
         kafka: pipeline.kafka.clone(),
         zookeeper: pipeline.zk.clone(),
-        mysql: sserver::MysqlConfig { url: mysql_url() },
+        mysql: sserver::MysqlConfig {
+            url: mysql.to_owned(),
+        },
         listen: stratum,
         server_id: 0,
         extranonce2_size: 8,
@@ -63,7 +91,9 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
     let blkmaker = blkmaker::Config {
         service: sluice_rig::local(),
         kafka: pipeline.kafka.clone(),
-        mysql: blkmaker::MysqlConfig { url: mysql_url() },
+        mysql: blkmaker::MysqlConfig {
+            url: mysql.to_owned(),
+        },
         nodes: vec![pipeline.node.config("sim")],
         group: unique_name("e2e-blkmaker-"),
         templates_kept: 100,
@@ -76,7 +106,9 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
     let stats = statshttpd::Config {
         service: sluice_rig::local(),
         kafka: pipeline.kafka.clone(),
-        mysql: statshttpd::MysqlConfig { url: mysql_url() },
+        mysql: statshttpd::MysqlConfig {
+            url: mysql.to_owned(),
+        },
         zookeeper: Some(pipeline.zk.clone()),
         nodes: vec![pipeline.node.config("sim")],
         listen: format!("127.0.0.1:{api_port}").parse().unwrap(),
@@ -90,6 +122,33 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
     tokio::spawn(sserver::run(sserver.clone(), ctxs[0].clone()));
     tokio::spawn(blkmaker::run(blkmaker, ctxs[1].clone()));
     tokio::spawn(statshttpd::run(stats.clone(), ctxs[2].clone()));
+
+    Pool {
+        pipeline,
+        store,
+        user,
+        user_id,
+        stratum,
+        api_port,
+        stats,
+        ctxs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work() {
+    let _one = ONE_POOL_AT_A_TIME.lock().await;
+    let pool = start_pool(&mysql_url()).await;
+    let Pool {
+        pipeline,
+        store,
+        user,
+        user_id,
+        stratum,
+        api_port,
+        ..
+    } = &pool;
+    let (user_id, stratum, api_port) = (*user_id, *stratum, *api_port);
 
     // The miners, with a block made on the node from outside every 3 s.
     let height_before = pipeline.node.client().get_block_count().unwrap();
@@ -204,15 +263,127 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
         (0.9..=1.1).contains(&ratio),
         "statshttpd {credited} vs simulator {simulated}"
     );
-    let (_, pool) = http_json(api_port, "/api/v1/pool").await.unwrap();
-    assert_eq!(pool["workers"], MINERS);
-    assert_eq!(pool["users"], 1);
+    let (_, figures) = http_json(api_port, "/api/v1/pool").await.unwrap();
+    assert_eq!(figures["workers"], MINERS);
+    assert_eq!(figures["users"], 1);
+}
 
-    for c in &ctxs {
-        c.shutdown.token().cancel();
-    }
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&stats.data_dir);
+/// Drill: MariaDB unreachable for 30 s under a mining pool (every service's
+/// MySQL connection goes through a gate that is closed, then opened). The
+/// miners go on mining, every block the pool adds to the node's chain gets
+/// its row, and statshttpd's figures catch up with all the work done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_outage_loses_no_block_and_no_share() {
+    let _one = ONE_POOL_AT_A_TIME.lock().await;
+    let direct = mysql_url();
+    let host = direct
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(host, _)| host.to_owned())
+        .unwrap();
+    let gate = sluice_testkit::Gate::start(host.parse().unwrap())
+        .await
+        .unwrap();
+    let pool = start_pool(&direct.replace(&host, &gate.addr().to_string())).await;
+
+    let mut options = simulator::Options::new(pool.stratum, MINERS);
+    options.user = pool.user.clone();
+    options.password = format!("d={SHARE_DIFFICULTY}");
+    options.rate = 200.0;
+    options.duration = 45.0;
+    let counters = Arc::new(simulator::Counters::default());
+    let sim = tokio::spawn(simulator::run(
+        options,
+        counters.clone(),
+        CancellationToken::new(),
+    ));
+    let c = counters.clone();
+    sluice_testkit::eventually(Duration::from_secs(30), "mining under way", || {
+        let c = c.clone();
+        async move { (c.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 200).then_some(()) }
+    })
+    .await;
+
+    gate.close();
+    let at_close = counters.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    // The outage lasts 30 s (the scenario, not a wait for something).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during = counters.accepted.load(std::sync::atomic::Ordering::Relaxed) - at_close;
+    // Vardiff settles at a share per 10 s per miner: 150 in 30 s if nothing stalls.
+    assert!(
+        during >= MINERS as u64,
+        "miners kept mining while MariaDB was away: {during} shares"
+    );
+    let (status, health) = http_json(pool.api_port, "/api/v1/health").await.unwrap();
+    assert_eq!(
+        (status, &health["components"]["mysql"]["ok"]),
+        (503, &false.into()),
+        "{health}"
+    );
+    gate.open();
+    let report = sim.await.unwrap().unwrap();
+    assert_eq!(report.connected, MINERS as u64, "{report:?}");
+
+    // Every block of the pool on nodesim's best chain has its row.
+    let client = pipeline_client(&pool);
+    let ours = tokio::task::spawn_blocking(move || {
+        let mut ours = Vec::new();
+        let mut hash = client.get_best_block_hash().unwrap();
+        loop {
+            let block = client.get_block(&hash).unwrap();
+            if block.header.prev_blockhash == bitcoin::BlockHash::all_zeros() {
+                break;
+            }
+            let sig = block.txdata[0].input[0].script_sig.as_bytes();
+            if sig
+                .windows(b"/sluice-test/".len())
+                .any(|w| w == b"/sluice-test/")
+            {
+                ours.push(hash.to_string());
+            }
+            hash = block.header.prev_blockhash;
+        }
+        ours
+    })
+    .await
+    .unwrap();
+    assert!(ours.len() >= 2, "the pool found blocks: {ours:?}");
+    let recorded =
+        sluice_testkit::eventually(Duration::from_secs(60), "every block recorded", || async {
+            let rows = pool
+                .store
+                .recent_found_blocks(1000, Some(pool.user_id))
+                .await
+                .ok()?;
+            let hashes: std::collections::HashSet<String> =
+                rows.into_iter().map(|(b, _)| b.hash).collect();
+            ours.iter().all(|h| hashes.contains(h)).then_some(hashes)
+        })
+        .await;
+    assert!(recorded.len() >= ours.len());
+
+    // statshttpd credits every accepted share, outage or not.
+    let simulated = counters.accepted_difficulty();
+    sluice_testkit::eventually(Duration::from_secs(60), "statshttpd caught up", || async {
+        let (status, figures) = http_json(pool.api_port, "/api/v1/pool").await?;
+        let credited = figures["shares"]["1h"]["accept"].as_f64()?;
+        (status == 200 && (credited - simulated).abs() <= simulated * 0.01).then_some(())
+    })
+    .await;
+    let flushed = sluice_testkit::eventually(
+        Duration::from_secs(30),
+        "a flush after the outage",
+        || async {
+            let (status, health) = http_json(pool.api_port, "/api/v1/health").await?;
+            (status == 200).then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(flushed["components"]["mysql"]["ok"], true);
+}
+
+fn pipeline_client(pool: &Pool) -> bitcoincore_rpc::Client {
+    pool.pipeline.node.client()
 }
 
 async fn http_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {

@@ -135,32 +135,42 @@ impl NodeRpc {
         &self,
         longpoll_id: Option<String>,
     ) -> Result<GetBlockTemplateResult, NodeError> {
-        let (client, name) = (self.client.clone(), self.name.clone());
         let mut request = json!({ "rules": ["segwit"] });
         if let Some(id) = longpoll_id {
             request["longpollid"] = Value::String(id);
         }
-        tokio::task::spawn_blocking(move || {
-            client.call::<GetBlockTemplateResult>("getblocktemplate", &[request])
-        })
-        .await
-        .map_err(|e| NodeError::Invalid {
-            node: name.clone(),
-            reason: format!("RPC task failed: {e}"),
-        })?
-        .map_err(|source| NodeError::Rpc { node: name, source })
+        self.call("getblocktemplate", vec![request]).await
     }
 
-    /// `getblockcount`: the height of the node's best chain.
-    pub async fn block_count(&self) -> Result<u64, NodeError> {
+    /// One RPC call on the blocking pool, its answer decoded as `T`.
+    async fn call<T>(&self, method: &'static str, params: Vec<Value>) -> Result<T, NodeError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
         let (client, name) = (self.client.clone(), self.name.clone());
-        tokio::task::spawn_blocking(move || client.call::<u64>("getblockcount", &[]))
+        tokio::task::spawn_blocking(move || client.call::<T>(method, &params))
             .await
             .map_err(|e| NodeError::Invalid {
                 node: name.clone(),
                 reason: format!("RPC task failed: {e}"),
             })?
             .map_err(|source| NodeError::Rpc { node: name, source })
+    }
+
+    /// `getblockcount`: the height of the node's best chain.
+    pub async fn block_count(&self) -> Result<u64, NodeError> {
+        self.call("getblockcount", vec![]).await
+    }
+
+    /// `generatetoaddress n address` (regtest and nodesim): the new blocks'
+    /// hashes.
+    pub async fn generate_to_address(
+        &self,
+        blocks: u64,
+        address: &str,
+    ) -> Result<Vec<bitcoin::BlockHash>, NodeError> {
+        self.call("generatetoaddress", vec![json!(blocks), json!(address)])
+            .await
     }
 
     /// `submitblock <hex>`. A node's answer, including an RPC error (Core

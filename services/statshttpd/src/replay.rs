@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
+use bitcoin::hex::DisplayHex;
 use sluice_bus::{TailConsumer, Topic};
 use sluice_core::record::ShareRecord;
 use sluice_core::{Difficulty, Job, JobId, Submission};
@@ -83,7 +84,7 @@ fn share_json(e: &Entry) -> serde_json::Value {
         "job_id": s.job_id.0, "user_id": s.user_id, "worker_id": s.worker_id,
         "worker_name": s.worker_name, "server_id": s.server_id,
         "extranonce1": format!("{:08x}", s.extranonce1),
-        "extranonce2": hex_of(&s.extranonce2), "ntime": s.ntime,
+        "extranonce2": s.extranonce2.to_lower_hex_string(), "ntime": s.ntime,
         "nonce": format!("{:08x}", s.nonce), "version_bits": format!("{:08x}", s.version_bits),
         "share_difficulty": s.share_difficulty,
         "network_bits": format!("{:08x}", s.network_bits.to_consensus()),
@@ -91,10 +92,6 @@ fn share_json(e: &Entry) -> serde_json::Value {
         "hash": s.hash.to_string(), "client_ip": s.client_ip.to_string(),
         "timestamp_ms": s.timestamp_ms,
     })
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What an offline check found.

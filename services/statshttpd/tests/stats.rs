@@ -83,17 +83,11 @@ async fn windows_tables_and_api_from_known_shares() {
 
     // btcpool's endpoints.
     let (_, root) = rig.get("/").await.unwrap();
-    assert_eq!(
-        root["data"]["pool"]["accept"],
-        serde_json::json!([0, 4.5, 6.5, 6.5])
-    );
-    assert_eq!(
-        root["data"]["pool"]["stale"],
-        serde_json::json!([0, 0, 1.0, 1.0])
-    );
-    assert_eq!(
-        root["data"]["pool"]["reject"],
-        serde_json::json!([0, 0, 0.0, 8.0])
+    assert_btcpool(
+        &root["data"]["pool"],
+        [4.5, 6.5, 6.5],
+        [1.0, 1.0],
+        [0.0, 8.0],
     );
     let (_, ws) = rig
         .get(&format!("/worker_status?user_id={uid}&worker_id=1,0"))
@@ -219,18 +213,7 @@ async fn windows_tables_and_api_from_known_shares() {
         .get(&format!("/worker_status?user_id={uid}&worker_id=1"))
         .await
         .unwrap();
-    assert_eq!(
-        ws["data"]["1"]["accept"],
-        serde_json::json!([0, 20.0, 22.0, 22.0])
-    );
-    assert_eq!(
-        ws["data"]["1"]["stale"],
-        serde_json::json!([0, 0, 1.0, 1.0])
-    );
-    assert_eq!(
-        ws["data"]["1"]["reject"],
-        serde_json::json!([0, 0, 0.0, 8.0])
-    );
+    assert_btcpool(&ws["data"]["1"], [20.0, 22.0, 22.0], [1.0, 1.0], [0.0, 8.0]);
     // The share log is synced every second: each share in it once.
     let path = statshttpd::sharelog::path_of(&rig.config.data_dir, rig.day());
     let logged =
@@ -352,4 +335,24 @@ async fn initializing_until_the_topic_is_read() {
     rig.stop().await;
     rig.config.kafka.brokers = direct;
     std::fs::remove_dir_all(&rig.config.data_dir).unwrap();
+}
+
+/// btcpool's arrays: accepted [5 m, 15 m, 1 h]; stale and rejected [15 m, 1 h]
+/// (slot 0, and the 5 m slot of stale and reject, are always 0).
+fn assert_btcpool(v: &serde_json::Value, accept: [f64; 3], stale: [f64; 2], reject: [f64; 2]) {
+    assert_eq!(
+        v["accept"],
+        serde_json::json!([0, accept[0], accept[1], accept[2]]),
+        "{v}"
+    );
+    assert_eq!(
+        v["stale"],
+        serde_json::json!([0, 0, stale[0], stale[1]]),
+        "{v}"
+    );
+    assert_eq!(
+        v["reject"],
+        serde_json::json!([0, 0, reject[0], reject[1]]),
+        "{v}"
+    );
 }

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002", "mining_workers"),
     migration!(3, "0003", "found_blocks"),
     migration!(4, "0004", "stats"),
+    migration!(5, "0005", "users_updated"),
 ];
 
 const LOCK_NAME: &str = "sluice.schema_migrations";

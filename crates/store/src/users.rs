@@ -25,13 +25,24 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Every user (servers cache them all).
-    pub async fn all_users(&self) -> Result<Vec<User>, StoreError> {
-        "SELECT id, name, disabled FROM users"
-            .with(())
+    /// Users whose row changed at or after unix second `since` (0: all),
+    /// and the newest change among them (`since` if none): the next call's
+    /// `since`. Rows changed within that same second are read again, never
+    /// missed.
+    pub async fn users_changed_since(&self, since: u64) -> Result<(Vec<User>, u64), StoreError> {
+        let rows: Vec<(u32, String, bool, u64)> = "SELECT id, name, disabled, \
+             CAST(UNIX_TIMESTAMP(updated_at) AS UNSIGNED) FROM users \
+             WHERE updated_at >= FROM_UNIXTIME(?)"
+            .with((since,))
             .fetch(self.pool())
             .await
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        let newest = rows.iter().map(|r| r.3).max().unwrap_or(since).max(since);
+        let users = rows
+            .into_iter()
+            .map(|(id, name, disabled, _)| User { id, name, disabled })
+            .collect();
+        Ok((users, newest))
     }
 
     /// Adds a user, or returns the existing one of that name.

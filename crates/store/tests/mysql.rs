@@ -135,6 +135,37 @@ async fn users_are_found_case_insensitively() {
 }
 
 #[tokio::test]
+async fn changed_users_are_read_from_a_watermark() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    let alice = db.store.ensure_user("alice").await.unwrap();
+    let bob = db.store.ensure_user("bob").await.unwrap();
+    let (all, newest) = db.store.users_changed_since(0).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(newest > 1_700_000_000, "{newest}");
+    // Alice's row is old; Bob is disabled now: only Bob is read again.
+    let mut conn = db.store.pool().get_conn().await.unwrap();
+    conn.exec_drop(
+        "UPDATE users SET updated_at = '2020-01-01 00:00:00' WHERE id = ?",
+        (alice.id,),
+    )
+    .await
+    .unwrap();
+    conn.exec_drop("UPDATE users SET disabled = 1 WHERE id = ?", (bob.id,))
+        .await
+        .unwrap();
+    drop(conn);
+    let (changed, next) = db.store.users_changed_since(newest).await.unwrap();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!((changed[0].id, changed[0].disabled), (bob.id, true));
+    assert!(next >= newest);
+    // Nothing changed after the newest change: the watermark stays.
+    let (_, again) = db.store.users_changed_since(next + 3600).await.unwrap();
+    assert_eq!(again, next + 3600);
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn a_dead_server_is_a_clear_error() {
     // Nothing listens on port 1.
     let store = Store::new("mysql://sluice:sluice@127.0.0.1:1/sluice").unwrap();

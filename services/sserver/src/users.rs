@@ -1,13 +1,16 @@
 //! Who may mine: the `users` table, cached.
 //!
-//! The whole table is read at start and re-read every `refresh_secs` (new
-//! rows, disabled flags); a login not in the cache is looked up once in
-//! MySQL before it is refused, so a user added a second ago can mine at once.
+//! The whole table is read at start; then every `refresh_secs` only the rows
+//! changed since the last look (`users.updated_at`: new users, disabled
+//! flags), and the whole table again every hour (to forget deleted rows). A
+//! login not in the cache is looked up once in MySQL before it is refused, so
+//! a user added a second ago can mine at once.
 //! With auto-registration on, an unknown name is inserted. If MySQL is down,
 //! cached users keep mining and unknown ones get a "try again" error instead
 //! of "unknown user".
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,8 +46,13 @@ pub enum AuthError {
 pub struct Users {
     store: Store,
     cache: Arc<RwLock<HashMap<String, Account>>>,
+    /// `users.updated_at` (unix seconds) of the newest change read.
+    seen_until: Arc<AtomicU64>,
     auto_register: bool,
 }
+
+/// Incremental refreshes between two full reloads.
+const FULL_RELOAD_EVERY: u32 = 120;
 
 fn key(name: &str) -> String {
     name.to_ascii_lowercase()
@@ -56,6 +64,7 @@ impl Users {
         Users {
             store,
             cache: Arc::default(),
+            seen_until: Arc::default(),
             auto_register,
         }
     }
@@ -109,36 +118,48 @@ impl Users {
 
     /// Reads the whole table into the cache.
     pub async fn reload(&self) -> Result<usize, StoreError> {
-        let fresh: HashMap<String, Account> = self
-            .store
-            .all_users()
-            .await?
-            .into_iter()
-            .map(|u| {
-                let account = Account {
-                    id: u.id,
-                    disabled: u.disabled,
-                };
-                (key(&u.name), account)
-            })
-            .collect();
+        let (users, newest) = self.store.users_changed_since(0).await?;
+        let fresh: HashMap<String, Account> = users.into_iter().map(entry).collect();
         let n = fresh.len();
         *self
             .cache
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        self.seen_until.store(newest, Ordering::Relaxed);
         Ok(n)
     }
 
-    /// Reloads every `every` until cancelled, reporting in /health.
+    /// Reads the rows changed since the last look into the cache; returns
+    /// how many users it holds.
+    pub async fn update(&self) -> Result<usize, StoreError> {
+        let since = self.seen_until.load(Ordering::Relaxed);
+        let (users, newest) = self.store.users_changed_since(since).await?;
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.extend(users.into_iter().map(entry));
+        self.seen_until.store(newest, Ordering::Relaxed);
+        Ok(cache.len())
+    }
+
+    /// Refreshes every `every` until cancelled (changes only, the whole
+    /// table every [`FULL_RELOAD_EVERY`] times), reporting in /health.
     pub async fn refresh(self, every: Duration, health: Health, token: CancellationToken) {
         let mut ticker = tokio::time::interval(every);
+        let mut round = 0u32;
         loop {
             tokio::select! {
                 () = token.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            match self.reload().await {
+            let result = if round.is_multiple_of(FULL_RELOAD_EVERY) {
+                self.reload().await
+            } else {
+                self.update().await
+            };
+            round = round.wrapping_add(1);
+            match result {
                 Ok(n) => health.set("mysql", true, format!("{n} users")),
                 Err(error) => {
                     health.set("mysql", false, error.to_string());
@@ -147,6 +168,14 @@ impl Users {
             }
         }
     }
+}
+
+fn entry(u: sluice_store::User) -> (String, Account) {
+    let account = Account {
+        id: u.id,
+        disabled: u.disabled,
+    };
+    (key(&u.name), account)
 }
 
 fn unavailable(error: StoreError) -> AuthError {

@@ -213,3 +213,33 @@ async fn the_handshake_is_enforced_and_every_request_answered() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_disabled_in_mysql_is_refused_after_the_next_refresh() {
+    let rig = rig(|c| c.users.refresh_secs = 1).await;
+    // Authorized while enabled (the cache holds the user).
+    let _ = rig.ready_miner().await;
+    let store = sluice_store::Store::new(&sluice_testkit::mysql_url()).unwrap();
+    {
+        use mysql_async::prelude::Queryable;
+        let mut conn = store.pool().get_conn().await.unwrap();
+        conn.exec_drop("UPDATE users SET disabled = 1 WHERE id = ?", (rig.user_id,))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    // The incremental refresh (rows changed since the last look) sees it.
+    let refused =
+        sluice_testkit::eventually(Duration::from_secs(20), "the user refused", || async {
+            let mut m = rig.miner().await;
+            let r = m.session.subscribe("t");
+            m.send(r).await;
+            m.answer().await.unwrap();
+            let r = m.session.authorize(&format!("{}.w", rig.user), "x");
+            m.send(r).await;
+            m.answer().await.err()
+        })
+        .await;
+    assert_eq!(refused.code, 24);
+    assert!(refused.message.contains("disabled"), "{refused}");
+}

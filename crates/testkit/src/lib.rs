@@ -55,6 +55,22 @@ pub fn free_port() -> u16 {
         .expect("binding port 0 on loopback")
 }
 
+/// A service binary (`env!("CARGO_BIN_EXE_<name>")`) as its own process
+/// with `-c config`, as supervisord runs it; its log (stderr) goes to `log`.
+pub fn spawn_service(
+    binary: &str,
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("creating the service's log file"))
+        .spawn()
+        .expect("starting the service binary")
+}
+
 /// `GET path` on 127.0.0.1:`port`: the status code and the whole response,
 /// or `None` if nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

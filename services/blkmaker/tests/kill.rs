@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{best, counter, counter_in, node_at, rig, solve, user};
@@ -16,13 +16,7 @@ use sluice_testkit::{eventually, free_port, http_get, mysql_url, unique_name};
 
 /// blkmaker as its own process, as supervisord runs it.
 fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_blkmaker"))
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+    sluice_testkit::spawn_service(env!("CARGO_BIN_EXE_blkmaker"), config, log)
 }
 
 fn metric(admin: u16, name: &str) -> Option<u64> {

@@ -3,7 +3,7 @@
 //! mining; nothing on their side needs a hand.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,13 +15,7 @@ use tokio_util::sync::CancellationToken;
 const MINERS: u64 = 20;
 
 fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sserver"))
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+    sluice_testkit::spawn_service(env!("CARGO_BIN_EXE_sserver"), config, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

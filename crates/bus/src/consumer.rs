@@ -46,6 +46,36 @@ impl<T: Payload> TypedStream<T> {
         }
     }
 
+    /// A consumer of `topic` without group membership, reading each listed
+    /// partition from its offset. `group` only names where commits would go.
+    fn assigned(
+        config: &BusConfig,
+        topic: &Topic<T>,
+        group: &str,
+        fetch_wait_ms: Option<u32>,
+        starts: &[(i32, i64)],
+    ) -> Result<Self, BusError> {
+        let mut c = config.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        if let Some(ms) = fetch_wait_ms {
+            c.set("fetch.wait.max.ms", ms.to_string());
+        }
+        let stream = TypedStream::new(
+            config.finish(c).create().map_err(BusError::Config)?,
+            topic.name(),
+        );
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, offset) in starts {
+            tpl.add_partition_offset(topic.name(), partition, Offset::Offset(offset))
+                .map_err(|e| stream.error(e))?;
+        }
+        stream.consumer.assign(&tpl).map_err(|e| stream.error(e))?;
+        Ok(stream)
+    }
+
     fn error(&self, source: rdkafka::error::KafkaError) -> BusError {
         BusError::Consume {
             topic: self.topic.clone(),
@@ -111,27 +141,17 @@ pub struct TailConsumer<T> {
 impl<T: Payload> TailConsumer<T> {
     /// Starts `n` messages before the end of every partition of `topic`.
     pub async fn new(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
-        let mut c = config.client_config();
-        // librdkafka wants a group id even for manual assignment; none is committed.
-        c.set("group.id", format!("{}-tail", config.client_id))
-            // State topics carry news (a new block, a new job): the broker
-            // holds a fetch for up to this long when it has nothing, and
-            // tansu holds it the full time, so keep it short.
-            .set("fetch.wait.max.ms", "10")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        let stream = TypedStream::new(
-            config.finish(c).create().map_err(BusError::Config)?,
-            topic.name(),
-        );
-        let mut tpl = TopicPartitionList::new();
-        for (partition, low, high) in fetch_watermarks(config, topic.name()).await? {
-            let start = (high - n.max(0)).max(low);
-            tpl.add_partition_offset(topic.name(), partition, Offset::Offset(start))
-                .map_err(|e| stream.error(e))?;
-        }
-        stream.consumer.assign(&tpl).map_err(|e| stream.error(e))?;
+        let starts: Vec<(i32, i64)> = fetch_watermarks(config, topic.name())
+            .await?
+            .into_iter()
+            .map(|(partition, low, high)| (partition, (high - n.max(0)).max(low)))
+            .collect();
+        // librdkafka wants a group id even for manual assignment; none is
+        // committed. State topics carry news (a new block, a new job): the
+        // broker holds a fetch for up to this long when it has nothing, and
+        // tansu holds it the full time, so keep it short.
+        let group = format!("{}-tail", config.client_id);
+        let stream = TypedStream::assigned(config, topic, &group, Some(10), &starts)?;
         Ok(TailConsumer { stream })
     }
 
@@ -311,34 +331,24 @@ impl<T: Payload> LogConsumer<T> {
     ) -> Result<(Self, Vec<Start>), BusError> {
         let watermarks = fetch_watermarks(config, topic.name()).await?;
         let committed = committed_offsets(config, topic.name(), group, &watermarks).await?;
-        let mut c = config.client_config();
-        c.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        let stream = TypedStream::new(
-            config.finish(c).create().map_err(BusError::Config)?,
-            topic.name(),
-        );
-        let mut tpl = TopicPartitionList::new();
-        let mut starts = Vec::new();
-        for (partition, low, high) in watermarks {
-            let wanted = [committed.get(&partition), resume.get(&partition)]
-                .into_iter()
-                .flatten()
-                .copied()
-                .max()
-                .unwrap_or(low);
-            let offset = wanted.clamp(low, high);
-            tpl.add_partition_offset(topic.name(), partition, Offset::Offset(offset))
-                .map_err(|e| stream.error(e))?;
-            starts.push(Start {
-                partition,
-                offset,
-                high,
-            });
-        }
-        stream.consumer.assign(&tpl).map_err(|e| stream.error(e))?;
+        let starts: Vec<Start> = watermarks
+            .into_iter()
+            .map(|(partition, low, high)| {
+                let wanted = [committed.get(&partition), resume.get(&partition)]
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .max()
+                    .unwrap_or(low);
+                Start {
+                    partition,
+                    offset: wanted.clamp(low, high),
+                    high,
+                }
+            })
+            .collect();
+        let at: Vec<(i32, i64)> = starts.iter().map(|s| (s.partition, s.offset)).collect();
+        let stream = TypedStream::assigned(config, topic, group, None, &at)?;
         Ok((LogConsumer { stream }, starts))
     }
 

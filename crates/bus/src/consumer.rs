@@ -46,6 +46,23 @@ impl<T: Payload> TypedStream<T> {
         }
     }
 
+    /// The consumer `c` describes, with the broker's wait for an empty fetch
+    /// set when given (librdkafka's default is 500 ms).
+    fn create(
+        config: &BusConfig,
+        mut c: rdkafka::ClientConfig,
+        fetch_wait_ms: Option<u32>,
+        topic: &Topic<T>,
+    ) -> Result<Self, BusError> {
+        if let Some(ms) = fetch_wait_ms {
+            c.set("fetch.wait.max.ms", ms.to_string());
+        }
+        Ok(TypedStream::new(
+            config.finish(c).create().map_err(BusError::Config)?,
+            topic.name(),
+        ))
+    }
+
     /// A consumer of `topic` without group membership, reading each listed
     /// partition from its offset. `group` only names where commits would go.
     fn assigned(
@@ -60,13 +77,7 @@ impl<T: Payload> TypedStream<T> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        if let Some(ms) = fetch_wait_ms {
-            c.set("fetch.wait.max.ms", ms.to_string());
-        }
-        let stream = TypedStream::new(
-            config.finish(c).create().map_err(BusError::Config)?,
-            topic.name(),
-        );
+        let stream = TypedStream::create(config, c, fetch_wait_ms, topic)?;
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in starts {
             tpl.add_partition_offset(topic.name(), partition, Offset::Offset(offset))
@@ -230,13 +241,7 @@ impl<T: Payload> GroupConsumer<T> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("enable.partition.eof", "false");
-        if let Some(ms) = fetch_wait_ms {
-            c.set("fetch.wait.max.ms", ms.to_string());
-        }
-        let stream = TypedStream::new(
-            config.finish(c).create().map_err(BusError::Config)?,
-            topic.name(),
-        );
+        let stream = TypedStream::create(config, c, fetch_wait_ms, topic)?;
         stream
             .consumer
             .subscribe(&[topic.name()])

@@ -18,7 +18,12 @@ pub struct BusConfig {
     /// Largest message the producer sends, bytes. tansu never delivers a
     /// record of 5 MiB or more, so the default stays below that.
     pub message_max_bytes: u32,
-    /// How long a produced message may wait for delivery before it fails.
+    /// How long a produced message may wait for delivery before it fails;
+    /// 0 (the default) never gives up. librdkafka then retries for as long
+    /// as the broker is away, with the same producer id and sequence, so a
+    /// retried message is written once; an application-level resend after a
+    /// timeout could write it twice, and a timeout makes librdkafka bump the
+    /// producer epoch, which tansu 0.6 cannot take (docs/DECISIONS.md).
     pub message_timeout_ms: u32,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub librdkafka: BTreeMap<String, String>,
@@ -59,7 +64,7 @@ impl Default for BusConfig {
             client_id: "sluice".to_owned(),
             topics: TopicNames::default(),
             message_max_bytes: 4 * 1024 * 1024,
-            message_timeout_ms: 30_000,
+            message_timeout_ms: 0,
             librdkafka: BTreeMap::new(),
         }
     }

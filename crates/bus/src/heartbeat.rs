@@ -71,14 +71,59 @@ pub async fn heartbeat<F>(
                 figures,
             }),
         };
-        if let Err(error) = producer
-            .send(&topic, identity.instance.as_bytes(), &event)
-            .await
-        {
+        let send = producer.send(&topic, identity.instance.as_bytes(), &event);
+        // A beat waits for an away broker (it would be stale when delivered,
+        // but harmless) only until the service stops; the last one waits a
+        // moment at most.
+        let sent = if stopping {
+            tokio::time::timeout(LAST_BEAT_WAIT, send).await.ok()
+        } else {
+            tokio::select! {
+                () = token.cancelled() => None,
+                sent = send => Some(sent),
+            }
+        };
+        if let Some(Err(error)) = sent {
             tracing::warn!(%error, "heartbeat not sent");
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// How long the last heartbeat may wait for the broker.
+const LAST_BEAT_WAIT: Duration = Duration::from_secs(2);
+
+/// Reports, every second until `token` is cancelled, whether `producer`'s
+/// broker acknowledges: `report(false, why)` once sends have waited longer
+/// than `patience` with no acknowledgement, `report(true, "ok")` otherwise.
+/// Services point it at their `/health` (`kafka_jobs`, `kafka_shares`, ...).
+pub async fn watch_delivery<F>(
+    producer: Producer,
+    patience: Duration,
+    report: F,
+    token: CancellationToken,
+) where
+    F: Fn(bool, String) + Send,
+{
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let stalled = producer.stalled_for();
+        if stalled > patience {
+            report(
+                false,
+                format!(
+                    "the broker has acknowledged nothing for {}s; messages wait in the producer queue",
+                    stalled.as_secs()
+                ),
+            );
+        } else {
+            report(true, "ok".to_owned());
         }
     }
 }

@@ -23,7 +23,7 @@ use std::marker::PhantomData;
 pub use admin::{TopicSpec, create_topics, fetch_partitions, fetch_watermarks};
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
-pub use heartbeat::{Identity, heartbeat};
+pub use heartbeat::{Identity, heartbeat, watch_delivery};
 pub use producer::{Delivery, Producer};
 
 /// Unix milliseconds now.

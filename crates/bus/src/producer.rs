@@ -3,6 +3,11 @@
 //! When librdkafka's local queue is full (`QueueFull`), `send` waits and
 //! retries rather than dropping the message: a slow broker slows the
 //! producer down, it never loses an accepted share or a solved block.
+//!
+//! With the default `message_timeout_ms = 0` a send waits for as long as the
+//! broker is away; [`Producer::stalled_for`] tells how long the broker has
+//! acknowledged nothing while messages wait, which is what `/health` reports
+//! (see [`watch_delivery`](crate::watch_delivery)).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +35,36 @@ pub struct Producer {
     inner: FutureProducer,
     brokers: String,
     queue_full_waits: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+}
+
+/// Sends waiting for the broker, and when it last acknowledged one.
+#[derive(Debug, Default)]
+struct Progress {
+    waiting: AtomicU64,
+    /// `now_ms` of the last acknowledgement, or of the first send after
+    /// nothing was waiting.
+    at_ms: AtomicU64,
+}
+
+/// One send waiting for its acknowledgement (counted down however the send
+/// ends, cancelled included).
+struct Waiting<'a>(&'a Progress);
+
+impl<'a> Waiting<'a> {
+    fn new(progress: &'a Progress) -> Self {
+        if progress.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            progress.at_ms.store(crate::now_ms(), Ordering::Release);
+        }
+        Waiting(progress)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.at_ms.store(crate::now_ms(), Ordering::Release);
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Producer {
@@ -56,6 +91,7 @@ impl Producer {
             inner,
             brokers: config.brokers.clone(),
             queue_full_waits: Arc::default(),
+            progress: Arc::default(),
         })
     }
 
@@ -77,6 +113,7 @@ impl Producer {
         key: &[u8],
         payload: &[u8],
     ) -> Result<Delivery, BusError> {
+        let _waiting = Waiting::new(&self.progress);
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
         let mut backoff = Duration::from_millis(1);
         let delivery = loop {
@@ -111,6 +148,16 @@ impl Producer {
                 source: KafkaError::Canceled,
             }),
         }
+    }
+
+    /// How long sends have waited with no acknowledgement from the broker
+    /// (zero when nothing waits).
+    pub fn stalled_for(&self) -> Duration {
+        if self.progress.waiting.load(Ordering::Acquire) == 0 {
+            return Duration::ZERO;
+        }
+        let since = self.progress.at_ms.load(Ordering::Acquire);
+        Duration::from_millis(crate::now_ms().saturating_sub(since))
     }
 
     /// How often a send found the local queue full and waited (a sign the

@@ -67,7 +67,11 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
         if let Trigger::Block(hb) = trigger {
             announced = Some(hb.hash);
         }
-        match fetch_and_publish(&node, &shared, trigger).await {
+        let fetched = tokio::select! {
+            () = token.cancelled() => return,
+            fetched = fetch_and_publish(&node, &shared, trigger) => fetched,
+        };
+        match fetched {
             Ok(template) => {
                 shared.health.set(
                     &component,
@@ -121,17 +125,11 @@ async fn publish(
     since: Instant,
 ) -> anyhow::Result<BlockTemplate> {
     let template = to_template(&node.name, gbt, sluice_service::now_ms())?;
-    let sent = shared
+    // While the broker is away this waits; /health reports it (lib.rs).
+    shared
         .producer
         .send(&shared.topic, &template.id.0, &template)
-        .await;
-    shared.health.set(
-        "kafka",
-        sent.is_ok(),
-        sent.as_ref()
-            .map_or_else(|e| e.to_string(), |_| "ok".into()),
-    );
-    sent?;
+        .await?;
     let latency = since.elapsed();
     shared.metrics.published.inc();
     shared.metrics.latency.observe(latency.as_secs_f64());

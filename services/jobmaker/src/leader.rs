@@ -17,6 +17,8 @@ use sluice_service::now_ms;
 
 /// Templates read back from the tail when a term starts, to find the best.
 const TEMPLATE_BACKLOG: i64 = 50;
+/// How long jobs may wait for the broker before `/health` says so.
+const KAFKA_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Campaigns on `coord` and leads whenever elected, until shutdown (Ok) or
 /// until the session is unusable (Err: the caller reconnects).
@@ -77,6 +79,15 @@ async fn lead(
     let kafka = &config.kafka;
     let job_topic: Topic<Job> = Topic::new(kafka.topics.job.clone());
     let producer = Producer::new(kafka, 0)?;
+    tokio::spawn({
+        let health = ctx.health.clone();
+        sluice_bus::watch_delivery(
+            producer.clone(),
+            KAFKA_PATIENCE,
+            move |ok, detail| health.set("kafka_jobs", ok, detail),
+            term.clone(),
+        )
+    });
     let last_job = newest_job(config).await?;
     let mut factory = JobFactory::new(
         config.pool_tag.as_bytes().to_vec(),
@@ -127,15 +138,19 @@ async fn lead(
         };
         let Some(template) = &current else { continue };
         let job = factory.make(template, clean, now_ms())?;
-        match producer.send(&job_topic, &epoch.to_be_bytes(), &job).await {
+        // While the broker is away the send waits (and /health says so); the
+        // term can still end meanwhile, and a deposed leader's queued jobs are
+        // dropped with its producer.
+        let key = epoch.to_be_bytes();
+        let sent = tokio::select! {
+            () = term.cancelled() => return Ok(()),
+            sent = producer.send(&job_topic, &key, &job) => sent,
+        };
+        match sent {
             Ok(_) => {
-                ctx.health.set("kafka", true, "ok");
                 tracing::debug!(job = %job.id, height = job.height, clean, epoch, "job published");
             }
-            Err(error) => {
-                ctx.health.set("kafka", false, error.to_string());
-                tracing::warn!(%error, job = %job.id, "job not published");
-            }
+            Err(error) => tracing::warn!(%error, job = %job.id, "job not published"),
         }
     }
 }

@@ -322,6 +322,10 @@ struct Parts {
     admission: Arc<Admission>,
 }
 
+/// How long shares or block candidates may wait for the broker before
+/// `/health` says so.
+const KAFKA_PATIENCE: Duration = Duration::from_secs(5);
+
 /// The service.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
@@ -333,9 +337,24 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "stratum listening");
 
     let topics = &config.kafka.topics;
+    // Both producers wait out an away broker; /health says when they do.
+    let share_producer = Producer::new(&config.kafka, 5)?;
+    let solved_producer = Producer::new(&config.kafka, 0)?;
+    for (producer, component) in [
+        (&share_producer, "kafka_shares"),
+        (&solved_producer, "kafka_blocks"),
+    ] {
+        let health = ctx.health.clone();
+        tracker.spawn(sluice_bus::watch_delivery(
+            producer.clone(),
+            KAFKA_PATIENCE,
+            move |ok, detail| health.set(component, ok, detail),
+            token.clone(),
+        ));
+    }
     let (share_tx, share_rx) = mpsc::channel(sinks::SHARE_QUEUE);
     tracker.spawn(sinks::share_writer(
-        Producer::new(&config.kafka, 5)?,
+        share_producer,
         Topic::new(topics.share.clone()),
         share_rx,
         metrics.clone(),
@@ -343,7 +362,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let (solved_tx, solved_rx) = mpsc::channel(1024);
     let abandon = CancellationToken::new();
     tracker.spawn(sinks::solved_writer(
-        Producer::new(&config.kafka, 0)?,
+        solved_producer,
         Topic::new(topics.solved_share.clone()),
         sinks::SolvedLog::new(&config.solved_log),
         solved_rx,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    sluice_testkit::repo_root()
 }
 
 fn render(env: &[(&str, &str)]) -> (PathBuf, std::process::Output) {

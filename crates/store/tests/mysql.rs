@@ -178,7 +178,7 @@ async fn a_dead_server_is_a_clear_error() {
 
 #[test]
 fn every_sql_file_is_compiled_in() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql");
+    let dir = sluice_testkit::repo_root().join("sql");
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

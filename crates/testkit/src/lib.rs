@@ -5,6 +5,22 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// The checkout's top directory (the one holding `install/`), found at run
+/// time from the directory cargo runs the test in. Not `env!`: a shared
+/// target dir can hand this checkout a test binary built in another one,
+/// whose compile-time paths point there.
+pub fn repo_root() -> std::path::PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("CARGO_MANIFEST_DIR or a current directory");
+    start
+        .ancestors()
+        .find(|d| d.join("install/lib.sh").is_file())
+        .unwrap_or_else(|| panic!("no install/lib.sh above {}", start.display()))
+        .to_path_buf()
+}
+
 /// Kafka bootstrap servers of the local stack.
 pub fn kafka_brokers() -> String {
     std::env::var("SLUICE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
@@ -143,5 +159,76 @@ impl Gate {
     /// Forwards again.
     pub fn open(&self) {
         self.open.send_replace(true);
+    }
+}
+
+/// Runs `supervisorctl <action> <program>` on the local stack's supervisord
+/// (install/stack.sh), panicking if it fails.
+pub fn supervisorctl(action: &str, program: &str) {
+    let lib = repo_root().join("install/lib.sh");
+    let lib = lib.display();
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {lib} && supervisorctl_ {action} {program}"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running bash");
+    assert!(
+        status.success(),
+        "supervisorctl {action} {program} (is install/stack.sh up running?)"
+    );
+}
+
+/// Whether something listens on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        .is_ok()
+}
+
+/// Waits (30 s at most) until 127.0.0.1:`port` is `open` or closed.
+pub async fn until_port(port: u16, open: bool) {
+    let what = format!("port {port} {}", if open { "open" } else { "closed" });
+    eventually(Duration::from_secs(30), &what, || async move {
+        (port_open(port) == open).then_some(())
+    })
+    .await;
+}
+
+/// An outage of one of the local stack's servers: the supervisord program
+/// is stopped (the broker is killed: see deploy/supervisor/programs/infra.conf)
+/// and started again by [`Outage::end`], or on drop if the test fails first.
+/// Tests that take one must not run beside other tests of the same binary.
+pub struct Outage {
+    program: &'static str,
+    port: u16,
+    ended: bool,
+}
+
+impl Outage {
+    /// Stops `program` and waits until its `port` is closed.
+    pub async fn begin(program: &'static str, port: u16) -> Outage {
+        supervisorctl("stop", program);
+        let outage = Outage {
+            program,
+            port,
+            ended: false,
+        };
+        until_port(port, false).await;
+        outage
+    }
+
+    /// Starts the program again and waits until its port is open.
+    pub async fn end(mut self) {
+        self.ended = true;
+        supervisorctl("start", self.program);
+        until_port(self.port, true).await;
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if !self.ended {
+            supervisorctl("start", self.program);
+        }
     }
 }

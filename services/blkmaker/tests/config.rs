@@ -5,8 +5,7 @@ use sluice_service::Validate;
 
 #[test]
 fn the_example_config_is_valid() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/blkmaker.toml");
+    let path = sluice_testkit::repo_root().join("deploy/config/blkmaker.toml");
     let config: blkmaker::Config = sluice_service::load_config(&path).unwrap();
     assert_eq!(config.nodes.len(), 1);
     assert_eq!(config.service.admin_listen.port(), 9104);

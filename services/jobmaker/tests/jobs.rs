@@ -111,7 +111,7 @@ fn payout_addresses_must_match_the_network() {
 /// load and validate; the standby differs only in instance and admin port.
 #[test]
 fn the_example_configs_are_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+    let dir = sluice_testkit::repo_root().join("deploy/config");
     let config: jobmaker::Config = sluice_service::load_config(&dir.join("jobmaker.toml")).unwrap();
     assert_eq!(config.network, "regtest");
     let standby: jobmaker::Config =

@@ -13,49 +13,13 @@
 mod common;
 use common::RigExt as _;
 
-use std::process::Command;
 use std::time::Duration;
 
-/// Runs `supervisorctl <action> <program>` on the local stack's supervisord.
-fn stack(action: &str, program: &str) {
-    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/../../install/lib.sh");
-    let status = Command::new("bash")
-        .arg("-c")
-        .arg(format!("source {lib} && supervisorctl_ {action} {program}"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "supervisorctl {action} {program} (is install/stack.sh up running?)"
-    );
-}
-
-/// Starts the program again however the test ends.
-struct Restart(&'static str);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        stack("start", self.0);
-    }
-}
+use sluice_testkit::Outage;
 
 /// The two outages stop different servers; one at a time keeps each test's
 /// outage its own.
 static ONE_OUTAGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
-}
-
-async fn until_port(port: u16, open: bool) {
-    let what = format!("port {port} {}", if open { "open" } else { "closed" });
-    sluice_testkit::eventually(Duration::from_secs(30), &what, || async move {
-        (port_open(port) == open).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zookeeper_outage_is_survived_without_restarts() {
@@ -64,13 +28,9 @@ async fn a_zookeeper_outage_is_survived_without_restarts() {
     let (ctx, jobs, _) = rig.start_jobmaker().await;
 
     // ZooKeeper goes away; a block is found meanwhile; ZooKeeper returns.
-    {
-        let _guard = Restart("zookeeper");
-        stack("stop", "zookeeper");
-        until_port(2181, false).await;
-        rig.generate().await;
-    }
-    until_port(2181, true).await;
+    let outage = Outage::begin("zookeeper", 2181).await;
+    rig.generate().await;
+    outage.end().await;
     common::job_where(
         &jobs,
         Duration::from_secs(60),
@@ -111,9 +71,7 @@ async fn a_broker_outage_is_survived_without_restarts() {
     // template waits in its producer, and /health says so; then the broker
     // returns with everything it had.
     {
-        let _guard = Restart("kafka");
-        stack("stop", "kafka");
-        until_port(9092, false).await;
+        let outage = Outage::begin("kafka", 9092).await;
         rig.generate().await;
         let health = gbtmaker.clone();
         sluice_testkit::eventually(
@@ -128,8 +86,8 @@ async fn a_broker_outage_is_survived_without_restarts() {
             },
         )
         .await;
+        outage.end().await;
     }
-    until_port(9092, true).await;
     let job = common::job_where(
         &jobs,
         Duration::from_secs(60),

@@ -482,8 +482,7 @@ async fn a_longer_side_branch_reorganizes_the_chain() {
 /// The commented example config loads and validates.
 #[test]
 fn the_example_config_is_valid() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/nodesim.toml");
+    let path = sluice_testkit::repo_root().join("deploy/config/nodesim.toml");
     let config: Config = sluice_service::load_config(&path).unwrap();
     assert_eq!(config.rpc_listen.port(), 18443);
 }

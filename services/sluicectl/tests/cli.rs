@@ -85,10 +85,7 @@ fn the_local_stack_checks_ok() {
 /// The commented example config is valid and describes the local stack.
 #[test]
 fn the_example_config_checks_ok() {
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/config/sluicectl.toml"
-    );
+    let example = sluice_testkit::repo_root().join("deploy/config/sluicectl.toml");
     let out = sluicectl()
         .arg("-c")
         .arg(example)

@@ -5,8 +5,7 @@ use sluice_service::Validate;
 
 #[test]
 fn the_example_config_is_valid() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/sserver.toml");
+    let path = sluice_testkit::repo_root().join("deploy/config/sserver.toml");
     let config: sserver::Config = sluice_service::load_config(&path).unwrap();
     assert_eq!(config.listen.port(), 3333);
     assert_eq!(config.version_mask().unwrap(), 0x1fff_e000);

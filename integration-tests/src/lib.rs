@@ -1,1 +1,2 @@
-//! End-to-end tests live in `tests/`; this crate has no library code.
+//! End-to-end tests live in `tests/`; `src/bin/` holds the service mains the
+//! drills run as processes. No library code.

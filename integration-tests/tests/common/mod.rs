@@ -1,0 +1,275 @@
+//! The whole pool for the end-to-end tests, and what they check on it.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use sluice_rig::Options;
+use sluice_testkit::{mysql_url, unique_name};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Network target 2^250: one hash in about 64 is a block, so the 2,400 or
+/// more hashes of a run (200 shares/s for 12 s, at least a hash each) find
+/// about 37 (fewer than 2 has odds below 1 in 10^14).
+pub(crate) const BITS: &str = "2003ffff";
+/// Every hash meets it: a simulated miner's share costs one hash.
+pub(crate) const SHARE_DIFFICULTY: f64 = 2e-10;
+pub(crate) const MINERS: usize = 50;
+
+/// The pool on fresh topics: nodesim and gbtmaker (the rig), sserver and
+/// statshttpd in this process, jobmaker and blkmaker in this process unless
+/// a drill runs them as processes; all use `mysql` for MySQL.
+pub(crate) struct Pool {
+    pub(crate) pipeline: sluice_rig::Pipeline,
+    pub(crate) store: sluice_store::Store,
+    pub(crate) user: String,
+    pub(crate) user_id: u32,
+    pub(crate) stratum: SocketAddr,
+    pub(crate) api_port: u16,
+    pub(crate) stats: statshttpd::Config,
+    pub(crate) solved_log: std::path::PathBuf,
+    /// sserver's, blkmaker's (unused when it runs as a process) and
+    /// statshttpd's, in this order.
+    pub(crate) ctxs: Vec<sluice_service::Context>,
+}
+
+/// What runs in this process besides the rig, sserver and statshttpd.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InProcess {
+    pub(crate) jobmaker: bool,
+    pub(crate) blkmaker: bool,
+}
+
+impl InProcess {
+    pub(crate) const ALL: InProcess = InProcess {
+        jobmaker: true,
+        blkmaker: true,
+    };
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for c in &self.ctxs {
+            c.shutdown.token().cancel();
+        }
+        let _ = std::fs::remove_dir_all(&self.stats.data_dir);
+        let _ = std::fs::remove_file(&self.solved_log);
+    }
+}
+
+/// The tests each run a whole pool on two cores: one at a time.
+pub(crate) static ONE_POOL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
+    let pipeline = sluice_rig::pipeline(Options {
+        bits: BITS.into(),
+        jobmaker: in_process.jobmaker,
+        ..Options::default()
+    })
+    .await;
+    let store = sluice_store::Store::new(&mysql_url()).unwrap();
+    let user = unique_name("e2e");
+    let user_id = store.ensure_user(&user).await.unwrap().id;
+
+    // sserver, blkmaker (unless a drill runs it) and statshttpd.
+    let stratum: SocketAddr = format!("127.0.0.1:{}", sluice_testkit::free_port())
+        .parse()
+        .unwrap();
+    let sserver = sserver::Config {
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        zookeeper: pipeline.zk.clone(),
+        mysql: sserver::MysqlConfig {
+            url: mysql.to_owned(),
+        },
+        listen: stratum,
+        server_id: 0,
+        extranonce2_size: 8,
+        version_mask: "1fffe000".into(),
+        solved_log: std::env::temp_dir().join(unique_name("e2e-solved-")),
+        proxy_protocol: false,
+        difficulty: sserver::DifficultyConfig {
+            default: SHARE_DIFFICULTY,
+            min: SHARE_DIFFICULTY / 2.0,
+            max: 1e-6,
+            share_interval_secs: 10.0,
+            retarget_secs: 300.0,
+        },
+        jobs: sserver::JobsConfig::default(),
+        users: sserver::UsersConfig::default(),
+        limits: sserver::Limits::default(),
+    };
+    let blkmaker = blkmaker::Config {
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        mysql: blkmaker::MysqlConfig {
+            url: mysql.to_owned(),
+        },
+        nodes: vec![pipeline.node.config("sim")],
+        group: unique_name("e2e-blkmaker-"),
+        templates_kept: 100,
+        template_wait_ms: 3_000,
+        retry_window_secs: 30,
+        rpc_timeout_secs: 10,
+        max_share_age_secs: 3_600,
+    };
+    let api_port = sluice_testkit::free_port();
+    let stats = statshttpd::Config {
+        service: sluice_rig::local(),
+        kafka: pipeline.kafka.clone(),
+        mysql: statshttpd::MysqlConfig {
+            url: mysql.to_owned(),
+        },
+        zookeeper: Some(pipeline.zk.clone()),
+        nodes: vec![pipeline.node.config("sim")],
+        listen: format!("127.0.0.1:{api_port}").parse().unwrap(),
+        data_dir: std::env::temp_dir().join(unique_name("e2e-sharelog-")),
+        group: unique_name("e2e-stats-"),
+        network: "regtest".into(),
+        flush_interval_secs: 1,
+        events_tail: 1_000,
+    };
+    let ctxs: Vec<_> = (0..3).map(|_| sluice_rig::context()).collect();
+    tokio::spawn(sserver::run(sserver.clone(), ctxs[0].clone()));
+    if in_process.blkmaker {
+        tokio::spawn(blkmaker::run(blkmaker, ctxs[1].clone()));
+    }
+    tokio::spawn(statshttpd::run(stats.clone(), ctxs[2].clone()));
+
+    Pool {
+        pipeline,
+        store,
+        user,
+        user_id,
+        stratum,
+        api_port,
+        stats,
+        solved_log: sserver.solved_log,
+        ctxs,
+    }
+}
+
+/// Simulated miners on `pool` for `seconds` at 200 shares/s in all, started
+/// and mining (200 shares accepted) when this returns.
+pub(crate) async fn start_mining(
+    pool: &Pool,
+    seconds: f64,
+    configure: impl FnOnce(&mut simulator::Options),
+) -> (
+    JoinHandle<anyhow::Result<simulator::Report>>,
+    Arc<simulator::Counters>,
+) {
+    let mut options = simulator::Options::new(pool.stratum, MINERS);
+    options.user = pool.user.clone();
+    options.password = format!("d={SHARE_DIFFICULTY}");
+    options.rate = 200.0;
+    options.duration = seconds;
+    configure(&mut options);
+    let counters = Arc::new(simulator::Counters::default());
+    let sim = tokio::spawn(simulator::run(
+        options,
+        counters.clone(),
+        CancellationToken::new(),
+    ));
+    accepted_at_least(&counters, 200).await;
+    (sim, counters)
+}
+
+/// Waits (30 s at most) until the miners have `n` shares accepted.
+pub(crate) async fn accepted_at_least(counters: &Arc<simulator::Counters>, n: u64) {
+    let c = counters.clone();
+    sluice_testkit::eventually(Duration::from_secs(30), "shares accepted", || {
+        let c = c.clone();
+        async move { (c.accepted.load(Ordering::Relaxed) >= n).then_some(()) }
+    })
+    .await;
+}
+
+/// The pool's blocks on nodesim's best chain (its coinbase tag), newest first.
+pub(crate) async fn pool_blocks_on_best_chain(pool: &Pool) -> Vec<String> {
+    let client = pool.pipeline.node.client();
+    tokio::task::spawn_blocking(move || {
+        use bitcoincore_rpc::RpcApi;
+        let mut ours = Vec::new();
+        let mut hash = client.get_best_block_hash().unwrap();
+        loop {
+            let block = client.get_block(&hash).unwrap();
+            if block.header.prev_blockhash == bitcoin::BlockHash::all_zeros() {
+                break;
+            }
+            let sig = block.txdata[0].input[0].script_sig.as_bytes();
+            if sig
+                .windows(b"/sluice-test/".len())
+                .any(|w| w == b"/sluice-test/")
+            {
+                ours.push(hash.to_string());
+            }
+            hash = block.header.prev_blockhash;
+        }
+        ours
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits (60 s at most) until every block candidate in sserver's local log
+/// is marked acknowledged by the broker; their hashes.
+pub(crate) async fn candidates_all_sent(pool: &Pool) -> Vec<String> {
+    let log = pool.solved_log.clone();
+    sluice_testkit::eventually(Duration::from_secs(60), "every candidate sent", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let solved = text.lines().filter(|l| l.starts_with("solved ")).count();
+        let sent: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("sent "))
+            .map(str::to_owned)
+            .collect();
+        async move { (solved > 0 && sent.len() == solved).then_some(sent) }
+    })
+    .await
+}
+
+/// Waits (60 s at most) until every hash in `hashes` has its found_blocks
+/// row; the rows' hashes.
+pub(crate) async fn all_recorded(pool: &Pool, hashes: &[String]) -> HashSet<String> {
+    sluice_testkit::eventually(Duration::from_secs(60), "every block recorded", || async {
+        let rows = pool
+            .store
+            .recent_found_blocks(1000, Some(pool.user_id))
+            .await
+            .ok()?;
+        let recorded: HashSet<String> = rows.into_iter().map(|(b, _)| b.hash).collect();
+        hashes
+            .iter()
+            .all(|h| recorded.contains(h))
+            .then_some(recorded)
+    })
+    .await
+}
+
+/// Waits (60 s at most) until statshttpd's pool figures credit, within 1%,
+/// the difficulty the simulator had accepted; the credited figure.
+pub(crate) async fn statshttpd_credits(pool: &Pool, counters: &simulator::Counters) -> f64 {
+    let simulated = counters.accepted_difficulty();
+    sluice_testkit::eventually(Duration::from_secs(60), "statshttpd caught up", || async {
+        let (status, figures) = http_json(pool.api_port, "/api/v1/pool").await?;
+        let credited = figures["shares"]["1h"]["accept"].as_f64()?;
+        (status == 200 && (credited - simulated).abs() <= simulated * 0.01).then_some(credited)
+    })
+    .await
+}
+
+/// `GET path` on 127.0.0.1:`port` as JSON: the status and the body.
+pub(crate) async fn http_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    let path = path.to_owned();
+    let (status, text) = tokio::task::spawn_blocking(move || sluice_testkit::http_get(port, &path))
+        .await
+        .unwrap()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, serde_json::from_str(body).ok()?))
+}

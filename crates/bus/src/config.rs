@@ -25,6 +25,14 @@ pub struct BusConfig {
     /// timeout could write it twice, and a timeout makes librdkafka bump the
     /// producer epoch, which tansu 0.6 cannot take (docs/DECISIONS.md).
     pub message_timeout_ms: u32,
+    /// How long the broker may hold an empty fetch on the topics whose news
+    /// is urgent (templates, jobs, block candidates, events tails), ms. Kafka
+    /// answers as soon as a message arrives, so there a larger value costs
+    /// no latency. tansu 0.6 holds every empty fetch for the full time: each
+    /// hop waits up to this long, and every empty fetch costs it about 1 ms
+    /// of CPU (BENCHMARKS.md: 2 ms halves block → Job but keeps tansu on a
+    /// whole core when idle; 10 ms, the default, half a core).
+    pub urgent_fetch_wait_ms: u32,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -65,6 +73,7 @@ impl Default for BusConfig {
             topics: TopicNames::default(),
             message_max_bytes: 4 * 1024 * 1024,
             message_timeout_ms: 0,
+            urgent_fetch_wait_ms: 10,
             librdkafka: BTreeMap::new(),
         }
     }

@@ -151,18 +151,35 @@ pub struct TailConsumer<T> {
 
 impl<T: Payload> TailConsumer<T> {
     /// Starts `n` messages before the end of every partition of `topic`.
+    /// State topics carry news (a new block, a new job): the broker holds an
+    /// empty fetch for at most `urgent_fetch_wait_ms`, and tansu holds it
+    /// the full time, so it is short.
     pub async fn new(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
+        Self::start(config, topic, n, Some(config.urgent_fetch_wait_ms)).await
+    }
+
+    /// [`TailConsumer::new`] for news that can wait half a second (events
+    /// for statistics): librdkafka's default fetch wait, so an idle tail
+    /// costs the broker a fetch every 500 ms instead of every few.
+    pub async fn unhurried(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
+        Self::start(config, topic, n, None).await
+    }
+
+    async fn start(
+        config: &BusConfig,
+        topic: &Topic<T>,
+        n: i64,
+        fetch_wait_ms: Option<u32>,
+    ) -> Result<Self, BusError> {
         let starts: Vec<(i32, i64)> = fetch_watermarks(config, topic.name())
             .await?
             .into_iter()
             .map(|(partition, low, high)| (partition, (high - n.max(0)).max(low)))
             .collect();
         // librdkafka wants a group id even for manual assignment; none is
-        // committed. State topics carry news (a new block, a new job): the
-        // broker holds a fetch for up to this long when it has nothing, and
-        // tansu holds it the full time, so keep it short.
+        // committed.
         let group = format!("{}-tail", config.client_id);
-        let stream = TypedStream::assigned(config, topic, &group, Some(10), &starts)?;
+        let stream = TypedStream::assigned(config, topic, &group, fetch_wait_ms, &starts)?;
         Ok(TailConsumer { stream })
     }
 
@@ -221,10 +238,11 @@ impl<T: Payload> GroupConsumer<T> {
     }
 
     /// [`GroupConsumer::new`] for a quiet topic whose messages are urgent
-    /// (solved shares): empty fetches are held for at most 10 ms, as on the
-    /// tail consumers, so a message is seen within milliseconds.
+    /// (solved shares): empty fetches are held for at most
+    /// `urgent_fetch_wait_ms`, as on the tail consumers, so a message is seen
+    /// within milliseconds.
     pub fn urgent(config: &BusConfig, topic: &Topic<T>, group: &str) -> Result<Self, BusError> {
-        Self::build(config, topic, group, Some(10))
+        Self::build(config, topic, group, Some(config.urgent_fetch_wait_ms))
     }
 
     fn build(

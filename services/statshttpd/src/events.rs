@@ -40,7 +40,8 @@ pub(crate) async fn follow(stats: Arc<Stats>, token: CancellationToken) {
     let topic = Topic::<Event>::new(stats.config.kafka.topics.event.clone());
     let mut backoff = Duration::from_millis(500);
     let consumer = loop {
-        match TailConsumer::new(&stats.config.kafka, &topic, stats.config.events_tail).await {
+        let tail = TailConsumer::unhurried(&stats.config.kafka, &topic, stats.config.events_tail);
+        match tail.await {
             Ok(c) => break c,
             Err(error) => {
                 stats.health.set("events", false, error.to_string());

@@ -96,7 +96,20 @@ if [ -z "$OWN_NODE" ]; then
     "$SLUICE_BIN/simulator" --server 127.0.0.1:3333 -n "$SIM_MINERS" --rate $((SIM_MINERS / 2)) \
         --duration "$SIM_SECONDS" --user demo --password d=0.0000000002 --quiet \
         --node-rpc http://sluice:sluice@127.0.0.1:18443 --block-interval 20
-    sleep 2  # one statshttpd flush and blkmaker's last answers
+    # The miners found blocks (one hash in ~256 is one: about a dozen a minute) and
+    # statshttpd credits their work; anything else is a failure.
+    blocks_recorded() {
+        local n
+        n=$(curl -s "http://127.0.0.1:8080/api/v1/pool" | sed -n 's/.*"blocks_found":\([0-9]*\).*/\1/p')
+        [ "${n:-0}" -gt "${blocks_before:-0}" ]
+    }
+    wait_until 30 "blkmaker to record the blocks the miners found" blocks_recorded
+    demo_credited() {
+        curl -sf http://127.0.0.1:8080/api/v1/users/demo | python3 -c '
+import json, sys
+sys.exit(0 if json.load(sys.stdin)["hashrate"]["5m"] > 0 else 1)'
+    }
+    wait_until 30 "statshttpd to credit the miners' work" demo_credited
     demo_id=$(curl -s http://127.0.0.1:8080/api/v1/users/demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
     log "blocks the simulated miners found (http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id), newest first:"
     curl -s "http://127.0.0.1:8080/api/v1/blocks?user_id=$demo_id&limit=8" | python3 -c '

@@ -103,6 +103,7 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         jobs: sserver::JobsConfig::default(),
         users: sserver::UsersConfig::default(),
         limits: sserver::Limits::default(),
+        tls: None,
     };
     let blkmaker = blkmaker::Config {
         service: sluice_rig::local(),

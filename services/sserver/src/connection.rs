@@ -23,10 +23,12 @@ use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
 use sluice_stratum::{
     ErrorCode, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{SessionIds, SessionIndex};
@@ -211,65 +213,203 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     } else {
         peer
     };
-    if let Err(refusal) = shared.admission.admit(peer.ip(), Instant::now()) {
-        shared.metrics.connections_refused.inc();
-        tracing::debug!(%peer, ?refusal, "connection refused");
+    if !admitted(&shared, peer) {
         return;
     }
-    let Some(index) = shared.ids.allocate() else {
-        tracing::error!("all 2^24 session ids are in use; connection refused");
+    // The session runs in this task's own future (no nested one holding a
+    // second copy of its parts): an idle connection is this future.
+    let Some(mut conn) = Conn::open(Writer::Tcp(wr), peer, shared) else {
         return;
     };
-    let idx = index.get();
-    let extranonce1 = [
-        shared.server_id,
-        (idx >> 16) as u8,
-        (idx >> 8) as u8,
-        idx as u8,
-    ];
-    let session = ServerSession::new(
-        extranonce1,
-        shared.config.extranonce2_size,
-        shared.config.version_mask,
-    );
-    let mut conn = Conn {
-        board: shared.board.clone(),
-        session,
-        index,
-        peer,
-        out: Outbox {
-            wr,
-            pending: Vec::new(),
-        },
-        miner: None,
-        vardiff: None,
-        suggested: None,
-        floor: None,
-        sent: VecDeque::new(),
-        sent_difficulty: None,
-        last_tip: None,
-        last_notify: Instant::now(),
-        rejects: RejectWindow::new(
-            shared.config.max_rejects_per_minute,
-            Duration::from_secs(60),
-        ),
-        bad_lines: 0,
-        started: Instant::now(),
-        close: false,
-        shared,
-    };
-    conn.shared.metrics.connections.inc();
-    conn.shared.metrics.connections_total.inc();
+    let mut rd = Reader::Tcp(rd);
     let end = conn.run(&mut rd, framer).await;
-    tracing::debug!(peer = %conn.peer, session = %hex::encode(extranonce1), %end, "connection closed");
-    conn.shared.metrics.connections.dec();
-    if let Some(identity) = conn.identity() {
-        conn.event(EventKind::MinerDisconnected(identity));
+    conn.closed(&end);
+}
+
+/// Serves one socket accepted on the TLS listener to the end: admission
+/// first (a refused or banned address costs no handshake), then the TLS
+/// handshake within the pre-auth timeout, then Stratum as on the plain port.
+pub async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
+    if !admitted(&shared, peer) {
+        return;
+    }
+    let handshake = tokio::time::timeout(shared.config.preauth_timeout, acceptor.accept(stream));
+    let tls = match Box::pin(handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            shared.metrics.tls_handshake_failures.inc();
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failures.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (rd, wr) = tokio::io::split(tls);
+    let framer = LineFramer::new(shared.config.max_line_bytes);
+    let Some(mut conn) = Conn::open(Writer::Tls(wr), peer, shared) else {
+        return;
+    };
+    let mut rd = Reader::Tls(rd);
+    let end = conn.run(&mut rd, framer).await;
+    conn.closed(&end);
+}
+
+/// Per-IP rate limits and bans.
+fn admitted(shared: &Shared, peer: SocketAddr) -> bool {
+    match shared.admission.admit(peer.ip(), Instant::now()) {
+        Ok(()) => true,
+        Err(refusal) => {
+            shared.metrics.connections_refused.inc();
+            tracing::debug!(%peer, ?refusal, "connection refused");
+            false
+        }
+    }
+}
+
+impl Conn {
+    /// The Stratum session over an admitted connection: a session id, the
+    /// session state, counted as open.
+    fn open(wr: Writer, peer: SocketAddr, shared: Arc<Shared>) -> Option<Conn> {
+        let Some(index) = shared.ids.allocate() else {
+            tracing::error!("all 2^24 session ids are in use; connection refused");
+            return None;
+        };
+        let idx = index.get();
+        let extranonce1 = [
+            shared.server_id,
+            (idx >> 16) as u8,
+            (idx >> 8) as u8,
+            idx as u8,
+        ];
+        let session = ServerSession::new(
+            extranonce1,
+            shared.config.extranonce2_size,
+            shared.config.version_mask,
+        );
+        shared.metrics.connections.inc();
+        shared.metrics.connections_total.inc();
+        Some(Conn {
+            board: shared.board.clone(),
+            session,
+            index,
+            peer,
+            out: Outbox {
+                wr,
+                pending: Vec::new(),
+            },
+            miner: None,
+            vardiff: None,
+            suggested: None,
+            floor: None,
+            sent: VecDeque::new(),
+            sent_difficulty: None,
+            last_tip: None,
+            last_notify: Instant::now(),
+            rejects: RejectWindow::new(
+                shared.config.max_rejects_per_minute,
+                Duration::from_secs(60),
+            ),
+            bad_lines: 0,
+            started: Instant::now(),
+            close: false,
+            shared,
+        })
+    }
+
+    /// The session ended: logged, counted, and a MinerDisconnected event
+    /// for an authorized miner.
+    fn closed(&self, end: &End) {
+        let session = hex::encode(self.session.extranonce1());
+        tracing::debug!(peer = %self.peer, %session, %end, "connection closed");
+        self.shared.metrics.connections.dec();
+        if let Some(identity) = self.identity() {
+            self.event(EventKind::MinerDisconnected(identity));
+        }
+    }
+}
+
+/// The reading side of a plain or TLS connection.
+enum Reader {
+    Tcp(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// What a read brought.
+enum Input {
+    Bytes,
+    Eof,
+    /// A spurious readiness: nothing to read after all.
+    Nothing,
+}
+
+impl Reader {
+    /// Waits for input and pushes it into `framer`. Cancel-safe: nothing is
+    /// consumed unless it completes.
+    async fn read_into(&mut self, framer: &mut LineFramer) -> std::io::Result<Input> {
+        match self {
+            Reader::Tcp(rd) => {
+                rd.readable().await?;
+                // The read buffer lives on the stack only while reading: an
+                // idle connection holds no buffer at all.
+                let mut chunk = [0u8; 2048];
+                match rd.try_read(&mut chunk) {
+                    Ok(0) => Ok(Input::Eof),
+                    Ok(n) => {
+                        framer.push(&chunk[..n]);
+                        Ok(Input::Bytes)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Input::Nothing),
+                    Err(e) => Err(e),
+                }
+            }
+            // rustls has no readiness API: the buffer waits with the read,
+            // boxed so that it is not part of every plain connection's task.
+            Reader::Tls(rd) => {
+                Box::pin(async move {
+                    let mut chunk = [0u8; 2048];
+                    let n = rd.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Ok(Input::Eof);
+                    }
+                    framer.push(&chunk[..n]);
+                    Ok(Input::Bytes)
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// The writing side of a plain or TLS connection.
+enum Writer {
+    Tcp(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl Writer {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Tcp(wr) => wr.write_all(bytes).await,
+            Writer::Tls(wr) => {
+                wr.write_all(bytes).await?;
+                wr.flush().await
+            }
+        }
     }
 }
 
 async fn read_proxy_header(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut OwnedReadHalf,
     framer: &mut LineFramer,
     timeout: Duration,
 ) -> Result<Option<SocketAddr>, String> {
@@ -298,11 +438,7 @@ async fn read_proxy_header(
 }
 
 impl Conn {
-    async fn run(
-        &mut self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
-        mut framer: LineFramer,
-    ) -> End {
+    async fn run(&mut self, rd: &mut Reader, mut framer: LineFramer) -> End {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
@@ -332,32 +468,20 @@ impl Conn {
                 () = async { if let Some(at) = drain_at { tokio::time::sleep_until(at).await } }, if drain_at.is_some() => {
                     return End::Drained;
                 }
-                readable = rd.readable() => {
-                    if let Err(e) = readable {
-                        return End::Io(e);
-                    }
-                    // The read buffer lives on the stack only while reading:
-                    // an idle connection holds no buffer at all.
-                    let got = {
-                        let mut chunk = [0u8; 2048];
-                        match rd.try_read(&mut chunk) {
-                            Ok(0) => return End::Eof,
-                            Ok(n) => {
-                                framer.push(&chunk[..n]);
-                                true
+                input = rd.read_into(&mut framer) => {
+                    match input {
+                        Ok(Input::Eof) => return End::Eof,
+                        Ok(Input::Nothing) => {}
+                        Ok(Input::Bytes) => {
+                            last_read = Instant::now();
+                            // Boxed: the request handling's state is allocated while it
+                            // runs, not carried in every idle connection's task.
+                            if let Err(end) = Box::pin(self.process(&mut framer)).await {
+                                let _ = self.out.flush().await;
+                                return end;
                             }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-                            Err(e) => return End::Io(e),
                         }
-                    };
-                    if got {
-                        last_read = Instant::now();
-                        // Boxed: the request handling's state is allocated while it
-                        // runs, not carried in every idle connection's task.
-                        if let Err(end) = Box::pin(self.process(&mut framer)).await {
-                            let _ = self.out.flush().await;
-                            return end;
-                        }
+                        Err(e) => return End::Io(e),
                     }
                 }
                 changed = self.board.changed(), if authorized => {
@@ -849,7 +973,7 @@ fn share_key(share: (u64, u32, u32, u32)) -> u64 {
 /// Lines waiting to be written. Unlike a `BufWriter` (8 KiB per connection
 /// from the start), it holds memory only between a reply and its flush.
 struct Outbox {
-    wr: OwnedWriteHalf,
+    wr: Writer,
     pending: Vec<u8>,
 }
 

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod sinks;
+pub mod tls;
 pub mod users;
 pub mod vardiff;
 
@@ -38,12 +39,14 @@ pub use sluice_store::MysqlConfig;
 use sluice_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{ConnConfig, Shared};
 use crate::jobs::{Board, FeedConfig};
 use crate::limits::{Admission, LimitsConfig};
 use crate::metrics::ServerMetrics;
+pub use crate::tls::TlsConfig;
 use crate::users::Users;
 use crate::vardiff::VardiffConfig;
 
@@ -93,6 +96,9 @@ pub struct Config {
     /// `[limits]`.
     #[serde(default)]
     pub limits: Limits,
+    /// `[tls]`: Stratum over TLS on a second port (none by default).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[difficulty]`.
@@ -335,6 +341,17 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "stratum listening");
+    let tls = match &config.tls {
+        Some(tls) => {
+            let acceptor = tls.acceptor()?;
+            let listener = TcpListener::bind(tls.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {} (tls): {e}", tls.listen))?;
+            tracing::info!(listen = %listener.local_addr()?, "stratum over TLS listening");
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
 
     let topics = &config.kafka.topics;
     // Both producers wait out an away broker; /health says when they do.
@@ -424,8 +441,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         }
     });
 
-    let result = serve_ids(&config, &ctx, &listener, parts).await;
+    let result = serve_ids(&config, &ctx, &listener, tls.as_ref(), parts).await;
     drop(listener);
+    drop(tls);
     result
 }
 
@@ -435,6 +453,7 @@ async fn serve_ids(
     config: &Config,
     ctx: &Context,
     listener: &TcpListener,
+    tls: Option<&(TcpListener, TlsAcceptor)>,
     parts: Parts,
 ) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
@@ -476,8 +495,14 @@ async fn serve_ids(
                 None => std::future::pending().await,
             }
         };
+        let plain = accept(listener, None, &shared, &semaphore, ctx);
+        let over_tls = async {
+            if let Some((listener, acceptor)) = tls {
+                accept(listener, Some(acceptor), &shared, &semaphore, ctx).await;
+            }
+        };
         tokio::select! {
-            () = accept(listener, &shared, &semaphore, ctx) => {}
+            _ = futures::future::join(plain, over_tls) => {}
             () = lost => {
                 tracing::error!(server_id, "server id lost (ZooKeeper session ended); draining miners and taking an id again");
                 ctx.health.set("zookeeper", false, "server id lost");
@@ -513,9 +538,11 @@ async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<IdLease>)> {
     Ok((id, Some(lease)))
 }
 
-/// Accepts connections until the shared drain token is cancelled.
+/// Accepts connections (TLS ones when given the acceptor) until the shared
+/// drain token is cancelled. Both listeners share the connection cap.
 async fn accept(
     listener: &TcpListener,
+    tls: Option<&TlsAcceptor>,
     shared: &Arc<Shared>,
     semaphore: &Arc<Semaphore>,
     ctx: &Context,
@@ -541,8 +568,12 @@ async fn accept(
             continue;
         };
         let shared = Arc::clone(shared);
+        let tls = tls.cloned();
         tracker.spawn(async move {
-            connection::serve(stream, peer, shared).await;
+            match tls {
+                Some(acceptor) => connection::serve_tls(stream, peer, shared, acceptor).await,
+                None => connection::serve(stream, peer, shared).await,
+            }
             drop(permit);
         });
     }

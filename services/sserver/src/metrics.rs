@@ -25,6 +25,8 @@ pub struct ServerMetrics {
     pub connections_total: Counter,
     /// Connections refused (cap, rate limit, ban).
     pub connections_refused: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
     /// Submits by outcome.
     pub shares: Family<StatusLabel, Counter>,
     /// Submits, all outcomes.
@@ -67,6 +69,11 @@ impl ServerMetrics {
                 "sserver_connections_refused",
                 "Connections refused (cap, rate, ban)",
                 m.connections_refused.clone(),
+            );
+            r.register(
+                "sserver_tls_handshake_failures",
+                "TLS handshakes that failed or timed out",
+                m.tls_handshake_failures.clone(),
             );
             r.register("sserver_shares", "Submits by outcome", m.shares.clone());
             r.register(

@@ -81,6 +81,7 @@ pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
         jobs: sserver::JobsConfig::default(),
         users: sserver::UsersConfig::default(),
         limits: sserver::Limits::default(),
+        tls: None,
     };
     tweak(&mut config);
     let server_ctx = sluice_rig::context();
@@ -142,8 +143,12 @@ impl Rig {
 
 pub use sluice_rig::next_where as record_where;
 
+/// A plain or TLS connection.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Miner {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     framer: LineFramer,
     pub session: ClientSession,
     backlog: VecDeque<ClientEvent>,
@@ -152,9 +157,9 @@ pub struct Miner {
 }
 
 impl Miner {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: impl Io + 'static) -> Self {
         Miner {
-            stream,
+            stream: Box::new(stream),
             framer: LineFramer::new(1 << 20),
             session: ClientSession::new(),
             backlog: VecDeque::new(),
@@ -169,10 +174,12 @@ impl Miner {
 
     pub async fn raw(&mut self, line: &str) {
         let _ = self.stream.write_all(format!("{line}\n").as_bytes()).await;
+        let _ = self.stream.flush().await;
     }
 
     pub async fn raw_bytes(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes).await;
+        let _ = self.stream.flush().await;
     }
 
     /// The next event from the server; `None` once it closed the connection.

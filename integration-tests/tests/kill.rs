@@ -32,11 +32,10 @@ impl Drop for Children {
     }
 }
 
-/// The `[kafka]` and `[zookeeper]` sections for `pool`'s fresh topics and root.
-fn shared_sections(pool: &Pool, client_id: &str) -> String {
+/// The `[kafka]` section for `pool`'s fresh topics.
+fn kafka_section(pool: &Pool, client_id: &str) -> String {
     let k = &pool.pipeline.kafka;
     let t = &k.topics;
-    let zk = &pool.pipeline.zk;
     format!(
         r#"
 [kafka]
@@ -49,11 +48,6 @@ job = "{job}"
 share = "{share}"
 solved_share = "{solved}"
 event = "{event}"
-
-[zookeeper]
-connect = "{connect}"
-root = "{root}"
-session_timeout_ms = {session}
 "#,
         brokers = k.brokers,
         raw_gbt = t.raw_gbt,
@@ -61,6 +55,19 @@ session_timeout_ms = {session}
         share = t.share,
         solved = t.solved_share,
         event = t.event,
+    )
+}
+
+/// The `[zookeeper]` section for `pool`'s fresh root.
+fn zookeeper_section(pool: &Pool) -> String {
+    let zk = &pool.pipeline.zk;
+    format!(
+        r#"
+[zookeeper]
+connect = "{connect}"
+root = "{root}"
+session_timeout_ms = {session}
+"#,
         connect = zk.connect,
         root = zk.root,
         session = zk.session_timeout_ms,
@@ -81,13 +88,14 @@ stale_template_secs = {stale}
 instance = "{instance}"
 admin_listen = "127.0.0.1:{admin}"
 shutdown_grace_secs = 5
-{shared}"#,
+{kafka}{zookeeper}"#,
         payout = c.payout_address,
         network = c.network,
         tag = c.pool_tag,
         interval = c.job_interval_secs,
         stale = c.stale_template_secs,
-        shared = shared_sections(pool, "e2e-jobmaker"),
+        kafka = kafka_section(pool, "e2e-jobmaker"),
+        zookeeper = zookeeper_section(pool),
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -96,9 +104,6 @@ shutdown_grace_secs = 5
 fn blkmaker_config(pool: &Pool, dir: &Path, admin: u16) -> PathBuf {
     let node = pool.pipeline.node.config("sim");
     let path = dir.join("blkmaker.toml");
-    // blkmaker has no [zookeeper] section.
-    let shared = shared_sections(pool, "e2e-blkmaker");
-    let shared = &shared[..shared.find("[zookeeper]").unwrap()];
     let text = format!(
         r#"group = "{group}"
 retry_window_secs = 30
@@ -107,7 +112,7 @@ retry_window_secs = 30
 instance = "e2e-blkmaker"
 admin_listen = "127.0.0.1:{admin}"
 shutdown_grace_secs = 5
-{shared}
+{kafka}
 [mysql]
 url = "{mysql}"
 
@@ -118,6 +123,7 @@ rpc_user = "{rpc_user}"
 rpc_password = "{rpc_password}"
 "#,
         group = unique_name("e2e-blkmaker-"),
+        kafka = kafka_section(pool, "e2e-blkmaker"),
         mysql = mysql_url(),
         rpc_url = node.rpc_url,
         rpc_user = node.rpc_user,

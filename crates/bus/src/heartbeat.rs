@@ -94,36 +94,3 @@ pub async fn heartbeat<F>(
 
 /// How long the last heartbeat may wait for the broker.
 const LAST_BEAT_WAIT: Duration = Duration::from_secs(2);
-
-/// Reports, every second until `token` is cancelled, whether `producer`'s
-/// broker acknowledges: `report(false, why)` once sends have waited longer
-/// than `patience` with no acknowledgement, `report(true, "ok")` otherwise.
-/// Services point it at their `/health` (`kafka_jobs`, `kafka_shares`, ...).
-pub async fn watch_delivery<F>(
-    producer: Producer,
-    patience: Duration,
-    report: F,
-    token: CancellationToken,
-) where
-    F: Fn(bool, String) + Send,
-{
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let stalled = producer.stalled_for();
-        if stalled > patience {
-            report(
-                false,
-                format!(
-                    "the broker has acknowledged nothing for {}s; messages wait in the producer queue",
-                    stalled.as_secs()
-                ),
-            );
-        } else {
-            report(true, "ok".to_owned());
-        }
-    }
-}

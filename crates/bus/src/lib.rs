@@ -23,8 +23,8 @@ use std::marker::PhantomData;
 pub use admin::{TopicSpec, create_topics, fetch_partitions, fetch_watermarks};
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
-pub use heartbeat::{Identity, heartbeat, watch_delivery};
-pub use producer::{Delivery, Producer};
+pub use heartbeat::{Identity, heartbeat};
+pub use producer::{Delivery, Producer, watch_delivery};
 
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> u64 {

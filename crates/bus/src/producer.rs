@@ -7,7 +7,7 @@
 //! With the default `message_timeout_ms = 0` a send waits for as long as the
 //! broker is away; [`Producer::stalled_for`] tells how long the broker has
 //! acknowledged nothing while messages wait, which is what `/health` reports
-//! (see [`watch_delivery`](crate::watch_delivery)).
+//! (see [`watch_delivery`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use sluice_proto::Payload;
+use tokio_util::sync::CancellationToken;
 
 use crate::{BusConfig, BusError, Topic};
 
@@ -199,5 +200,38 @@ impl Producer {
             op: "metadata",
             detail: e.to_string(),
         })
+    }
+}
+
+/// Reports, every second until `token` is cancelled, whether `producer`'s
+/// broker acknowledges: `report(false, why)` once sends have waited longer
+/// than `patience` with no acknowledgement, `report(true, "ok")` otherwise.
+/// Services point it at their `/health` (`kafka_jobs`, `kafka_shares`, ...).
+pub async fn watch_delivery<F>(
+    producer: Producer,
+    patience: Duration,
+    report: F,
+    token: CancellationToken,
+) where
+    F: Fn(bool, String) + Send,
+{
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let stalled = producer.stalled_for();
+        if stalled > patience {
+            report(
+                false,
+                format!(
+                    "the broker has acknowledged nothing for {}s; messages wait in the producer queue",
+                    stalled.as_secs()
+                ),
+            );
+        } else {
+            report(true, "ok".to_owned());
+        }
     }
 }

@@ -3,9 +3,9 @@
 //! real proof of work → blkmaker → nodesim, and statshttpd watching. Blocks
 //! found by the miners are accepted by the node and recorded, statshttpd
 //! credits exactly the work the miners did, and blocks mined outside the
-//! pool reach every miner as a clean job. Two drills take MariaDB away (a
-//! closed gate) and the broker (killed) for 30 s under mining miners, and
-//! check that no block and no share is lost.
+//! pool reach every miner as a clean job. Two drills stop MariaDB and kill
+//! the broker for 30 s under mining miners, and check that no block and no
+//! share is lost.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -144,30 +144,16 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
     assert_eq!(figures["users"], 1);
 }
 
-/// Drill: MariaDB unreachable for 30 s under a mining pool (every service's
-/// MySQL connection goes through a gate that is closed, then opened). The
-/// miners go on mining, every block the pool adds to the node's chain gets
-/// its row, and statshttpd's figures catch up with all the work done.
+/// Drill: MariaDB stopped for 30 s under a mining pool. The miners go on
+/// mining, every block the pool adds to the node's chain gets its row, and
+/// statshttpd's figures catch up with all the work done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mariadb_outage_loses_no_block_and_no_share() {
     let _one = ONE_POOL_AT_A_TIME.lock().await;
-    let direct = mysql_url();
-    let host = direct
-        .rsplit_once('@')
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(host, _)| host.to_owned())
-        .unwrap();
-    let gate = sluice_testkit::Gate::start(host.parse().unwrap())
-        .await
-        .unwrap();
-    let pool = start_pool(
-        &direct.replace(&host, &gate.addr().to_string()),
-        InProcess::ALL,
-    )
-    .await;
+    let pool = start_pool(&mysql_url(), InProcess::ALL).await;
     let (sim, counters) = start_mining(&pool, 45.0, |_| {}).await;
 
-    gate.close();
+    let outage = sluice_testkit::Outage::begin("mariadb", 3306).await;
     let at_close = counters.accepted.load(Ordering::Relaxed);
     // The outage lasts 30 s (the scenario, not a wait for something).
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -175,7 +161,7 @@ async fn a_mariadb_outage_loses_no_block_and_no_share() {
     // Vardiff settles at a share per 10 s per miner: 150 in 30 s if nothing stalls.
     assert!(
         during >= MINERS as u64,
-        "miners kept mining while MariaDB was away: {during} shares"
+        "miners kept mining while MariaDB was stopped: {during} shares"
     );
     let (status, health) = http_json(pool.api_port, "/api/v1/health").await.unwrap();
     assert_eq!(
@@ -183,7 +169,7 @@ async fn a_mariadb_outage_loses_no_block_and_no_share() {
         (503, &false.into()),
         "{health}"
     );
-    gate.open();
+    outage.end().await;
     let report = sim.await.unwrap().unwrap();
     assert_eq!(report.connected, MINERS as u64, "{report:?}");
 

@@ -10,18 +10,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bitcoincore_rpc::RpcApi;
 use common::{
-    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, SHARE_DIFFICULTY, all_recorded,
-    candidates_all_sent, http_json, pool_blocks_on_best_chain, start_mining, start_pool,
-    statshttpd_credits,
+    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, all_recorded, candidates_all_sent, http_json,
+    pool_blocks_on_best_chain, start_mining, start_pool, statshttpd_credits,
 };
 use sluice_testkit::mysql_url;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work() {
@@ -30,30 +27,21 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
     let Pool {
         pipeline,
         store,
-        user,
         user_id,
-        stratum,
         api_port,
         ..
     } = &pool;
-    let (user_id, stratum, api_port) = (*user_id, *stratum, *api_port);
+    let (user_id, api_port) = (*user_id, *api_port);
 
     // The miners, with a block made on the node from outside every 3 s.
     let height_before = pipeline.node.client().get_block_count().unwrap();
-    let mut options = simulator::Options::new(stratum, MINERS);
-    options.user = user.clone();
-    options.password = format!("d={SHARE_DIFFICULTY}");
-    options.rate = 200.0;
-    options.duration = 12.0;
-    options.node_rpc = Some(format!(
-        "http://sluice:sluice@{}",
-        pipeline.node.endpoints.rpc
-    ));
-    options.block_interval = 3.0;
-    let counters = Arc::new(simulator::Counters::default());
-    let report = simulator::run(options, counters.clone(), CancellationToken::new())
-        .await
-        .unwrap();
+    let rpc = format!("http://sluice:sluice@{}", pipeline.node.endpoints.rpc);
+    let (sim, counters) = start_mining(&pool, 12.0, |o| {
+        o.node_rpc = Some(rpc);
+        o.block_interval = 3.0;
+    })
+    .await;
+    let report = sim.await.unwrap().unwrap();
     eprintln!("{}", report.table());
     assert_eq!(report.connected, MINERS as u64, "{report:?}");
     assert!(report.accepted >= 200, "{report:?}");

@@ -203,16 +203,16 @@ impl Producer {
     }
 }
 
+/// How long sends may wait with no acknowledgement before
+/// [`watch_delivery`] reports the broker away.
+const DELIVERY_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Reports, every second until `token` is cancelled, whether `producer`'s
 /// broker acknowledges: `report(false, why)` once sends have waited longer
-/// than `patience` with no acknowledgement, `report(true, "ok")` otherwise.
+/// than 5 s with no acknowledgement, `report(true, "ok")` otherwise.
 /// Services point it at their `/health` (`kafka_jobs`, `kafka_shares`, ...).
-pub async fn watch_delivery<F>(
-    producer: Producer,
-    patience: Duration,
-    report: F,
-    token: CancellationToken,
-) where
+pub async fn watch_delivery<F>(producer: Producer, report: F, token: CancellationToken)
+where
     F: Fn(bool, String) + Send,
 {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -222,7 +222,7 @@ pub async fn watch_delivery<F>(
             _ = ticker.tick() => {}
         }
         let stalled = producer.stalled_for();
-        if stalled > patience {
+        if stalled > DELIVERY_PATIENCE {
             report(
                 false,
                 format!(

@@ -73,8 +73,6 @@ impl Validate for Config {
 
 /// ServiceStatus to the Event topic this often (ARCHITECTURE.md §3).
 const HEARTBEAT: Duration = Duration::from_secs(10);
-/// How long templates may wait for the broker before `/health` says so.
-const KAFKA_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The service: one loop per node until shutdown.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
@@ -113,7 +111,6 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         let health = ctx.health.clone();
         sluice_bus::watch_delivery(
             producer.clone(),
-            KAFKA_PATIENCE,
             move |ok, detail| health.set("kafka_templates", ok, detail),
             ctx.shutdown.token().clone(),
         )

@@ -17,8 +17,6 @@ use sluice_service::now_ms;
 
 /// Templates read back from the tail when a term starts, to find the best.
 const TEMPLATE_BACKLOG: i64 = 50;
-/// How long jobs may wait for the broker before `/health` says so.
-const KAFKA_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Campaigns on `coord` and leads whenever elected, until shutdown (Ok) or
 /// until the session is unusable (Err: the caller reconnects).
@@ -83,7 +81,6 @@ async fn lead(
         let health = ctx.health.clone();
         sluice_bus::watch_delivery(
             producer.clone(),
-            KAFKA_PATIENCE,
             move |ok, detail| health.set("kafka_jobs", ok, detail),
             term.clone(),
         )

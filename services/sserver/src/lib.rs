@@ -328,10 +328,6 @@ struct Parts {
     admission: Arc<Admission>,
 }
 
-/// How long shares or block candidates may wait for the broker before
-/// `/health` says so.
-const KAFKA_PATIENCE: Duration = Duration::from_secs(5);
-
 /// The service.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
@@ -364,7 +360,6 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         let health = ctx.health.clone();
         tracker.spawn(sluice_bus::watch_delivery(
             producer.clone(),
-            KAFKA_PATIENCE,
             move |ok, detail| health.set(component, ok, detail),
             token.clone(),
         ));

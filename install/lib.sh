@@ -7,14 +7,15 @@
 SLUICE_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SLUICE_STATE=${SLUICE_STATE:-/var/lib/sluice}
 SLUICE_TOOLS=${SLUICE_TOOLS:-/opt/sluice-tools}
-TANSU_VERSION=0.6.0
+# Apache Kafka's jars (install/deps.sh, from install/kafka/pom.xml).
+KAFKA_HOME=$SLUICE_TOOLS/kafka
 
 # Connection settings of the local stack. The services and the tests read the
 # same variables, so an operator can point everything at their own servers.
 SLUICE_KAFKA_BROKERS=${SLUICE_KAFKA_BROKERS:-127.0.0.1:9092}
 SLUICE_ZK=${SLUICE_ZK:-127.0.0.1:2181}
 SLUICE_MYSQL_URL=${SLUICE_MYSQL_URL:-mysql://sluice:sluice@127.0.0.1:3306/sluice}
-export SLUICE_HOME SLUICE_STATE SLUICE_TOOLS SLUICE_KAFKA_BROKERS SLUICE_ZK SLUICE_MYSQL_URL
+export SLUICE_HOME SLUICE_STATE SLUICE_TOOLS KAFKA_HOME SLUICE_KAFKA_BROKERS SLUICE_ZK SLUICE_MYSQL_URL
 
 log() { printf '[sluice %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -35,8 +36,17 @@ wait_until() {
 
 # The build cache is shared between checkouts (CI clones afresh every run).
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
-# Where supervisord finds the pool's binaries (built by install/stack.sh).
-export SLUICE_BIN=${SLUICE_BIN:-$CARGO_TARGET_DIR/debug}
+# Where supervisord finds the pool's binaries: release builds (install/stack.sh
+# builds them; the tests build their own debug ones).
+export SLUICE_BIN=${SLUICE_BIN:-$CARGO_TARGET_DIR/release}
+
+# The pool's binaries, optimised, for supervisord, sluicectl and the load
+# tests. One package list everywhere, so that cargo resolves the same
+# features and never rebuilds a dependency for another script.
+build_release() {
+    (cd "$SLUICE_HOME" && cargo build --release --locked --quiet -p sluicectl -p nodesim -p gbtmaker \
+        -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator)
+}
 
 SUPERVISOR_CONF="$SLUICE_HOME/deploy/supervisor/supervisord.conf"
 # supervisord refuses to start if minfds exceeds the hard limit: ask for

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local Sluice stack under supervisord: ZooKeeper, MariaDB and the Kafka
-# broker on loopback, then the database, user, schema and topics.
+# The local Sluice stack under supervisord: ZooKeeper, MariaDB and Apache
+# Kafka on loopback, then the database, user, schema and topics.
 #
 #   install/stack.sh up       install what is missing, start, wait until healthy, bootstrap
 #   install/stack.sh down     stop everything and supervisord itself (data is kept)
@@ -15,10 +15,13 @@ source "$(dirname "$0")/lib.sh"
 zk_ready() { tcp_ask 127.0.0.1 2181 srvr | grep -q 'Mode: standalone'; }
 mariadb_ready() { mariadb-admin --socket="$SLUICE_STATE/mariadb/mysqld.sock" -uroot ping; }
 kafka_ready() { tcp_open 127.0.0.1 9092; }
+kafka_log="$SLUICE_STATE/log/kafka.log"
+# The broker's "started" line, written after this byte offset of its log.
+kafka_started_since() { tail -c +"$(($1 + 1))" "$kafka_log" 2>/dev/null | grep -q 'Kafka Server started'; }
 supervisord_running() { supervisorctl_ pid >/dev/null 2>&1; }
 
 prepare_dirs() {
-    mkdir -p "$SLUICE_STATE"/{log,zookeeper/data,mariadb,kafka}
+    mkdir -p "$SLUICE_STATE"/{log,zookeeper/data,mariadb,kafka/data,kafka/tmp}
     cat > "$SLUICE_STATE/zookeeper/zoo.cfg" <<CFG
 tickTime=2000
 dataDir=$SLUICE_STATE/zookeeper/data
@@ -34,6 +37,22 @@ CFG
             --auth-root-authentication-method=socket --skip-test-db >"$SLUICE_STATE/log/mariadb-install.log" 2>&1 \
             || die "mariadb-install-db failed: see $SLUICE_STATE/log/mariadb-install.log"
     fi
+    prepare_kafka
+}
+
+# Kafka's settings are deploy/kafka/server.properties plus where this host
+# keeps its data; KRaft storage is formatted once, with a new cluster id.
+prepare_kafka() {
+    local dir="$SLUICE_STATE/kafka"
+    { cat "$SLUICE_HOME/deploy/kafka/server.properties"; echo "log.dirs=$dir/data"; } > "$dir/server.properties"
+    [ -f "$dir/data/meta.properties" ] && return 0
+    local tool=(java -Xmx256m "-Dlog4j2.configurationFile=$SLUICE_HOME/deploy/kafka/tools-log4j2.xml"
+                -Djava.io.tmpdir="$dir/tmp" -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool)
+    local cluster_id
+    cluster_id=$("${tool[@]}" random-uuid) || die "kafka.tools.StorageTool random-uuid failed"
+    log "formatting Kafka's KRaft storage in $dir/data (cluster $cluster_id)"
+    "${tool[@]}" format -t "$cluster_id" -c "$dir/server.properties" >"$SLUICE_STATE/log/kafka-format.log" 2>&1 \
+        || die "formatting Kafka's storage failed: see $SLUICE_STATE/log/kafka-format.log"
 }
 
 start_supervisord() {
@@ -61,10 +80,6 @@ GRANT ALL PRIVILEGES ON \`${db}\_test\_%\`.* TO '$user'@'127.0.0.1';
 SQL
 }
 
-# The pool's binaries, for supervisord and for sluicectl below.
-build_binaries() {
-    (cd "$SLUICE_HOME" && cargo build --quiet -p sluicectl -p nodesim -p gbtmaker -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator)
-}
 
 sluicectl() { "$SLUICE_BIN/sluicectl" "$@"; }
 
@@ -73,14 +88,21 @@ up() {
     if [ "${SLUICE_EXTERNAL_INFRA:-0}" != 1 ]; then
         prepare_dirs
         start_supervisord
+        local kafka_was_up=0 kafka_log_at
+        supervisorctl_ status kafka 2>/dev/null | grep -q RUNNING && kafka_was_up=1
+        kafka_log_at=$(stat -c %s "$kafka_log" 2>/dev/null || echo 0)
         supervisorctl_ start zookeeper mariadb kafka >/dev/null || true
         wait_until 60 "ZooKeeper on 127.0.0.1:2181" zk_ready
         wait_until 60 "MariaDB on 127.0.0.1:3306" mariadb_ready
-        wait_until 60 "the Kafka broker on 127.0.0.1:9092" kafka_ready
+        if [ "$kafka_was_up" = 0 ]; then
+            wait_until 90 "Kafka to start (Kafka Server started in $kafka_log)" kafka_started_since "$kafka_log_at"
+        fi
+        wait_until 60 "Kafka on 127.0.0.1:9092" kafka_ready
         log "ZooKeeper, MariaDB and Kafka are up"
         bootstrap_database
     fi
-    build_binaries
+    log "building the pool's release binaries into $SLUICE_BIN (the first time: minutes)"
+    build_release
     # The configs the services run with: deploy/config/ and the operator's
     # settings from the environment (install/render-config.py lists them).
     python3 "$SLUICE_HOME/install/render-config.py"

@@ -80,14 +80,8 @@ fn every_program_drains_before_supervisor_kills_it() {
     );
     for (name, keys) in programs {
         let signal = keys.get("stopsignal").map(String::as_str);
-        // The one exception: tansu is killed (infra.conf says why).
-        let expected: &[&str] = if name == "kafka" {
-            &["KILL"]
-        } else {
-            &["TERM", "INT"]
-        };
         assert!(
-            signal.is_some_and(|s| expected.contains(&s)),
+            signal.is_some_and(|s| ["TERM", "INT"].contains(&s)),
             "{name}: stopsignal {signal:?}"
         );
         let wait: u64 = keys
@@ -126,4 +120,31 @@ fn supervisord_includes_the_programs_and_raises_the_fd_limit() {
         lib.contains("export SLUICE_MINFDS="),
         "install/lib.sh sets the limit supervisord asks for"
     );
+}
+
+/// supervisord starts programs in ascending priority and stops them in
+/// descending: the servers the services write to must outlive them, so that
+/// a draining sserver's last shares still reach the broker.
+#[test]
+fn the_infrastructure_starts_first_and_stops_last() {
+    let priority = |keys: &BTreeMap<String, String>| -> u32 {
+        keys.get("priority").map_or(999, |p| p.parse().unwrap())
+    };
+    let programs = programs();
+    let infra = ["zookeeper", "mariadb", "kafka"];
+    let latest_infra = programs
+        .iter()
+        .filter(|(n, _)| infra.contains(&n.as_str()))
+        .map(|(_, k)| priority(k))
+        .max()
+        .unwrap();
+    for (name, keys) in programs
+        .iter()
+        .filter(|(n, _)| !infra.contains(&n.as_str()))
+    {
+        assert!(
+            priority(keys) > latest_infra,
+            "{name} must start after and stop before the infrastructure"
+        );
+    }
 }

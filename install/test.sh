@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, then unit, property and adapter
-# tests, the adapter tests against the real ZooKeeper, MariaDB and Kafka
-# broker that install/stack.sh starts, and last README command 1 itself
+# tests, the adapter tests against the real ZooKeeper, MariaDB and Apache
+# Kafka that install/stack.sh starts, and last README command 1 itself
 # (install/run.sh: the whole pool under supervisord, mining for a minute; it
 # fails unless blocks are found, recorded and credited). Leaves the stack
 # running for the next run (install/stack.sh down stops it); .ci/run stops it
@@ -14,11 +14,30 @@ bash install/stack.sh up
 # The local pool's services (from an earlier install/run.sh) would share the
 # two cores with the tests; run.sh starts them again at the end.
 supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd >/dev/null || true
+# Tests make topics of their own (sluice-test-*); the last run's go now.
+"$SLUICE_BIN/sluicectl" delete-topics --prefix sluice-test- >/dev/null
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
+# README command 1 as an operator with their own bitcoind runs it: a nodesim
+# outside the pool's supervisord, on other ports, stands in for that node.
+log "README command 1 on an operator's own node: install/run.sh with SLUICE_NODE_RPC_URL"
+own=$(mktemp -d /tmp/sluice-own-node.XXXXXX)
+sed -e 's/127.0.0.1:18443/127.0.0.1:18643/; s/127.0.0.1:28332/127.0.0.1:28632/; s/127.0.0.1:9105/127.0.0.1:9125/' \
+    deploy/config/nodesim.toml > "$own/nodesim.toml"
+"$SLUICE_BIN/nodesim" -c "$own/nodesim.toml" > "$own/nodesim.log" 2>&1 &
+own_node=$!
+trap 'kill $own_node 2>/dev/null || true' EXIT
+wait_until 30 "the operator's node on 127.0.0.1:18643" tcp_open 127.0.0.1 18643
+SLUICE_NODE_RPC_URL=http://127.0.0.1:18643 SLUICE_NODE_RPC_USER=sluice SLUICE_NODE_RPC_PASSWORD=sluice \
+    SLUICE_NODE_ZMQ=tcp://127.0.0.1:28632 SLUICE_NODE_NAME=operator-node bash install/run.sh | tee "$own/run.log"
+grep -q 'node operator-node height' "$own/run.log" || die "no template from the operator's node in run.sh's output"
+curl -sf http://127.0.0.1:8080/api/v1/health | grep -q '"node:operator-node"' \
+    || die "statshttpd's health does not name the operator's node"
+kill "$own_node"
+rm -rf "$own"
 log "README command 1: install/run.sh"
 bash install/run.sh

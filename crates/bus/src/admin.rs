@@ -1,77 +1,212 @@
-//! Topic creation and metadata, through the Kafka admin API (so it works with
-//! any Kafka-protocol broker, not just the local one).
+//! Topic creation, reconciliation and deletion, and metadata, through the
+//! Kafka admin API (so it works on any cluster, not just the local one).
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
-use crate::{BusConfig, BusError};
+use crate::{BusConfig, BusError, TopicSpec};
 
-/// A topic to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSpec {
-    /// Name.
-    pub name: String,
-    /// Partitions.
-    pub partitions: i32,
-    /// Replication factor (1 on a single broker).
-    pub replication: i32,
-    /// `retention.ms`.
-    pub retention_ms: u64,
+/// What [`create_topics`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicsApplied {
+    /// Topics created now.
+    pub created: Vec<String>,
+    /// Existing topics whose settings or partition count were brought to
+    /// the declared ones.
+    pub updated: Vec<String>,
 }
 
-/// Creates the topics that do not exist yet; existing ones are left alone.
-/// Returns the names created now.
+fn admin_error(op: &'static str) -> impl Fn(String) -> BusError {
+    move |detail| BusError::Admin { op, detail }
+}
+
+fn admin_client(config: &BusConfig) -> Result<AdminClient<DefaultClientContext>, BusError> {
+    config
+        .finish(config.client_config())
+        .create()
+        .map_err(BusError::Config)
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(30))))
+}
+
+/// Creates the topics that do not exist yet and brings the existing ones to
+/// their declared settings (`cleanup.policy`, `retention.ms`,
+/// `min.insync.replicas`, `max.message.bytes`) and partition count. A topic
+/// with more partitions than declared is an error: Kafka cannot take
+/// partitions away.
 pub async fn create_topics(
     config: &BusConfig,
     specs: &[TopicSpec],
-) -> Result<Vec<String>, BusError> {
-    let admin: AdminClient<DefaultClientContext> = config
+) -> Result<TopicsApplied, BusError> {
+    let admin = admin_client(config)?;
+    let max_bytes = config.topic_max_message_bytes().to_string();
+    let settings: Vec<Vec<(&str, String)>> = specs
+        .iter()
+        .map(|s| {
+            let mut v = s.settings();
+            v.push(("max.message.bytes", max_bytes.clone()));
+            v
+        })
+        .collect();
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&settings)
+        .map(|(s, settings)| {
+            settings.iter().fold(
+                NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication),
+                ),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let err = admin_error("create topics");
+    let results = admin
+        .create_topics(&topics, &admin_options())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut applied = TopicsApplied::default();
+    let mut existing = Vec::new();
+    for (result, (spec, settings)) in results.into_iter().zip(specs.iter().zip(&settings)) {
+        match result {
+            Ok(name) => applied.created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push((spec, settings)),
+            Err((name, code)) => return Err(err(format!("{name}: {code}"))),
+        }
+    }
+    for (spec, settings) in existing {
+        let settings_changed = reconcile_settings(&admin, &spec.name, settings).await?;
+        let partitions_added = reconcile_partitions(config, &admin, spec).await?;
+        if settings_changed || partitions_added {
+            applied.updated.push(spec.name.clone());
+        }
+    }
+    Ok(applied)
+}
+
+/// Sets `settings` on the existing topic `name` if any differs; true if it did.
+async fn reconcile_settings(
+    admin: &AdminClient<DefaultClientContext>,
+    name: &str,
+    settings: &[(&str, String)],
+) -> Result<bool, BusError> {
+    let err = admin_error("topic settings");
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(name)], &admin_options())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let resource = described
+        .into_iter()
+        .next()
+        .ok_or_else(|| err(format!("{name}: no answer")))?
+        .map_err(|code| err(format!("{name}: {code}")))?;
+    let current = resource.entry_map();
+    let differs = settings
+        .iter()
+        .any(|(k, v)| current.get(k).and_then(|e| e.value.as_deref()) != Some(v.as_str()));
+    if !differs {
+        return Ok(false);
+    }
+    // AlterConfigs sets the whole list: every setting Sluice declares.
+    let alter = settings.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(name)),
+        |a, (k, v)| a.set(k, v),
+    );
+    let results = admin
+        .alter_configs(&[alter], &admin_options())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    for result in results {
+        result.map_err(|(_, code)| err(format!("{name}: {code}")))?;
+    }
+    tracing::info!(topic = name, "topic settings updated to the declared ones");
+    Ok(true)
+}
+
+/// Adds partitions up to the declared count; true if it did.
+async fn reconcile_partitions(
+    config: &BusConfig,
+    admin: &AdminClient<DefaultClientContext>,
+    spec: &TopicSpec,
+) -> Result<bool, BusError> {
+    let err = admin_error("topic partitions");
+    let present = fetch_partitions(config, &spec.name).await?.len();
+    let declared = usize::try_from(spec.partitions).unwrap_or(0);
+    if present > declared {
+        return Err(err(format!(
+            "{} has {present} partitions, more than the {declared} declared; Kafka cannot remove partitions",
+            spec.name
+        )));
+    }
+    if present == declared {
+        return Ok(false);
+    }
+    let results = admin
+        .create_partitions(
+            &[NewPartitions::new(&spec.name, declared)],
+            &admin_options(),
+        )
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    for result in results {
+        result.map_err(|(name, code)| err(format!("{name}: {code}")))?;
+    }
+    tracing::info!(topic = %spec.name, present, declared, "partitions added");
+    Ok(true)
+}
+
+/// Deletes the named topics; ones that do not exist are not an error.
+pub async fn delete_topics(config: &BusConfig, names: &[&str]) -> Result<(), BusError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let err = admin_error("delete topics");
+    let results = admin_client(config)?
+        .delete_topics(names, &admin_options())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => return Err(err(format!("{name}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+/// The names of every topic on the cluster but Kafka's internal ones.
+pub async fn list_topics(config: &BusConfig) -> Result<Vec<String>, BusError> {
+    let consumer: BaseConsumer = config
         .finish(config.client_config())
         .create()
         .map_err(BusError::Config)?;
-    let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
-    let max_bytes = (config.message_max_bytes + 64 * 1024).to_string();
-    let topics: Vec<NewTopic<'_>> = specs
-        .iter()
-        .zip(&retention)
-        .map(|(s, retention)| {
-            NewTopic::new(
-                &s.name,
-                s.partitions,
-                TopicReplication::Fixed(s.replication),
-            )
-            .set("retention.ms", retention)
-            .set("max.message.bytes", &max_bytes)
-        })
-        .collect();
-    let options =
-        AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(30))));
-    let results = admin
-        .create_topics(&topics, &options)
-        .await
-        .map_err(|e| BusError::Admin {
-            op: "create topics",
-            detail: e.to_string(),
-        })?;
-    let mut created = Vec::new();
-    for result in results {
-        match result {
-            Ok(name) => created.push(name),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(BusError::Admin {
-                    op: "create topics",
-                    detail: format!("{name}: {code}"),
-                });
-            }
-        }
-    }
-    Ok(created)
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(None, Timeout::After(Duration::from_secs(10)))
+            .map_err(|e| admin_error("metadata")(e.to_string()))?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| !n.starts_with("__"))
+            .collect();
+        names.sort_unstable();
+        Ok(names)
+    })
+    .await
+    .map_err(|e| admin_error("metadata")(e.to_string()))?
 }
 
 /// The partition ids of `topic`; an error if the topic does not exist.

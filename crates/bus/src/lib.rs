@@ -9,22 +9,27 @@
 //!   rebalance and on shutdown. Undecodable (poison) messages are counted,
 //!   logged and skipped.
 //!
-//! Only plain Kafka features are used, so any Kafka-protocol broker works
-//! (the local stack runs tansu; production may run Apache Kafka).
+//! The topics and their settings are declared once, in [`TopicNames::specs`].
+//! Only plain Kafka features are used: the local stack runs one Apache Kafka
+//! broker, production a replicated cluster.
 
 mod admin;
 mod config;
 mod consumer;
 mod heartbeat;
 mod producer;
+mod topics;
 
 use std::marker::PhantomData;
 
-pub use admin::{TopicSpec, create_topics, fetch_partitions, fetch_watermarks};
+pub use admin::{
+    TopicsApplied, create_topics, delete_topics, fetch_partitions, fetch_watermarks, list_topics,
+};
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
 pub use heartbeat::{Identity, heartbeat};
 pub use producer::{Delivery, Producer, watch_delivery};
+pub use topics::{Cleanup, TopicLayout, TopicSpec};
 
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> u64 {

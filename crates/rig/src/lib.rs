@@ -189,15 +189,11 @@ pub async fn pipeline(opts: Options) -> Pipeline {
         },
         ..BusConfig::default()
     };
-    let t = &kafka.topics;
-    let specs: Vec<TopicSpec> = [&t.raw_gbt, &t.job, &t.share, &t.solved_share, &t.event]
+    let specs: Vec<TopicSpec> = kafka
+        .topics
+        .all()
         .iter()
-        .map(|name| TopicSpec {
-            name: (*name).clone(),
-            partitions: 1,
-            replication: 1,
-            retention_ms: 3_600_000,
-        })
+        .map(|name| TopicSpec::scratch(name, 1))
         .collect();
     create_topics(&kafka, &specs)
         .await

@@ -55,13 +55,7 @@ async fn rig(poll_ms: u64, nodes: impl FnOnce(&nodesim::Endpoints) -> Vec<NodeCo
         },
         ..BusConfig::default()
     };
-    let spec = TopicSpec {
-        name: topic.clone(),
-        partitions: 1,
-        replication: 1,
-        retention_ms: 3_600_000,
-    };
-    create_topics(&kafka, &[spec])
+    create_topics(&kafka, &[TopicSpec::scratch(&topic, 1)])
         .await
         .expect("the local stack's broker is up");
     let config = Config {

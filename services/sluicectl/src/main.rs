@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Producer, TailConsumer, Topic, TopicSpec, create_topics};
+use sluice_bus::{
+    BusConfig, Producer, TailConsumer, Topic, TopicLayout, TopicSpec, create_topics, delete_topics,
+    list_topics,
+};
 use sluice_coord::{Coord, CoordConfig};
 use sluice_core::record::Event;
 use sluice_core::{BlockTemplate, Job};
@@ -28,7 +31,6 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-const HOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -44,8 +46,18 @@ struct Cli {
 enum Command {
     /// Apply the database migrations not yet applied.
     Migrate,
-    /// Create the pool's topics that do not exist yet.
+    /// Create the pool's topics that do not exist yet and bring existing
+    /// ones to their declared settings and partitions.
     CreateTopics,
+    /// Delete topics by name or prefix (scratch topics of tests and
+    /// benchmarks); the pool's own five topics are refused.
+    DeleteTopics {
+        /// Topic names.
+        names: Vec<String>,
+        /// Also every topic whose name starts with this.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
     /// Check that Kafka, ZooKeeper and MySQL answer and the schema is current.
     Check,
     /// Print the newest messages of a topic, one line each.
@@ -144,22 +156,12 @@ impl Validate for Config {
 }
 
 impl Config {
-    /// ARCHITECTURE.md §4: names, partitions and retention of every topic.
+    /// The pool's topics with their settings (declared in sluice-bus).
     fn topics(&self) -> Vec<TopicSpec> {
-        let t = &self.kafka.topics;
-        let spec = |name: &str, partitions, retention_ms| TopicSpec {
-            name: name.to_owned(),
-            partitions,
+        self.kafka.topics.specs(TopicLayout {
+            share_partitions: self.share_partitions,
             replication: self.replication,
-            retention_ms,
-        };
-        vec![
-            spec(&t.raw_gbt, 1, 6 * HOUR_MS),
-            spec(&t.job, 1, 6 * HOUR_MS),
-            spec(&t.share, self.share_partitions, 7 * 24 * HOUR_MS),
-            spec(&t.solved_share, 1, 28 * 24 * HOUR_MS),
-            spec(&t.event, 1, 14 * 24 * HOUR_MS),
-        ]
+        })
     }
 }
 
@@ -186,6 +188,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate => migrate(&config).await,
             Command::CreateTopics => topics(&config).await,
+            Command::DeleteTopics { names, prefix } => {
+                delete(&config, names, prefix.as_deref()).await
+            }
             Command::Check => check(&config).await,
             Command::Tail { topic, count } => tail(&config, topic, count).await,
         }
@@ -210,8 +215,36 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 async fn topics(config: &Config) -> anyhow::Result<()> {
     let specs = config.topics();
-    let created = create_topics(&config.kafka, &specs).await?;
-    out!("topics: {} created, {} present", created.len(), specs.len());
+    let applied = create_topics(&config.kafka, &specs).await?;
+    for name in &applied.updated {
+        out!("topic {name}: settings or partitions brought to the declared ones");
+    }
+    out!(
+        "topics: {} created, {} updated, {} present",
+        applied.created.len(),
+        applied.updated.len(),
+        specs.len()
+    );
+    Ok(())
+}
+
+async fn delete(
+    config: &Config,
+    mut names: Vec<String>,
+    prefix: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(prefix) = prefix {
+        anyhow::ensure!(!prefix.is_empty(), "--prefix must not be empty");
+        let all = list_topics(&config.kafka).await?;
+        names.extend(all.into_iter().filter(|n| n.starts_with(prefix)));
+    }
+    let pool = config.kafka.topics.all();
+    if let Some(own) = names.iter().find(|n| pool.contains(&n.as_str())) {
+        anyhow::bail!("{own} is one of the pool's topics; not deleted");
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    delete_topics(&config.kafka, &refs).await?;
+    out!("topics: {} deleted", refs.len());
     Ok(())
 }
 

@@ -52,19 +52,14 @@ impl Rig {
             ..BusConfig::default()
         };
         let names = [
-            sluice_testkit::unique_name("share-"),
-            sluice_testkit::unique_name("event-"),
-            sluice_testkit::unique_name("job-"),
+            sluice_testkit::unique_name("sluice-test-share-"),
+            sluice_testkit::unique_name("sluice-test-event-"),
+            sluice_testkit::unique_name("sluice-test-job-"),
         ];
         let specs: Vec<_> = names
             .iter()
             .zip([3, 1, 1])
-            .map(|(name, partitions)| TopicSpec {
-                name: name.clone(),
-                partitions,
-                replication: 1,
-                retention_ms: 86_400_000,
-            })
+            .map(|(name, partitions)| TopicSpec::scratch(name, partitions))
             .collect();
         create_topics(&kafka, &specs).await.unwrap();
         kafka.topics.share = names[0].clone();

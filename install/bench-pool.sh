@@ -5,7 +5,6 @@
 # ports, Bench* topics and the ZooKeeper root /sluice-bench. Release builds.
 #
 #   install/bench-pool.sh [miners] [shares/s] [seconds] [block interval s]
-#   (SLUICE_BENCH_FETCH_WAIT_MS=2 for a shorter urgent fetch wait)
 #
 # Prints the simulator's report (JSON) and sserver's memory: resident set
 # before the miners connect and at its peak, per connection.
@@ -27,15 +26,12 @@ cleanup() {
 trap cleanup EXIT
 
 log "building release binaries (once: several minutes)"
-cargo build --release --quiet -p sluicectl -p nodesim -p gbtmaker -p jobmaker -p sserver -p simulator
+build_release
 
-# SLUICE_BENCH_FETCH_WAIT_MS sets [kafka] urgent_fetch_wait_ms (default 10).
-FETCH_WAIT=${SLUICE_BENCH_FETCH_WAIT_MS:-}
 topics() {
     sed -e 's/"BtcRawGbt"/"BenchRawGbt"/; s/"BtcJob"/"BenchJob"/; s/"BtcShare"/"BenchShare"/' \
         -e 's/"BtcSolvedShare"/"BenchSolvedShare"/; s/"BtcEvent"/"BenchEvent"/' \
-        -e 's|root = "/sluice"|root = "/sluice-bench"|' \
-        -e "${FETCH_WAIT:+s/^\\[kafka\\]\$/[kafka]\\nurgent_fetch_wait_ms = $FETCH_WAIT/}"
+        -e 's|root = "/sluice"|root = "/sluice-bench"|'
 }
 topics < deploy/config/sluicectl.toml > "$WORK/sluicectl.toml"
 sed -e 's/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/; s/127.0.0.1:9105/127.0.0.1:9115/' \

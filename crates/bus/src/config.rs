@@ -15,24 +15,17 @@ pub struct BusConfig {
     pub client_id: String,
     /// Topic names.
     pub topics: TopicNames,
-    /// Largest message the producer sends, bytes. tansu never delivers a
-    /// record of 5 MiB or more, so the default stays below that.
+    /// Largest message the producer sends, bytes. The default, 16 MiB, holds
+    /// the template of a full 4 MB block with every transaction's ids;
+    /// `sluicectl create-topics` sets the topics' `max.message.bytes` to
+    /// match.
     pub message_max_bytes: u32,
     /// How long a produced message may wait for delivery before it fails;
     /// 0 (the default) never gives up. librdkafka then retries for as long
     /// as the broker is away, with the same producer id and sequence, so a
     /// retried message is written once; an application-level resend after a
-    /// timeout could write it twice, and a timeout makes librdkafka bump the
-    /// producer epoch, which tansu 0.6 cannot take (docs/DECISIONS.md).
+    /// timeout could write it twice (docs/DECISIONS.md).
     pub message_timeout_ms: u32,
-    /// How long the broker may hold an empty fetch on the topics whose news
-    /// is urgent (templates, jobs, block candidates, events tails), ms. Kafka
-    /// answers as soon as a message arrives, so there a larger value costs
-    /// no latency. tansu 0.6 holds every empty fetch for the full time: each
-    /// hop waits up to this long, and every empty fetch costs it about 1 ms
-    /// of CPU (BENCHMARKS.md: 2 ms halves block → Job but keeps tansu on a
-    /// whole core when idle; 10 ms, the default, half a core).
-    pub urgent_fetch_wait_ms: u32,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -71,9 +64,8 @@ impl Default for BusConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             client_id: "sluice".to_owned(),
             topics: TopicNames::default(),
-            message_max_bytes: 4 * 1024 * 1024,
+            message_max_bytes: 16 * 1024 * 1024,
             message_timeout_ms: 0,
-            urgent_fetch_wait_ms: 10,
             librdkafka: BTreeMap::new(),
         }
     }
@@ -89,10 +81,16 @@ impl BusConfig {
             .set("broker.address.family", "v4")
             .set(
                 "message.max.bytes",
-                (self.message_max_bytes + 64 * 1024).to_string(),
+                self.topic_max_message_bytes().to_string(),
             )
             .set("log_level", "4");
         c
+    }
+
+    /// The largest record batch a topic must take: a message of
+    /// `message_max_bytes` and the batch's framing.
+    pub(crate) fn topic_max_message_bytes(&self) -> u32 {
+        self.message_max_bytes.saturating_add(64 * 1024)
     }
 
     /// Applies the operator's raw overrides.

@@ -46,17 +46,16 @@ impl<T: Payload> TypedStream<T> {
         }
     }
 
-    /// The consumer `c` describes, with the broker's wait for an empty fetch
-    /// set when given (librdkafka's default is 500 ms).
+    /// The consumer `c` describes. The broker holds an empty fetch for
+    /// librdkafka's default 500 ms but answers it as soon as a message
+    /// arrives, so news is seen within a millisecond or two of its write
+    /// (BENCHMARKS.md, one broker hop) and an idle consumer costs the broker
+    /// two fetches a second.
     fn create(
         config: &BusConfig,
-        mut c: rdkafka::ClientConfig,
-        fetch_wait_ms: Option<u32>,
+        c: rdkafka::ClientConfig,
         topic: &Topic<T>,
     ) -> Result<Self, BusError> {
-        if let Some(ms) = fetch_wait_ms {
-            c.set("fetch.wait.max.ms", ms.to_string());
-        }
         Ok(TypedStream::new(
             config.finish(c).create().map_err(BusError::Config)?,
             topic.name(),
@@ -69,7 +68,6 @@ impl<T: Payload> TypedStream<T> {
         config: &BusConfig,
         topic: &Topic<T>,
         group: &str,
-        fetch_wait_ms: Option<u32>,
         starts: &[(i32, i64)],
     ) -> Result<Self, BusError> {
         let mut c = config.client_config();
@@ -77,7 +75,7 @@ impl<T: Payload> TypedStream<T> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        let stream = TypedStream::create(config, c, fetch_wait_ms, topic)?;
+        let stream = TypedStream::create(config, c, topic)?;
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in starts {
             tpl.add_partition_offset(topic.name(), partition, Offset::Offset(offset))
@@ -151,26 +149,7 @@ pub struct TailConsumer<T> {
 
 impl<T: Payload> TailConsumer<T> {
     /// Starts `n` messages before the end of every partition of `topic`.
-    /// State topics carry news (a new block, a new job): the broker holds an
-    /// empty fetch for at most `urgent_fetch_wait_ms`, and tansu holds it
-    /// the full time, so it is short.
     pub async fn new(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
-        Self::start(config, topic, n, Some(config.urgent_fetch_wait_ms)).await
-    }
-
-    /// [`TailConsumer::new`] for news that can wait half a second (events
-    /// for statistics): librdkafka's default fetch wait, so an idle tail
-    /// costs the broker a fetch every 500 ms instead of every few.
-    pub async fn unhurried(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
-        Self::start(config, topic, n, None).await
-    }
-
-    async fn start(
-        config: &BusConfig,
-        topic: &Topic<T>,
-        n: i64,
-        fetch_wait_ms: Option<u32>,
-    ) -> Result<Self, BusError> {
         let starts: Vec<(i32, i64)> = fetch_watermarks(config, topic.name())
             .await?
             .into_iter()
@@ -179,7 +158,7 @@ impl<T: Payload> TailConsumer<T> {
         // librdkafka wants a group id even for manual assignment; none is
         // committed.
         let group = format!("{}-tail", config.client_id);
-        let stream = TypedStream::assigned(config, topic, &group, fetch_wait_ms, &starts)?;
+        let stream = TypedStream::assigned(config, topic, &group, &starts)?;
         Ok(TailConsumer { stream })
     }
 
@@ -231,26 +210,8 @@ pub struct GroupConsumer<T> {
 
 impl<T: Payload> GroupConsumer<T> {
     /// Joins `group` and subscribes to `topic`. A new group starts at the
-    /// earliest retained message. For a busy topic (shares): the broker may
-    /// hold an empty fetch for librdkafka's default 500 ms.
+    /// earliest retained message.
     pub fn new(config: &BusConfig, topic: &Topic<T>, group: &str) -> Result<Self, BusError> {
-        Self::build(config, topic, group, None)
-    }
-
-    /// [`GroupConsumer::new`] for a quiet topic whose messages are urgent
-    /// (solved shares): empty fetches are held for at most
-    /// `urgent_fetch_wait_ms`, as on the tail consumers, so a message is seen
-    /// within milliseconds.
-    pub fn urgent(config: &BusConfig, topic: &Topic<T>, group: &str) -> Result<Self, BusError> {
-        Self::build(config, topic, group, Some(config.urgent_fetch_wait_ms))
-    }
-
-    fn build(
-        config: &BusConfig,
-        topic: &Topic<T>,
-        group: &str,
-        fetch_wait_ms: Option<u32>,
-    ) -> Result<Self, BusError> {
         let mut c = config.client_config();
         c.set("group.id", group)
             .set("enable.auto.commit", "true")
@@ -259,7 +220,7 @@ impl<T: Payload> GroupConsumer<T> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("enable.partition.eof", "false");
-        let stream = TypedStream::create(config, c, fetch_wait_ms, topic)?;
+        let stream = TypedStream::create(config, c, topic)?;
         stream
             .consumer
             .subscribe(&[topic.name()])
@@ -371,7 +332,7 @@ impl<T: Payload> LogConsumer<T> {
             })
             .collect();
         let at: Vec<(i32, i64)> = starts.iter().map(|s| (s.partition, s.offset)).collect();
-        let stream = TypedStream::assigned(config, topic, group, None, &at)?;
+        let stream = TypedStream::assigned(config, topic, group, &at)?;
         Ok((LogConsumer { stream }, starts))
     }
 

@@ -203,7 +203,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let events = Producer::new(&config.kafka, 0)?;
     let event_topic = Topic::new(config.kafka.topics.event.clone());
     let group = config.group();
-    let consumer = GroupConsumer::urgent(
+    let consumer = GroupConsumer::new(
         &config.kafka,
         &Topic::new(config.kafka.topics.solved_share.clone()),
         &group,

@@ -40,7 +40,7 @@ pub(crate) async fn follow(stats: Arc<Stats>, token: CancellationToken) {
     let topic = Topic::<Event>::new(stats.config.kafka.topics.event.clone());
     let mut backoff = Duration::from_millis(500);
     let consumer = loop {
-        let tail = TailConsumer::unhurried(&stats.config.kafka, &topic, stats.config.events_tail);
+        let tail = TailConsumer::new(&stats.config.kafka, &topic, stats.config.events_tail);
         match tail.await {
             Ok(c) => break c,
             Err(error) => {

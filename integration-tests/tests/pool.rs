@@ -3,9 +3,9 @@
 //! real proof of work → blkmaker → nodesim, and statshttpd watching. Blocks
 //! found by the miners are accepted by the node and recorded, statshttpd
 //! credits exactly the work the miners did, and blocks mined outside the
-//! pool reach every miner as a clean job. Two drills stop MariaDB and kill
-//! the broker for 30 s under mining miners, and check that no block and no
-//! share is lost.
+//! pool reach every miner as a clean job. Drills stop MariaDB, stop the
+//! broker and kill the broker, each for 30 s under mining miners, and check
+//! that no block and no share is lost.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -180,19 +180,33 @@ async fn a_mariadb_outage_loses_no_block_and_no_share() {
     assert_eq!(flushed["components"]["mysql"]["ok"], true);
 }
 
-/// Drill: the Kafka broker killed for 30 s under a mining pool. sserver
-/// keeps serving the last job, so the miners go on mining; its /health says
-/// shares wait for the broker. When the broker is back, every block
-/// candidate sserver logged reaches blkmaker and gets its found_blocks row,
-/// and statshttpd credits every share accepted during the outage.
+/// Drill: the Kafka broker stopped (TERM: its controlled shutdown) for 30 s
+/// under a mining pool; see [`broker_drill`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_loses_no_block_and_no_share() {
+async fn a_broker_stopped_for_30_s_loses_no_block_and_no_share() {
+    broker_drill(sluice_testkit::Outage::begin("kafka", 9092)).await;
+}
+
+/// Drill: the Kafka broker killed with SIGKILL and kept down for 30 s under
+/// a mining pool (it recovers its log at the next start); see
+/// [`broker_drill`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_for_30_s_loses_no_block_and_no_share() {
+    broker_drill(sluice_testkit::Outage::kill("kafka", 9092)).await;
+}
+
+/// The broker away for 30 s under a mining pool. sserver keeps serving the
+/// last job, so the miners go on mining; its /health says shares wait for
+/// the broker. When the broker is back, every block candidate sserver
+/// logged reaches blkmaker and gets its found_blocks row, and statshttpd
+/// credits every share accepted during the outage.
+async fn broker_drill(outage: impl std::future::Future<Output = sluice_testkit::Outage>) {
     let _one = ONE_POOL_AT_A_TIME.lock().await;
     let pool = start_pool(&mysql_url(), InProcess::ALL).await;
     let sserver = pool.ctxs[0].health.clone();
     let (sim, counters) = start_mining(&pool, 45.0, |_| {}).await;
 
-    let outage = sluice_testkit::Outage::begin("kafka", 9092).await;
+    let outage = outage.await;
     let at_stop = counters.accepted.load(Ordering::Relaxed);
     let health = sserver.clone();
     sluice_testkit::eventually(

@@ -162,21 +162,64 @@ impl Gate {
     }
 }
 
+/// Runs `supervisorctl <args>` on the local stack's supervisord
+/// (install/stack.sh) and returns what it printed, panicking if it fails.
+fn supervisorctl_output(args: &str) -> String {
+    let lib = repo_root().join("install/lib.sh");
+    let lib = lib.display();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {lib} && supervisorctl_ {args}"))
+        .output()
+        .expect("running bash");
+    assert!(
+        out.status.success(),
+        "supervisorctl {args} (is install/stack.sh up running?): {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `supervisorctl <action> <program>` on the local stack's supervisord
 /// (install/stack.sh), panicking if it fails.
 pub fn supervisorctl(action: &str, program: &str) {
-    let lib = repo_root().join("install/lib.sh");
-    let lib = lib.display();
-    let status = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("source {lib} && supervisorctl_ {action} {program}"))
-        .stdout(std::process::Stdio::null())
+    supervisorctl_output(&format!("{action} {program}"));
+}
+
+/// Sends `signal` (`STOP`, `KILL`, ...) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
         .status()
-        .expect("running bash");
-    assert!(
-        status.success(),
-        "supervisorctl {action} {program} (is install/stack.sh up running?)"
-    );
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Kills `program` with SIGKILL and keeps it down: supervisord would start
+/// a program that died on its own again at once, but not one it was told
+/// to stop. So the process is frozen (SIGSTOP: it runs no more code, its
+/// shutdown hooks included), supervisord is told to stop it, and once the
+/// stop is under way the frozen process is killed.
+async fn kill_and_keep_down(program: &'static str) {
+    let pid: u32 = supervisorctl_output(&format!("pid {program}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{program} is running under supervisord"));
+    signal(pid, "STOP");
+    let stop = tokio::task::spawn_blocking(move || supervisorctl("stop", program));
+    eventually(
+        Duration::from_secs(30),
+        "supervisord to begin the stop",
+        || async {
+            supervisorctl_output(&format!("status {program}"))
+                .contains("STOPPING")
+                .then_some(())
+        },
+    )
+    .await;
+    signal(pid, "KILL");
+    stop.await.expect("supervisorctl stop");
 }
 
 /// Whether something listens on 127.0.0.1:`port`.
@@ -195,9 +238,9 @@ pub async fn until_port(port: u16, open: bool) {
 }
 
 /// An outage of one of the local stack's servers: the supervisord program
-/// is stopped (the broker is killed: see deploy/supervisor/programs/infra.conf)
-/// and started again by [`Outage::end`], or on drop if the test fails first.
-/// Tests that take one must not run beside other tests of the same binary.
+/// is stopped (its stop signal: a clean shutdown) or killed, and started
+/// again by [`Outage::end`], or on drop if the test fails first. Tests that
+/// take one must not run beside other tests of the same binary.
 pub struct Outage {
     program: &'static str,
     port: u16,
@@ -205,9 +248,21 @@ pub struct Outage {
 }
 
 impl Outage {
-    /// Stops `program` and waits until its `port` is closed.
+    /// Stops `program` with its stop signal and waits until its `port` is
+    /// closed.
     pub async fn begin(program: &'static str, port: u16) -> Outage {
         supervisorctl("stop", program);
+        Outage::down(program, port).await
+    }
+
+    /// Kills `program` with SIGKILL (no shutdown of any kind), keeps it
+    /// down and waits until its `port` is closed.
+    pub async fn kill(program: &'static str, port: u16) -> Outage {
+        kill_and_keep_down(program).await;
+        Outage::down(program, port).await
+    }
+
+    async fn down(program: &'static str, port: u16) -> Outage {
         let outage = Outage {
             program,
             port,

@@ -2,8 +2,8 @@
 //! leader keeps making jobs through the outage and leads again afterwards,
 //! with no restart.
 //!
-//! The same with the Kafka broker, killed (the local stack stops tansu with
-//! SIGKILL: see deploy/supervisor/programs/infra.conf for why).
+//! The same with the Kafka broker, stopped by supervisord (TERM, Kafka's
+//! controlled shutdown).
 //!
 //! These tests stop shared servers: they take turns, and cargo runs test
 //! binaries one after another, so no other test sees an outage.

@@ -5,6 +5,8 @@ $SLUICE_STATE/config). Unset variables keep the example's value.
 
   SLUICE_KAFKA_BROKERS, SLUICE_ZK, SLUICE_MYSQL_URL    the infrastructure
   SLUICE_NODE_RPC_URL                                   bitcoind's RPC (http://host:port)
+  SLUICE_NODE_NAME                                      what health and logs call it
+                                                        (default: host:port of the URL)
   SLUICE_NODE_RPC_USER, SLUICE_NODE_RPC_PASSWORD        its credentials, or
   SLUICE_NODE_COOKIE                                    its cookie file
   SLUICE_NODE_ZMQ                                       its zmqpubhashblock (tcp://host:port)
@@ -19,6 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HOME = Path(__file__).resolve().parent.parent
 NODE_FILES = {"gbtmaker.toml", "blkmaker.toml", "statshttpd.toml"}
@@ -34,6 +37,14 @@ def set_key(text: str, key: str, value: str) -> str:
     return pattern.sub(lambda _: f"{key} = {value}", text)
 
 
+def node_name(env: dict) -> str | None:
+    """The operator's name for their node, or its RPC address."""
+    if env.get("SLUICE_NODE_NAME"):
+        return env["SLUICE_NODE_NAME"]
+    url = env.get("SLUICE_NODE_RPC_URL")
+    return urlsplit(url).netloc.rsplit("@", 1)[-1] or url if url else None
+
+
 def render(name: str, text: str, env: dict) -> str:
     def get(var):
         v = env.get(var, "")
@@ -46,6 +57,7 @@ def render(name: str, text: str, env: dict) -> str:
     }
     if name in NODE_FILES:
         strings["rpc_url"] = get("SLUICE_NODE_RPC_URL")
+        strings["name"] = node_name(env)
         strings["rpc_user"] = get("SLUICE_NODE_RPC_USER")
         strings["rpc_password"] = get("SLUICE_NODE_RPC_PASSWORD")
         strings["zmq_hashblock"] = get("SLUICE_NODE_ZMQ")

@@ -51,6 +51,8 @@ if [ -z "$OWN_NODE" ]; then
     log "nodesim mined block $((height_before + 1)); the newest jobs on BtcJob:"
     "$SLUICE_BIN/sluicectl" tail job -n 3
 else
+    log "the newest template from the node on BtcRawGbt, and the jobs made of it:"
+    "$SLUICE_BIN/sluicectl" tail rawgbt -n 1
     "$SLUICE_BIN/sluicectl" tail job -n 3
 fi
 supervisorctl_ restart blkmaker >/dev/null
@@ -135,7 +137,13 @@ h = p["hashrate"]
 print("  pool: %d users, %d workers, hashrate %.1f / %.1f / %.1f H/s, %s blocks recorded, network height %d" % (p["users"], p["workers"], h["5m"], h["15m"], h["1h"], p["blocks_found"], p["network_height"]))'
 fi
 echo
-supervisorctl_ status
+# What runs: the pool's services, the local servers unless they are the
+# operator's own, and nodesim unless the operator's node stands in for it.
+# supervisorctl fails if any of these is not running.
+programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd)
+[ "${SLUICE_EXTERNAL_INFRA:-0}" = 1 ] || programs=(zookeeper mariadb kafka "${programs[@]}")
+[ -n "$OWN_NODE" ] || programs+=(nodesim)
+supervisorctl_ status "${programs[@]}"
 echo
 log "point a miner at stratum+tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):3333 (any user.worker login)"
 echo

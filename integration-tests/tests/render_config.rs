@@ -84,11 +84,27 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
     let stats: statshttpd::Config = load(&dir, "statshttpd.toml");
     assert_eq!(stats.network, "mainnet");
     assert_eq!(stats.nodes[0].rpc_url, "http://10.0.0.5:8332");
+    // Health and logs name the node by its address, not the example's name.
+    for node in [&gbt.nodes[0], &blk.nodes[0], &stats.nodes[0]] {
+        assert_eq!(node.name, "10.0.0.5:8332");
+    }
     // nodesim is the stand-in, not the operator's node: untouched.
     assert_eq!(
         std::fs::read_to_string(dir.join("nodesim.toml")).unwrap(),
         std::fs::read_to_string(repo().join("deploy/config/nodesim.toml")).unwrap()
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_operator_names_their_node() {
+    let (dir, output) = render(&[
+        ("SLUICE_NODE_RPC_URL", "http://rpc:pw@10.0.0.5:8332"),
+        ("SLUICE_NODE_NAME", "core-fra-1"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let stats: statshttpd::Config = load(&dir, "statshttpd.toml");
+    assert_eq!(stats.nodes[0].name, "core-fra-1");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

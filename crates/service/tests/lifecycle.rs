@@ -122,6 +122,10 @@ fn sigterm_drains_and_exits_cleanly() {
         log.contains("SIGTERM: draining") && log.contains("flushed"),
         "{log}"
     );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a pipe or a file has no colour codes: {log:?}"
+    );
     assert_eq!(health_status(port), None, "admin port closed after exit");
 }
 

@@ -2,7 +2,8 @@
 # Load-tests a whole sserver with the simulator, on the running local stack
 # (install/stack.sh up) but beside the local pool: its own nodesim (hard
 # bits, so shares are not blocks), gbtmaker, jobmaker and sserver on other
-# ports, Bench* topics and the ZooKeeper root /sluice-bench. Release builds.
+# ports, topics of its own (Bench*-RUN, deleted afterwards) and the ZooKeeper
+# root /sluice-bench. Release builds.
 #
 #   install/bench-pool.sh [miners] [shares/s] [seconds] [block interval s]
 #
@@ -18,10 +19,14 @@ SECONDS_=${3:-30}
 BLOCKS=${4:-0}
 REL="$CARGO_TARGET_DIR/release"
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+# Fresh topics every run: a jobmaker reading the last run's newer templates
+# from the tail would take the new nodesim's lower heights for flapping.
+RUN=${WORK##*.}
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    "$REL/sluicectl" delete-topics --prefix "Bench" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -29,8 +34,7 @@ log "building release binaries (once: several minutes)"
 build_release
 
 topics() {
-    sed -e 's/"BtcRawGbt"/"BenchRawGbt"/; s/"BtcJob"/"BenchJob"/; s/"BtcShare"/"BenchShare"/' \
-        -e 's/"BtcSolvedShare"/"BenchSolvedShare"/; s/"BtcEvent"/"BenchEvent"/' \
+    sed -e "s/\"Btc\([A-Za-z]*\)\"/\"Bench\\1-$RUN\"/" \
         -e 's|root = "/sluice"|root = "/sluice-bench"|'
 }
 topics < deploy/config/sluicectl.toml > "$WORK/sluicectl.toml"

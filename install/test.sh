@@ -22,6 +22,8 @@ log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
+# The pool left running afterwards should not carry the tests' topics.
+"$SLUICE_BIN/sluicectl" delete-topics --prefix sluice-test- >/dev/null
 # README command 1 as an operator with their own bitcoind runs it: a nodesim
 # outside the pool's supervisord, on other ports, stands in for that node.
 log "README command 1 on an operator's own node: install/run.sh with SLUICE_NODE_RPC_URL"

@@ -469,3 +469,43 @@ async fn a_twelve_megabyte_message_round_trips() {
     assert_eq!(tail.poison_count(), 0);
     assert!(record.value == big, "the message arrives unchanged");
 }
+
+/// Shares are enqueued, not awaited: one the broker refuses (here: its
+/// topic does not exist yet, and the 1 s message timeout passes) is sent
+/// again until it is written, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enqueued_message_the_broker_refuses_is_sent_again_until_written() {
+    let config = BusConfig {
+        message_timeout_ms: 1_000,
+        ..config()
+    };
+    let name = unique_name("sluice-test-");
+    let topic: Topic<Event> = Topic::new(name.clone());
+    let producer = Producer::new(&config, 5).unwrap();
+    producer.enqueue(&topic, b"k", &event(42)).await.unwrap();
+    sluice_testkit::eventually(Duration::from_secs(60), "a refusal", || {
+        let refused = producer.refused();
+        async move { (refused > 0).then_some(()) }
+    })
+    .await;
+    assert_eq!(producer.unacknowledged(), 1, "still waiting to be written");
+    create_topics(&config, &[TopicSpec::scratch(&name, 1)])
+        .await
+        .unwrap();
+    producer
+        .flush(Duration::from_secs(60))
+        .await
+        .expect("written once the topic exists");
+    assert_eq!(producer.unacknowledged(), 0);
+    assert!(producer.stalled_for().is_zero());
+    let (_, low, high) = sluice_bus::fetch_watermarks(&config, &name).await.unwrap()[0];
+    assert_eq!(high - low, 1, "written exactly once");
+    let tail = TailConsumer::<Event>::new(&config, &topic, 1)
+        .await
+        .unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(30), tail.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.value, event(42));
+}

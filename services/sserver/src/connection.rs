@@ -35,6 +35,7 @@ use crate::ids::{SessionIds, SessionIndex};
 use crate::jobs::{Board, ServerJob, now_secs, parse_stratum_job_id};
 use crate::limits::{Admission, RejectWindow};
 use crate::metrics::ServerMetrics;
+use crate::sinks::ShareSink;
 use crate::users::{AuthError, Users};
 use crate::vardiff::{Vardiff, VardiffConfig};
 
@@ -79,7 +80,7 @@ pub struct Shared {
     /// Who may mine.
     pub users: Users,
     /// Checked shares.
-    pub shares: mpsc::Sender<ShareRecord>,
+    pub shares: ShareSink,
     /// Block candidates.
     pub solved: mpsc::Sender<SolvedShare>,
     /// Miner events (key, event).
@@ -733,8 +734,8 @@ impl Conn {
         }
         if let Some(share) = judged.share {
             // A full queue means the broker is behind: wait, never drop.
-            if self.shared.shares.send(share).await.is_err() {
-                tracing::error!("share queue closed; share not recorded");
+            if let Err(error) = self.shared.shares.send(&share).await {
+                tracing::error!(%error, "share not recorded");
             }
         }
         if rejected && self.rejects.reject(Instant::now()) {

@@ -320,7 +320,7 @@ impl Config {
 struct Parts {
     board: watch::Receiver<Arc<Board>>,
     users: Users,
-    shares: mpsc::Sender<sluice_core::ShareRecord>,
+    shares: sinks::ShareSink,
     solved: mpsc::Sender<sluice_core::SolvedShare>,
     events: mpsc::Sender<(String, sluice_core::Event)>,
     metrics: ServerMetrics,
@@ -351,7 +351,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
 
     let topics = &config.kafka.topics;
     // Both producers wait out an away broker; /health says when they do.
-    let share_producer = Producer::new(&config.kafka, 5)?;
+    let share_producer = Producer::with_queue(&config.kafka, 5, sinks::SHARE_QUEUE)?;
     let solved_producer = Producer::new(&config.kafka, 0)?;
     for (producer, component) in [
         (&share_producer, "kafka_shares"),
@@ -364,13 +364,12 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             token.clone(),
         ));
     }
-    let (share_tx, share_rx) = mpsc::channel(sinks::SHARE_QUEUE);
-    tracker.spawn(sinks::share_writer(
+    let (shares, flusher) = sinks::ShareSink::new(
         share_producer,
         Topic::new(topics.share.clone()),
-        share_rx,
         metrics.clone(),
-    ));
+    );
+    tracker.spawn(flusher);
     let (solved_tx, solved_rx) = mpsc::channel(1024);
     let abandon = CancellationToken::new();
     tracker.spawn(sinks::solved_writer(
@@ -411,7 +410,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let parts = Parts {
         board: board_rx,
         users,
-        shares: share_tx,
+        shares,
         solved: solved_tx,
         events: event_tx,
         metrics: metrics.clone(),

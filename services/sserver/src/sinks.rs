@@ -1,20 +1,21 @@
 //! Where checked shares, block candidates and miner events go.
 //!
-//! - Shares: a bounded queue to one writer task that keeps many deliveries in
-//!   flight and re-sends any that fail, so an accepted share is never lost; a
-//!   full queue slows the submitting miners down instead.
+//! - Shares: every connection hands its checked shares straight to the
+//!   share producer ([`ShareSink`]), which sends each until the broker has
+//!   it; only a full producer queue (the broker behind) makes a submitting
+//!   miner wait. At shutdown, once the last connection is gone, the
+//!   [`share_flusher`] waits for every share's acknowledgement.
 //! - Block candidates: appended and fsynced to a local log first, then sent
 //!   with acks=all and no batching, retried until the broker takes them, and
 //!   marked sent in the log. At start, candidates in the log not marked sent
 //!   are sent again (blkmaker is idempotent on the block hash).
 //! - Events: best effort through a bounded queue (a full queue drops and counts).
 
+use std::convert::Infallible;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use sluice_bus::{BusError, Producer, Topic};
 use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_proto::Payload;
@@ -23,81 +24,84 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ServerMetrics;
 
-/// Shares queued towards the writer before submits wait.
-pub const SHARE_QUEUE: usize = 65_536;
-/// Deliveries the share writer keeps in flight.
-const IN_FLIGHT: usize = 100_000;
+/// Shares the producer holds unacknowledged before submits wait: half a
+/// minute of a 6,000 shares/s pool riding out a broker outage, about 50 MB.
+pub const SHARE_QUEUE: u32 = 200_000;
 
-/// The sending side of the share queue.
-pub type ShareSink = mpsc::Sender<ShareRecord>;
-/// The sending side of the block-candidate queue.
-pub type SolvedSink = mpsc::Sender<SolvedShare>;
-
-/// Sends shares until the queue closes and every delivery is acknowledged.
-pub async fn share_writer(
+/// Where a connection's checked shares go. Cheap to clone; every clone
+/// keeps the [`share_flusher`] waiting.
+#[derive(Debug, Clone)]
+pub struct ShareSink {
     producer: Producer,
     topic: Topic<ShareRecord>,
-    mut queue: mpsc::Receiver<ShareRecord>,
-    metrics: ServerMetrics,
-) {
-    let send = |share: ShareRecord, delay: Duration| {
-        let producer = producer.clone();
-        let topic = topic.clone();
-        async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let result = producer
-                .send(&topic, &share.user_id.to_be_bytes(), &share)
-                .await;
-            (result, share)
-        }
-    };
-    let mut in_flight = FuturesUnordered::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
-        tokio::select! {
-            share = queue.recv(), if open && in_flight.len() < IN_FLIGHT => match share {
-                Some(share) => {
-                    metrics.shares_in_flight.inc();
-                    in_flight.push(send(share, Duration::ZERO));
-                }
-                None => open = false,
+    _alive: mpsc::Sender<Infallible>,
+}
+
+impl ShareSink {
+    /// A sink on `producer` and the flusher that outlives its clones.
+    pub fn new(
+        producer: Producer,
+        topic: Topic<ShareRecord>,
+        metrics: ServerMetrics,
+    ) -> (Self, impl Future<Output = ()>) {
+        let (alive, gone) = mpsc::channel(1);
+        let flusher = share_flusher(producer.clone(), gone, metrics);
+        (
+            ShareSink {
+                producer,
+                topic,
+                _alive: alive,
             },
-            Some((result, share)) = in_flight.next() => match result {
-                Ok(_) => { metrics.shares_in_flight.dec(); }
-                Err(error) => {
-                    tracing::warn!(%error, "share not delivered; sending again");
-                    in_flight.push(send(share, Duration::from_millis(100)));
-                }
-            },
-        }
+            flusher,
+        )
+    }
+
+    /// Hands a share over, keyed by its user; waits only while the
+    /// producer's queue is full.
+    pub async fn send(&self, share: &ShareRecord) -> Result<(), BusError> {
+        self.producer
+            .enqueue(&self.topic, &share.user_id.to_be_bytes(), share)
+            .await
     }
 }
 
-/// Sends events until the queue closes; failures are logged, not retried.
+/// Keeps `sserver_shares_in_flight` current; once every [`ShareSink`] is
+/// gone (the connections have closed), waits until the broker has
+/// acknowledged every share. The service's shutdown grace bounds the wait.
+async fn share_flusher(
+    producer: Producer,
+    mut gone: mpsc::Receiver<Infallible>,
+    metrics: ServerMetrics,
+) {
+    let gauge = |p: &Producer| {
+        metrics.shares_in_flight.set(p.unacknowledged() as i64);
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            None = gone.recv() => break,
+            _ = tick.tick() => gauge(&producer),
+        }
+    }
+    while producer.unacknowledged() > 0 {
+        gauge(&producer);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gauge(&producer);
+}
+
+/// Hands events to the producer until the queue closes.
 pub async fn event_writer(
     producer: Producer,
     topic: Topic<Event>,
     mut queue: mpsc::Receiver<(String, Event)>,
 ) {
-    let mut in_flight = FuturesUnordered::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
-        tokio::select! {
-            e = queue.recv(), if open => match e {
-                Some((key, event)) => {
-                    let producer = producer.clone();
-                    let topic = topic.clone();
-                    in_flight.push(async move { producer.send(&topic, key.as_bytes(), &event).await });
-                }
-                None => open = false,
-            },
-            Some(result) = in_flight.next() => if let Err(error) = result {
-                tracing::warn!(%error, "event not delivered");
-            },
+    while let Some((key, event)) = queue.recv().await {
+        if let Err(error) = producer.enqueue(&topic, key.as_bytes(), &event).await {
+            tracing::warn!(%error, "event not delivered");
         }
     }
+    let _ = producer.flush(Duration::from_secs(2)).await;
 }
 
 /// The local log of block candidates.

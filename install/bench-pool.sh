@@ -78,13 +78,31 @@ echo "$RSS_IDLE" >"$PEAK_FILE"
 ) &
 PIDS+=($!)
 
+# CPU seconds (user+system) of a process, from /proc.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+BROKER_PID=$(pgrep -f 'kafka\.Kafka' | head -1 || true)
+BROKER_CPU0=$([ -n "$BROKER_PID" ] && cpu_secs "$BROKER_PID" || echo 0)
+TOTAL_CPU0=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
+
 log "simulator: $MINERS miners, $RATE shares/s, $SECONDS_ s"
 node_args=()
 if [ "$BLOCKS" != 0 ]; then
     node_args=(--node-rpc http://sluice:sluice@127.0.0.1:18543 --block-interval "$BLOCKS")
 fi
-"$REL/simulator" --server 127.0.0.1:3334 -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
+TIMEFORMAT="simulator CPU: %U s user, %S s system"
+time "$REL/simulator" --server 127.0.0.1:3334 -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
     --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
+# Answered is not enough: every checked share must be on the Share topic.
+in_flight() { curl -s http://127.0.0.1:9113/metrics | awk '/^sserver_shares_in_flight / {print $2}'; }
+all_acknowledged() { [ "$(in_flight)" = 0 ]; }
+wait_until 120 "the broker to acknowledge every share" all_acknowledged
+curl -s http://127.0.0.1:9113/metrics | grep -E '^sserver_(submits_total|shares_total)' | sed 's/^/sserver: /'
+"$REL/sluicectl" -c "$WORK/sluicectl.toml" topics | grep "BenchShare"
+TOTAL_CPU1=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
+if [ -n "$BROKER_PID" ]; then
+    echo "broker CPU during the run: $(echo "$(cpu_secs "$BROKER_PID") - $BROKER_CPU0" | bc) s;" \
+        "whole machine: $(( (TOTAL_CPU1 - TOTAL_CPU0) / $(getconf CLK_TCK) )) CPU-seconds"
+fi
 RSS_PEAK=$(cat "$PEAK_FILE")
 echo "sserver RSS: idle $((RSS_IDLE / 1024)) MiB, peak $((RSS_PEAK / 1024)) MiB," \
     "$(( (RSS_PEAK - RSS_IDLE) * 1024 / MINERS )) bytes per connection"

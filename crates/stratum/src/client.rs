@@ -205,6 +205,13 @@ pub fn header(
     version_bits: Option<u32>,
     mask: u32,
 ) -> Header {
+    let root = merkle_root(job, extranonce1, extranonce2);
+    header_with_root(job, root, ntime, nonce, version_bits, mask)
+}
+
+/// The merkle root of `job` with these extranonces: the part of the header
+/// a miner computes once per extranonce2 and keeps while it rolls nonces.
+pub fn merkle_root(job: &Notify, extranonce1: &[u8], extranonce2: &[u8]) -> TxMerkleNode {
     let mut engine = sha256d::Hash::engine();
     engine.input(&job.coinbase1);
     engine.input(extranonce1);
@@ -217,6 +224,18 @@ pub fn header(
         e.input(node.as_byte_array());
         root = sha256d::Hash::from_engine(e);
     }
+    TxMerkleNode::from_raw_hash(root)
+}
+
+/// [`header`] with the merkle root already computed.
+pub fn header_with_root(
+    job: &Notify,
+    merkle_root: TxMerkleNode,
+    ntime: u32,
+    nonce: u32,
+    version_bits: Option<u32>,
+    mask: u32,
+) -> Header {
     let version = match version_bits {
         Some(bits) => (job.version & !mask) | (bits & mask),
         None => job.version,
@@ -224,7 +243,7 @@ pub fn header(
     Header {
         version: Version::from_consensus(version as i32),
         prev_blockhash: job.prev_hash,
-        merkle_root: TxMerkleNode::from_raw_hash(root),
+        merkle_root,
         time: ntime,
         bits: job.bits,
         nonce,

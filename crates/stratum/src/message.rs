@@ -7,8 +7,11 @@
 //! responses or [`Notification`]s. Every type encodes to one JSON line and
 //! parses back to itself (property-tested in `tests/round_trip.rs`).
 
+use std::borrow::Cow;
+
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, CompactTarget, Target, TxMerkleNode};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 /// The common Stratum error codes, understood by miner software.
@@ -211,9 +214,45 @@ fn str_param<'a>(
         .ok_or_else(|| illegal(id, format!("{what} (parameter {}) must be a string", i + 1)))
 }
 
+/// A request's fields, read without building a JSON map (the method is
+/// borrowed from the line). A line this does not take (not an object, a
+/// field of the wrong type, a key twice) is read again as a [`Value`] for
+/// its precise error.
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(default)]
+    id: Value,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default)]
+    params: Option<Vec<Value>>,
+}
+
 impl Request {
     /// Parses one line from a miner.
     pub fn parse(line: &str) -> Result<Request, ParseError> {
+        let Some(wire) = read_object::<WireRequest<'_>>(line) else {
+            return Self::parse_value(line);
+        };
+        let id = wire.id;
+        if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+            return Err(illegal(
+                &Value::Null,
+                "id must be a number, a string or null",
+            ));
+        }
+        let method = match &wire.method {
+            Some(m) if !m.is_empty() => m,
+            _ => return Err(illegal(&id, "method must be a non-empty string")),
+        };
+        let params = wire.params.unwrap_or_default();
+        let call = Self::parse_call(&id, method, &params)?;
+        Ok(Request { id, call })
+    }
+
+    /// [`Request::parse`] through a [`Value`]: slower, with an exact error
+    /// for every malformed line.
+    fn parse_value(line: &str) -> Result<Request, ParseError> {
         let value: Value = serde_json::from_str(line)
             .map_err(|e| illegal(&Value::Null, format!("malformed JSON: {e}")))?;
         let Value::Object(obj) = value else {
@@ -270,6 +309,9 @@ impl Request {
 
     /// The JSON line (without the newline).
     pub fn to_line(&self) -> String {
+        if let Call::Submit(s) = &self.call {
+            return self.submit_line(s);
+        }
         let (method, params) = match &self.call {
             Call::Subscribe(s) => {
                 let mut p = vec![];
@@ -305,6 +347,30 @@ impl Request {
             Call::Unknown(m) => (m.as_str(), json!([])),
         };
         json!({"id": self.id, "method": method, "params": params}).to_string()
+    }
+}
+
+impl Request {
+    /// A submit's line, written directly: a miner sends little else.
+    fn submit_line(&self, s: &Submit) -> String {
+        use std::fmt::Write as _;
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"{\"id\":");
+        write_json(&mut out, &self.id);
+        out.extend_from_slice(b",\"method\":\"mining.submit\",\"params\":[");
+        serde_json::to_writer(&mut out, &s.worker).expect("a string always serializes");
+        out.push(b',');
+        serde_json::to_writer(&mut out, &s.job_id).expect("a string always serializes");
+        let mut rest = String::with_capacity(48);
+        rest.push_str(",\"");
+        rest.push_str(&hex::encode(&s.extranonce2));
+        let _ = write!(rest, "\",\"{:08x}\",\"{:08x}\"", s.ntime, s.nonce);
+        if let Some(v) = s.version_bits {
+            let _ = write!(rest, ",\"{v:08x}\"");
+        }
+        rest.push_str("]}");
+        out.extend_from_slice(rest.as_bytes());
+        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 }
 
@@ -723,11 +789,26 @@ impl ServerMessage {
     /// The JSON line (without the newline).
     pub fn to_line(&self) -> String {
         match self {
-            ServerMessage::Response(r) => match &r.result {
-                Ok(v) => json!({"id": r.id, "result": v, "error": null}),
-                Err(e) => json!({"id": r.id, "result": null, "error": e.to_value()}),
+            // Written field by field, in the order pools send them: no map
+            // is built for the line every share is answered with.
+            ServerMessage::Response(r) => {
+                let mut out = Vec::with_capacity(48);
+                out.extend_from_slice(b"{\"id\":");
+                write_json(&mut out, &r.id);
+                match &r.result {
+                    Ok(v) => {
+                        out.extend_from_slice(b",\"result\":");
+                        write_json(&mut out, v);
+                        out.extend_from_slice(b",\"error\":null}");
+                    }
+                    Err(e) => {
+                        out.extend_from_slice(b",\"result\":null,\"error\":");
+                        write_json(&mut out, &e.to_value());
+                        out.push(b'}');
+                    }
+                }
+                String::from_utf8(out).expect("serde_json writes UTF-8")
             }
-            .to_string(),
             ServerMessage::Notification(n) => {
                 let (method, params) = n.method_params();
                 json!({"id": null, "method": method, "params": params}).to_string()
@@ -737,6 +818,29 @@ impl ServerMessage {
 
     /// Parses one line from the server.
     pub fn parse(line: &str) -> Result<ServerMessage, ServerParseError> {
+        let bad = || ServerParseError(line.chars().take(200).collect());
+        let Some(wire) = read_object::<WireServer<'_>>(line) else {
+            return Self::parse_value(line);
+        };
+        if let Some(method) = &wire.method {
+            let params = wire.params.ok_or_else(bad)?;
+            return Notification::parse(method, &params)
+                .map(ServerMessage::Notification)
+                .ok_or_else(bad);
+        }
+        let result = match wire.error {
+            Some(e) => Err(StratumError::from_value(&e).ok_or_else(bad)?),
+            None => Ok(wire.result.unwrap_or(Value::Null)),
+        };
+        Ok(ServerMessage::Response(Response {
+            id: wire.id,
+            result,
+        }))
+    }
+
+    /// [`ServerMessage::parse`] through a [`Value`], for lines the typed
+    /// read does not take.
+    fn parse_value(line: &str) -> Result<ServerMessage, ServerParseError> {
         let bad = || ServerParseError(line.chars().take(200).collect());
         let v: Value = serde_json::from_str(line).map_err(|_| bad())?;
         let o = v.as_object().ok_or_else(bad)?;
@@ -752,6 +856,39 @@ impl ServerMessage {
             _ => Ok(o.get("result").cloned().unwrap_or(Value::Null)),
         };
         Ok(ServerMessage::Response(Response { id, result }))
+    }
+}
+
+/// `line` read as the struct `T` if it is a JSON object (serde would also
+/// fill a struct from an array, by position).
+fn read_object<'a, T: Deserialize<'a>>(line: &'a str) -> Option<T> {
+    if !line.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(line).ok()
+}
+
+/// A server line's fields, read without building a JSON map.
+#[derive(Deserialize)]
+struct WireServer<'a> {
+    #[serde(default)]
+    id: Value,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default)]
+    params: Option<Vec<Value>>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Appends `v` as JSON.
+fn write_json(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Null => out.extend_from_slice(b"null"),
+        v => serde_json::to_writer(out, v).expect("a Value always serializes"),
     }
 }
 
@@ -865,7 +1002,33 @@ mod tests {
         .to_line();
         assert_eq!(
             line,
-            r#"{"error":[22,"Duplicate share",null],"id":3,"result":null}"#
+            r#"{"id":3,"result":null,"error":[22,"Duplicate share",null]}"#
+        );
+        let ok = ServerMessage::from(Response::ok(json!("a\"b"))).to_line();
+        assert_eq!(ok, r#"{"id":"a\"b","result":true,"error":null}"#);
+    }
+
+    #[test]
+    fn unusual_requests_get_the_exact_error_the_slow_path_gives() {
+        // Each of these fails the borrowed fast read and is parsed again.
+        let e = error(r#"[1, "mining.subscribe"]"#);
+        assert_eq!(e.error.message, "a request must be a JSON object");
+        let e = error(r#"{"id":7,"method":5,"params":[]}"#);
+        assert_eq!(
+            (e.id, e.error.message.as_str()),
+            (json!(7), "method must be a non-empty string")
+        );
+        let e = error(r#"{"id":7,"method":"mining.subscribe","params":{}}"#);
+        assert_eq!(e.error.message, "params must be an array");
+        // A key twice: the last one counts, as with any JSON object.
+        assert_eq!(
+            call(r#"{"id":1,"method":"x","method":"mining.extranonce.subscribe","params":[]}"#),
+            Call::ExtranonceSubscribe
+        );
+        // Escapes in the method name are read like any string.
+        assert_eq!(
+            call(r#"{"id":1,"method":"mining.extranonce\u002esubscribe"}"#),
+            Call::ExtranonceSubscribe
         );
     }
 

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitcoin::BlockHash;
+use bitcoin::TxMerkleNode;
 use sluice_core::Difficulty;
 use sluice_stratum::LineFramer;
-use sluice_stratum::client::{ClientEvent, ClientSession, header};
+use sluice_stratum::client::{ClientEvent, ClientSession, header_with_root, merkle_root};
 use sluice_stratum::message::{Configure, Notification, Notify, Request, ServerMessage, Submit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -28,6 +29,16 @@ enum Ended {
     Lost(String),
     /// Never got as far as authorized.
     Failed(String),
+}
+
+/// Where a miner is in its search, as an ASIC works: an extranonce2 and its
+/// merkle root, computed once, under which nonces are rolled one after
+/// another; a new extranonce2 only for a new job or when the nonces run out.
+struct Search {
+    job_id: String,
+    extranonce2: Vec<u8>,
+    root: TxMerkleNode,
+    next_nonce: u64,
 }
 
 /// What one miner measured, merged into the shared report at the end.
@@ -140,6 +151,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     let mut extranonce2: u64 = (index as u64) << 40;
     let mut difficulty = 1.0;
     let mut job: Option<Notify> = None;
+    let mut search: Option<Search> = None;
     let mut pending: HashMap<u64, (Instant, f64)> = HashMap::new();
     let mut tag = 0u64;
     // Spread the miners' submits over the period instead of in step. A
@@ -239,9 +251,20 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                 if pending.len() >= shared.options.max_in_flight {
                     continue;
                 }
-                extranonce2 = extranonce2.wrapping_add(1);
-                let en2: Vec<u8> = extranonce2.to_be_bytes()[8usize.saturating_sub(extranonce2_size)..].to_vec();
-                let Some(nonce) = grind(j, &extranonce1, &en2, difficulty, shared).await else {
+                let s = match &mut search {
+                    Some(s) if s.job_id == j.job_id && s.next_nonce <= u64::from(u32::MAX) => s,
+                    _ => {
+                        extranonce2 = extranonce2.wrapping_add(1);
+                        let en2 = extranonce2.to_be_bytes()[8usize.saturating_sub(extranonce2_size)..].to_vec();
+                        search.insert(Search {
+                            job_id: j.job_id.clone(),
+                            root: merkle_root(j, &extranonce1, &en2),
+                            extranonce2: en2,
+                            next_nonce: 0,
+                        })
+                    }
+                };
+                let Some(nonce) = grind(j, s, difficulty, shared).await else {
                     shared.counters.too_hard.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
@@ -250,7 +273,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                     Submit {
                         worker: login.clone(),
                         job_id: j.job_id.clone(),
-                        extranonce2: en2,
+                        extranonce2: s.extranonce2.clone(),
                         ntime: j.time,
                         nonce,
                         version_bits: Some(0),
@@ -267,27 +290,15 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     }
 }
 
-/// A nonce whose header meets `difficulty`, within `max_hashes` tries.
-async fn grind(
-    job: &Notify,
-    extranonce1: &[u8],
-    extranonce2: &[u8],
-    difficulty: f64,
-    shared: &Shared,
-) -> Option<u32> {
+/// The next nonce of `search` whose header meets `difficulty`, within
+/// `max_hashes` tries; the search goes on from there next time.
+async fn grind(job: &Notify, search: &mut Search, difficulty: f64, shared: &Shared) -> Option<u32> {
     let max_hashes = shared.options.max_hashes;
     let target = Difficulty::new(difficulty).ok()?.to_target();
     let mut tried = 0u64;
-    for nonce in 0..=u32::MAX {
-        let h = header(
-            job,
-            extranonce1,
-            extranonce2,
-            job.time,
-            nonce,
-            Some(0),
-            MASK,
-        );
+    while let Ok(nonce) = u32::try_from(search.next_nonce) {
+        search.next_nonce += 1;
+        let h = header_with_root(job, search.root, job.time, nonce, Some(0), MASK);
         if target.is_met_by(h.block_hash()) {
             return Some(nonce);
         }

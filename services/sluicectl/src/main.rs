@@ -49,6 +49,8 @@ enum Command {
     /// Create the pool's topics that do not exist yet and bring existing
     /// ones to their declared settings and partitions.
     CreateTopics,
+    /// The pool's topics: partitions, messages written, messages retained.
+    Topics,
     /// Delete topics by name or prefix (scratch topics of tests and
     /// benchmarks); the pool's own five topics are refused.
     DeleteTopics {
@@ -188,6 +190,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate => migrate(&config).await,
             Command::CreateTopics => topics(&config).await,
+            Command::Topics => list(&config).await,
             Command::DeleteTopics { names, prefix } => {
                 delete(&config, names, prefix.as_deref()).await
             }
@@ -225,6 +228,19 @@ async fn topics(config: &Config) -> anyhow::Result<()> {
         applied.updated.len(),
         specs.len()
     );
+    Ok(())
+}
+
+async fn list(config: &Config) -> anyhow::Result<()> {
+    for name in config.kafka.topics.all() {
+        let marks = sluice_bus::fetch_watermarks(&config.kafka, name).await?;
+        let written: i64 = marks.iter().map(|(_, _, high)| high).sum();
+        let retained: i64 = marks.iter().map(|(_, low, high)| high - low).sum();
+        out!(
+            "{name}: {} partitions, {written} messages written, {retained} retained",
+            marks.len()
+        );
+    }
     Ok(())
 }
 

@@ -40,8 +40,12 @@ topics() {
 topics < deploy/config/sluicectl.toml > "$WORK/sluicectl.toml"
 sed -e 's/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/; s/127.0.0.1:9105/127.0.0.1:9115/' \
     -e 's/^bits = .*/bits = "1d00ffff"/' deploy/config/nodesim.toml > "$WORK/nodesim.toml"
+# SLUICE_BENCH_EMPTY_BLOCKS=1: gbtmaker's empty_block_jobs on.
+EMPTY_BLOCKS=$([ -n "${SLUICE_BENCH_EMPTY_BLOCKS:-}" ] && echo true || echo false)
 topics < deploy/config/gbtmaker.toml | sed -e 's/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/' \
-    -e 's/127.0.0.1:9101/127.0.0.1:9111/' > "$WORK/gbtmaker.toml"
+    -e 's/127.0.0.1:9101/127.0.0.1:9111/' \
+    -e "s/^empty_block_jobs = .*/empty_block_jobs = $EMPTY_BLOCKS/" \
+    > "$WORK/gbtmaker.toml"
 topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/' > "$WORK/jobmaker.toml"
 # Every hash a share (difficulty 2e-10 saturates the target), never a retarget.
 topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/127.0.0.1:9103/127.0.0.1:9113/' \

@@ -8,6 +8,10 @@
 //! `longpollid` is passed for long polls, and responses are checked rather
 //! than trusted (bits and hashes must parse).
 
+mod empty;
+
+pub use empty::{HeaderInfo, empty_template, network_of_chain};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,6 +159,23 @@ impl NodeRpc {
                 reason: format!("RPC task failed: {e}"),
             })?
             .map_err(|source| NodeError::Rpc { node: name, source })
+    }
+
+    /// `getblockheader <hash> true`.
+    pub async fn header(&self, hash: bitcoin::BlockHash) -> Result<HeaderInfo, NodeError> {
+        self.call("getblockheader", vec![json!(hash), json!(true)])
+            .await
+    }
+
+    /// `getblockchaininfo`'s `chain`: `main`, `test`, `testnet4`, `signet`
+    /// or `regtest`.
+    pub async fn chain(&self) -> Result<String, NodeError> {
+        #[derive(Deserialize)]
+        struct Info {
+            chain: String,
+        }
+        let info: Info = self.call("getblockchaininfo", vec![]).await?;
+        Ok(info.chain)
     }
 
     /// `getblockcount`: the height of the node's best chain.

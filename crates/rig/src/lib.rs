@@ -136,6 +136,8 @@ pub struct Options {
     pub poll_ms: u64,
     /// Whether to start jobmaker too.
     pub jobmaker: bool,
+    /// gbtmaker's `empty_block_jobs`.
+    pub empty_block_jobs: bool,
 }
 
 impl Default for Options {
@@ -144,6 +146,7 @@ impl Default for Options {
             bits: "207fffff".into(),
             poll_ms: 1000,
             jobmaker: true,
+            empty_block_jobs: false,
         }
     }
 }
@@ -206,6 +209,7 @@ pub async fn pipeline(opts: Options) -> Pipeline {
             nodes: vec![node.config("sim")],
             poll_interval_ms: opts.poll_ms,
             rpc_timeout_secs: 10,
+            empty_block_jobs: opts.empty_block_jobs,
         },
         gbt_ctx.clone(),
     ));

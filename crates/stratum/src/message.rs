@@ -444,7 +444,7 @@ fn parse_submit(id: &Value, params: &[Value]) -> Result<Submit, ParseError> {
     }
     let en2 = str_param(id, params, 2, "extranonce2")?;
     let extranonce2 =
-        hex::decode(en2).map_err(|_| illegal(id, format!("extranonce2 {en2:?} is not hex")))?;
+        unhex(en2).ok_or_else(|| illegal(id, format!("extranonce2 {en2:?} is not hex")))?;
     let version_bits = match params.get(5) {
         None | Some(Value::Null) => None,
         v => Some(hex_u32(id, "version bits", v)?),
@@ -513,7 +513,7 @@ pub fn prev_hash_to_stratum(hash: &BlockHash) -> String {
 
 /// The inverse of [`prev_hash_to_stratum`].
 pub fn prev_hash_from_stratum(s: &str) -> Option<BlockHash> {
-    let mut b: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;
+    let mut b = unhex32(s)?;
     for word in b.chunks_exact_mut(4) {
         word.reverse();
     }
@@ -541,16 +541,13 @@ impl Notify {
     }
 
     fn from_params(p: &[Value]) -> Option<Notify> {
-        let hex_field = |i: usize| -> Option<Vec<u8>> { hex::decode(p.get(i)?.as_str()?).ok() };
+        let hex_field = |i: usize| -> Option<Vec<u8>> { unhex(p.get(i)?.as_str()?) };
         let word = |i: usize| -> Option<u32> { u32::from_str_radix(p.get(i)?.as_str()?, 16).ok() };
         let merkle_branch = p
             .get(4)?
             .as_array()?
             .iter()
-            .map(|h| {
-                let b: [u8; 32] = hex::decode(h.as_str()?).ok()?.try_into().ok()?;
-                Some(TxMerkleNode::from_byte_array(b))
-            })
+            .map(|h| Some(TxMerkleNode::from_byte_array(unhex32(h.as_str()?)?)))
             .collect::<Option<Vec<_>>>()?;
         Some(Notify {
             job_id: p.first()?.as_str()?.to_owned(),
@@ -857,6 +854,24 @@ impl ServerMessage {
         };
         Ok(ServerMessage::Response(Response { id, result }))
     }
+}
+
+/// Hex to bytes without the generic iterator `hex::decode` collects through
+/// (notifies carry kilobytes of it; every submit some).
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut out = vec![0u8; s.len() / 2];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// 64 hex digits to 32 bytes.
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
 }
 
 /// `line` read as the struct `T` if it is a JSON object (serde would also

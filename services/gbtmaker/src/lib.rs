@@ -38,6 +38,13 @@ pub struct Config {
     /// Timeout of one `getblocktemplate` (large mempools take seconds).
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_secs: u64,
+    /// When ZMQ announces a block, publish a template for an empty block on
+    /// it before fetching the node's template (btcpool's and viabtc's
+    /// empty-block jobs): miners move to the new tip without waiting for
+    /// `getblocktemplate`. The empty block pays the subsidy only; the full
+    /// template replaces it as soon as it exists. Needs ZMQ.
+    #[serde(default)]
+    pub empty_block_jobs: bool,
 }
 
 fn default_service() -> CommonConfig {
@@ -85,6 +92,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         metrics: metrics::GbtMetrics::register(&ctx.metrics),
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         rpc_timeout: Duration::from_secs(config.rpc_timeout_secs),
+        empty_block_jobs: config.empty_block_jobs,
     };
     let identity = Identity::new(
         "gbtmaker",

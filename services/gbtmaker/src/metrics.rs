@@ -8,6 +8,7 @@ use sluice_service::Metrics;
 #[derive(Clone)]
 pub(crate) struct GbtMetrics {
     pub(crate) published: Counter,
+    pub(crate) empty_published: Counter,
     pub(crate) zmq_misses: Counter,
     /// Seconds from the trigger (ZMQ hashblock, long-poll return or poll) to the broker's ack.
     pub(crate) latency: Histogram,
@@ -20,6 +21,7 @@ impl GbtMetrics {
         ];
         let m = GbtMetrics {
             published: Counter::default(),
+            empty_published: Counter::default(),
             zmq_misses: Counter::default(),
             latency: Histogram::new(buckets),
         };
@@ -28,6 +30,11 @@ impl GbtMetrics {
                 "gbtmaker_templates_published",
                 "Templates published to Kafka",
                 m.published.clone(),
+            );
+            r.register(
+                "gbtmaker_empty_templates_published",
+                "Empty-block templates published on a ZMQ block announcement",
+                m.empty_published.clone(),
             );
             r.register(
                 "gbtmaker_zmq_misses",

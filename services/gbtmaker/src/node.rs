@@ -26,6 +26,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: GbtMetrics,
     pub(crate) poll_interval: Duration,
     pub(crate) rpc_timeout: Duration,
+    pub(crate) empty_block_jobs: bool,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -58,6 +59,7 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
     let mut next = Duration::ZERO;
     let mut last_prev: Option<BlockHash> = None;
     let mut announced: Option<BlockHash> = None;
+    let mut empty = EmptyBlocks::default();
     loop {
         let trigger = tokio::select! {
             () = token.cancelled() => return,
@@ -66,6 +68,12 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
         };
         if let Trigger::Block(hb) = trigger {
             announced = Some(hb.hash);
+            if shared.empty_block_jobs {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = empty.publish(&node, &shared, hb) => {}
+                }
+            }
         }
         let fetched = tokio::select! {
             () = token.cancelled() => return,
@@ -91,12 +99,69 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
                     reconnect.notify_one();
                 }
                 last_prev = Some(template.prev_blockhash);
+                empty.version = Some(template.version);
             }
             Err(error) => {
                 shared.health.set(&component, false, error.to_string());
                 tracing::warn!(node = %node.name, %error, retry_in = ?backoff, "no template");
                 next = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// What an empty-block template needs besides the announced header: the
+/// node's network (asked once) and the version its last template had.
+#[derive(Default)]
+struct EmptyBlocks {
+    network: Option<bitcoin::Network>,
+    version: Option<bitcoin::block::Version>,
+}
+
+impl EmptyBlocks {
+    /// Publishes a template for an empty block on the announced one, unless
+    /// its `bits` cannot be known or nothing is known of the node yet. A
+    /// failure only costs the head start: the full template follows.
+    async fn publish(&mut self, node: &NodeConfig, shared: &Shared, hb: HashBlock) {
+        let Some(version) = self.version else { return };
+        let made = async {
+            let rpc = NodeRpc::new(node, shared.rpc_timeout)?;
+            if self.network.is_none() {
+                let chain = rpc.chain().await?;
+                self.network = sluice_node::network_of_chain(&chain);
+                if self.network.is_none() {
+                    tracing::warn!(node = %node.name, chain, "unknown chain: no empty-block templates");
+                }
+            }
+            let Some(network) = self.network else {
+                return Ok(None);
+            };
+            let tip = rpc.header(hb.hash).await?;
+            let Some(template) = sluice_node::empty_template(
+                &node.name,
+                network,
+                &tip,
+                version,
+                sluice_service::now_ms(),
+            ) else {
+                return Ok(None);
+            };
+            shared
+                .producer
+                .send(&shared.topic, &template.id.0, &template)
+                .await?;
+            anyhow::Ok(Some(template))
+        };
+        match made.await {
+            Ok(Some(t)) => {
+                shared.metrics.empty_published.inc();
+                tracing::debug!(node = %node.name, height = t.height, latency = ?hb.at.elapsed(),
+                    "empty-block template published");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(node = %node.name, %error, "no empty-block template; the full one follows");
             }
         }
     }

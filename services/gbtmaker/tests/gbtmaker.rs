@@ -67,6 +67,7 @@ async fn rig(poll_ms: u64, nodes: impl FnOnce(&nodesim::Endpoints) -> Vec<NodeCo
         nodes: nodes(&node),
         poll_interval_ms: poll_ms,
         rpc_timeout_secs: 10,
+        empty_block_jobs: false,
     };
     let gbt_ctx = context();
     tokio::spawn(gbtmaker::run(config, gbt_ctx.clone()));

@@ -122,6 +122,7 @@ async fn lead(
                 match judge(current.as_ref(), &t, now, job_interval) {
                     Verdict::Ignore => continue,
                     Verdict::Refresh => { current = Some(t); continue; }
+                    Verdict::Fill => { current = Some(t); ticker.reset(); false }
                     Verdict::NewTip => { current = Some(t); ticker.reset(); true }
                 }
             }

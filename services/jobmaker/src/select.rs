@@ -4,7 +4,11 @@
 //! nodes briefly disagree about the tip. Following every template would flap
 //! miners between tips with a clean job each time. The rules:
 //! - a higher height is a new block: switch at once, clean;
-//! - the same tip, newer: refresh the transactions, not clean;
+//! - the same tip, newer: refresh the transactions, not clean; but when the
+//!   current template is an empty block's (gbtmaker's `empty_block_jobs`)
+//!   and the new one has transactions, a job at once (btcpool: "current job
+//!   was empty and best is non-empty at same height"); an empty template
+//!   never replaces a full one;
 //! - a lower height, or another tip at the same height, is believed only once
 //!   the current template is older than twice the job interval (the node we
 //!   followed may have gone away); then it is a clean switch.
@@ -20,6 +24,9 @@ pub(crate) enum Verdict {
     Ignore,
     /// Same tip, fresher: use it for the next job.
     Refresh,
+    /// Same tip, with the transactions the current (empty-block) template
+    /// lacks: a job now, not clean.
+    Fill,
     /// A different tip: make a clean job now.
     NewTip,
 }
@@ -41,7 +48,11 @@ pub(crate) fn judge(
         return Verdict::NewTip;
     }
     if new.height == cur.height && new.prev_blockhash == cur.prev_blockhash {
-        return Verdict::Refresh;
+        return match (cur.transactions.is_empty(), new.transactions.is_empty()) {
+            (true, false) => Verdict::Fill,
+            (false, true) => Verdict::Ignore,
+            _ => Verdict::Refresh,
+        };
     }
     // Lower height or a competing tip: only once ours has gone stale.
     let age = Duration::from_millis(now_ms.saturating_sub(cur.created_at_ms));
@@ -105,6 +116,41 @@ mod tests {
             judge(Some(&cur), &t(5, 1, 9_000), 15_000, JOB),
             Verdict::Ignore,
             "arrived late"
+        );
+    }
+
+    /// `t` with one transaction.
+    fn full(height: u32, prev: u8, created_at_ms: u64) -> BlockTemplate {
+        let mut f = t(height, prev, created_at_ms);
+        f.transactions.push(sluice_core::TemplateTx {
+            txid: bitcoin::Txid::all_zeros(),
+            wtxid: bitcoin::Wtxid::all_zeros(),
+            fee: Amount::from_sat(10),
+            weight: bitcoin::Weight::from_wu(400),
+            raw: vec![1],
+        });
+        f.id = f.compute_id();
+        f
+    }
+
+    #[test]
+    fn a_full_template_replaces_an_empty_block_s_at_once_never_the_reverse() {
+        let empty = t(7, 1, 10_000);
+        let filled = full(7, 1, 10_050);
+        assert_eq!(
+            judge(Some(&empty), &filled, 10_050, JOB),
+            Verdict::Fill,
+            "the transactions arrive: a job now"
+        );
+        // A second gbtmaker's empty template arriving after the full one.
+        assert_eq!(
+            judge(Some(&filled), &t(7, 1, 10_060), 10_060, JOB),
+            Verdict::Ignore
+        );
+        // Full after full on the same tip is the usual refresh.
+        assert_eq!(
+            judge(Some(&filled), &full(7, 1, 20_000), 20_000, JOB),
+            Verdict::Refresh
         );
     }
 

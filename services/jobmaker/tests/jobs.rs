@@ -31,7 +31,28 @@ async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
     assert!(job.id > first.id, "ids increase");
     assert_eq!(job.leader_epoch, first.leader_epoch);
 
-    // Mine the job as a miner would: extranonces, ntime, nonce by brute force.
+    let block = mine(&rig, &job).await;
+    assert_eq!(
+        submit(&rig, &block).await,
+        Value::Null,
+        "nodesim accepted the pool's block"
+    );
+    let next = common::job_where(&jobs, Duration::from_secs(10), "on our block", |j| {
+        j.height == 3
+    })
+    .await;
+    assert_eq!(next.prev_blockhash, block.block_hash());
+    assert!(
+        ctx.health.snapshot()["zookeeper"]
+            .detail
+            .starts_with("leader")
+    );
+    ctx.shutdown.token().cancel();
+}
+
+/// Mines `job` as a miner would (extranonces, ntime, a nonce by brute force)
+/// into the block it stands for, with its template's transactions.
+async fn mine(rig: &common::Rig, job: &sluice_core::Job) -> Block {
     let templates = rig.templates().await;
     let template = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -65,26 +86,64 @@ async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
     for tx in &template.transactions {
         txdata.push(bitcoin::consensus::deserialize(&tx.raw).unwrap());
     }
-    let block = Block {
+    Block {
         header: solved.header,
         txdata,
-    };
-    let hex = bitcoin::consensus::encode::serialize_hex(&block);
+    }
+}
+
+/// nodesim's answer to `submitblock` (null: accepted).
+async fn submit(rig: &common::Rig, block: &Block) -> Value {
+    let hex = bitcoin::consensus::encode::serialize_hex(block);
     let client = rig.node.client();
-    let answer: Value =
-        tokio::task::spawn_blocking(move || client.call("submitblock", &[json!(hex)]).unwrap())
-            .await
-            .unwrap();
-    assert_eq!(answer, Value::Null, "nodesim accepted the pool's block");
-    let next = common::job_where(&jobs, Duration::from_secs(10), "on our block", |j| {
-        j.height == 3
+    tokio::task::spawn_blocking(move || client.call("submitblock", &[json!(hex)]).unwrap())
+        .await
+        .unwrap()
+}
+
+/// With `empty_block_jobs`, a new block first becomes a clean job for an
+/// empty block (no merkle branch, the subsidy alone to the pool), then, as
+/// soon as the node's template exists, a job with its transactions on the
+/// same tip, not clean. A block mined on the empty job is valid.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_block_job_comes_first_and_the_full_one_replaces_it() {
+    let rig = sluice_rig::pipeline(sluice_rig::Options {
+        poll_ms: 60_000,
+        jobmaker: false,
+        empty_block_jobs: true,
+        ..sluice_rig::Options::default()
     })
     .await;
-    assert_eq!(next.prev_blockhash, block.block_hash());
+    let (ctx, jobs, first) = rig.start_jobmaker().await;
     assert!(
-        ctx.health.snapshot()["zookeeper"]
-            .detail
-            .starts_with("leader")
+        !first.merkle_branch.is_empty(),
+        "the node's mempool has transactions"
+    );
+    rig.generate().await;
+    let empty = common::job_where(&jobs, Duration::from_secs(10), "at height 2", |j| {
+        j.height == 2
+    })
+    .await;
+    assert!(empty.clean && empty.merkle_branch.is_empty(), "{empty:?}");
+    assert_eq!(
+        empty.coinbase_value,
+        sluice_core::network::block_subsidy(bitcoin::Network::Regtest, 2),
+        "the subsidy, no fees"
+    );
+    let full = common::job_where(&jobs, Duration::from_secs(10), "the full job", |j| {
+        j.height == 2
+    })
+    .await;
+    assert!(!full.clean && !full.merkle_branch.is_empty(), "{full:?}");
+    assert_eq!(full.prev_blockhash, empty.prev_blockhash);
+    assert!(full.coinbase_value > empty.coinbase_value, "fees");
+    // A miner that found a block on the empty job before the full one came.
+    let block = mine(&rig, &empty).await;
+    assert_eq!(block.txdata.len(), 1);
+    assert_eq!(
+        submit(&rig, &block).await,
+        Value::Null,
+        "nodesim accepts the empty block"
     );
     ctx.shutdown.token().cancel();
 }

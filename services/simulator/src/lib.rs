@@ -189,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) round_trips: Mutex<Vec<u32>>,
     /// When each miner saw a clean job on top of each block.
     pub(crate) clean_seen: Mutex<Vec<(BlockHash, Instant)>>,
+    /// The last `mining.notify` line and what it parsed to.
+    pub(crate) last_notify: Mutex<Option<(String, sluice_stratum::message::ServerMessage)>>,
     pub(crate) stop: CancellationToken,
 }
 
@@ -206,6 +208,7 @@ pub async fn run(
         rejections: Mutex::default(),
         round_trips: Mutex::default(),
         clean_seen: Mutex::default(),
+        last_notify: Mutex::default(),
         stop: stop.child_token(),
     });
     let started = Instant::now();

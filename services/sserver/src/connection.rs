@@ -444,7 +444,10 @@ impl Conn {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
         let mut drain_at: Option<tokio::time::Instant> = None;
-        let drain = self.shared.drain.clone();
+        // One wait on the drain token for the whole session: a new one per
+        // loop would take the token's lock twice per line read.
+        let drain = self.shared.drain.clone().cancelled_owned();
+        tokio::pin!(drain);
         // Lines already buffered with the PROXY header.
         if let Err(end) = Box::pin(self.process(&mut framer)).await {
             return end;
@@ -454,16 +457,18 @@ impl Conn {
                 let _ = self.out.flush().await;
                 return End::Banned;
             }
-            let flushed = tokio::time::timeout(Duration::from_secs(30), self.out.flush()).await;
-            match flushed {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return End::Io(e),
-                Err(_) => return End::Timeout("write"),
+            if self.out.has_pending() {
+                let flushed = tokio::time::timeout(Duration::from_secs(30), self.out.flush()).await;
+                match flushed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return End::Io(e),
+                    Err(_) => return End::Timeout("write"),
+                }
             }
             let authorized = self.session.state() == State::Authorized;
             tokio::select! {
                 biased;
-                () = drain.cancelled(), if drain_at.is_none() => {
+                () = &mut drain, if drain_at.is_none() => {
                     drain_at = Some(Box::pin(self.start_drain()).await);
                 }
                 () = async { if let Some(at) = drain_at { tokio::time::sleep_until(at).await } }, if drain_at.is_some() => {
@@ -983,6 +988,10 @@ impl Outbox {
         self.pending.reserve(line.len() + 1);
         self.pending.extend_from_slice(line.as_bytes());
         self.pending.push(b'\n');
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Writes everything queued, then lets the buffer go.

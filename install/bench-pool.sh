@@ -8,7 +8,9 @@
 #   install/bench-pool.sh [miners] [shares/s] [seconds] [block interval s]
 #
 # Prints the simulator's report (JSON) and sserver's memory: resident set
-# before the miners connect and at its peak, per connection.
+# before the miners connect and at its peak, per connection. With
+# SLUICE_BENCH_TIMELINE=1 also, second by second, the shares sserver answered,
+# those the broker has yet to acknowledge, and sserver's memory.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -70,6 +72,7 @@ SSERVER_PID=${PIDS[-1]}
 sserver_serving() { curl -sf http://127.0.0.1:9113/health | grep -q 'server id'; }
 wait_until 60 "bench sserver to serve on 127.0.0.1:3334" sserver_serving
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$SSERVER_PID/status"; }
+in_flight() { curl -s http://127.0.0.1:9113/metrics | awk '/^sserver_shares_in_flight / {print $2}'; }
 RSS_IDLE=$(rss_kib)
 PEAK_FILE="$WORK/peak"
 echo "$RSS_IDLE" >"$PEAK_FILE"
@@ -88,6 +91,20 @@ BROKER_PID=$(pgrep -f 'kafka\.Kafka' | head -1 || true)
 BROKER_CPU0=$([ -n "$BROKER_PID" ] && cpu_secs "$BROKER_PID" || echo 0)
 TOTAL_CPU0=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
 
+if [ -n "${SLUICE_BENCH_TIMELINE:-}" ]; then
+    (
+        answered() { curl -s http://127.0.0.1:9113/metrics | awk '/^sserver_shares_total/ {n += $2} END {print n + 0}'; }
+        last=$(answered); t=0
+        while kill -0 "$SSERVER_PID" 2>/dev/null; do
+            sleep 1; t=$((t + 1))
+            now=$(answered)
+            echo "t=${t}s answered/s=$((now - last)) in_flight=$(in_flight) rss_mib=$(( $(rss_kib) / 1024 ))"
+            last=$now
+        done
+    ) > "$WORK/timeline" 2>/dev/null &
+    PIDS+=($!)
+fi
+
 log "simulator: $MINERS miners, $RATE shares/s, $SECONDS_ s"
 node_args=()
 if [ "$BLOCKS" != 0 ]; then
@@ -97,7 +114,6 @@ TIMEFORMAT="simulator CPU: %U s user, %S s system"
 time "$REL/simulator" --server 127.0.0.1:3334 -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
     --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
 # Answered is not enough: every checked share must be on the Share topic.
-in_flight() { curl -s http://127.0.0.1:9113/metrics | awk '/^sserver_shares_in_flight / {print $2}'; }
 all_acknowledged() { [ "$(in_flight)" = 0 ]; }
 wait_until 120 "the broker to acknowledge every share" all_acknowledged
 curl -s http://127.0.0.1:9113/metrics | grep -E '^sserver_(submits_total|shares_total)' | sed 's/^/sserver: /'
@@ -111,3 +127,4 @@ RSS_PEAK=$(cat "$PEAK_FILE")
 echo "sserver RSS: idle $((RSS_IDLE / 1024)) MiB, peak $((RSS_PEAK / 1024)) MiB," \
     "$(( (RSS_PEAK - RSS_IDLE) * 1024 / MINERS )) bytes per connection"
 echo "sserver CPU: $(ps -o times= -p "$SSERVER_PID") s; work files in $WORK"
+[ -f "$WORK/timeline" ] && cat "$WORK/timeline"

@@ -17,26 +17,12 @@ use std::time::{Duration, Instant};
 use sluice_bus::{
     BusConfig, Producer, TailConsumer, Topic, TopicSpec, create_topics, delete_topics,
 };
-use sluice_core::record::{Event, EventKind, Figure, ServiceStatus};
-use sluice_testkit::{kafka_brokers, unique_name};
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::event;
 
-fn event(n: u64) -> Event {
-    Event {
-        timestamp_ms: n,
-        kind: EventKind::ServiceStatus(ServiceStatus {
-            service: "hop".into(),
-            instance: "bench".into(),
-            host: "localhost".into(),
-            version: "0".into(),
-            uptime_secs: n,
-            healthy: true,
-            figures: vec![Figure {
-                name: "n".into(),
-                value: n as f64,
-            }],
-        }),
-    }
-}
+use sluice_core::record::Event;
+use sluice_testkit::{kafka_brokers, unique_name};
 
 fn main() {
     let mut args = std::env::args()

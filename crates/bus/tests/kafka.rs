@@ -11,7 +11,10 @@ use sluice_bus::{
     BusConfig, GroupConsumer, LogConsumer, Producer, Start, TailConsumer, Topic, TopicSpec,
     create_topics, delete_topics, fetch_partitions, list_topics,
 };
-use sluice_core::record::{Event, EventKind, Figure, ServiceStatus};
+mod support;
+use support::event;
+
+use sluice_core::record::{Event, EventKind, Figure};
 use sluice_proto::Payload;
 use sluice_testkit::{kafka_brokers, unique_name};
 
@@ -20,24 +23,6 @@ fn config() -> BusConfig {
         brokers: kafka_brokers(),
         client_id: unique_name("bus-test-"),
         ..BusConfig::default()
-    }
-}
-
-fn event(n: u64) -> Event {
-    Event {
-        timestamp_ms: n,
-        kind: EventKind::ServiceStatus(ServiceStatus {
-            service: "test".into(),
-            instance: format!("i{n}"),
-            host: "localhost".into(),
-            version: "0".into(),
-            uptime_secs: n,
-            healthy: true,
-            figures: vec![Figure {
-                name: "n".into(),
-                value: n as f64,
-            }],
-        }),
     }
 }
 

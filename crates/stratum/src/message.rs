@@ -214,24 +214,28 @@ fn str_param<'a>(
         .ok_or_else(|| illegal(id, format!("{what} (parameter {}) must be a string", i + 1)))
 }
 
-/// A request's fields, read without building a JSON map (the method is
-/// borrowed from the line). A line this does not take (not an object, a
-/// field of the wrong type, a key twice) is read again as a [`Value`] for
-/// its precise error.
+/// A line's fields, read without building a JSON map (the method is
+/// borrowed from the line): a request uses the first three, a server line
+/// any. A line this does not take (not an object, a field of the wrong
+/// type, a key twice) is read again as a [`Value`] for its precise error.
 #[derive(Deserialize)]
-struct WireRequest<'a> {
+struct WireLine<'a> {
     #[serde(default)]
     id: Value,
     #[serde(borrow, default)]
     method: Option<Cow<'a, str>>,
     #[serde(default)]
     params: Option<Vec<Value>>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
 }
 
 impl Request {
     /// Parses one line from a miner.
     pub fn parse(line: &str) -> Result<Request, ParseError> {
-        let Some(wire) = read_object::<WireRequest<'_>>(line) else {
+        let Some(wire) = read_object::<WireLine<'_>>(line) else {
             return Self::parse_value(line);
         };
         let id = wire.id;
@@ -816,7 +820,7 @@ impl ServerMessage {
     /// Parses one line from the server.
     pub fn parse(line: &str) -> Result<ServerMessage, ServerParseError> {
         let bad = || ServerParseError(line.chars().take(200).collect());
-        let Some(wire) = read_object::<WireServer<'_>>(line) else {
+        let Some(wire) = read_object::<WireLine<'_>>(line) else {
             return Self::parse_value(line);
         };
         if let Some(method) = &wire.method {
@@ -881,21 +885,6 @@ fn read_object<'a, T: Deserialize<'a>>(line: &'a str) -> Option<T> {
         return None;
     }
     serde_json::from_str(line).ok()
-}
-
-/// A server line's fields, read without building a JSON map.
-#[derive(Deserialize)]
-struct WireServer<'a> {
-    #[serde(default)]
-    id: Value,
-    #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
-    #[serde(default)]
-    params: Option<Vec<Value>>,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    error: Option<Value>,
 }
 
 /// Appends `v` as JSON.

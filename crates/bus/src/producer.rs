@@ -276,16 +276,34 @@ impl Producer {
     }
 
     /// Hands one message to the producer and returns without waiting for
-    /// the broker: it is sent again until it is written. Waits only while
-    /// librdkafka's queue is full.
-    pub async fn enqueue<T: Payload>(
-        &self,
-        topic: &Topic<T>,
-        key: &[u8],
-        value: &T,
-    ) -> Result<(), BusError> {
-        self.produce(topic.name(), key, &value.encode_to_vec(), Ack::Durable)
-            .await
+    /// the broker: it is sent again until it is written. Waits while
+    /// librdkafka's queue is full, and while librdkafka refuses to take it
+    /// at all (say, a topic its metadata briefly lacks while a broker
+    /// restarts): such a message is handed over again until it is taken,
+    /// never dropped.
+    pub async fn enqueue<T: Payload>(&self, topic: &Topic<T>, key: &[u8], value: &T) {
+        let payload = value.encode_to_vec();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self
+                .produce(topic.name(), key, &payload, Ack::Durable)
+                .await
+            {
+                Ok(()) => return,
+                Err(error) => {
+                    let shared = &self.handle.shared;
+                    if shared
+                        .refused
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(1000)
+                    {
+                        tracing::warn!(%error, "librdkafka refused a message; handing it over again");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// Hands the message to librdkafka, waiting while its queue is full.
@@ -345,8 +363,8 @@ impl Producer {
         self.handle.shared.queue_full_waits.load(Ordering::Relaxed)
     }
 
-    /// How often the broker refused an enqueued message, which was then
-    /// sent again.
+    /// How often the broker or librdkafka refused an enqueued message,
+    /// which was then sent again.
     pub fn refused(&self) -> u64 {
         self.handle.shared.refused.load(Ordering::Relaxed)
     }

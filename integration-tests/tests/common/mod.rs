@@ -257,12 +257,25 @@ pub(crate) async fn all_recorded(pool: &Pool, hashes: &[String]) -> HashSet<Stri
 /// the difficulty the simulator had accepted; the credited figure.
 pub(crate) async fn statshttpd_credits(pool: &Pool, counters: &simulator::Counters) -> f64 {
     let simulated = counters.accepted_difficulty();
-    sluice_testkit::eventually(Duration::from_secs(60), "statshttpd caught up", || async {
-        let (status, figures) = http_json(pool.api_port, "/api/v1/pool").await?;
-        let credited = figures["shares"]["1h"]["accept"].as_f64()?;
-        (status == 200 && (credited - simulated).abs() <= simulated * 0.01).then_some(credited)
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        if let Some((status, figures)) = http_json(pool.api_port, "/api/v1/pool").await {
+            let credited = figures["shares"]["1h"]["accept"].as_f64();
+            if let Some(credited) = credited
+                && status == 200
+                && (credited - simulated).abs() <= simulated * 0.01
+            {
+                return credited;
+            }
+            last = Some(figures);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statshttpd did not catch up in 60 s: it credits {last:?}; the simulator accepted {simulated}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `GET path` on 127.0.0.1:`port` as JSON: the status and the body.

@@ -739,9 +739,7 @@ impl Conn {
         }
         if let Some(share) = judged.share {
             // A full queue means the broker is behind: wait, never drop.
-            if let Err(error) = self.shared.shares.send(&share).await {
-                tracing::error!(%error, "share not recorded");
-            }
+            self.shared.shares.send(&share).await;
         }
         if rejected && self.rejects.reject(Instant::now()) {
             tracing::warn!(peer = %self.peer, "too many rejected shares; banning the address");

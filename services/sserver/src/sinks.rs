@@ -57,11 +57,11 @@ impl ShareSink {
     }
 
     /// Hands a share over, keyed by its user; waits only while the
-    /// producer's queue is full.
-    pub async fn send(&self, share: &ShareRecord) -> Result<(), BusError> {
+    /// producer cannot take it (its queue full, the broker behind).
+    pub async fn send(&self, share: &ShareRecord) {
         self.producer
             .enqueue(&self.topic, &share.user_id.to_be_bytes(), share)
-            .await
+            .await;
     }
 }
 
@@ -97,9 +97,7 @@ pub async fn event_writer(
     mut queue: mpsc::Receiver<(String, Event)>,
 ) {
     while let Some((key, event)) = queue.recv().await {
-        if let Err(error) = producer.enqueue(&topic, key.as_bytes(), &event).await {
-            tracing::warn!(%error, "event not delivered");
-        }
+        producer.enqueue(&topic, key.as_bytes(), &event).await;
     }
     let _ = producer.flush(Duration::from_secs(2)).await;
 }

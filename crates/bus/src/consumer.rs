@@ -64,16 +64,21 @@ impl<T: Payload> TypedStream<T> {
 
     /// A consumer of `topic` without group membership, reading each listed
     /// partition from its offset. `group` only names where commits would go.
+    /// Should a position ever be out of range (the broker's log shorter
+    /// than thought), librdkafka moves it to `reset`: `latest` for a tail,
+    /// `earliest` for a log, whose records must not be skipped.
     fn assigned(
         config: &BusConfig,
         topic: &Topic<T>,
         group: &str,
         starts: &[(i32, i64)],
+        reset: &str,
     ) -> Result<Self, BusError> {
         let mut c = config.client_config();
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", reset)
             .set("enable.partition.eof", "false");
         let stream = TypedStream::create(config, c, topic)?;
         let mut tpl = TopicPartitionList::new();
@@ -158,7 +163,7 @@ impl<T: Payload> TailConsumer<T> {
         // librdkafka wants a group id even for manual assignment; none is
         // committed.
         let group = format!("{}-tail", config.client_id);
-        let stream = TypedStream::assigned(config, topic, &group, &starts)?;
+        let stream = TypedStream::assigned(config, topic, &group, &starts, "latest")?;
         Ok(TailConsumer { stream })
     }
 
@@ -332,7 +337,7 @@ impl<T: Payload> LogConsumer<T> {
             })
             .collect();
         let at: Vec<(i32, i64)> = starts.iter().map(|s| (s.partition, s.offset)).collect();
-        let stream = TypedStream::assigned(config, topic, group, &at)?;
+        let stream = TypedStream::assigned(config, topic, group, &at, "earliest")?;
         Ok((LogConsumer { stream }, starts))
     }
 

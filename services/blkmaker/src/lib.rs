@@ -144,7 +144,8 @@ impl Config {
     }
 }
 
-/// Block hashes this process has finished, so a replay is not submitted again.
+/// Block hashes this process has taken (in flight or finished), so a replay
+/// is not submitted again, even one that arrives while the first is in flight.
 #[derive(Default)]
 struct Recent {
     set: HashSet<bitcoin::BlockHash>,
@@ -154,14 +155,24 @@ struct Recent {
 const RECENT_KEPT: usize = 1_000;
 
 impl Recent {
-    fn insert(&mut self, hash: bitcoin::BlockHash) {
-        if self.set.insert(hash) {
-            self.order.push_back(hash);
-            if self.order.len() > RECENT_KEPT
-                && let Some(old) = self.order.pop_front()
-            {
-                self.set.remove(&old);
-            }
+    /// True if `hash` was not taken yet (and now is).
+    fn claim(&mut self, hash: bitcoin::BlockHash) -> bool {
+        if !self.set.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > RECENT_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+
+    /// Gives `hash` back: its share was abandoned and is replayed later.
+    fn release(&mut self, hash: bitcoin::BlockHash) {
+        if self.set.remove(&hash) {
+            self.order.retain(|h| *h != hash);
         }
     }
 }
@@ -308,7 +319,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
 async fn handle(blk: Arc<Blkmaker>, record: Record<SolvedShare>) {
     let share = &record.value;
     blk.metrics.solved.inc();
-    let finished = if lock(&blk.recent).set.contains(&share.block_hash) {
+    // A replay is acknowledged; its offset is stored only once the first
+    // copy's is (offsets are stored in order).
+    let finished = if !lock(&blk.recent).claim(share.block_hash) {
         blk.metrics.replays.inc();
         tracing::info!(hash = %share.block_hash, "solved share already handled; acknowledging");
         true
@@ -321,13 +334,14 @@ async fn handle(blk: Arc<Blkmaker>, record: Record<SolvedShare>) {
         blk.process(share).await
     };
     if finished {
-        lock(&blk.recent).insert(share.block_hash);
         let storable = lock(&blk.offsets).finish(record.partition, record.offset);
         if let Some(offset) = storable
             && let Err(error) = blk.consumer.done_at(record.partition, offset)
         {
             tracing::error!(%error, offset, "storing the SolvedShare offset failed");
         }
+    } else {
+        lock(&blk.recent).release(share.block_hash);
     }
     blk.metrics.in_flight.dec();
 }
@@ -563,5 +577,34 @@ impl Blkmaker {
                 tracing::warn!(%error, "BlockFound event not sent");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+
+    use super::{RECENT_KEPT, Recent};
+
+    fn hash(n: usize) -> bitcoin::BlockHash {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        bitcoin::BlockHash::from_byte_array(bytes)
+    }
+
+    #[test]
+    fn a_hash_is_claimed_once_until_released_and_the_oldest_are_forgotten() {
+        let mut recent = Recent::default();
+        assert!(recent.claim(hash(0)));
+        assert!(!recent.claim(hash(0)), "a second copy is a replay");
+        recent.release(hash(0));
+        assert!(recent.claim(hash(0)), "an abandoned share is taken again");
+        for n in 1..=RECENT_KEPT {
+            assert!(recent.claim(hash(n)));
+        }
+        assert!(recent.claim(hash(0)), "the oldest was forgotten");
+        assert!(!recent.claim(hash(RECENT_KEPT)));
+        assert_eq!(recent.set.len(), RECENT_KEPT);
+        assert_eq!(recent.order.len(), RECENT_KEPT);
     }
 }

@@ -32,6 +32,9 @@ async fn a_solved_share_becomes_a_block_with_transactions_and_one_row() {
     let ctx = rig.start(rig.config(vec![rig.pipeline.node.config("sim")]));
     let job = rig.job_at(1).await;
     let share = solve(&job, user_id, "rig1");
+    // Sent twice at once (sserver resending): the second copy arrives while
+    // the first is in flight and is acknowledged, not submitted again.
+    rig.send(&share).await;
     rig.send(&share).await;
 
     let row = rig
@@ -90,12 +93,20 @@ async fn a_solved_share_becomes_a_block_with_transactions_and_one_row() {
     assert!(found.accepted);
     assert_eq!(found.reward_sat, paid);
 
-    // A replay (sserver resending, a rebalance) is acknowledged, not re-recorded.
+    eventually(
+        Duration::from_secs(20),
+        "the copy in flight handled",
+        || async { (counter(&ctx, "blkmaker_replays") == 1).then_some(()) },
+    )
+    .await;
+
+    // A later replay (a rebalance) is acknowledged, not re-recorded.
     rig.send(&share).await;
     eventually(Duration::from_secs(20), "the replay handled", || async {
-        (counter(&ctx, "blkmaker_replays") == 1).then_some(())
+        (counter(&ctx, "blkmaker_replays") == 2).then_some(())
     })
     .await;
+    assert_eq!(counter(&ctx, "blkmaker_blocks_submitted"), 1);
     assert_eq!(rig.store.found_block_count(&row.hash).await.unwrap(), 1);
 }
 

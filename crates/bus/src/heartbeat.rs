@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use sluice_core::record::{Event, EventKind, Figure, ServiceStatus};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Producer, Topic};
+use crate::{BusConfig, Producer, Topic};
+
+/// How often a service beats (ARCHITECTURE.md §3).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The sending service.
 #[derive(Debug, Clone)]
@@ -32,6 +35,36 @@ impl Identity {
             version: version.into(),
         }
     }
+}
+
+/// Starts `service`'s heartbeat as `instance` on this host to the Event
+/// topic, every [`HEARTBEAT_INTERVAL`] until the service stops, tracked for
+/// its drain: the wiring every service shares. `status` gives its health and
+/// figures at each beat.
+pub fn start_heartbeat<F>(
+    ctx: &sluice_service::Context,
+    producer: Producer,
+    kafka: &BusConfig,
+    service: &str,
+    instance: &str,
+    status: F,
+) where
+    F: Fn() -> (bool, Vec<Figure>) + Send + 'static,
+{
+    let identity = Identity::new(
+        service,
+        instance,
+        &sluice_service::host_name(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    ctx.shutdown.tracker().spawn(heartbeat(
+        producer,
+        Topic::new(kafka.topics.event.clone()),
+        identity,
+        HEARTBEAT_INTERVAL,
+        status,
+        ctx.shutdown.token().clone(),
+    ));
 }
 
 /// Sends a heartbeat every `interval` until `token` is cancelled, and a last

@@ -27,7 +27,7 @@ pub use admin::{
 };
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
-pub use heartbeat::{Identity, heartbeat};
+pub use heartbeat::{HEARTBEAT_INTERVAL, Identity, heartbeat, start_heartbeat};
 pub use producer::{Delivery, Producer, watch_delivery};
 pub use topics::{Cleanup, TopicLayout, TopicSpec};
 

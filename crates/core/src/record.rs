@@ -157,6 +157,16 @@ pub struct Figure {
     pub value: f64,
 }
 
+impl Figure {
+    /// `name` = `value`.
+    pub fn new(name: &str, value: f64) -> Self {
+        Figure {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
 /// A service's periodic heartbeat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceStatus {

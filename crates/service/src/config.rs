@@ -57,6 +57,16 @@ impl Default for CommonConfig {
 }
 
 impl CommonConfig {
+    /// The defaults with the admin endpoints on 127.0.0.1:`PORT`: a
+    /// service's `[service]` default, as
+    /// `#[serde(default = "CommonConfig::on_port::<9104>")]`.
+    pub fn on_port<const PORT: u16>() -> Self {
+        CommonConfig {
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], PORT)),
+            ..CommonConfig::default()
+        }
+    }
+
     /// The drain grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -151,7 +161,7 @@ mod tests {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Sample {
-        #[serde(default)]
+        #[serde(default = "CommonConfig::on_port::<9109>")]
         service: CommonConfig,
         port: u16,
     }
@@ -181,7 +191,11 @@ mod tests {
     fn a_good_config_loads_with_defaults() {
         let c = load("port = 3333\n").unwrap();
         assert_eq!(c.port, 3333);
-        assert_eq!(c.service, CommonConfig::default());
+        assert_eq!(c.service.admin_listen, "127.0.0.1:9109".parse().unwrap());
+        assert_eq!(
+            (c.service.instance, c.service.shutdown_grace_secs),
+            (CommonConfig::default().instance, 10)
+        );
         let c = load(
             "port = 1\n[service]\nadmin_listen = \"127.0.0.1:9103\"\nshutdown_grace_secs = 3\n",
         )

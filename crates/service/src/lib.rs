@@ -7,11 +7,13 @@
 //! [`main`]`::<Config, _>("name", run)`.
 
 mod admin;
+mod backoff;
 mod config;
 mod health;
 mod shutdown;
 
 pub use admin::{AdminServer, Metrics};
+pub use backoff::Backoff;
 pub use config::{Cli, CommonConfig, ConfigError, LogFormat, Validate, init_tracing, load_config};
 pub use health::{ComponentHealth, Health};
 pub use shutdown::{Shutdown, drain, wait_for_signal};

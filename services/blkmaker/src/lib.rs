@@ -35,12 +35,12 @@ use std::time::Duration;
 
 use bitcoin::hex::DisplayHex;
 use serde::Deserialize;
-use sluice_bus::{BusConfig, GroupConsumer, Identity, Producer, Record, Topic};
+use sluice_bus::{BusConfig, GroupConsumer, Producer, Record, Topic, start_heartbeat};
 use sluice_core::SolvedShare;
 use sluice_core::record::{BlockFound, Event, EventKind, Figure};
 pub use sluice_node::NodeConfig;
 use sluice_node::{NodeRpc, to_template};
-use sluice_service::{CommonConfig, Context, Health, Validate};
+use sluice_service::{Backoff, CommonConfig, Context, Health, Validate};
 pub use sluice_store::MysqlConfig;
 use sluice_store::{FoundBlock, Store};
 use tokio::sync::mpsc;
@@ -58,7 +58,7 @@ use crate::templates::Templates;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[service]`.
-    #[serde(default = "default_service")]
+    #[serde(default = "CommonConfig::on_port::<9104>")]
     pub service: CommonConfig,
     /// `[kafka]`.
     #[serde(default)]
@@ -91,12 +91,6 @@ pub struct Config {
     pub max_share_age_secs: u64,
 }
 
-fn default_service() -> CommonConfig {
-    CommonConfig {
-        admin_listen: ([127, 0, 0, 1], 9104).into(),
-        ..CommonConfig::default()
-    }
-}
 fn default_templates_kept() -> usize {
     100
 }
@@ -234,35 +228,26 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     });
     ctx.health
         .set("solved", true, format!("waiting in group {group}"));
-    ctx.shutdown.tracker().spawn(sluice_bus::heartbeat(
+    start_heartbeat(
+        &ctx,
         events,
-        event_topic,
-        Identity::new(
-            "blkmaker",
-            &blk.config.service.instance,
-            &sluice_service::host_name(),
-            env!("CARGO_PKG_VERSION"),
-        ),
-        Duration::from_secs(10),
+        &blk.config.kafka,
+        "blkmaker",
+        &blk.config.service.instance,
         {
             let (health, m) = (ctx.health.clone(), metrics.clone());
             move || {
-                let figure = |name: &str, value: f64| Figure {
-                    name: name.into(),
-                    value,
-                };
                 (
                     health.is_healthy(),
                     vec![
-                        figure("templates", m.templates.get() as f64),
-                        figure("in_flight", m.in_flight.get() as f64),
-                        figure("blocks_accepted", m.accepted.get() as f64),
+                        Figure::new("templates", m.templates.get() as f64),
+                        Figure::new("in_flight", m.in_flight.get() as f64),
+                        Figure::new("blocks_accepted", m.accepted.get() as f64),
                     ],
                 )
             }
         },
-        token.clone(),
-    ));
+    );
     tracing::info!(
         group,
         nodes = blk.config.nodes.len(),
@@ -529,7 +514,7 @@ impl Blkmaker {
 
     /// Writes `row`, retrying while MySQL is away. False if abandoned.
     async fn record(&self, row: &FoundBlock) -> bool {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let write =
                 tokio::time::timeout(Duration::from_secs(10), self.store.record_found_block(row));
@@ -544,12 +529,10 @@ impl Blkmaker {
                 Err(_) => "no answer within 10s".to_owned(),
             };
             self.health.set("mysql", false, error.clone());
-            tracing::warn!(hash = row.hash, error, retry_in = ?backoff, "recording the block failed; retrying");
-            tokio::select! {
-                () = self.abandon.cancelled() => return false,
-                () = tokio::time::sleep(backoff) => {}
+            tracing::warn!(hash = row.hash, error, retry_in = ?backoff.delay(), "recording the block failed; retrying");
+            if !backoff.wait(&self.abandon).await {
+                return false;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use sluice_bus::{BusConfig, TailConsumer, Topic};
 use sluice_core::{BlockTemplate, TemplateId};
-use sluice_service::Health;
+use sluice_service::{Backoff, Health};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -101,21 +101,17 @@ pub(crate) async fn follow(
 ) {
     let topic = Topic::<BlockTemplate>::new(kafka.topics.raw_gbt.clone());
     let tail = i64::try_from(templates.capacity).unwrap_or(i64::MAX);
-    let mut backoff = Duration::from_millis(500);
-    let consumer = loop {
-        match TailConsumer::new(&kafka, &topic, tail).await {
-            Ok(c) => break c,
-            Err(error) => {
+    let consumer = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
+        .retry(
+            &token,
+            || TailConsumer::new(&kafka, &topic, tail),
+            |error, retry_in| {
                 health.set("templates", false, error.to_string());
-                tracing::warn!(%error, retry_in = ?backoff, "cannot read RawGbt yet");
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    };
+                tracing::warn!(%error, ?retry_in, "cannot read RawGbt yet");
+            },
+        )
+        .await;
+    let Some(consumer) = consumer else { return };
     loop {
         let record = tokio::select! {
             () = token.cancelled() => return,

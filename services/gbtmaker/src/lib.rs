@@ -14,7 +14,7 @@ mod zmq;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+use sluice_bus::{BusConfig, Producer, Topic, start_heartbeat};
 use sluice_core::record::Figure;
 use sluice_service::{CommonConfig, Context, Validate};
 
@@ -25,7 +25,7 @@ pub use sluice_node::{NodeConfig, NodeError};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[service]`.
-    #[serde(default = "default_service")]
+    #[serde(default = "CommonConfig::on_port::<9101>")]
     pub service: CommonConfig,
     /// `[kafka]`.
     #[serde(default)]
@@ -47,12 +47,6 @@ pub struct Config {
     pub empty_block_jobs: bool,
 }
 
-fn default_service() -> CommonConfig {
-    CommonConfig {
-        admin_listen: ([127, 0, 0, 1], 9101).into(),
-        ..CommonConfig::default()
-    }
-}
 fn default_poll_ms() -> u64 {
     5_000
 }
@@ -78,9 +72,6 @@ impl Validate for Config {
     }
 }
 
-/// ServiceStatus to the Event topic this often (ARCHITECTURE.md §3).
-const HEARTBEAT: Duration = Duration::from_secs(10);
-
 /// The service: one loop per node until shutdown.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     // linger 0: a new template is news; nothing is gained by batching.
@@ -94,27 +85,18 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         rpc_timeout: Duration::from_secs(config.rpc_timeout_secs),
         empty_block_jobs: config.empty_block_jobs,
     };
-    let identity = Identity::new(
+    let (health, published) = (ctx.health.clone(), shared.metrics.published.clone());
+    start_heartbeat(
+        &ctx,
+        producer.clone(),
+        &config.kafka,
         "gbtmaker",
         &config.service.instance,
-        &sluice_service::host_name(),
-        env!("CARGO_PKG_VERSION"),
-    );
-    let (health, published) = (ctx.health.clone(), shared.metrics.published.clone());
-    ctx.shutdown.tracker().spawn(heartbeat(
-        producer.clone(),
-        Topic::new(config.kafka.topics.event.clone()),
-        identity,
-        HEARTBEAT,
         move || {
-            let figure = Figure {
-                name: "templates_published".into(),
-                value: published.get() as f64,
-            };
+            let figure = Figure::new("templates_published", published.get() as f64);
             (health.is_healthy(), vec![figure])
         },
-        ctx.shutdown.token().clone(),
-    ));
+    );
     ctx.shutdown.tracker().spawn({
         let health = ctx.health.clone();
         sluice_bus::watch_delivery(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bitcoin::BlockHash;
 use sluice_bus::{Producer, Topic};
 use sluice_core::BlockTemplate;
-use sluice_service::Health;
+use sluice_service::{Backoff, Health};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
         tokio::spawn(long_poll(node.clone(), shared.clone(), tx, token.clone()));
     }
 
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
     let mut next = Duration::ZERO;
     let mut last_prev: Option<BlockHash> = None;
     let mut announced: Option<BlockHash> = None;
@@ -86,7 +86,7 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
                     true,
                     format!("template for height {}", template.height),
                 );
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 next = shared.poll_interval;
                 // A new tip found by polling that ZMQ never announced: the
                 // subscription is silently dead.
@@ -103,9 +103,8 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
             }
             Err(error) => {
                 shared.health.set(&component, false, error.to_string());
-                tracing::warn!(node = %node.name, %error, retry_in = ?backoff, "no template");
-                next = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                next = backoff.take();
+                tracing::warn!(node = %node.name, %error, retry_in = ?next, "no template");
             }
         }
     }
@@ -212,13 +211,14 @@ async fn long_poll(
 ) {
     let mut longpoll_id: Option<String> = None;
     let mut prev: Option<BlockHash> = None;
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
     while !token.is_cancelled() {
         let rpc = match NodeRpc::new(&node, shared.rpc_timeout.max(Duration::from_secs(120))) {
             Ok(rpc) => rpc,
             Err(_) => {
-                tokio::select! { () = token.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                if !backoff.wait(&token).await {
+                    return;
+                }
                 continue;
             }
         };
@@ -228,7 +228,7 @@ async fn long_poll(
         };
         match answer {
             Ok(gbt) => {
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 longpoll_id = Some(gbt.longpollid.clone());
                 if prev.is_some_and(|p| p != gbt.previous_block_hash) {
                     let _ = out
@@ -243,8 +243,9 @@ async fn long_poll(
             Err(error) => {
                 tracing::debug!(node = %node.name, %error, "long poll failed");
                 longpoll_id = None;
-                tokio::select! { () = token.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                if !backoff.wait(&token).await {
+                    return;
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bitcoin::BlockHash;
 use bitcoin::hashes::Hash;
+use sluice_service::Backoff;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,7 @@ pub(crate) async fn subscribe(
     reconnect: Arc<Notify>,
     token: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     while !token.is_cancelled() {
         let mut socket = zeromq::SubSocket::new();
         let connected = async {
@@ -39,16 +40,14 @@ pub(crate) async fn subscribe(
             socket.subscribe("hashblock").await
         };
         if let Err(error) = connected.await {
-            tracing::warn!(%node, %endpoint, %error, ?backoff, "ZMQ connect failed");
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+            tracing::warn!(%node, %endpoint, %error, retry_in = ?backoff.delay(), "ZMQ connect failed");
+            if !backoff.wait(&token).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
             continue;
         }
         tracing::info!(%node, %endpoint, "ZMQ hashblock subscribed");
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         loop {
             tokio::select! {
                 () = token.cancelled() => return,

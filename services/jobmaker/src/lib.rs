@@ -18,18 +18,18 @@ use std::time::Duration;
 
 use bitcoin::{Address, ScriptBuf};
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+use sluice_bus::{BusConfig, Producer, start_heartbeat};
 use sluice_coord::Coord;
 pub use sluice_coord::ZkConfig;
 use sluice_core::record::Figure;
-use sluice_service::{CommonConfig, Context, Validate};
+use sluice_service::{Backoff, CommonConfig, Context, Validate};
 
 /// jobmaker's configuration (deploy/config/jobmaker.toml).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[service]`.
-    #[serde(default = "default_service")]
+    #[serde(default = "CommonConfig::on_port::<9102>")]
     pub service: CommonConfig,
     /// `[kafka]`.
     #[serde(default)]
@@ -52,12 +52,6 @@ pub struct Config {
     pub network: String,
 }
 
-fn default_service() -> CommonConfig {
-    CommonConfig {
-        admin_listen: ([127, 0, 0, 1], 9102).into(),
-        ..CommonConfig::default()
-    }
-}
 fn default_job_interval() -> u64 {
     30
 }
@@ -115,16 +109,12 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
     let info = format!("{} pid {}", config.service.instance, std::process::id());
     let health = ctx.health.clone();
-    ctx.shutdown.tracker().spawn(heartbeat(
+    start_heartbeat(
+        &ctx,
         Producer::new(&config.kafka, 0)?,
-        Topic::new(config.kafka.topics.event.clone()),
-        Identity::new(
-            "jobmaker",
-            &config.service.instance,
-            &sluice_service::host_name(),
-            env!("CARGO_PKG_VERSION"),
-        ),
-        Duration::from_secs(10),
+        &config.kafka,
+        "jobmaker",
+        &config.service.instance,
         move || {
             let leading = health
                 .snapshot()
@@ -132,32 +122,31 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
                 .is_some_and(|z| z.detail.starts_with("leader"));
             (
                 health.is_healthy(),
-                vec![Figure {
-                    name: "leader".into(),
-                    value: f64::from(u8::from(leading)),
-                }],
+                vec![Figure::new("leader", f64::from(u8::from(leading)))],
             )
         },
-        token.clone(),
-    ));
-    let mut backoff = Duration::from_millis(500);
+    );
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let zookeeper = config.zookeeper.coord();
     while !token.is_cancelled() {
-        let coord = match Coord::connect(&config.zookeeper.coord()).await {
-            Ok(c) => c,
-            Err(error) => {
-                ctx.health.set("zookeeper", false, error.to_string());
-                tracing::warn!(%error, retry_in = ?backoff, "zookeeper unavailable");
-                tokio::select! { () = token.cancelled() => break, () = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(500);
+        let coord = backoff
+            .retry(
+                &token,
+                || Coord::connect(&zookeeper),
+                |error, retry_in| {
+                    ctx.health.set("zookeeper", false, error.to_string());
+                    tracing::warn!(%error, ?retry_in, "zookeeper unavailable");
+                },
+            )
+            .await;
+        let Some(coord) = coord else { break };
         if let Err(error) = leader::campaign(&config, &ctx, &coord, &payout, info.as_bytes()).await
         {
             ctx.health.set("zookeeper", false, format!("{error:#}"));
             tracing::warn!(error = format!("{error:#}"), "campaign ended; reconnecting");
-            tokio::select! { () = token.cancelled() => break, () = tokio::time::sleep(backoff) => {} }
+            if !backoff.wait(&token).await {
+                break;
+            }
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bitcoin::BlockHash;
 use sluice_bus::{BusConfig, TailConsumer, Topic};
 use sluice_core::{EpochFence, Job, JobId, Work};
-use sluice_service::Health;
+use sluice_service::{Backoff, Health};
 use sluice_stratum::{Notification, Notify, ServerMessage};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -165,19 +165,19 @@ pub async fn feed(
 ) {
     let topic: Topic<Job> = Topic::new(config.kafka.topics.job.clone());
     let mut fence = EpochFence::default();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !token.is_cancelled() {
-        let consumer = match TailConsumer::new(&config.kafka, &topic, 4).await {
-            Ok(c) => c,
-            Err(error) => {
-                health.set("jobs", !board.borrow().is_empty(), format!("{error}"));
-                tracing::warn!(%error, retry_in = ?backoff, "job topic unavailable");
-                tokio::select! { () = token.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(200);
+        let consumer = backoff
+            .retry(
+                &token,
+                || TailConsumer::new(&config.kafka, &topic, 4),
+                |error, retry_in| {
+                    health.set("jobs", !board.borrow().is_empty(), format!("{error}"));
+                    tracing::warn!(%error, ?retry_in, "job topic unavailable");
+                },
+            )
+            .await;
+        let Some(consumer) = consumer else { return };
         loop {
             let record = tokio::select! {
                 () = token.cancelled() => return,

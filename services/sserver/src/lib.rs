@@ -31,10 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Identity, Producer, Topic, heartbeat};
+use sluice_bus::{BusConfig, Producer, Topic, start_heartbeat};
 use sluice_coord::{Coord, IdLease, ZkConfig};
 use sluice_core::record::Figure;
-use sluice_service::{CommonConfig, Context, Validate};
+use sluice_service::{Backoff, CommonConfig, Context, Validate};
 pub use sluice_store::MysqlConfig;
 use sluice_store::Store;
 use tokio::net::TcpListener;
@@ -55,7 +55,7 @@ use crate::vardiff::VardiffConfig;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[service]`.
-    #[serde(default = "default_service")]
+    #[serde(default = "CommonConfig::on_port::<9103>")]
     pub service: CommonConfig,
     /// `[kafka]`.
     #[serde(default)]
@@ -210,12 +210,6 @@ impl Default for Limits {
     }
 }
 
-fn default_service() -> CommonConfig {
-    CommonConfig {
-        admin_listen: ([127, 0, 0, 1], 9103).into(),
-        ..CommonConfig::default()
-    }
-}
 fn default_listen() -> SocketAddr {
     ([0, 0, 0, 0], 3333).into()
 }
@@ -452,20 +446,26 @@ async fn serve_ids(
 ) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
     let semaphore = Arc::new(Semaphore::new(config.limits.max_connections));
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     while !token.is_cancelled() {
-        let (server_id, lease) = match server_id(config).await {
-            Ok(id) => id,
-            Err(error) => {
-                ctx.health
-                    .set("zookeeper", false, format!("no server id: {error:#}"));
-                tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "no server id yet; not serving");
-                tokio::select! { () = token.cancelled() => break, () = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
+        let taken = backoff
+            .retry(
+                &token,
+                || server_id(config),
+                |error, retry_in| {
+                    ctx.health
+                        .set("zookeeper", false, format!("no server id: {error:#}"));
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        ?retry_in,
+                        "no server id yet; not serving"
+                    );
+                },
+            )
+            .await;
+        let Some((server_id, lease)) = taken else {
+            break;
         };
-        backoff = Duration::from_millis(500);
         parts.metrics.server_id.set(i64::from(server_id));
         ctx.health
             .set("zookeeper", true, format!("server id {server_id}"));
@@ -578,16 +578,12 @@ fn spawn_heartbeat(config: &Config, ctx: &Context, parts: &Parts) -> anyhow::Res
     let board = parts.board.clone();
     let health = ctx.health.clone();
     let last = Mutex::new((Instant::now(), 0u64, 0.0f64));
-    ctx.shutdown.tracker().spawn(heartbeat(
+    start_heartbeat(
+        ctx,
         Producer::new(&config.kafka, 0)?,
-        Topic::new(config.kafka.topics.event.clone()),
-        Identity::new(
-            "sserver",
-            &config.service.instance,
-            &sluice_service::host_name(),
-            env!("CARGO_PKG_VERSION"),
-        ),
-        Duration::from_secs(10),
+        &config.kafka,
+        "sserver",
+        &config.service.instance,
         move || {
             let submits = metrics.submits.get();
             let accepted = metrics.accepted_difficulty.get();
@@ -601,22 +597,17 @@ fn spawn_heartbeat(config: &Config, ctx: &Context, parts: &Parts) -> anyhow::Res
             let job_age = board.borrow().latest().map_or(-1.0, |j| {
                 (sluice_service::now_ms().saturating_sub(j.job.created_at_ms)) as f64 / 1000.0
             });
-            let figure = |name: &str, value: f64| Figure {
-                name: name.into(),
-                value,
-            };
             (
                 health.is_healthy(),
                 vec![
-                    figure("server_id", metrics.server_id.get() as f64),
-                    figure("connections", metrics.connections.get() as f64),
-                    figure("shares_per_sec", shares_per_sec),
-                    figure("hashrate", hashrate),
-                    figure("last_job_age_secs", job_age),
+                    Figure::new("server_id", metrics.server_id.get() as f64),
+                    Figure::new("connections", metrics.connections.get() as f64),
+                    Figure::new("shares_per_sec", shares_per_sec),
+                    Figure::new("hashrate", hashrate),
+                    Figure::new("last_job_age_secs", job_age),
                 ],
             )
         },
-        ctx.shutdown.token().clone(),
-    ));
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use sluice_bus::{BusError, Producer, Topic};
 use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_proto::Payload;
+use sluice_service::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -223,34 +224,25 @@ async fn deliver(
     solved: &SolvedShare,
     abandon: &CancellationToken,
 ) -> bool {
-    let mut backoff = Duration::from_millis(50);
     let key = solved.block_hash.to_string();
-    loop {
-        let sent: Result<_, BusError> = tokio::select! {
-            () = abandon.cancelled() => {
-                tracing::error!(hash = %solved.block_hash, path = %log.path().display(), "stopping with a block candidate unsent; it is in the log and goes out at next start");
-                return false;
-            }
-            r = producer.send(topic, key.as_bytes(), solved) => r,
-        };
-        match sent {
-            Ok(_) => {
-                tracing::info!(hash = %solved.block_hash, height = solved.height, worker = %solved.worker_name, "block candidate published");
-                if let Err(error) = log.mark_sent(solved) {
-                    tracing::warn!(%error, "solved-share log not updated (a restart re-sends it; harmless)");
-                }
-                return true;
-            }
-            Err(error) => {
-                tracing::error!(%error, hash = %solved.block_hash, retry_in = ?backoff, "block candidate not delivered yet");
-                tokio::select! {
-                    () = abandon.cancelled() => {}
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
+    let sent = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+        .retry(
+            abandon,
+            || producer.send(topic, key.as_bytes(), solved),
+            |error: &BusError, retry_in| {
+                tracing::error!(%error, hash = %solved.block_hash, ?retry_in, "block candidate not delivered yet");
+            },
+        )
+        .await;
+    if sent.is_none() {
+        tracing::error!(hash = %solved.block_hash, path = %log.path().display(), "stopping with a block candidate unsent; it is in the log and goes out at next start");
+        return false;
     }
+    tracing::info!(hash = %solved.block_hash, height = solved.height, worker = %solved.worker_name, "block candidate published");
+    if let Err(error) = log.mark_sent(solved) {
+        tracing::warn!(%error, "solved-share log not updated (a restart re-sends it; harmless)");
+    }
+    true
 }
 
 #[cfg(test)]

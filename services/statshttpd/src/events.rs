@@ -9,6 +9,7 @@ use std::time::Duration;
 use sluice_bus::{TailConsumer, Topic};
 use sluice_core::record::{Event, EventKind, ServiceStatus};
 use sluice_node::NodeRpc;
+use sluice_service::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Stats, lock};
@@ -38,21 +39,14 @@ impl Servers {
 /// Follows the Event topic from its last `events_tail` messages.
 pub(crate) async fn follow(stats: Arc<Stats>, token: CancellationToken) {
     let topic = Topic::<Event>::new(stats.config.kafka.topics.event.clone());
-    let mut backoff = Duration::from_millis(500);
-    let consumer = loop {
-        let tail = TailConsumer::new(&stats.config.kafka, &topic, stats.config.events_tail);
-        match tail.await {
-            Ok(c) => break c,
-            Err(error) => {
-                stats.health.set("events", false, error.to_string());
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    };
+    let consumer = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
+        .retry(
+            &token,
+            || TailConsumer::new(&stats.config.kafka, &topic, stats.config.events_tail),
+            |error, _| stats.health.set("events", false, error.to_string()),
+        )
+        .await;
+    let Some(consumer) = consumer else { return };
     stats
         .health
         .set("events", true, "following the Event topic");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sluice_bus::{LogConsumer, Topic};
 use sluice_core::record::ShareRecord;
+use sluice_service::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::day_of;
@@ -26,22 +27,20 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
     let resume = tokio::task::block_in_place(|| rebuild(&stats))?;
     let topic = Topic::<ShareRecord>::new(stats.config.kafka.topics.share.clone());
     let group = stats.config.group();
-    let mut backoff = Duration::from_millis(500);
-    let (consumer, starts) = loop {
-        match LogConsumer::new(&stats.config.kafka, &topic, &group, &resume).await {
-            Ok(c) => break c,
-            Err(error) => {
+    let opened = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
+        .retry(
+            &token,
+            || LogConsumer::new(&stats.config.kafka, &topic, &group, &resume),
+            |error, retry_in| {
                 stats
                     .health
                     .set("kafka", false, format!("Share topic: {error}"));
-                tracing::warn!(%error, retry_in = ?backoff, "cannot read the Share topic yet");
-                tokio::select! {
-                    () = token.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
+                tracing::warn!(%error, ?retry_in, "cannot read the Share topic yet");
+            },
+        )
+        .await;
+    let Some((consumer, starts)) = opened else {
+        return Ok(());
     };
     stats
         .health

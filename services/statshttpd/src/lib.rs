@@ -58,7 +58,7 @@ use crate::tally::Tally;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[service]`.
-    #[serde(default = "default_service")]
+    #[serde(default = "CommonConfig::on_port::<9106>")]
     pub service: CommonConfig,
     /// `[kafka]`.
     #[serde(default)]
@@ -94,12 +94,6 @@ pub struct Config {
     pub events_tail: i64,
 }
 
-fn default_service() -> CommonConfig {
-    CommonConfig {
-        admin_listen: ([127, 0, 0, 1], 9106).into(),
-        ..CommonConfig::default()
-    }
-}
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8080).into()
 }
@@ -234,24 +228,17 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
     tracker.spawn(events::follow(stats.clone(), token.clone()));
     tracker.spawn(events::watch_infrastructure(stats.clone(), token.clone()));
     tracker.spawn(flush::every_interval(stats.clone(), token.clone()));
-    tracker.spawn(sluice_bus::heartbeat(
+    sluice_bus::start_heartbeat(
+        &ctx,
         sluice_bus::Producer::new(&stats.config.kafka, 5)?,
-        sluice_bus::Topic::new(stats.config.kafka.topics.event.clone()),
-        sluice_bus::Identity::new(
-            "statshttpd",
-            &stats.config.service.instance,
-            &sluice_service::host_name(),
-            env!("CARGO_PKG_VERSION"),
-        ),
-        std::time::Duration::from_secs(10),
+        &stats.config.kafka,
+        "statshttpd",
+        &stats.config.service.instance,
         {
             let stats = stats.clone();
             move || {
                 let (users, workers) = lock(&stats.live).counts();
-                let figure = |name: &str, value: f64| sluice_core::record::Figure {
-                    name: name.into(),
-                    value,
-                };
+                let figure = sluice_core::record::Figure::new;
                 (
                     stats.health.is_healthy() && stats.is_initialized(),
                     vec![
@@ -263,8 +250,7 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
                 )
             }
         },
-        token.clone(),
-    ));
+    );
     let result = ingest::run(stats.clone(), token.clone()).await;
     token.cancel();
     result

@@ -12,7 +12,7 @@ use bitcoin::hashes::Hash;
 use mysql_async::prelude::Queryable;
 use sluice_core::JobId;
 use sluice_core::record::{ShareRecord, ShareStatus};
-use statshttpd::bench_support::{LiveWindows, Totals};
+use statshttpd::bench_support::{LiveWindows, MinuteSeries, Totals};
 
 const WORKERS: u32 = 100_000;
 const PER_USER: u32 = 1_000;
@@ -75,22 +75,40 @@ fn main() {
         (after - before) as f64 / 1_048_576.0
     );
 
-    // Counting: windows and totals per share (the ingest's work besides I/O).
-    let shares: Vec<ShareRecord> = (0..WORKERS).map(|n| share(n, 0)).collect();
-    let mut rates = Vec::new();
-    let mut totals = Totals::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        for s in &shares {
-            live.apply(s, NOW);
-            totals.apply(s);
+    // The 24-hour minute statistics of the same workers.
+    let before = rss_bytes();
+    let mut minutes = MinuteSeries::new(true);
+    for minute in 0..60 {
+        for n in 0..WORKERS {
+            minutes.apply(&share(n, minute), NOW);
         }
-        rates.push(f64::from(WORKERS) / t.elapsed().as_secs_f64());
     }
-    println!(
-        "counting: median {:.0} shares/s (windows + hourly/daily totals, 5 runs)",
-        median(rates)
-    );
+    let per_worker = (rss_bytes() - before) as f64 / f64::from(WORKERS);
+    println!("memory: minute statistics (24 h): {per_worker:.0} bytes per worker");
+
+    // Counting: windows and totals per share (the ingest's work besides I/O),
+    // then with the minute statistics too.
+    let shares: Vec<ShareRecord> = (0..WORKERS).map(|n| share(n, 0)).collect();
+    let mut totals = Totals::new();
+    for with_minutes in [false, true] {
+        let mut rates = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            for s in &shares {
+                live.apply(s, NOW);
+                totals.apply(s);
+                if with_minutes {
+                    minutes.apply(s, NOW);
+                }
+            }
+            rates.push(f64::from(WORKERS) / t.elapsed().as_secs_f64());
+        }
+        println!(
+            "counting: median {:.0} shares/s (windows + hourly/daily totals{}, 5 runs)",
+            median(rates),
+            if with_minutes { " + minutes" } else { "" }
+        );
+    }
 
     // Flush: every worker's and user's mining_workers row.
     let runtime = tokio::runtime::Runtime::new().unwrap();

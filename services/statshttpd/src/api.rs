@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::SERVER_UP_MS;
 use crate::live::Figures;
-use crate::window::{Sums, WINDOWS};
+use crate::minutes::{DAY_MINUTES, Minute, Scope};
+use crate::window::{Sums, WINDOWS, hashrate};
 use crate::{Stats, lock};
 
 type Shared = State<Arc<Stats>>;
@@ -36,6 +37,13 @@ pub(crate) async fn serve(
         .route("/api/v1/users/{name}", get(user))
         .route("/api/v1/users/{name}/workers", get(user_workers))
         .route("/api/v1/servers", get(servers))
+        .route("/api/v1/minutes", get(pool_minutes))
+        .route("/api/v1/servers/{id}/minutes", get(server_minutes))
+        .route("/api/v1/users/{name}/minutes", get(user_minutes))
+        .route(
+            "/api/v1/users/{name}/workers/{worker}/minutes",
+            get(worker_minutes),
+        )
         .route("/api/v1/blocks", get(blocks))
         .route("/api/v1/health", get(health))
         .route("/metrics", get(metrics))
@@ -283,6 +291,107 @@ async fn pool(State(stats): Shared) -> Response {
     };
     m.insert("network_height".into(), json!(height));
     reply(&stats, StatusCode::OK, &Value::Object(m))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MinutesQuery {
+    /// How many minutes back, the current one included (default and at
+    /// most 1,440).
+    minutes: Option<usize>,
+}
+
+/// `scope`'s minute statistics, columns for charts: `start` (unix seconds
+/// of the first minute), `step` 60, and per minute `shares`, `accept`
+/// (accepted difficulty), `rejects` (stale and invalid shares) and
+/// `hashrate` (accept x 2^32 / 60). Minutes without shares are zeros.
+fn minutes_reply(stats: &Stats, scope: Scope, q: &MinutesQuery, what: &str) -> Response {
+    if !stats.is_initialized() {
+        return initializing(stats);
+    }
+    let count = q.minutes.unwrap_or(DAY_MINUTES);
+    if count == 0 || count > DAY_MINUTES {
+        return error(
+            stats,
+            StatusCode::BAD_REQUEST,
+            format!("minutes must be 1 to {DAY_MINUTES}"),
+        );
+    }
+    let now = stats.clock.now_ms();
+    let minutes = {
+        let minutes = lock(&stats.minutes);
+        if matches!(scope, Scope::Worker(..)) && !minutes.per_worker() {
+            return error(
+                stats,
+                StatusCode::NOT_FOUND,
+                "workers' minutes are off (worker_minutes = false)",
+            );
+        }
+        minutes.read(scope, count, now)
+    };
+    let Some(minutes) = minutes else {
+        return error(
+            stats,
+            StatusCode::NOT_FOUND,
+            format!("no share from {what} in 24 hours"),
+        );
+    };
+    let start = (now / 60_000 + 1 - count as u64) * 60;
+    let column = |f: fn(&Minute) -> Value| minutes.iter().map(f).collect::<Vec<_>>();
+    reply(
+        stats,
+        StatusCode::OK,
+        &json!({
+            "start": start,
+            "step": 60,
+            "shares": column(|m| json!(m.shares)),
+            "accept": column(|m| json!(m.accept)),
+            "rejects": column(|m| json!(m.rejects)),
+            "hashrate": column(|m| json!(hashrate(m.accept, 60))),
+        }),
+    )
+}
+
+async fn pool_minutes(State(stats): Shared, Query(q): Query<MinutesQuery>) -> Response {
+    minutes_reply(&stats, Scope::Pool, &q, "the pool")
+}
+
+async fn server_minutes(
+    State(stats): Shared,
+    Path(id): Path<u8>,
+    Query(q): Query<MinutesQuery>,
+) -> Response {
+    minutes_reply(&stats, Scope::Server(id), &q, &format!("server {id}"))
+}
+
+async fn user_minutes(
+    State(stats): Shared,
+    Path(name): Path<String>,
+    Query(q): Query<MinutesQuery>,
+) -> Response {
+    let id = match find_user(&stats, &name).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    minutes_reply(&stats, Scope::User(id), &q, &name)
+}
+
+async fn worker_minutes(
+    State(stats): Shared,
+    Path((name, worker)): Path<(String, String)>,
+    Query(q): Query<MinutesQuery>,
+) -> Response {
+    let id = match find_user(&stats, &name).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    // The worker's name as the user's live workers have it, else its hash.
+    let known = lock(&stats.live)
+        .workers_of(id, stats.clock.now_ms())
+        .into_iter()
+        .find_map(|(worker_id, n, _)| (n == worker).then_some(worker_id));
+    let worker_id = known.unwrap_or_else(|| sluice_core::worker::worker_id(&worker));
+    let scope = Scope::Worker(id, worker_id);
+    minutes_reply(&stats, scope, &q, &format!("{name}.{worker}"))
 }
 
 /// The user called `name`, or the reply to give instead.

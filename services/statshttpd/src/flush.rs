@@ -96,6 +96,7 @@ pub(crate) async fn flush(stats: &Stats) -> Result<usize, StoreError> {
         stats.metrics.workers.set(workers as i64);
         live.rows(now)
     };
+    lock(&stats.minutes).evict(now);
     let mut written = 0;
     let agents: Vec<_> = std::mem::take(&mut *lock(&stats.agents))
         .into_iter()

@@ -11,6 +11,7 @@ use sluice_service::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::day_of;
+use crate::live::kind;
 use crate::sharelog::{self, Writer};
 use crate::{Stats, lock};
 
@@ -109,6 +110,13 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
 fn count(stats: &Stats, share: &ShareRecord) {
     let now = stats.clock.now_ms();
     lock(&stats.live).apply(share, now);
+    lock(&stats.minutes).apply(
+        (share.user_id, share.worker_id, share.server_id),
+        kind(share.status),
+        share.share_difficulty,
+        share.timestamp_ms,
+        now,
+    );
     // Days before yesterday are final: such shares are only logged (a replay
     // of their day counts them).
     if day_of(share.timestamp_ms) >= day_of(now.saturating_sub(DAY_MS)) {

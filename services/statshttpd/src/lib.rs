@@ -28,6 +28,7 @@ mod flush;
 mod ingest;
 mod live;
 mod metrics;
+mod minutes;
 pub mod replay;
 pub mod sharelog;
 mod tally;
@@ -51,6 +52,7 @@ pub use crate::clock::{Clock, day_of, hour_of, parse_day};
 use crate::events::Servers;
 use crate::live::Live;
 use crate::metrics::StatsMetrics;
+use crate::minutes::Minutes;
 use crate::tally::Tally;
 
 /// statshttpd's configuration (deploy/config/statshttpd.toml).
@@ -92,6 +94,14 @@ pub struct Config {
     /// Events read back at start (heartbeats, miner connects).
     #[serde(default = "default_events_tail")]
     pub events_tail: i64,
+    /// Keep each worker's minute statistics for 24 hours (11.25 KiB a
+    /// worker); the pool's, servers' and users' are always kept.
+    #[serde(default = "default_true")]
+    pub worker_minutes: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_listen() -> SocketAddr {
@@ -158,6 +168,8 @@ pub(crate) struct Stats {
     pub(crate) live: Mutex<Live>,
     pub(crate) tally: Mutex<Tally>,
     pub(crate) servers: Mutex<Servers>,
+    /// The last 24 hours, minute by minute.
+    pub(crate) minutes: Mutex<Minutes>,
     /// Miner connects waiting to be written to `mining_workers`.
     pub(crate) agents: Mutex<HashMap<flush::WorkerKey, flush::NameAndAgent>>,
     /// Workers forgotten by the windows whose zero rows are not written yet.
@@ -206,6 +218,7 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
         live: Mutex::default(),
         tally: Mutex::new(Tally::new(network)),
         servers: Mutex::default(),
+        minutes: Mutex::new(Minutes::new(config.worker_minutes)),
         agents: Mutex::default(),
         gone: Mutex::default(),
         initialized: AtomicBool::new(false),
@@ -283,6 +296,28 @@ pub mod bench_support {
             let rows = self.0.rows(now_ms);
             crate::flush::write_workers(store, &rows).await?;
             Ok(rows.len())
+        }
+    }
+
+    /// The 24-hour minute statistics.
+    pub struct MinuteSeries(crate::minutes::Minutes);
+
+    impl MinuteSeries {
+        /// With or without every worker's minutes.
+        pub fn new(per_worker: bool) -> Self {
+            MinuteSeries(crate::minutes::Minutes::new(per_worker))
+        }
+
+        /// Counts a share at `now_ms`.
+        pub fn apply(&mut self, s: &ShareRecord, now_ms: u64) {
+            let kind = crate::live::kind(s.status);
+            self.0.apply(
+                (s.user_id, s.worker_id, s.server_id),
+                kind,
+                s.share_difficulty,
+                s.timestamp_ms,
+                now_ms,
+            );
         }
     }
 

@@ -81,6 +81,68 @@ async fn windows_tables_and_api_from_known_shares() {
     );
     assert_eq!(num(&list[1]["shares"]["5m"]["accept"]), 0.5);
 
+    // Minute statistics: now is t0 + 20 min, so of 21 minutes the first is
+    // t0's and the last the current (empty) one.
+    let (status, minutes) = rig.get("/api/v1/minutes?minutes=21").await.unwrap();
+    assert_eq!(status, 200, "{minutes}");
+    assert_eq!(num(&minutes["start"]), (t0 / 1000) as f64);
+    assert_eq!(num(&minutes["step"]), 60.0);
+    let column = |v: &serde_json::Value, k: &str| -> Vec<f64> {
+        v[k].as_array().unwrap().iter().map(num).collect()
+    };
+    let at = |minute: usize, value: f64| {
+        let mut v = vec![0.0; 21];
+        v[minute] = value;
+        v
+    };
+    let mut shares = vec![0.0; 21];
+    for m in [1, 10, 12, 18, 19] {
+        shares[m] = 1.0;
+    }
+    assert_eq!(column(&minutes, "shares"), shares);
+    let mut rejects = at(1, 1.0);
+    rejects[12] = 1.0;
+    assert_eq!(column(&minutes, "rejects"), rejects);
+    let mut accept = at(19, 4.0);
+    accept[10] = 2.0;
+    accept[18] = 0.5;
+    assert_eq!(column(&minutes, "accept"), accept);
+    assert_eq!(num(&minutes["hashrate"][19]), 4.0 * TWO_32 / 60.0);
+    let (_, whole_day) = rig.get("/api/v1/minutes").await.unwrap();
+    assert_eq!(whole_day["shares"].as_array().unwrap().len(), 1440);
+    let (_, user_minutes) = rig
+        .get(&format!("/api/v1/users/{name}/minutes?minutes=21"))
+        .await
+        .unwrap();
+    assert_eq!(column(&user_minutes, "shares"), shares);
+    let (_, server_minutes) = rig
+        .get("/api/v1/servers/7/minutes?minutes=21")
+        .await
+        .unwrap();
+    assert_eq!(column(&server_minutes, "accept"), accept);
+    let (status, worker_minutes) = rig
+        .get(&format!(
+            "/api/v1/users/{name}/workers/rig2/minutes?minutes=21"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{worker_minutes}");
+    assert_eq!(column(&worker_minutes, "accept"), at(18, 0.5));
+    for (bad, code) in [
+        ("/api/v1/minutes?minutes=0", 400),
+        ("/api/v1/minutes?minutes=1441", 400),
+        ("/api/v1/servers/8/minutes", 404),
+        ("/api/v1/users/nobody-here/minutes", 404),
+    ] {
+        let (status, body) = rig.get(bad).await.unwrap();
+        assert_eq!(status, code, "{bad}: {body}");
+    }
+    let (status, _) = rig
+        .get(&format!("/api/v1/users/{name}/workers/rig9/minutes"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "a worker without shares");
+
     // btcpool's endpoints.
     let (_, root) = rig.get("/").await.unwrap();
     assert_btcpool(
@@ -214,6 +276,18 @@ async fn windows_tables_and_api_from_known_shares() {
         .await
         .unwrap();
     assert_btcpool(&ws["data"]["1"], [20.0, 22.0, 22.0], [1.0, 1.0], [0.0, 8.0]);
+    let (_, minutes) = rig.get("/api/v1/minutes?minutes=22").await.unwrap();
+    let accepted: Vec<f64> = minutes["accept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(num)
+        .collect();
+    assert_eq!(
+        (accepted[10], accepted[18], accepted[19], accepted[20]),
+        (2.0, 0.5, 4.0, 16.0),
+        "the minutes come back too: {minutes}"
+    );
     // The share log is synced every second: each share in it once.
     let path = statshttpd::sharelog::path_of(&rig.config.data_dir, rig.day());
     let logged =

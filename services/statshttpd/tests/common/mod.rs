@@ -97,6 +97,7 @@ impl Rig {
             network: "regtest".into(),
             flush_interval_secs: 1,
             events_tail: 1000,
+            worker_minutes: true,
         };
         Rig {
             config,

@@ -9,6 +9,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -57,8 +61,12 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `addr` (port 0 picks a free port).
+    /// `/metrics` also carries `sluice_health{component}`, 1 while that
+    /// component of `/health` is ok.
     pub async fn bind(addr: SocketAddr, health: Health, metrics: Metrics) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        let collector = HealthCollector(health.clone());
+        metrics.register(|r| r.register_collector(Box::new(collector)));
         let router = Router::new()
             .route("/metrics", get(serve_metrics))
             .route("/health", get(serve_health))
@@ -79,6 +87,33 @@ impl AdminServer {
         if let Err(error) = result {
             tracing::error!(%error, "admin server failed");
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabel {
+    component: String,
+}
+
+/// `/health` as a gauge per component, read at each scrape.
+#[derive(Debug)]
+struct HealthCollector(Health);
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<ComponentLabel, Gauge>::default();
+        for (component, state) in self.0.snapshot() {
+            family
+                .get_or_create(&ComponentLabel { component })
+                .set(i64::from(state.ok));
+        }
+        let metric = encoder.encode_descriptor(
+            "sluice_health",
+            "1 while the component is ok in /health, 0 while not",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
     }
 }
 

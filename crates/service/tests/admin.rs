@@ -48,6 +48,20 @@ async fn health_and_metrics_are_served() {
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("shares_total 5"), "{body}");
+    assert!(
+        body.contains("sluice_health{component=\"kafka\"} 1"),
+        "{body}"
+    );
+    health.set("kafka", false, "no broker");
+    let (_, body) = get(addr, "/metrics").await;
+    assert!(
+        body.contains("sluice_health{component=\"kafka\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("sluice_health{component=\"mysql\"} 1"),
+        "{body}"
+    );
 
     stop.cancel();
     task.await.unwrap();

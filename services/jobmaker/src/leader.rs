@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::jobs::JobFactory;
+use crate::metrics::JobMetrics;
 use crate::select::{Verdict, judge};
 use sluice_service::now_ms;
 
@@ -23,6 +24,7 @@ const TEMPLATE_BACKLOG: i64 = 50;
 pub(crate) async fn campaign(
     config: &Config,
     ctx: &Context,
+    metrics: &JobMetrics,
     coord: &Coord,
     payout: &ScriptBuf,
     info: &[u8],
@@ -54,7 +56,9 @@ pub(crate) async fn campaign(
             term.cancel();
         })
     };
-    let result = lead(config, ctx, payout, epoch, &term).await;
+    metrics.leader.set(1);
+    let result = lead(config, ctx, metrics, payout, epoch, &term).await;
+    metrics.leader.set(0);
     watcher.abort();
     if token.is_cancelled() {
         if let Ok(candidate) = Arc::try_unwrap(candidate) {
@@ -70,6 +74,7 @@ pub(crate) async fn campaign(
 async fn lead(
     config: &Config,
     ctx: &Context,
+    metrics: &JobMetrics,
     payout: &ScriptBuf,
     epoch: u64,
     term: &CancellationToken,
@@ -146,6 +151,11 @@ async fn lead(
         };
         match sent {
             Ok(_) => {
+                metrics.published(clean);
+                if clean {
+                    let age_ms = now_ms().saturating_sub(template.created_at_ms);
+                    metrics.latency.observe(age_ms as f64 / 1000.0);
+                }
                 tracing::debug!(job = %job.id, height = job.height, clean, epoch, "job published");
             }
             Err(error) => tracing::warn!(%error, job = %job.id, "job not published"),

@@ -11,6 +11,7 @@
 
 mod jobs;
 mod leader;
+mod metrics;
 mod select;
 
 use std::str::FromStr;
@@ -107,6 +108,7 @@ impl Config {
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let payout = config.payout_script().map_err(anyhow::Error::msg)?;
     let token = ctx.shutdown.token().clone();
+    let metrics = metrics::JobMetrics::register(&ctx.metrics);
     let info = format!("{} pid {}", config.service.instance, std::process::id());
     let health = ctx.health.clone();
     start_heartbeat(
@@ -140,7 +142,8 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             )
             .await;
         let Some(coord) = coord else { break };
-        if let Err(error) = leader::campaign(&config, &ctx, &coord, &payout, info.as_bytes()).await
+        if let Err(error) =
+            leader::campaign(&config, &ctx, &metrics, &coord, &payout, info.as_bytes()).await
         {
             ctx.health.set("zookeeper", false, format!("{error:#}"));
             tracing::warn!(error = format!("{error:#}"), "campaign ended; reconnecting");

@@ -47,6 +47,19 @@ async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
             .detail
             .starts_with("leader")
     );
+    // /metrics: leading, and the clean jobs counted with their latency (the
+    // first two at least: jobmaker counts a job before it makes the next).
+    let text = ctx.metrics.encode();
+    assert!(text.contains("jobmaker_leader 1"), "{text}");
+    let clean_jobs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jobmaker_jobs_published_total{clean=\"true\"} "))
+        .map(|v| v.trim().parse::<u64>().unwrap());
+    assert!(clean_jobs.is_some_and(|n| n >= 2), "{text}");
+    assert!(
+        text.contains("jobmaker_template_to_job_seconds_count "),
+        "{text}"
+    );
     ctx.shutdown.token().cancel();
 }
 

@@ -1,0 +1,60 @@
+//! jobmaker's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use sluice_service::Metrics;
+
+/// Whether a job is clean (a new block) or a refresh.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CleanLabel {
+    pub(crate) clean: &'static str,
+}
+
+/// Jobs, leadership and the template → job latency.
+#[derive(Clone)]
+pub(crate) struct JobMetrics {
+    pub(crate) jobs: Family<CleanLabel, Counter>,
+    pub(crate) leader: Gauge,
+    /// Seconds from the template's creation at gbtmaker to the broker's ack
+    /// of the clean job made from it.
+    pub(crate) latency: Histogram,
+}
+
+impl JobMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        let buckets = [
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ];
+        let m = JobMetrics {
+            jobs: Family::default(),
+            leader: Gauge::default(),
+            latency: Histogram::new(buckets),
+        };
+        metrics.register(|r| {
+            r.register(
+                "jobmaker_jobs_published",
+                "Jobs acknowledged by the broker, clean (new block) or not",
+                m.jobs.clone(),
+            );
+            r.register(
+                "jobmaker_leader",
+                "1 while this instance leads",
+                m.leader.clone(),
+            );
+            r.register(
+                "jobmaker_template_to_job_seconds",
+                "A new block's template created at gbtmaker to its clean job acknowledged",
+                m.latency.clone(),
+            );
+        });
+        m
+    }
+
+    pub(crate) fn published(&self, clean: bool) {
+        let clean = if clean { "true" } else { "false" };
+        self.jobs.get_or_create(&CleanLabel { clean }).inc();
+    }
+}

@@ -17,18 +17,7 @@ source "$(dirname "$0")/lib.sh"
 PACKAGES=(zookeeper mariadb-server mariadb-client supervisor cmake build-essential pkg-config
           python3 curl netcat-openbsd procps openjdk-17-jre-headless maven)
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-    log "Debian packages present"
-fi
+debian_packages "${PACKAGES[@]}"
 
 # The Kafka runtime is resolved again only when install/kafka/pom.xml changes:
 # its hash is kept beside the jars. Maven's download cache lives in

@@ -20,6 +20,22 @@ export SLUICE_HOME SLUICE_STATE SLUICE_TOOLS KAFKA_HOME SLUICE_KAFKA_BROKERS SLU
 log() { printf '[sluice %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# Installs the Debian packages named that are missing (apt-get update first).
+debian_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        log "Debian packages present: $*"
+    fi
+}
+
 # wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it
 # succeeds or the deadline passes.
 wait_until() {

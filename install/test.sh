@@ -3,7 +3,8 @@
 # tests, the adapter tests against the real ZooKeeper, MariaDB and Apache
 # Kafka that install/stack.sh starts, and last README command 1 itself
 # (install/run.sh: the whole pool under supervisord, mining for a minute; it
-# fails unless blocks are found, recorded and credited). Leaves the stack
+# fails unless blocks are found, recorded and credited), and the Grafana
+# dashboard's queries through a real Prometheus on that pool. Leaves the stack
 # running for the next run (install/stack.sh down stops it); .ci/run stops it
 # afterwards.
 set -euo pipefail
@@ -11,6 +12,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
 
 bash install/stack.sh up
+# Test tools: Prometheus (promtool and a server) checks the Grafana dashboard.
+debian_packages prometheus
 # The local pool's services (from an earlier install/run.sh) would share the
 # two cores with the tests; run.sh starts them again at the end.
 supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd >/dev/null || true
@@ -43,3 +46,5 @@ kill "$own_node"
 rm -rf "$own"
 log "README command 1: install/run.sh"
 bash install/run.sh
+log "the Grafana dashboard's queries against the pool command 1 left running"
+python3 install/check-dashboard.py

@@ -61,7 +61,7 @@ export SLUICE_BIN=${SLUICE_BIN:-$CARGO_TARGET_DIR/release}
 # features and never rebuilds a dependency for another script.
 build_release() {
     (cd "$SLUICE_HOME" && cargo build --release --locked --quiet -p sluicectl -p nodesim -p gbtmaker \
-        -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator)
+        -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator -p tgbot)
 }
 
 SUPERVISOR_CONF="$SLUICE_HOME/deploy/supervisor/supervisord.conf"

@@ -1,0 +1,385 @@
+//! tgbot: the pool on Telegram. Operators ask in a chat and get the state of
+//! each mining server, the speed of each, the pool's, the infrastructure's
+//! health and the results, from live data (statshttpd's API).
+//!
+//! - Telegram: long polling (`getUpdates`) through teloxide's Bot API
+//!   client, at `telegram.api_url` (a local Bot API server or a test's fake
+//!   works as well as Telegram's). Unreachable: retried with backoff, the
+//!   service carries on, `/health` says so.
+//! - Only the chats in `telegram.allowed_chats` are answered; any other gets
+//!   one refusal naming its chat id (what the operator adds to the list).
+//! - Replies go through one sender (`send.rs`) that keeps Telegram's limits
+//!   (1 message a second per chat, 30 overall) and retries what fails.
+//! - The token comes from `SLUICE_TGBOT_TOKEN` or `telegram.token_file`,
+//!   never from the config itself, and is never logged. Without one the bot
+//!   is off: it says so and exits 0.
+
+mod send;
+mod stats;
+pub mod view;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Deserialize;
+use sluice_bus::{BusConfig, Producer, start_heartbeat};
+use sluice_core::record::Figure;
+use sluice_service::{Backoff, CommonConfig, Context, Validate};
+use teloxide::payloads::GetUpdatesSetters;
+use teloxide::prelude::Requester;
+use teloxide::types::UpdateKind;
+use tokio::sync::mpsc;
+
+use crate::send::Outgoing;
+use crate::stats::StatsApi;
+
+/// The environment variable holding the bot token.
+pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
+
+/// tgbot's configuration (deploy/config/tgbot.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[service]`.
+    #[serde(default = "CommonConfig::on_port::<9108>")]
+    pub service: CommonConfig,
+    /// `[kafka]`: the heartbeat.
+    #[serde(default)]
+    pub kafka: BusConfig,
+    /// `[telegram]`.
+    #[serde(default)]
+    pub telegram: TelegramConfig,
+    /// statshttpd's API, where every answer comes from.
+    #[serde(default = "default_stats_url")]
+    pub stats_url: String,
+    /// A worker without a share for this long is offline (`/workers`).
+    #[serde(default = "default_offline")]
+    pub worker_offline_secs: u64,
+}
+
+/// `[telegram]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramConfig {
+    /// A file holding the bot token (read when `SLUICE_TGBOT_TOKEN` is not
+    /// set). Neither: the bot is off.
+    pub token_file: Option<PathBuf>,
+    /// The Bot API server.
+    pub api_url: String,
+    /// Chats answered (ids as Telegram gives them; groups are negative).
+    pub allowed_chats: Vec<i64>,
+    /// Long-poll wait of `getUpdates`, seconds.
+    pub poll_timeout_secs: u32,
+    /// Messages a second to one chat, and overall (Telegram's limits).
+    pub per_chat_per_sec: f64,
+    /// See `per_chat_per_sec`.
+    pub overall_per_sec: f64,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig {
+            token_file: None,
+            api_url: "https://api.telegram.org".into(),
+            allowed_chats: Vec::new(),
+            poll_timeout_secs: 25,
+            per_chat_per_sec: 1.0,
+            overall_per_sec: 30.0,
+        }
+    }
+}
+
+fn default_stats_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+fn default_offline() -> u64 {
+    600
+}
+
+impl AsRef<CommonConfig> for Config {
+    fn as_ref(&self) -> &CommonConfig {
+        &self.service
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        for (name, url) in [
+            ("telegram.api_url", &self.telegram.api_url),
+            ("stats_url", &self.stats_url),
+        ] {
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("{name} {url:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("{name} {url:?}: not http or https"));
+            }
+        }
+        if !(1..=50).contains(&self.telegram.poll_timeout_secs) {
+            return Err("telegram.poll_timeout_secs must be 1 to 50".into());
+        }
+        let t = &self.telegram;
+        if !(t.per_chat_per_sec > 0.0 && t.overall_per_sec >= t.per_chat_per_sec) {
+            return Err(
+                "telegram.per_chat_per_sec must be positive and at most overall_per_sec".into(),
+            );
+        }
+        if self.worker_offline_secs == 0 {
+            return Err("worker_offline_secs must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The token: the environment's, else the file's. `Ok(None)` when
+    /// neither is configured; an error when the file cannot be read or is
+    /// empty.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(token) = std::env::var(TOKEN_ENV)
+            && !token.trim().is_empty()
+        {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let Some(path) = &self.telegram.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the token file {} is empty",
+            path.display()
+        );
+        Ok(Some(token.to_owned()))
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabel {
+    command: String,
+}
+
+/// tgbot's counters.
+#[derive(Clone, Default)]
+struct BotMetrics {
+    commands: Family<CommandLabel, Counter>,
+    refused: Counter,
+    updates: Counter,
+}
+
+impl BotMetrics {
+    fn register(ctx: &Context) -> Self {
+        let m = BotMetrics::default();
+        ctx.metrics.register(|r| {
+            r.register(
+                "tgbot_commands",
+                "Commands answered, by command",
+                m.commands.clone(),
+            );
+            r.register(
+                "tgbot_refused",
+                "Messages from chats not allowed",
+                m.refused.clone(),
+            );
+            r.register("tgbot_updates", "Updates received", m.updates.clone());
+        });
+        m
+    }
+}
+
+/// The service.
+pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
+    let Some(token) = config.token()? else {
+        tracing::warn!(
+            "tgbot is off: no bot token ({TOKEN_ENV} or telegram.token_file); nothing to do"
+        );
+        return Ok(());
+    };
+    let api_url = reqwest::Url::parse(&config.telegram.api_url)?;
+    let bot = teloxide::Bot::new(token).set_api_url(api_url);
+    let metrics = BotMetrics::register(&ctx);
+    let token = ctx.shutdown.token().clone();
+    start_heartbeat(
+        &ctx,
+        Producer::new(&config.kafka, 0)?,
+        &config.kafka,
+        "tgbot",
+        &config.service.instance,
+        {
+            let (health, m) = (ctx.health.clone(), metrics.clone());
+            move || {
+                (
+                    health.is_healthy(),
+                    vec![Figure::new("updates", m.updates.get() as f64)],
+                )
+            }
+        },
+    );
+    let (out, queue) = mpsc::channel::<Outgoing>(1024);
+    ctx.shutdown.tracker().spawn(send::run(
+        bot.clone(),
+        queue,
+        send::Limits::of(&config.telegram),
+        ctx.health.clone(),
+        ctx.metrics.clone(),
+        token.clone(),
+    ));
+    let api = StatsApi::new(&config.stats_url)?;
+    tracing::info!(
+        chats = config.telegram.allowed_chats.len(),
+        stats = config.stats_url,
+        "tgbot polling Telegram"
+    );
+    let mut offset = 0i32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    ctx.health.set("telegram", false, "not polled yet");
+    while !token.is_cancelled() {
+        let poll = bot
+            .get_updates()
+            .offset(offset)
+            .timeout(config.telegram.poll_timeout_secs);
+        let updates = tokio::select! {
+            () = token.cancelled() => break,
+            u = poll => u,
+        };
+        let updates = match updates {
+            Ok(u) => u,
+            Err(error) => {
+                ctx.health
+                    .set("telegram", false, format!("getUpdates: {error}"));
+                tracing::warn!(%error, retry_in = ?backoff.delay(), "Telegram not reachable");
+                if !backoff.wait(&token).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        ctx.health.set("telegram", true, "polling");
+        for update in updates {
+            offset = offset.max(update.id.0 as i32 + 1);
+            metrics.updates.inc();
+            let UpdateKind::Message(message) = update.kind else {
+                continue;
+            };
+            let Some(text) = message.text() else { continue };
+            let chat = message.chat.id;
+            if !config.telegram.allowed_chats.contains(&chat.0) {
+                metrics.refused.inc();
+                tracing::warn!(chat = chat.0, "message from a chat not allowed; refused");
+                let _ = out
+                    .send(Outgoing::new(
+                        chat,
+                        format!(
+                            "This chat ({}) is not allowed. The pool's operator can add it to telegram.allowed_chats.",
+                            chat.0
+                        ),
+                    ))
+                    .await;
+                continue;
+            }
+            let Some((command, argument)) = parse(text) else {
+                continue;
+            };
+            metrics
+                .commands
+                .get_or_create(&CommandLabel {
+                    command: command.clone(),
+                })
+                .inc();
+            // Each answer in its own task: a slow one delays no other.
+            let (api, out, offline) = (api.clone(), out.clone(), config.worker_offline_secs);
+            tokio::spawn(async move {
+                let reply = answer(&api, &command, &argument, offline).await;
+                let _ = out.send(Outgoing::new(chat, reply)).await;
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `/command@bot argument` → (`command`, `argument`); `None` if not a command.
+pub fn parse(text: &str) -> Option<(String, String)> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let (word, argument) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let command = word.split('@').next().unwrap_or("").to_ascii_lowercase();
+    (!command.is_empty()).then(|| (command, argument.trim().to_owned()))
+}
+
+/// The reply to one command.
+async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64) -> String {
+    let now = sluice_service::now_ms() / 1000;
+    let reply = match command {
+        "start" | "help" => Ok(view::help()),
+        "pool" => {
+            async {
+                let (pool, minutes) =
+                    tokio::join!(api.get("/api/v1/pool"), api.get("/api/v1/minutes"));
+                Ok(view::pool(&pool?, &minutes?))
+            }
+            .await
+        }
+        "speed" => api.get("/api/v1/servers").await.map(|s| view::speed(&s)),
+        "status" => {
+            async {
+                let (servers, health) =
+                    tokio::join!(api.get("/api/v1/servers"), api.get_any("/api/v1/health"));
+                Ok(view::status(&servers?, &health?))
+            }
+            .await
+        }
+        "blocks" => match argument.parse::<u32>() {
+            Ok(n) if (1..=50).contains(&n) => api
+                .get(&format!("/api/v1/blocks?limit={n}"))
+                .await
+                .map(|b| view::blocks(&b, now)),
+            _ if argument.is_empty() => api
+                .get("/api/v1/blocks?limit=5")
+                .await
+                .map(|b| view::blocks(&b, now)),
+            _ => Ok("Usage: /blocks N (1 to 50)".into()),
+        },
+        "results" => {
+            async {
+                let (blocks, minutes) = tokio::join!(
+                    api.get("/api/v1/blocks?limit=1000"),
+                    api.get("/api/v1/minutes")
+                );
+                Ok(view::results(&blocks?, &minutes?, now))
+            }
+            .await
+        }
+        "workers" => {
+            if argument.is_empty() || argument.contains(['/', '?', '#', ' ']) {
+                Ok("Usage: /workers USER".into())
+            } else {
+                api.get(&format!("/api/v1/users/{argument}/workers"))
+                    .await
+                    .map(|w| view::workers(argument, &w, now, offline_secs))
+            }
+        }
+        other => Ok(format!("Unknown command /{other}. /help lists them.")),
+    };
+    reply.unwrap_or_else(|e: anyhow::Error| format!("Cannot answer /{command}: {e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn commands_are_parsed_with_their_argument_and_without_the_bot_name() {
+        assert_eq!(parse("/pool"), Some(("pool".into(), String::new())));
+        assert_eq!(
+            parse(" /Workers@sluice_bot  alice "),
+            Some(("workers".into(), "alice".into()))
+        );
+        assert_eq!(parse("/blocks 5"), Some(("blocks".into(), "5".into())));
+        assert_eq!(parse("hello"), None);
+        assert_eq!(parse("/"), None);
+    }
+}

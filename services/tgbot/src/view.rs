@@ -1,0 +1,429 @@
+//! The answers, written for a phone screen: short lines, the figure first,
+//! units a person reads (TH/s, "3 min ago"). Pure functions of statshttpd's
+//! JSON, so every answer is tested without Telegram or a pool.
+
+use serde_json::Value;
+
+/// 2^32: hashes per unit of share difficulty.
+const TWO_32: f64 = 4_294_967_296.0;
+
+/// `/help` and `/start`.
+pub fn help() -> String {
+    [
+        "Sluice pool bot",
+        "/status  servers, services, node, broker",
+        "/speed  hashrate of each server",
+        "/pool  hashrate, users, workers, rejects",
+        "/results  blocks today and this week",
+        "/blocks N  the last N blocks",
+        "/workers USER  a user's workers",
+        "/help  this list",
+    ]
+    .join("\n")
+}
+
+/// A hashrate in hashes per second, with its unit.
+pub fn hashrate(hps: f64) -> String {
+    const UNITS: [&str; 7] = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s"];
+    let mut value = hps.max(0.0);
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.digits$} {}", UNITS[unit])
+}
+
+/// Seconds as a person says them: "45 s", "12 min", "3 h", "2 d".
+pub fn age(secs: f64) -> String {
+    let secs = secs.max(0.0);
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 90.0 * 60.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else if secs < 36.0 * 3600.0 {
+        format!("{:.0} h", secs / 3600.0)
+    } else {
+        format!("{:.0} d", secs / 86_400.0)
+    }
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn percent(part: f64, whole: f64) -> String {
+    if whole > 0.0 {
+        format!("{:.2}%", 100.0 * part / whole)
+    } else {
+        "—".into()
+    }
+}
+
+/// Sums a column of `/api/v1/minutes` over its last `n` minutes.
+fn last_minutes(minutes: &Value, column: &str, n: usize) -> f64 {
+    let values = minutes[column].as_array().map_or(&[][..], Vec::as_slice);
+    values.iter().rev().take(n).map(num).sum()
+}
+
+/// `/pool` from `/api/v1/pool` and the pool's `/api/v1/minutes`. The 24 h
+/// hashrate and the rates come from the minutes; shares/s is over the last
+/// five whole minutes.
+pub fn pool(pool: &Value, minutes: &Value) -> String {
+    let rate = |w: &str| hashrate(num(&pool["hashrate"][w]));
+    let day = hashrate(last_minutes(minutes, "accept", 1440) * TWO_32 / 86_400.0);
+    // The current minute is partial: the five before it.
+    let shares_5: f64 = {
+        let values = minutes["shares"].as_array().map_or(&[][..], Vec::as_slice);
+        values.iter().rev().skip(1).take(5).map(num).sum()
+    };
+    let hour = &pool["shares"]["1h"];
+    let (accept, stale, reject) = (
+        num(&hour["accept"]),
+        num(&hour["stale"]),
+        num(&hour["reject"]),
+    );
+    let all = accept + stale + reject;
+    [
+        "Pool".to_owned(),
+        format!("5 min  {}", rate("5m")),
+        format!("1 h  {}", rate("1h")),
+        format!("24 h  {day}"),
+        format!(
+            "users {}, workers {}",
+            num(&pool["users"]),
+            num(&pool["workers"])
+        ),
+        format!("shares/s  {:.1}", shares_5 / 300.0),
+        format!(
+            "stale {}, rejected {} (1 h, by work)",
+            percent(stale, all),
+            percent(reject, all)
+        ),
+        format!("height {}", num(&pool["network_height"])),
+    ]
+    .join("\n")
+}
+
+/// `/speed` from `/api/v1/servers`: each sserver's hashrate over 5 min and
+/// 1 h from the shares statshttpd counted.
+pub fn speed(servers: &Value) -> String {
+    let list = servers["servers"].as_array().map_or(&[][..], Vec::as_slice);
+    if list.is_empty() {
+        return "No sserver has sent a heartbeat.".into();
+    }
+    let mut lines = vec!["Hashrate by server (5 min / 1 h)".to_owned()];
+    for s in list {
+        let rates = &s["from_shares"]["hashrate"];
+        lines.push(format!(
+            "{} #{}: {} / {}",
+            s["instance"].as_str().unwrap_or("?"),
+            num(&s["server_id"]),
+            hashrate(num(&rates["5m"])),
+            hashrate(num(&rates["1h"])),
+        ));
+    }
+    lines.join("\n")
+}
+
+/// `/status` from `/api/v1/servers` and `/api/v1/health`.
+pub fn status(servers: &Value, health: &Value) -> String {
+    let mut lines = Vec::new();
+    let list = servers["servers"].as_array().map_or(&[][..], Vec::as_slice);
+    lines.push(format!("Servers ({})", list.len()));
+    for s in list {
+        let up = s["up"].as_bool() == Some(true);
+        let state = match (up, s["healthy"].as_bool() == Some(true)) {
+            (false, _) => "DOWN",
+            (true, false) => "UNHEALTHY",
+            (true, true) => "up",
+        };
+        lines.push(format!(
+            "{} {state}: {} miners, {:.1} shares/s, job {} old",
+            s["instance"].as_str().unwrap_or("?"),
+            num(&s["connections"]),
+            num(&s["shares_per_sec"]),
+            age(num(&s["last_job_age_secs"])),
+        ));
+    }
+    let components = health["components"].as_object();
+    let ok = health["ok"].as_bool() == Some(true);
+    lines.push(if ok {
+        "Infrastructure: all ok".to_owned()
+    } else {
+        "Infrastructure: PROBLEMS".to_owned()
+    });
+    for (name, c) in components.into_iter().flatten() {
+        let mark = if c["ok"].as_bool() == Some(true) {
+            "ok"
+        } else {
+            "NOT OK"
+        };
+        lines.push(format!(
+            "{name} {mark}: {}",
+            c["detail"].as_str().unwrap_or("")
+        ));
+    }
+    lines.push(format!("share lag {}", num(&health["consumer_lag"])));
+    lines.join("\n")
+}
+
+/// A block's state at the nodes, from its `submit_results`.
+fn block_state(block: &Value) -> String {
+    if block["is_orphaned"].as_bool() == Some(true) {
+        return "orphaned".into();
+    }
+    let results = block["submit_results"].as_object();
+    let accepted = results
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| r.as_str() == Some("accepted") || r.as_str() == Some("duplicate"))
+        .count();
+    let total = results.map_or(0, serde_json::Map::len);
+    if accepted > 0 {
+        format!("accepted ({accepted}/{total} nodes)")
+    } else {
+        let why: Vec<String> = results
+            .into_iter()
+            .flatten()
+            .map(|(n, r)| format!("{n}: {}", r.as_str().unwrap_or("?")))
+            .collect();
+        format!("not accepted ({})", why.join(", "))
+    }
+}
+
+fn block_line(block: &Value, now_secs: u64) -> String {
+    let hash = block["hash"].as_str().unwrap_or("");
+    format!(
+        "#{} {}… by {} {} ago, {:.8} BTC, {}",
+        num(&block["height"]),
+        &hash[..hash.len().min(16)],
+        block["worker_name"].as_str().unwrap_or("?"),
+        age(now_secs as f64 - num(&block["found_at"])),
+        num(&block["reward"]) / 1e8,
+        block_state(block),
+    )
+}
+
+/// `/blocks N` from `/api/v1/blocks?limit=N`.
+pub fn blocks(blocks: &Value, now_secs: u64) -> String {
+    let list = blocks["blocks"].as_array().map_or(&[][..], Vec::as_slice);
+    if list.is_empty() {
+        return "No block found yet.".into();
+    }
+    let mut lines = vec![format!("Last {} blocks", list.len())];
+    lines.extend(list.iter().map(|b| block_line(b, now_secs)));
+    lines.join("\n")
+}
+
+/// `/results`: blocks found today (UTC) and in the last 7 days, the latest
+/// one, and today's accepted, stale and rejected work from the minutes.
+pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
+    let list = blocks["blocks"].as_array().map_or(&[][..], Vec::as_slice);
+    let midnight = now_secs - now_secs % 86_400;
+    let found = |since: u64| {
+        list.iter()
+            .filter(|b| num(&b["found_at"]) as u64 >= since)
+            .count()
+    };
+    let since_midnight = ((now_secs - midnight) / 60 + 1) as usize;
+    let accept = last_minutes(minutes, "accept", since_midnight);
+    let shares = last_minutes(minutes, "shares", since_midnight);
+    let rejects = last_minutes(minutes, "rejects", since_midnight);
+    let mut lines = vec![
+        format!(
+            "Blocks today {}, last 7 days {}",
+            found(midnight),
+            found(now_secs - 7 * 86_400)
+        ),
+        match list.first() {
+            Some(b) => format!("Latest {}", block_line(b, now_secs)),
+            None => "No block found yet.".into(),
+        },
+        "Today (UTC)".into(),
+        format!(
+            "accepted work {accept:.6e} ({})",
+            hashrate(accept * TWO_32 / (now_secs - midnight).max(1) as f64)
+        ),
+        format!(
+            "shares {shares:.0}, rejected or stale {rejects:.0} ({})",
+            percent(rejects, shares)
+        ),
+    ];
+    lines.retain(|l| !l.is_empty());
+    lines.join("\n")
+}
+
+/// `/workers USER` from `/api/v1/users/USER/workers`: offline workers (no
+/// share in `offline_secs`) first, then by hashrate.
+pub fn workers(user: &str, body: &Value, now_secs: u64, offline_secs: u64) -> String {
+    let list = body["workers"].as_array().map_or(&[][..], Vec::as_slice);
+    if list.is_empty() {
+        return format!("{user} has no worker with shares in the last hour.");
+    }
+    let last = |w: &Value| num(&w["last_share_time"]) as u64;
+    let offline = |w: &Value| now_secs.saturating_sub(last(w)) > offline_secs;
+    let mut sorted: Vec<&Value> = list.iter().collect();
+    sorted.sort_by(|a, b| {
+        offline(b)
+            .cmp(&offline(a))
+            .then(num(&b["hashrate"]["5m"]).total_cmp(&num(&a["hashrate"]["5m"])))
+    });
+    let down = sorted.iter().filter(|w| offline(w)).count();
+    let mut lines = vec![format!("{user}: {} workers, {down} offline", list.len())];
+    for w in sorted {
+        lines.push(format!(
+            "{}{}: {} (1 h {}), last share {} ago",
+            if offline(w) { "OFFLINE " } else { "" },
+            w["name"].as_str().unwrap_or("?"),
+            hashrate(num(&w["hashrate"]["5m"])),
+            hashrate(num(&w["hashrate"]["1h"])),
+            age(now_secs.saturating_sub(last(w)) as f64),
+        ));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn hashrates_and_ages_read_like_a_person_says_them() {
+        assert_eq!(hashrate(0.0), "0.00 H/s");
+        assert_eq!(hashrate(950.0), "950 H/s");
+        assert_eq!(hashrate(1.234e12), "1.23 TH/s");
+        assert_eq!(hashrate(56.7e15), "56.7 PH/s");
+        assert_eq!(hashrate(1e24), "1000000 EH/s");
+        assert_eq!(age(42.0), "42 s");
+        assert_eq!(age(600.0), "10 min");
+        assert_eq!(age(7200.0), "2 h");
+        assert_eq!(age(3.0 * 86_400.0), "3 d");
+    }
+
+    fn minutes(n: usize, shares: f64, accept: f64, rejects: f64) -> Value {
+        json!({
+            "start": 0, "step": 60,
+            "shares": vec![shares; n], "accept": vec![accept; n],
+            "rejects": vec![rejects; n], "hashrate": vec![0; n],
+        })
+    }
+
+    #[test]
+    fn pool_answers_hashrates_counts_and_rates() {
+        let pool = json!({
+            "hashrate": {"5m": 2.0e15, "15m": 1.9e15, "1h": 1.5e15},
+            "shares": {"1h": {"accept": 970.0, "stale": 20.0, "reject": 10.0}},
+            "users": 3, "workers": 42, "network_height": 900_123,
+        });
+        // 1,440 minutes of 60 shares and 60 x 2^32 / 60 ... = 1 GH/s... of work.
+        let m = minutes(1440, 60.0, 60.0 * 1e9 / TWO_32, 1.0);
+        let text = pool_text(&pool, &m);
+        assert!(text.contains("5 min  2.00 PH/s"), "{text}");
+        assert!(text.contains("1 h  1.50 PH/s"), "{text}");
+        assert!(text.contains("24 h  1.00 GH/s"), "{text}");
+        assert!(text.contains("users 3, workers 42"), "{text}");
+        assert!(text.contains("shares/s  1.0"), "{text}");
+        assert!(text.contains("stale 2.00%, rejected 1.00%"), "{text}");
+        assert!(text.contains("height 900123"), "{text}");
+    }
+
+    fn pool_text(pool_json: &Value, m: &Value) -> String {
+        pool(pool_json, m)
+    }
+
+    #[test]
+    fn status_names_each_server_and_every_problem() {
+        let servers = json!({"servers": [
+            {"instance": "ss-a", "server_id": 1, "up": true, "healthy": true, "connections": 120,
+             "shares_per_sec": 33.3, "last_job_age_secs": 12},
+            {"instance": "ss-b", "server_id": 2, "up": false, "healthy": true, "connections": 0,
+             "shares_per_sec": 0, "last_job_age_secs": 400},
+        ]});
+        let health = json!({"ok": false, "consumer_lag": 5, "components": {
+            "kafka": {"ok": true, "detail": "1 broker"},
+            "mysql": {"ok": false, "detail": "connection refused"},
+        }});
+        let text = status(&servers, &health);
+        assert!(text.starts_with("Servers (2)"), "{text}");
+        assert!(
+            text.contains("ss-a up: 120 miners, 33.3 shares/s, job 12 s old"),
+            "{text}"
+        );
+        assert!(text.contains("ss-b DOWN"), "{text}");
+        assert!(text.contains("Infrastructure: PROBLEMS"), "{text}");
+        assert!(text.contains("mysql NOT OK: connection refused"), "{text}");
+        assert!(text.contains("kafka ok: 1 broker"), "{text}");
+    }
+
+    #[test]
+    fn blocks_and_results_count_by_day_and_say_the_node_answer() {
+        let now = 1_800_000_000; // 2027-01-15T08:00:00Z
+        let midnight = now - now % 86_400;
+        let blocks = json!({"blocks": [
+            {"height": 12, "hash": "00000000000000000001aa", "worker_name": "rig1",
+             "found_at": now - 120, "reward": 312_500_000, "is_orphaned": false,
+             "submit_results": {"core-a": "accepted", "core-b": "pending"}},
+            {"height": 11, "hash": "00000000000000000002bb", "worker_name": "rig2",
+             "found_at": midnight - 3600, "reward": 312_500_000, "is_orphaned": false,
+             "submit_results": {"core-a": "high-hash"}},
+            {"height": 10, "hash": "00000000000000000003cc", "worker_name": "rig2",
+             "found_at": now - 10 * 86_400, "reward": 312_500_000, "is_orphaned": true,
+             "submit_results": {"core-a": "accepted"}},
+        ]});
+        let text = blocks_text(&blocks, now);
+        assert!(
+            text.contains(
+                "#12 0000000000000000… by rig1 2 min ago, 3.12500000 BTC, accepted (1/2 nodes)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("not accepted (core-a: high-hash)"), "{text}");
+        assert!(text.contains("orphaned"), "{text}");
+        let m = minutes(1440, 10.0, 5.0, 1.0);
+        let text = results(&blocks, &m, now);
+        assert!(text.contains("Blocks today 1, last 7 days 2"), "{text}");
+        assert!(text.contains("Latest #12"), "{text}");
+        // 8 h and the current minute: 481 minutes of 10 shares, 1 rejected.
+        assert!(
+            text.contains("shares 4810, rejected or stale 481 (10.00%)"),
+            "{text}"
+        );
+    }
+
+    fn blocks_text(b: &Value, now: u64) -> String {
+        blocks(b, now)
+    }
+
+    #[test]
+    fn workers_list_the_offline_first() {
+        let now = 1_800_000_000;
+        let body = json!({"workers": [
+            {"name": "fast", "hashrate": {"5m": 3e12, "1h": 2e12}, "last_share_time": now - 5},
+            {"name": "gone", "hashrate": {"5m": 0.0, "1h": 1e12}, "last_share_time": now - 1200},
+            {"name": "slow", "hashrate": {"5m": 1e12, "1h": 1e12}, "last_share_time": now - 30},
+        ]});
+        let text = workers("alice", &body, now, 600);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "alice: 3 workers, 1 offline");
+        assert!(
+            lines[1].starts_with("OFFLINE gone: 0.00 H/s (1 h 1.00 TH/s), last share 20 min ago"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("fast: 3.00 TH/s"), "{text}");
+        assert!(lines[3].starts_with("slow: 1.00 TH/s"), "{text}");
+        assert_eq!(
+            workers("bob", &json!({"workers": []}), now, 600),
+            "bob has no worker with shares in the last hour."
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The bot against a local fake of the Telegram Bot API over HTTP (the
+//! `/bot<token>/<method>` routes teloxide calls): commands from an allowed
+//! chat are answered, any other chat is refused, Telegram's rate limiting
+//! and absence are waited out without losing a message.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use serde_json::{Value, json};
+use sluice_bus::{BusConfig, TopicNames, TopicSpec, create_topics};
+use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
+use sluice_testkit::{eventually, free_port, kafka_brokers, unique_name};
+
+const TOKEN: &str = "123456:test-token";
+const OPERATOR: i64 = 1001;
+const STRANGER: i64 = 2002;
+
+/// What the fake Telegram holds: updates to hand out, messages the bot sent,
+/// and how many sendMessage calls to answer 429 first.
+#[derive(Default)]
+struct Telegram {
+    updates: VecDeque<Value>,
+    next_update: i64,
+    sent: Vec<(i64, String)>,
+    rate_limit_next: u32,
+    calls: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Telegram>>;
+
+impl Telegram {
+    fn say(&mut self, chat: i64, text: &str) {
+        self.next_update += 1;
+        self.updates.push_back(json!({
+            "update_id": self.next_update,
+            "message": {
+                "message_id": self.next_update, "date": 1_800_000_000,
+                "chat": {"id": chat, "type": "private", "first_name": "op"},
+                "from": {"id": chat, "is_bot": false, "first_name": "op"},
+                "text": text,
+            }
+        }));
+    }
+}
+
+async fn method(
+    State(tg): State<Shared>,
+    Path((bot, name)): Path<(String, String)>,
+    body: String,
+) -> axum::Json<Value> {
+    assert_eq!(bot, format!("bot{TOKEN}"), "the token is in the path");
+    let args: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut tg = tg.lock().unwrap();
+    // Telegram's method names are case-insensitive; teloxide writes them
+    // capitalised.
+    let name = name.to_ascii_lowercase();
+    tg.calls.push(name.clone());
+    let result = match name.as_str() {
+        "getme" => {
+            json!({"id": 1, "is_bot": true, "first_name": "sluice", "username": "sluice_bot"})
+        }
+        "getupdates" => {
+            let offset = args["offset"].as_i64().unwrap_or(0);
+            tg.updates
+                .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+            json!(tg.updates.iter().cloned().collect::<Vec<_>>())
+        }
+        "sendmessage" => {
+            if tg.rate_limit_next > 0 {
+                tg.rate_limit_next -= 1;
+                return axum::Json(json!({
+                    "ok": false, "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1},
+                }));
+            }
+            let chat = args["chat_id"].as_i64().unwrap();
+            let text = args["text"].as_str().unwrap().to_owned();
+            tg.sent.push((chat, text.clone()));
+            json!({
+                "message_id": tg.sent.len(), "date": 1_800_000_000,
+                "chat": {"id": chat, "type": "private", "first_name": "op"},
+                "text": text,
+            })
+        }
+        _ => {
+            return axum::Json(json!({
+                "ok": false, "error_code": 404, "description": "Not Found: method not faked",
+            }));
+        }
+    };
+    axum::Json(json!({"ok": true, "result": result}))
+}
+
+async fn serve_fake(port: u16, tg: Shared) {
+    let app = Router::new()
+        .route("/{bot}/{method}", post(method))
+        .with_state(tg);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn config(api_port: u16) -> tgbot::Config {
+    let event = unique_name("sluice-test-event-");
+    let kafka = BusConfig {
+        brokers: kafka_brokers(),
+        client_id: unique_name("tgbot-test-"),
+        topics: TopicNames {
+            event: event.clone(),
+            ..TopicNames::default()
+        },
+        ..BusConfig::default()
+    };
+    create_topics(&kafka, &[TopicSpec::scratch(&event, 1)])
+        .await
+        .expect("the local stack's broker is up");
+    let token_file = std::env::temp_dir().join(unique_name("tgbot-token-"));
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    tgbot::Config {
+        service: CommonConfig {
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..CommonConfig::default()
+        },
+        kafka,
+        telegram: tgbot::TelegramConfig {
+            token_file: Some(token_file),
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            allowed_chats: vec![OPERATOR],
+            poll_timeout_secs: 1,
+            ..tgbot::TelegramConfig::default()
+        },
+        // Nothing listens there: the answers say statshttpd is unreachable.
+        stats_url: format!("http://127.0.0.1:{}", free_port()),
+        worker_offline_secs: 600,
+    }
+}
+
+fn context() -> Context {
+    Context {
+        shutdown: Shutdown::new(),
+        health: Health::default(),
+        metrics: Metrics::default(),
+    }
+}
+
+async fn sent_where(
+    tg: &Shared,
+    what: &str,
+    pred: impl Fn(&(i64, String)) -> bool,
+) -> (i64, String) {
+    eventually(Duration::from_secs(20), what, || async {
+        tg.lock().unwrap().sent.iter().find(|m| pred(m)).cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_strangers_refused_and_telegram_outages_waited_out() {
+    let port = free_port();
+    let tg: Shared = Arc::default();
+    // Telegram is not there yet when the bot starts.
+    let config = config(port).await;
+    let ctx = context();
+    let bot = tokio::spawn(tgbot::run(config, ctx.clone()));
+    eventually(
+        Duration::from_secs(10),
+        "the bot says Telegram is away",
+        || async {
+            ctx.health
+                .snapshot()
+                .get("telegram")
+                .filter(|c| !c.ok && c.detail.starts_with("getUpdates"))
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    {
+        let mut t = tg.lock().unwrap();
+        t.say(OPERATOR, "/help");
+        t.say(STRANGER, "/status");
+        t.say(OPERATOR, "/pool@sluice_bot");
+        t.say(OPERATOR, "/blocks 500");
+        t.rate_limit_next = 1;
+    }
+    tokio::spawn(serve_fake(port, tg.clone()));
+
+    let (_, help) = sent_where(&tg, "the answer to /help", |(c, t)| {
+        *c == OPERATOR && t.starts_with("Sluice pool bot")
+    })
+    .await;
+    assert!(
+        help.contains("/status") && help.contains("/workers USER"),
+        "{help}"
+    );
+    let (_, refusal) = sent_where(&tg, "the stranger's refusal", |(c, _)| *c == STRANGER).await;
+    assert!(refusal.contains("(2002) is not allowed"), "{refusal}");
+    let (_, pool) = sent_where(&tg, "the answer to /pool", |(_, t)| {
+        t.contains("/pool") && !t.starts_with("Sluice pool bot")
+    })
+    .await;
+    assert_eq!(
+        pool, "Cannot answer /pool: statshttpd unreachable (connection refused)",
+        "the bot says why it has no figures"
+    );
+    let (_, usage) = sent_where(&tg, "the usage of /blocks", |(_, t)| t.starts_with("Usage")).await;
+    assert_eq!(usage, "Usage: /blocks N (1 to 50)");
+    assert!(ctx.health.snapshot()["telegram"].ok);
+
+    // Each message once, though the first send was rate limited; the
+    // stranger got nothing but the refusal.
+    let sent = tg.lock().unwrap().sent.clone();
+    assert_eq!(sent.len(), 4, "{sent:#?}");
+    assert_eq!(sent.iter().filter(|(c, _)| *c == STRANGER).count(), 1);
+    let metrics = ctx.metrics.encode();
+    assert!(metrics.contains("tgbot_refused_total 1"), "{metrics}");
+    assert!(metrics.contains("tgbot_send_retries_total "), "{metrics}");
+    assert!(
+        !metrics.contains("tgbot_send_retries_total 0\n"),
+        "a retry was counted: {metrics}"
+    );
+    let calls = tg.lock().unwrap().calls.clone();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c == "getupdates" || c == "sendmessage"),
+        "long polling and sendMessage only: {calls:?}"
+    );
+
+    ctx.shutdown.token().cancel();
+    tokio::time::timeout(Duration::from_secs(10), bot)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_a_token_the_bot_is_off_and_exits_cleanly() {
+    let mut config = config(free_port()).await;
+    config.telegram.token_file = None;
+    // SLUICE_TGBOT_TOKEN is not set in the test environment.
+    assert!(std::env::var(tgbot::TOKEN_ENV).is_err());
+    tokio::time::timeout(Duration::from_secs(5), tgbot::run(config, context()))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn the_example_config_is_valid_and_bad_values_are_refused_with_the_reason() {
+    let example = sluice_testkit::repo_root().join("deploy/config/tgbot.toml");
+    let c: tgbot::Config = sluice_service::load_config(&example).unwrap();
+    assert_eq!(c.service.admin_listen.port(), 9108);
+    assert!(
+        c.telegram.allowed_chats.is_empty(),
+        "the operator's chats go there"
+    );
+    assert_eq!(c.telegram.api_url, "https://api.telegram.org");
+    let dir = std::env::temp_dir().join(unique_name("tgbot-config-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (text, reason) in [
+        (
+            "stats_url = \"ftp://x\"\n",
+            "stats_url \"ftp://x\": not http or https",
+        ),
+        ("[telegram]\napi_url = \"not a url\"\n", "telegram.api_url"),
+        (
+            "[telegram]\npoll_timeout_secs = 0\n",
+            "poll_timeout_secs must be 1 to 50",
+        ),
+        ("[telegram]\ntoken = \"123:abc\"\n", "unknown field `token`"),
+    ] {
+        let path = dir.join("tgbot.toml");
+        std::fs::write(&path, text).unwrap();
+        let error = sluice_service::load_config::<tgbot::Config>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(reason), "{text:?}: {error}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -427,6 +427,7 @@ impl From<&Event> for pb::Event {
                         value: f.value,
                     })
                     .collect(),
+                problems: s.problems.clone(),
             }),
         };
         pb::Event {
@@ -473,6 +474,7 @@ impl TryFrom<pb::Event> for Event {
                         value: f.value,
                     })
                     .collect(),
+                problems: s.problems,
             }),
         };
         Ok(Event {

@@ -182,9 +182,10 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         any::<u64>(),
         any::<bool>(),
         proptest::collection::vec(("[a-z_]{1,12}", -1e12f64..1e12), 0..6),
+        proptest::collection::vec("[a-z_:]{1,20}", 0..3),
     )
         .prop_map(
-            |(service, instance, host, version, uptime_secs, healthy, figures)| {
+            |(service, instance, host, version, uptime_secs, healthy, figures, problems)| {
                 EventKind::ServiceStatus(ServiceStatus {
                     service,
                     instance,
@@ -196,6 +197,7 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                         .into_iter()
                         .map(|(name, value)| Figure { name, value })
                         .collect(),
+                    problems,
                 })
             },
         );

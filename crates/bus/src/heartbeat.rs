@@ -40,7 +40,7 @@ impl Identity {
 /// Starts `service`'s heartbeat as `instance` on this host to the Event
 /// topic, every [`HEARTBEAT_INTERVAL`] until the service stops, tracked for
 /// its drain: the wiring every service shares. `status` gives its health and
-/// figures at each beat.
+/// figures at each beat; the problems are its `/health` components not ok.
 pub fn start_heartbeat<F>(
     ctx: &sluice_service::Context,
     producer: Producer,
@@ -57,19 +57,30 @@ pub fn start_heartbeat<F>(
         &sluice_service::host_name(),
         env!("CARGO_PKG_VERSION"),
     );
+    let health = ctx.health.clone();
     ctx.shutdown.tracker().spawn(heartbeat(
         producer,
         Topic::new(kafka.topics.event.clone()),
         identity,
         HEARTBEAT_INTERVAL,
-        status,
+        move || {
+            let (healthy, figures) = status();
+            let problems = health
+                .snapshot()
+                .into_iter()
+                .filter(|(_, c)| !c.ok)
+                .map(|(name, c)| format!("{name}: {}", c.detail))
+                .collect();
+            (healthy, figures, problems)
+        },
         ctx.shutdown.token().clone(),
     ));
 }
 
 /// Sends a heartbeat every `interval` until `token` is cancelled, and a last
-/// one (unhealthy, "stopping") on the way out. `status` gives the health and
-/// figures at each beat. A failed send is logged; the next beat tries again.
+/// one (unhealthy, "stopping") on the way out. `status` gives the health,
+/// figures and problems at each beat. A failed send is logged; the next beat
+/// tries again.
 pub async fn heartbeat<F>(
     producer: Producer,
     topic: Topic<Event>,
@@ -78,7 +89,7 @@ pub async fn heartbeat<F>(
     status: F,
     token: CancellationToken,
 ) where
-    F: Fn() -> (bool, Vec<Figure>) + Send,
+    F: Fn() -> (bool, Vec<Figure>, Vec<String>) + Send,
 {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(interval);
@@ -87,8 +98,8 @@ pub async fn heartbeat<F>(
             () = token.cancelled() => true,
             _ = ticker.tick() => false,
         };
-        let (healthy, figures) = if stopping {
-            (false, Vec::new())
+        let (healthy, figures, problems) = if stopping {
+            (false, Vec::new(), vec!["stopping".to_owned()])
         } else {
             status()
         };
@@ -102,6 +113,7 @@ pub async fn heartbeat<F>(
                 uptime_secs: started.elapsed().as_secs(),
                 healthy,
                 figures,
+                problems,
             }),
         };
         let send = producer.send(&topic, identity.instance.as_bytes(), &event);

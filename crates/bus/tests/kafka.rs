@@ -296,6 +296,7 @@ async fn heartbeats_arrive_with_identity_uptime_and_a_last_stopping_beat() {
                     name: "connections".into(),
                     value: 3.0,
                 }],
+                vec!["mysql: connection refused".into()],
             )
         },
         token.clone(),
@@ -312,6 +313,7 @@ async fn heartbeats_arrive_with_identity_uptime_and_a_last_stopping_beat() {
     );
     assert!(s.healthy);
     assert_eq!(s.host, "host-1");
+    assert_eq!(s.problems, ["mysql: connection refused"]);
     assert_eq!(
         s.figures,
         vec![Figure {
@@ -328,6 +330,7 @@ async fn heartbeats_arrive_with_identity_uptime_and_a_last_stopping_beat() {
         };
         if !s.healthy {
             assert!(s.figures.is_empty());
+            assert_eq!(s.problems, ["stopping"]);
             break;
         }
     }

@@ -184,6 +184,9 @@ pub struct ServiceStatus {
     pub healthy: bool,
     /// Key figures.
     pub figures: Vec<Figure>,
+    /// `component: detail` of each `/health` component not ok (why it is
+    /// unhealthy).
+    pub problems: Vec<String>,
 }
 
 /// Something that happened, for statistics and operators.

@@ -37,6 +37,7 @@ pub(crate) async fn serve(
         .route("/api/v1/users/{name}", get(user))
         .route("/api/v1/users/{name}/workers", get(user_workers))
         .route("/api/v1/servers", get(servers))
+        .route("/api/v1/services", get(services))
         .route("/api/v1/minutes", get(pool_minutes))
         .route("/api/v1/servers/{id}/minutes", get(server_minutes))
         .route("/api/v1/users/{name}/minutes", get(user_minutes))
@@ -457,6 +458,36 @@ async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Respons
         StatusCode::OK,
         &json!({ "user_id": id, "name": name, "workers": workers }),
     )
+}
+
+/// Every service instance heard in the last day: up while its heartbeats
+/// are under 30 s old, whether it is healthy and, if not, why.
+async fn services(State(stats): Shared) -> Response {
+    let now = stats.clock.now_ms();
+    let list: Vec<Value> = lock(&stats.services)
+        .recent(now)
+        .into_iter()
+        .map(|(at_ms, s)| {
+            let figures: serde_json::Map<String, Value> = s
+                .figures
+                .iter()
+                .map(|f| (f.name.clone(), json!(f.value)))
+                .collect();
+            json!({
+                "service": s.service,
+                "instance": s.instance,
+                "host": s.host,
+                "version": s.version,
+                "up": now.saturating_sub(at_ms) < SERVER_UP_MS,
+                "healthy": s.healthy,
+                "problems": s.problems,
+                "uptime_secs": s.uptime_secs,
+                "last_heartbeat": at_ms / 1000,
+                "figures": figures,
+            })
+        })
+        .collect();
+    reply(&stats, StatusCode::OK, &json!({ "services": list }))
 }
 
 async fn servers(State(stats): Shared) -> Response {

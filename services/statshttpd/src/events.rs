@@ -36,6 +36,31 @@ impl Servers {
     }
 }
 
+/// The last heartbeat of every service instance, by (service, instance).
+#[derive(Debug, Default)]
+pub(crate) struct Services {
+    pub(crate) by_name: BTreeMap<(String, String), (u64, ServiceStatus)>,
+}
+
+/// An instance not heard for a day is forgotten (renamed, removed).
+const SERVICE_FORGOTTEN_MS: u64 = 86_400_000;
+
+impl Services {
+    fn heard(&mut self, at_ms: u64, status: ServiceStatus) {
+        let key = (status.service.clone(), status.instance.clone());
+        if self.by_name.get(&key).is_none_or(|(t, _)| *t <= at_ms) {
+            self.by_name.insert(key, (at_ms, status));
+        }
+    }
+
+    /// Every instance heard in the last day at `now_ms`.
+    pub(crate) fn recent(&mut self, now_ms: u64) -> Vec<(u64, ServiceStatus)> {
+        self.by_name
+            .retain(|_, (at, _)| now_ms.saturating_sub(*at) < SERVICE_FORGOTTEN_MS);
+        self.by_name.values().cloned().collect()
+    }
+}
+
 /// Follows the Event topic from its last `events_tail` messages.
 pub(crate) async fn follow(stats: Arc<Stats>, token: CancellationToken) {
     let topic = Topic::<Event>::new(stats.config.kafka.topics.event.clone());
@@ -67,8 +92,11 @@ pub(crate) async fn follow(stats: Arc<Stats>, token: CancellationToken) {
 
 fn handle(stats: &Stats, event: Event) {
     match event.kind {
-        EventKind::ServiceStatus(s) if s.service == "sserver" => {
-            lock(&stats.servers).heard(event.timestamp_ms, s);
+        EventKind::ServiceStatus(s) => {
+            if s.service == "sserver" {
+                lock(&stats.servers).heard(event.timestamp_ms, s.clone());
+            }
+            lock(&stats.services).heard(event.timestamp_ms, s);
         }
         EventKind::MinerConnected(m) => {
             lock(&stats.agents).insert((m.user_id, m.worker_id), (m.worker_name, m.miner_agent));
@@ -185,6 +213,7 @@ mod tests {
                 name: "connections".into(),
                 value: connections,
             }],
+            problems: Vec::new(),
         }
     }
 

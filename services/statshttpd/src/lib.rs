@@ -49,7 +49,7 @@ pub use sluice_store::MysqlConfig;
 use sluice_store::Store;
 
 pub use crate::clock::{Clock, day_of, hour_of, parse_day};
-use crate::events::Servers;
+use crate::events::{Servers, Services};
 use crate::live::Live;
 use crate::metrics::StatsMetrics;
 use crate::minutes::Minutes;
@@ -168,6 +168,8 @@ pub(crate) struct Stats {
     pub(crate) live: Mutex<Live>,
     pub(crate) tally: Mutex<Tally>,
     pub(crate) servers: Mutex<Servers>,
+    /// Every service instance's last heartbeat.
+    pub(crate) services: Mutex<Services>,
     /// The last 24 hours, minute by minute.
     pub(crate) minutes: Mutex<Minutes>,
     /// Miner connects waiting to be written to `mining_workers`.
@@ -219,6 +221,7 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
         tally: Mutex::new(Tally::new(network)),
         servers: Mutex::default(),
         minutes: Mutex::new(Minutes::new(config.worker_minutes)),
+        services: Mutex::default(),
         agents: Mutex::default(),
         gone: Mutex::default(),
         initialized: AtomicBool::new(false),

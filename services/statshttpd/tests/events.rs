@@ -32,6 +32,7 @@ fn heartbeat(instance: &str, at_ms: u64) -> Event {
                 figure("hashrate", 1.0e12),
                 figure("last_job_age_secs", 4.0),
             ],
+            problems: Vec::new(),
         }),
     }
 }
@@ -43,10 +44,12 @@ async fn servers_from_heartbeats_and_agents_from_connects() {
     rig.send_event(&heartbeat("sserver-a", now - 5_000)).await;
     // A server that stopped beating a minute ago is listed, but down.
     rig.send_event(&heartbeat("sserver-b", now - MINUTE)).await;
-    // Other services' heartbeats are not servers.
+    // Other services' heartbeats are not servers (but services).
     let mut other = heartbeat("jobmaker-a", now);
     if let EventKind::ServiceStatus(s) = &mut other.kind {
         s.service = "jobmaker".into();
+        s.healthy = false;
+        s.problems = vec!["templates: no template for 75s".into()];
     }
     rig.send_event(&other).await;
     rig.send_event(&Event {
@@ -90,6 +93,31 @@ async fn servers_from_heartbeats_and_agents_from_connects() {
         8.0 * TWO_32 / 300.0
     );
     assert_eq!(servers["servers"][1]["up"], false, "{servers}");
+
+    // Every service, with why it is unhealthy.
+    let (status, services) = rig.get("/api/v1/services").await.unwrap();
+    assert_eq!(status, 200, "{services}");
+    let find = |service: &str, instance: &str| {
+        services["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == service && s["instance"] == instance)
+            .cloned()
+            .unwrap_or_else(|| panic!("{service} {instance} not in {services}"))
+    };
+    let jobmaker = find("jobmaker", "jobmaker-a");
+    assert_eq!(
+        (&jobmaker["up"], &jobmaker["healthy"]),
+        (&true.into(), &false.into())
+    );
+    assert_eq!(jobmaker["problems"][0], "templates: no template for 75s");
+    let b = find("sserver", "sserver-b");
+    assert_eq!(b["up"], false);
+    assert_eq!(
+        num(&find("sserver", "sserver-a")["figures"]["connections"]),
+        3.0
+    );
 
     let row = sluice_testkit::eventually(Duration::from_secs(30), "worker 3's agent", || async {
         rig.worker_row(3)

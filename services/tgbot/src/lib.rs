@@ -326,9 +326,12 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
         "speed" => api.get("/api/v1/servers").await.map(|s| view::speed(&s)),
         "status" => {
             async {
-                let (servers, health) =
-                    tokio::join!(api.get("/api/v1/servers"), api.get_any("/api/v1/health"));
-                Ok(view::status(&servers?, &health?))
+                let (servers, services, health) = tokio::join!(
+                    api.get("/api/v1/servers"),
+                    api.get("/api/v1/services"),
+                    api.get_any("/api/v1/health")
+                );
+                Ok(view::status(&servers?, &services?, &health?))
             }
             .await
         }

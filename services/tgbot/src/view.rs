@@ -133,8 +133,10 @@ pub fn speed(servers: &Value) -> String {
     lines.join("\n")
 }
 
-/// `/status` from `/api/v1/servers` and `/api/v1/health`.
-pub fn status(servers: &Value, health: &Value) -> String {
+/// `/status` from `/api/v1/servers`, `/api/v1/services` and
+/// `/api/v1/health`: each sserver, every other service (up, healthy, and
+/// why not), then the infrastructure statshttpd watches.
+pub fn status(servers: &Value, services: &Value, health: &Value) -> String {
     let mut lines = Vec::new();
     let list = servers["servers"].as_array().map_or(&[][..], Vec::as_slice);
     lines.push(format!("Servers ({})", list.len()));
@@ -151,6 +153,37 @@ pub fn status(servers: &Value, health: &Value) -> String {
             num(&s["connections"]),
             num(&s["shares_per_sec"]),
             age(num(&s["last_job_age_secs"])),
+        ));
+    }
+    let others: Vec<&Value> = services["services"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter(|s| s["service"] != "sserver")
+        .collect();
+    lines.push(format!("Services ({})", others.len()));
+    for s in others {
+        let up = s["up"].as_bool() == Some(true);
+        let state = match (up, s["healthy"].as_bool() == Some(true)) {
+            (false, _) => "DOWN",
+            (true, false) => "UNHEALTHY",
+            (true, true) => "ok",
+        };
+        let problems: Vec<&str> = s["problems"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let why = if up && !problems.is_empty() {
+            format!(" ({})", problems.join("; "))
+        } else {
+            String::new()
+        };
+        lines.push(format!(
+            "{} {} {state}{why}",
+            s["service"].as_str().unwrap_or("?"),
+            s["instance"].as_str().unwrap_or("?"),
         ));
     }
     let components = health["components"].as_object();
@@ -353,13 +386,29 @@ mod tests {
             "kafka": {"ok": true, "detail": "1 broker"},
             "mysql": {"ok": false, "detail": "connection refused"},
         }});
-        let text = status(&servers, &health);
+        let services = json!({"services": [
+            {"service": "sserver", "instance": "ss-a", "up": true, "healthy": true, "problems": []},
+            {"service": "jobmaker", "instance": "jm-1", "up": true, "healthy": false,
+             "problems": ["templates: no template for 75s", "kafka_jobs: stalled"]},
+            {"service": "blkmaker", "instance": "bm-1", "up": true, "healthy": true, "problems": []},
+            {"service": "gbtmaker", "instance": "gm-1", "up": false, "healthy": true, "problems": []},
+        ]});
+        let text = status(&servers, &services, &health);
         assert!(text.starts_with("Servers (2)"), "{text}");
         assert!(
             text.contains("ss-a up: 120 miners, 33.3 shares/s, job 12 s old"),
             "{text}"
         );
         assert!(text.contains("ss-b DOWN"), "{text}");
+        assert!(text.contains("Services (3)"), "{text}");
+        assert!(
+            text.contains(
+                "jobmaker jm-1 UNHEALTHY (templates: no template for 75s; kafka_jobs: stalled)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("blkmaker bm-1 ok"), "{text}");
+        assert!(text.contains("gbtmaker gm-1 DOWN"), "{text}");
         assert!(text.contains("Infrastructure: PROBLEMS"), "{text}");
         assert!(text.contains("mysql NOT OK: connection refused"), "{text}");
         assert!(text.contains("kafka ok: 1 broker"), "{text}");

@@ -17,6 +17,7 @@ pub(crate) fn event(n: u64) -> Event {
                 name: "n".into(),
                 value: n as f64,
             }],
+            problems: Vec::new(),
         }),
     }
 }

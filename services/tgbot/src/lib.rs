@@ -14,25 +14,29 @@
 //!   never from the config itself, and is never logged. Without one the bot
 //!   is off: it says so and exits 0.
 
+pub mod alerts;
 mod send;
 mod stats;
 pub mod view;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Producer, start_heartbeat};
-use sluice_core::record::Figure;
+use sluice_bus::{BusConfig, Producer, TailConsumer, Topic, start_heartbeat};
+use sluice_core::record::{Event, EventKind, Figure};
 use sluice_service::{Backoff, CommonConfig, Context, Validate};
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::prelude::Requester;
 use teloxide::types::UpdateKind;
 use tokio::sync::mpsc;
 
+use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
 
@@ -58,6 +62,9 @@ pub struct Config {
     /// A worker without a share for this long is offline (`/workers`).
     #[serde(default = "default_offline")]
     pub worker_offline_secs: u64,
+    /// `[alerts]`: what is told to every allowed chat unasked.
+    #[serde(default)]
+    pub alerts: AlertConfig,
 }
 
 /// `[telegram]`.
@@ -127,6 +134,16 @@ impl Validate for Config {
         }
         if self.worker_offline_secs == 0 {
             return Err("worker_offline_secs must be positive".into());
+        }
+        let a = &self.alerts;
+        if a.heartbeat_timeout_secs < 15 || a.check_interval_secs == 0 {
+            return Err(
+                "alerts.heartbeat_timeout_secs must be at least 15 (heartbeats come every 10 s) and check_interval_secs positive"
+                    .into(),
+            );
+        }
+        if !(a.hashrate_drop_percent > 0.0 && a.hashrate_drop_percent < 100.0) {
+            return Err("alerts.hashrate_drop_percent must be between 0 and 100".into());
         }
         Ok(())
     }
@@ -228,6 +245,21 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         token.clone(),
     ));
     let api = StatsApi::new(&config.stats_url)?;
+    let watch = Arc::new(Mutex::new(Watch::new(config.alerts.clone())));
+    ctx.shutdown.tracker().spawn(follow_events(
+        config.kafka.clone(),
+        watch.clone(),
+        ctx.health.clone(),
+        token.clone(),
+    ));
+    ctx.shutdown.tracker().spawn(tell_alerts(
+        config.clone(),
+        api.clone(),
+        watch,
+        out.clone(),
+        ctx.metrics.clone(),
+        token.clone(),
+    ));
     tracing::info!(
         chats = config.telegram.allowed_chats.len(),
         stats = config.stats_url,
@@ -235,7 +267,6 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     );
     let mut offset = 0i32;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    ctx.health.set("telegram", false, "not polled yet");
     while !token.is_cancelled() {
         let poll = bot
             .get_updates()
@@ -299,6 +330,125 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn lock(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
+    watch.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Events read back at start: the services' last heartbeats (blocks found
+/// before the bot started are not news).
+const EVENTS_TAIL: i64 = 2_000;
+
+/// Feeds every heartbeat and found block on the Event topic to the alerts.
+async fn follow_events(
+    kafka: BusConfig,
+    watch: Arc<Mutex<Watch>>,
+    health: sluice_service::Health,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let started_ms = sluice_service::now_ms();
+    let topic = Topic::<Event>::new(kafka.topics.event.clone());
+    let consumer = Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+        .retry(
+            &token,
+            || TailConsumer::new(&kafka, &topic, EVENTS_TAIL),
+            |error, retry_in| {
+                health.set("events", false, error.to_string());
+                tracing::warn!(%error, ?retry_in, "cannot read the Event topic yet");
+            },
+        )
+        .await;
+    let Some(consumer) = consumer else { return };
+    health.set("events", true, "following the Event topic");
+    loop {
+        let record = tokio::select! {
+            () = token.cancelled() => return,
+            r = consumer.next() => r,
+        };
+        match record {
+            Ok(r) => match r.value.kind {
+                EventKind::ServiceStatus(s) => lock(&watch).heartbeat(r.value.timestamp_ms, s),
+                EventKind::BlockFound(b) if r.value.timestamp_ms >= started_ms => {
+                    lock(&watch).block(&b);
+                }
+                _ => {}
+            },
+            Err(error) => {
+                // A record that does not decode is skipped by the consumer;
+                // a broker error is retried.
+                health.set("events", false, error.to_string());
+                tracing::warn!(%error, "reading the Event topic failed; retrying");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Every few seconds: statshttpd's figures when due, then whatever the
+/// alerts have to tell, to every allowed chat.
+async fn tell_alerts(
+    config: Config,
+    api: StatsApi,
+    watch: Arc<Mutex<Watch>>,
+    out: mpsc::Sender<Outgoing>,
+    metrics: sluice_service::Metrics,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let (open, told) = (Gauge::<i64>::default(), Counter::<u64>::default());
+    metrics.register(|r| {
+        r.register(
+            "tgbot_alerts_open",
+            "Incidents told and not yet recovered",
+            open.clone(),
+        );
+        r.register(
+            "tgbot_notices",
+            "Alerts, recoveries and news told",
+            told.clone(),
+        );
+    });
+    let check = Duration::from_secs(config.alerts.check_interval_secs);
+    let mut last_check: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(5).min(check));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if last_check.is_none_or(|t| t.elapsed() >= check) {
+            last_check = Some(tokio::time::Instant::now());
+            let (pool, health) =
+                tokio::join!(api.get("/api/v1/pool"), api.get_any("/api/v1/health"));
+            let read = match (pool, health) {
+                (Ok(p), Ok(h)) => Ok((p, h)),
+                (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
+            };
+            lock(&watch).stats(read);
+        }
+        let (notices, open_now) = {
+            let mut w = lock(&watch);
+            (w.evaluate(sluice_service::now_ms()), w.open())
+        };
+        open.set(open_now as i64);
+        for notice in notices {
+            told.inc();
+            let text = notice.text();
+            tracing::info!(notice = text, "telling the operators");
+            for chat in &config.telegram.allowed_chats {
+                if out
+                    .send(Outgoing::new(teloxide::types::ChatId(*chat), text.clone()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// `/command@bot argument` → (`command`, `argument`); `None` if not a command.

@@ -13,7 +13,10 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use serde_json::{Value, json};
-use sluice_bus::{BusConfig, TopicNames, TopicSpec, create_topics};
+use sluice_bus::{BusConfig, Producer, Topic, TopicNames, TopicSpec, create_topics};
+use sluice_core::bitcoin::BlockHash;
+use sluice_core::bitcoin::hashes::Hash;
+use sluice_core::record::{BlockFound, Event, EventKind, ServiceStatus};
 use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
 use sluice_testkit::{eventually, free_port, kafka_brokers, unique_name};
 
@@ -140,6 +143,11 @@ async fn config(api_port: u16) -> tgbot::Config {
         // Nothing listens there: the answers say statshttpd is unreachable.
         stats_url: format!("http://127.0.0.1:{}", free_port()),
         worker_offline_secs: 600,
+        // No alert within a test unless it asks for them.
+        alerts: tgbot::alerts::AlertConfig {
+            hold_secs: 3600,
+            ..tgbot::alerts::AlertConfig::default()
+        },
     }
 }
 
@@ -235,6 +243,134 @@ async fn commands_are_answered_strangers_refused_and_telegram_outages_waited_out
         "long polling and sendMessage only: {calls:?}"
     );
 
+    ctx.shutdown.token().cancel();
+    tokio::time::timeout(Duration::from_secs(10), bot)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+fn beat(healthy: bool, problems: &[&str]) -> Event {
+    Event {
+        timestamp_ms: sluice_service::now_ms(),
+        kind: EventKind::ServiceStatus(ServiceStatus {
+            service: "blkmaker".into(),
+            instance: "bm-test".into(),
+            host: "h".into(),
+            version: "0".into(),
+            uptime_secs: 5,
+            healthy,
+            figures: Vec::new(),
+            problems: problems.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    }
+}
+
+fn count(tg: &Shared, chat: i64, prefix: &str) -> usize {
+    tg.lock()
+        .unwrap()
+        .sent
+        .iter()
+        .filter(|(c, t)| *c == chat && t.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_from_the_event_topic_are_told_once_and_recovered_once() {
+    let port = free_port();
+    let tg: Shared = Arc::default();
+    tokio::spawn(serve_fake(port, tg.clone()));
+    let mut config = config(port).await;
+    config.alerts = tgbot::alerts::AlertConfig {
+        hold_secs: 1,
+        check_interval_secs: 1,
+        ..tgbot::alerts::AlertConfig::default()
+    };
+    let producer = Producer::new(&config.kafka, 0).unwrap();
+    let events = Topic::<Event>::new(config.kafka.topics.event.clone());
+    let ctx = context();
+    let bot = tokio::spawn(tgbot::run(config, ctx.clone()));
+
+    // A service unhealthy for a while: told once, however many beats say so.
+    let unhealthy = "ALERT blkmaker bm-test is unhealthy: mysql: connection refused";
+    producer
+        .send(
+            &events,
+            b"bm-test",
+            &beat(false, &["mysql: connection refused"]),
+        )
+        .await
+        .unwrap();
+    sent_where(&tg, "the alert", |(c, t)| *c == OPERATOR && t == unhealthy).await;
+    for _ in 0..3 {
+        producer
+            .send(
+                &events,
+                b"bm-test",
+                &beat(false, &["mysql: connection refused"]),
+            )
+            .await
+            .unwrap();
+    }
+    // statshttpd is not there either: its own alert.
+    sent_where(&tg, "statshttpd's alert", |(_, t)| {
+        t.starts_with("ALERT statshttpd cannot be read: statshttpd unreachable")
+    })
+    .await;
+    producer
+        .send(&events, b"bm-test", &beat(true, &[]))
+        .await
+        .unwrap();
+    let (_, recovered) = sent_where(&tg, "the recovery", |(_, t)| {
+        t.starts_with("RECOVERED blkmaker bm-test is unhealthy")
+    })
+    .await;
+    assert!(
+        recovered.ends_with(" s)"),
+        "how long it lasted: {recovered}"
+    );
+
+    // A block found is news at once.
+    let block = Event {
+        timestamp_ms: sluice_service::now_ms(),
+        kind: EventKind::BlockFound(BlockFound {
+            height: 4242,
+            hash: BlockHash::from_byte_array([9; 32]),
+            prev_hash: BlockHash::from_byte_array([8; 32]),
+            user_id: 1,
+            worker_id: 2,
+            worker_name: "alice.rig1".into(),
+            job_id: sluice_core::JobId(3),
+            reward_sat: 5_000_000_000,
+            accepted: true,
+        }),
+    };
+    producer.send(&events, b"blk", &block).await.unwrap();
+    sent_where(&tg, "the block", |(_, t)| {
+        t.starts_with(
+            "Block found at height 4242 by alice.rig1, accepted by a node, reward 50.00000000 BTC",
+        )
+    })
+    .await;
+
+    assert_eq!(count(&tg, OPERATOR, unhealthy), 1, "told once");
+    assert_eq!(
+        count(&tg, OPERATOR, "RECOVERED blkmaker"),
+        1,
+        "recovered once"
+    );
+    assert_eq!(
+        count(&tg, STRANGER, ""),
+        0,
+        "alerts go to allowed chats only"
+    );
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("tgbot_alerts_open 1"),
+        "statshttpd's only: {:#?}",
+        tg.lock().unwrap().sent
+    );
     ctx.shutdown.token().cancel();
     tokio::time::timeout(Duration::from_secs(10), bot)
         .await

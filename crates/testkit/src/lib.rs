@@ -2,6 +2,8 @@
 //! is (the same environment variables install/ and the services read), unique
 //! names so tests never collide, and polling with a deadline instead of sleeps.
 
+pub mod telegram;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -5,111 +5,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::post;
-use serde_json::{Value, json};
 use sluice_bus::{BusConfig, Producer, Topic, TopicNames, TopicSpec, create_topics};
 use sluice_core::bitcoin::BlockHash;
 use sluice_core::bitcoin::hashes::Hash;
 use sluice_core::record::{BlockFound, Event, EventKind, ServiceStatus};
 use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
+use sluice_testkit::telegram::FakeTelegram;
 use sluice_testkit::{eventually, free_port, kafka_brokers, unique_name};
 
 const TOKEN: &str = "123456:test-token";
 const OPERATOR: i64 = 1001;
 const STRANGER: i64 = 2002;
-
-/// What the fake Telegram holds: updates to hand out, messages the bot sent,
-/// and how many sendMessage calls to answer 429 first.
-#[derive(Default)]
-struct Telegram {
-    updates: VecDeque<Value>,
-    next_update: i64,
-    sent: Vec<(i64, String)>,
-    rate_limit_next: u32,
-    calls: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Telegram>>;
-
-impl Telegram {
-    fn say(&mut self, chat: i64, text: &str) {
-        self.next_update += 1;
-        self.updates.push_back(json!({
-            "update_id": self.next_update,
-            "message": {
-                "message_id": self.next_update, "date": 1_800_000_000,
-                "chat": {"id": chat, "type": "private", "first_name": "op"},
-                "from": {"id": chat, "is_bot": false, "first_name": "op"},
-                "text": text,
-            }
-        }));
-    }
-}
-
-async fn method(
-    State(tg): State<Shared>,
-    Path((bot, name)): Path<(String, String)>,
-    body: String,
-) -> axum::Json<Value> {
-    assert_eq!(bot, format!("bot{TOKEN}"), "the token is in the path");
-    let args: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let mut tg = tg.lock().unwrap();
-    // Telegram's method names are case-insensitive; teloxide writes them
-    // capitalised.
-    let name = name.to_ascii_lowercase();
-    tg.calls.push(name.clone());
-    let result = match name.as_str() {
-        "getme" => {
-            json!({"id": 1, "is_bot": true, "first_name": "sluice", "username": "sluice_bot"})
-        }
-        "getupdates" => {
-            let offset = args["offset"].as_i64().unwrap_or(0);
-            tg.updates
-                .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
-            json!(tg.updates.iter().cloned().collect::<Vec<_>>())
-        }
-        "sendmessage" => {
-            if tg.rate_limit_next > 0 {
-                tg.rate_limit_next -= 1;
-                return axum::Json(json!({
-                    "ok": false, "error_code": 429,
-                    "description": "Too Many Requests: retry after 1",
-                    "parameters": {"retry_after": 1},
-                }));
-            }
-            let chat = args["chat_id"].as_i64().unwrap();
-            let text = args["text"].as_str().unwrap().to_owned();
-            tg.sent.push((chat, text.clone()));
-            json!({
-                "message_id": tg.sent.len(), "date": 1_800_000_000,
-                "chat": {"id": chat, "type": "private", "first_name": "op"},
-                "text": text,
-            })
-        }
-        _ => {
-            return axum::Json(json!({
-                "ok": false, "error_code": 404, "description": "Not Found: method not faked",
-            }));
-        }
-    };
-    axum::Json(json!({"ok": true, "result": result}))
-}
-
-async fn serve_fake(port: u16, tg: Shared) {
-    let app = Router::new()
-        .route("/{bot}/{method}", post(method))
-        .with_state(tg);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    axum::serve(listener, app).await.unwrap();
-}
 
 async fn config(api_port: u16) -> tgbot::Config {
     let event = unique_name("sluice-test-event-");
@@ -160,12 +68,12 @@ fn context() -> Context {
 }
 
 async fn sent_where(
-    tg: &Shared,
+    tg: &FakeTelegram,
     what: &str,
     pred: impl Fn(&(i64, String)) -> bool,
 ) -> (i64, String) {
     eventually(Duration::from_secs(20), what, || async {
-        tg.lock().unwrap().sent.iter().find(|m| pred(m)).cloned()
+        tg.find(|c, t| pred(&(c, t.to_owned())))
     })
     .await
 }
@@ -173,7 +81,7 @@ async fn sent_where(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_answered_strangers_refused_and_telegram_outages_waited_out() {
     let port = free_port();
-    let tg: Shared = Arc::default();
+    let tg = FakeTelegram::unstarted(TOKEN, port);
     // Telegram is not there yet when the bot starts.
     let config = config(port).await;
     let ctx = context();
@@ -191,15 +99,12 @@ async fn commands_are_answered_strangers_refused_and_telegram_outages_waited_out
     )
     .await;
 
-    {
-        let mut t = tg.lock().unwrap();
-        t.say(OPERATOR, "/help");
-        t.say(STRANGER, "/status");
-        t.say(OPERATOR, "/pool@sluice_bot");
-        t.say(OPERATOR, "/blocks 500");
-        t.rate_limit_next = 1;
-    }
-    tokio::spawn(serve_fake(port, tg.clone()));
+    tg.say(OPERATOR, "/help");
+    tg.say(STRANGER, "/status");
+    tg.say(OPERATOR, "/pool@sluice_bot");
+    tg.say(OPERATOR, "/blocks 500");
+    tg.rate_limit_next(1);
+    tg.serve().await;
 
     let (_, help) = sent_where(&tg, "the answer to /help", |(c, t)| {
         *c == OPERATOR && t.starts_with("Sluice pool bot")
@@ -225,7 +130,7 @@ async fn commands_are_answered_strangers_refused_and_telegram_outages_waited_out
 
     // Each message once, though the first send was rate limited; the
     // stranger got nothing but the refusal.
-    let sent = tg.lock().unwrap().sent.clone();
+    let sent = tg.sent();
     assert_eq!(sent.len(), 4, "{sent:#?}");
     assert_eq!(sent.iter().filter(|(c, _)| *c == STRANGER).count(), 1);
     let metrics = ctx.metrics.encode();
@@ -235,7 +140,7 @@ async fn commands_are_answered_strangers_refused_and_telegram_outages_waited_out
         !metrics.contains("tgbot_send_retries_total 0\n"),
         "a retry was counted: {metrics}"
     );
-    let calls = tg.lock().unwrap().calls.clone();
+    let calls = tg.calls();
     assert!(
         calls
             .iter()
@@ -267,20 +172,10 @@ fn beat(healthy: bool, problems: &[&str]) -> Event {
     }
 }
 
-fn count(tg: &Shared, chat: i64, prefix: &str) -> usize {
-    tg.lock()
-        .unwrap()
-        .sent
-        .iter()
-        .filter(|(c, t)| *c == chat && t.starts_with(prefix))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_from_the_event_topic_are_told_once_and_recovered_once() {
     let port = free_port();
-    let tg: Shared = Arc::default();
-    tokio::spawn(serve_fake(port, tg.clone()));
+    let tg = FakeTelegram::start(TOKEN, port).await;
     let mut config = config(port).await;
     config.alerts = tgbot::alerts::AlertConfig {
         hold_secs: 1,
@@ -354,22 +249,18 @@ async fn alerts_from_the_event_topic_are_told_once_and_recovered_once() {
     })
     .await;
 
-    assert_eq!(count(&tg, OPERATOR, unhealthy), 1, "told once");
+    assert_eq!(tg.count(OPERATOR, unhealthy), 1, "told once");
     assert_eq!(
-        count(&tg, OPERATOR, "RECOVERED blkmaker"),
+        tg.count(OPERATOR, "RECOVERED blkmaker"),
         1,
         "recovered once"
     );
-    assert_eq!(
-        count(&tg, STRANGER, ""),
-        0,
-        "alerts go to allowed chats only"
-    );
+    assert_eq!(tg.count(STRANGER, ""), 0, "alerts go to allowed chats only");
     let metrics = ctx.metrics.encode();
     assert!(
         metrics.contains("tgbot_alerts_open 1"),
         "statshttpd's only: {:#?}",
-        tg.lock().unwrap().sent
+        tg.sent()
     );
     ctx.shutdown.token().cancel();
     tokio::time::timeout(Duration::from_secs(10), bot)

@@ -13,6 +13,13 @@ $SLUICE_STATE/config). Unset variables keep the example's value.
   SLUICE_PAYOUT_ADDRESS                                 where block rewards go
   SLUICE_NETWORK                                        mainnet, testnet, testnet4, signet, regtest
   SLUICE_MIN_DIFFICULTY, SLUICE_START_DIFFICULTY        sserver's lowest and starting difficulty
+  SLUICE_TGBOT_CHATS                                    the Telegram chats the bot answers and
+                                                        alerts (ids, comma-separated)
+  SLUICE_TGBOT_API_URL                                  the Bot API server (default Telegram's)
+
+The bot's token is never written into a config: install/run.sh puts
+SLUICE_TGBOT_TOKEN into $SLUICE_STATE/config/tgbot.token (mode 0600), which
+tgbot.toml names.
 
 nodesim.toml is copied as is: it is the stand-in, not the operator's node.
 """
@@ -77,6 +84,19 @@ def render(name: str, text: str, env: dict) -> str:
             text,
             flags=re.MULTILINE,
         )
+    if name == "tgbot.toml":
+        state = env.get("SLUICE_STATE") or "/var/lib/sluice"
+        text = set_key(text, "token_file", quoted(f"{state}/config/tgbot.token"))
+        chats = get("SLUICE_TGBOT_CHATS")
+        if chats is not None:
+            try:
+                ids = [int(c) for c in chats.replace(" ", "").split(",") if c]
+            except ValueError:
+                sys.exit(f"render-config: SLUICE_TGBOT_CHATS={chats!r} is not a list of chat ids")
+            text = set_key(text, "allowed_chats", json.dumps(ids))
+        api = get("SLUICE_TGBOT_API_URL")
+        if api is not None:
+            text = set_key(text, "api_url", quoted(api))
     if name == "sserver.toml":
         low = get("SLUICE_MIN_DIFFICULTY")
         start = get("SLUICE_START_DIFFICULTY")

@@ -137,10 +137,22 @@ h = p["hashrate"]
 print("  pool: %d users, %d workers, hashrate %.1f / %.1f / %.1f H/s, %s blocks recorded, network height %d" % (p["users"], p["workers"], h["5m"], h["15m"], h["1h"], p["blocks_found"], p["network_height"]))'
 fi
 echo
+# The Telegram bot runs when the operator gave it a token (and chats).
+if [ -n "${SLUICE_TGBOT_TOKEN:-}" ]; then
+    (umask 077 && printf '%s\n' "$SLUICE_TGBOT_TOKEN" >"$SLUICE_STATE/config/tgbot.token")
+    supervisorctl_ restart tgbot >/dev/null
+    tgbot_ready() { curl -sf http://127.0.0.1:9108/health | grep -q '"telegram":{"ok":true'; }
+    wait_until 60 "the Telegram bot to reach the Bot API" tgbot_ready
+    log "Telegram bot: answering and alerting chats ${SLUICE_TGBOT_CHATS:-(none: set SLUICE_TGBOT_CHATS)}; send it /help"
+else
+    supervisorctl_ stop tgbot >/dev/null 2>&1 || true
+    log "Telegram bot: off (set SLUICE_TGBOT_TOKEN and SLUICE_TGBOT_CHATS to run it)"
+fi
 # What runs: the pool's services, the local servers unless they are the
 # operator's own, and nodesim unless the operator's node stands in for it.
 # supervisorctl fails if any of these is not running.
 programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd)
+[ -z "${SLUICE_TGBOT_TOKEN:-}" ] || programs+=(tgbot)
 [ "${SLUICE_EXTERNAL_INFRA:-0}" = 1 ] || programs=(zookeeper mariadb kafka "${programs[@]}")
 [ -n "$OWN_NODE" ] || programs+=(nodesim)
 supervisorctl_ status "${programs[@]}"

@@ -51,13 +51,21 @@ async fn rig(poll_ms: u64, nodes: impl FnOnce(&nodesim::Endpoints) -> Vec<NodeCo
         client_id: unique_name("gbtmaker-test-"),
         topics: TopicNames {
             raw_gbt: topic.clone(),
+            // Its heartbeats stay out of the local pool's Event topic.
+            event: unique_name("sluice-test-event-"),
             ..TopicNames::default()
         },
         ..BusConfig::default()
     };
-    create_topics(&kafka, &[TopicSpec::scratch(&topic, 1)])
-        .await
-        .expect("the local stack's broker is up");
+    create_topics(
+        &kafka,
+        &[
+            TopicSpec::scratch(&topic, 1),
+            TopicSpec::scratch(&kafka.topics.event, 1),
+        ],
+    )
+    .await
+    .expect("the local stack's broker is up");
     let config = Config {
         service: CommonConfig {
             admin_listen: "127.0.0.1:0".parse().unwrap(),

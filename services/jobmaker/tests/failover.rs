@@ -28,11 +28,12 @@ fn spawn(rig: &common::Rig, name: &str) -> Proc {
     let config = format!(
         "payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\nnetwork = \"regtest\"\n\
          [service]\ninstance = \"{name}\"\nadmin_listen = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 2\n\
-         [kafka]\nbrokers = \"{}\"\nclient_id = \"{name}\"\n[kafka.topics]\nraw_gbt = \"{}\"\njob = \"{}\"\n\
+         [kafka]\nbrokers = \"{}\"\nclient_id = \"{name}\"\n[kafka.topics]\nraw_gbt = \"{}\"\njob = \"{}\"\nevent = \"{}\"\n\
          [zookeeper]\nconnect = \"{}\"\nroot = \"{}\"\nsession_timeout_ms = 3000\n",
         rig.kafka.brokers,
         t.raw_gbt,
         t.job,
+        t.event,
         sluice_testkit::zookeeper(),
         rig.zk.root
     );

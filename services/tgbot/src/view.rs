@@ -164,17 +164,19 @@ pub fn status(servers: &Value, services: &Value, health: &Value) -> String {
     lines.push(format!("Services ({})", others.len()));
     for s in others {
         let up = s["up"].as_bool() == Some(true);
-        let state = match (up, s["healthy"].as_bool() == Some(true)) {
-            (false, _) => "DOWN",
-            (true, false) => "UNHEALTHY",
-            (true, true) => "ok",
-        };
         let problems: Vec<&str> = s["problems"]
             .as_array()
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .filter_map(Value::as_str)
             .collect();
+        // Unhealthy with nothing reported yet: it has just started.
+        let state = match (up, s["healthy"].as_bool() == Some(true)) {
+            (false, _) => "DOWN",
+            (true, false) if problems.is_empty() => "starting",
+            (true, false) => "UNHEALTHY",
+            (true, true) => "ok",
+        };
         let why = if up && !problems.is_empty() {
             format!(" ({})", problems.join("; "))
         } else {

@@ -47,3 +47,25 @@ else
     trap - EXIT
     log "Apache Kafka installed: $(ls "$KAFKA_HOME/libs" | grep -c '\.jar$') jars"
 fi
+
+# The dashboard's chart library (and, with SLUICE_WEB_DEV=1, the browser
+# test's playwright-core) from npm at the versions install/web/package.json
+# pins, into $SLUICE_TOOLS/web; again only when that file changes.
+web_install() {
+    local dir=$SLUICE_TOOLS/web want stamp
+    want=$(sha256sum "$SLUICE_HOME/install/web/package.json" | cut -d' ' -f1)-${SLUICE_WEB_DEV:-0}
+    stamp=$(cat "$dir/installed.stamp" 2>/dev/null || true)
+    if [ "$stamp" = "$want" ] || { [ "${SLUICE_WEB_DEV:-0}" = 0 ] && [ "${stamp%-1}" = "${want%-0}" ]; }; then
+        log "web tools present in $dir"
+        return
+    fi
+    log "installing the web tools from npm into $dir"
+    mkdir -p "$dir"
+    cp "$SLUICE_HOME/install/web/package.json" "$dir/package.json"
+    local omit=(--omit=dev)
+    [ "${SLUICE_WEB_DEV:-0}" = 1 ] && omit=()
+    (cd "$dir" && npm install --no-audit --no-fund --silent "${omit[@]}") \
+        || die "npm could not install install/web/package.json into $dir"
+    echo "$want" >"$dir/installed.stamp"
+}
+web_install

@@ -84,6 +84,9 @@ def render(name: str, text: str, env: dict) -> str:
             text,
             flags=re.MULTILINE,
         )
+    if name == "statshttpd.toml" and env.get("SLUICE_TOOLS"):
+        dist = f"{env['SLUICE_TOOLS']}/web/node_modules/uplot/dist"
+        text = set_key(text, "web_dir", quoted(dist))
     if name == "tgbot.toml":
         state = env.get("SLUICE_STATE") or "/var/lib/sluice"
         text = set_key(text, "token_file", quoted(f"{state}/config/tgbot.token"))

@@ -157,6 +157,7 @@ programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd)
 [ -n "$OWN_NODE" ] || programs+=(nodesim)
 supervisorctl_ status "${programs[@]}"
 echo
+log "the dashboard: http://127.0.0.1:8080/pool (also /servers, /blocks and /u/USER, e.g. /u/demo)"
 log "point a miner at stratum+tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):3333 (any user.worker login)"
 echo
 log "the local stack is running; logs in $SLUICE_STATE/log, stop it with: install/stack.sh down"

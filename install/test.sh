@@ -11,9 +11,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
 
+# The browser test's playwright-core is installed with the dashboard's uPlot.
+export SLUICE_WEB_DEV=1
 bash install/stack.sh up
-# Test tools: Prometheus (promtool and a server) checks the Grafana dashboard.
-debian_packages prometheus
+# Test tools: Prometheus (promtool and a server) checks the Grafana dashboard,
+# Debian's chromium runs the dashboard's browser test.
+debian_packages prometheus chromium
 # The local pool's services (from an earlier install/run.sh) would share the
 # two cores with the tests; run.sh starts them again at the end.
 supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd >/dev/null || true
@@ -57,3 +60,5 @@ log "README command 1: install/run.sh"
 bash install/run.sh
 log "the Grafana dashboard's queries against the pool command 1 left running"
 python3 install/check-dashboard.py
+log "the web dashboard in chromium against that pool (screenshots in $SLUICE_STATE/screenshots)"
+SLUICE_TOOLS=$SLUICE_TOOLS node install/web/browser-test.cjs "$SLUICE_STATE/screenshots" demo

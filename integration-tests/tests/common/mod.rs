@@ -135,6 +135,7 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         flush_interval_secs: 1,
         events_tail: 1_000,
         worker_minutes: true,
+        web_dir: std::path::PathBuf::from("/nonexistent"),
     };
     let ctxs: Vec<_> = (0..3).map(|_| sluice_rig::context()).collect();
     tokio::spawn(sserver::run(sserver.clone(), ctxs[0].clone()));

@@ -48,6 +48,11 @@ pub(crate) async fn serve(
         .route("/api/v1/blocks", get(blocks))
         .route("/api/v1/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/pool", get(crate::web::pool_page))
+        .route("/servers", get(crate::web::servers_page))
+        .route("/blocks", get(crate::web::blocks_page))
+        .route("/u/{name}", get(crate::web::user_page))
+        .route("/assets/{file}", get(crate::web::asset))
         .fallback(not_found)
         .with_state(stats);
     if let Err(error) = axum::serve(listener, app)

@@ -32,6 +32,7 @@ mod minutes;
 pub mod replay;
 pub mod sharelog;
 mod tally;
+mod web;
 mod window;
 
 use std::collections::HashMap;
@@ -98,6 +99,14 @@ pub struct Config {
     /// worker); the pool's, servers' and users' are always kept.
     #[serde(default = "default_true")]
     pub worker_minutes: bool,
+    /// Where the dashboard's chart library (uPlot's `dist`, installed from
+    /// npm by install/deps.sh) is.
+    #[serde(default = "default_web_dir")]
+    pub web_dir: PathBuf,
+}
+
+fn default_web_dir() -> PathBuf {
+    "/opt/sluice-tools/web/node_modules/uplot/dist".into()
 }
 
 fn default_true() -> bool {

@@ -143,6 +143,42 @@ async fn windows_tables_and_api_from_known_shares() {
         .unwrap();
     assert_eq!(status, 404, "a worker without shares");
 
+    // The dashboard's pages and our assets; the chart library is missing
+    // here (web_dir points nowhere) and says where it should come from.
+    for page in ["/pool", "/servers", "/blocks", &format!("/u/{name}")] {
+        let port = rig.config.listen.port();
+        let page = page.to_owned();
+        let (status, text) =
+            tokio::task::spawn_blocking(move || sluice_testkit::http_get(port, &page))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(status, 200);
+        assert!(text.contains("text/html"), "{text}");
+        assert!(text.contains("/assets/dashboard.js"), "{text}");
+    }
+    let port = rig.config.listen.port();
+    let (status, script) =
+        tokio::task::spawn_blocking(move || sluice_testkit::http_get(port, "/assets/dashboard.js"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        script.contains("/api/v1/minutes"),
+        "the script reads the API"
+    );
+    let (status, missing) =
+        tokio::task::spawn_blocking(move || sluice_testkit::http_get(port, "/assets/uplot.js"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(status, 404);
+    assert!(
+        missing.contains("install/deps.sh installs uPlot"),
+        "{missing}"
+    );
+
     // btcpool's endpoints.
     let (_, root) = rig.get("/").await.unwrap();
     assert_btcpool(

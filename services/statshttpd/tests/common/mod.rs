@@ -98,6 +98,7 @@ impl Rig {
             flush_interval_secs: 1,
             events_tail: 1000,
             worker_minutes: true,
+            web_dir: std::path::PathBuf::from("/nonexistent"),
         };
         Rig {
             config,

@@ -1,0 +1,259 @@
+// Sluice's dashboard: every figure from statshttpd's JSON API, refreshed
+// every 30 s. Pages: /pool, /servers, /blocks, /u/NAME (body data-page).
+"use strict";
+
+const TWO_32 = 4294967296;
+const REFRESH_MS = 30000;
+const OFFLINE_SECS = 600;
+
+function rate(hps) {
+  const units = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s"];
+  let v = Math.max(0, hps || 0);
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u += 1;
+  }
+  const digits = v >= 100 ? 0 : v >= 10 ? 1 : 2;
+  return v.toFixed(digits) + " " + units[u];
+}
+
+function ago(secs) {
+  secs = Math.max(0, secs);
+  if (secs < 90) return secs.toFixed(0) + " s";
+  if (secs < 5400) return (secs / 60).toFixed(0) + " min";
+  if (secs < 129600) return (secs / 3600).toFixed(0) + " h";
+  return (secs / 86400).toFixed(0) + " d";
+}
+
+function percent(part, whole) {
+  return whole > 0 ? ((100 * part) / whole).toFixed(2) + "%" : "—";
+}
+
+function now() {
+  return Date.now() / 1000;
+}
+
+async function api(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(path + ": " + r.status + " " + (body.error || ""));
+  return body;
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+function card(id, label, value) {
+  return el("div", { class: "card" }, el("span", { class: "label" }, label), el("span", { class: "value", id }, value));
+}
+
+function table(id, headers, rows) {
+  const head = el("tr", {}, ...headers.map((h) => el("th", {}, h)));
+  const body = rows.map((r) => {
+    const tr = el("tr", r.attrs || {});
+    for (const c of r.cells) tr.append(c instanceof Node ? c : el("td", {}, c));
+    return tr;
+  });
+  return el("div", { class: "scroll" }, el("table", { id }, el("thead", {}, head), el("tbody", {}, ...body)));
+}
+
+// A 24-hour hashrate chart of a minutes answer (columns).
+function chart(id, minutes, title) {
+  const box = el("figure", { class: "chart" }, el("figcaption", {}, title));
+  const area = el("div", { id });
+  box.append(area);
+  const xs = minutes.shares.map((_, i) => minutes.start + i * minutes.step);
+  const ys = minutes.hashrate;
+  // A 10-minute average is what a person reads; the minutes are noisy.
+  const avg = ys.map((_, i) => {
+    const from = Math.max(0, i - 9);
+    let sum = 0;
+    for (let j = from; j <= i; j++) sum += ys[j];
+    return sum / (i - from + 1);
+  });
+  if (typeof uPlot === "undefined") {
+    area.append(el("p", { class: "note" }, "Charts need uPlot (install/deps.sh installs it)."));
+    return box;
+  }
+  const width = Math.min(1100, document.body.clientWidth - 40);
+  const opts = {
+    width,
+    height: 220,
+    series: [
+      {},
+      { label: "per minute", stroke: "#9ab", width: 1, value: (u, v) => (v == null ? "" : rate(v)) },
+      { label: "10 min", stroke: "#06c", width: 2, value: (u, v) => (v == null ? "" : rate(v)) },
+    ],
+    axes: [{}, { values: (u, vs) => vs.map((v) => rate(v)), size: 80 }],
+  };
+  requestAnimationFrame(() => new uPlot(opts, [xs, ys, avg], area));
+  return box;
+}
+
+function lastMinutes(minutes, column, n, skip) {
+  const values = minutes[column] || [];
+  let sum = 0;
+  for (let i = values.length - 1 - (skip || 0), k = 0; i >= 0 && k < n; i--, k++) sum += values[i];
+  return sum;
+}
+
+function serverRows(servers) {
+  return servers.map((s) => {
+    const f = s.from_shares ? s.from_shares.hashrate : {};
+    const state = !s.up ? "down" : s.healthy ? "up" : "unhealthy";
+    return {
+      attrs: { "data-instance": s.instance, class: state },
+      cells: [
+        s.instance,
+        s.server_id == null ? "—" : s.server_id,
+        state,
+        s.connections == null ? "—" : s.connections,
+        rate(f["5m"]),
+        rate(f["1h"]),
+        s.shares_per_sec == null ? "—" : s.shares_per_sec.toFixed(1),
+        s.last_job_age_secs == null ? "—" : ago(s.last_job_age_secs),
+      ],
+    };
+  });
+}
+
+const SERVER_HEADERS = ["server", "id", "state", "miners", "5 min", "1 h", "shares/s", "last job"];
+
+async function poolPage(main) {
+  const [pool, minutes, servers] = await Promise.all([
+    api("/api/v1/pool"),
+    api("/api/v1/minutes"),
+    api("/api/v1/servers"),
+  ]);
+  const hour = pool.shares["1h"];
+  const all = hour.accept + hour.stale + hour.reject;
+  const day = (lastMinutes(minutes, "accept", 1440) * TWO_32) / 86400;
+  main.replaceChildren(
+    el("h1", {}, "Pool"),
+    el(
+      "section",
+      { class: "cards" },
+      card("hashrate-5m", "hashrate 5 min", rate(pool.hashrate["5m"])),
+      card("hashrate-1h", "hashrate 1 h", rate(pool.hashrate["1h"])),
+      card("hashrate-24h", "hashrate 24 h", rate(day)),
+      card("workers", "workers", pool.workers),
+      card("users", "users", pool.users),
+      card("shares-per-sec", "shares/s (5 min)", (lastMinutes(minutes, "shares", 5, 1) / 300).toFixed(1)),
+      card("reject-rate", "rejected and stale (1 h)", percent(hour.stale + hour.reject, all)),
+      card("network-height", "network height", pool.network_height),
+      card("blocks-found", "blocks found", pool.blocks_found == null ? "—" : pool.blocks_found),
+    ),
+    chart("pool-chart", minutes, "Pool hashrate, last 24 h"),
+    el("h2", {}, "Servers"),
+    table("servers", SERVER_HEADERS, serverRows(servers.servers)),
+  );
+}
+
+async function serversPage(main) {
+  const servers = await api("/api/v1/servers");
+  main.replaceChildren(
+    el("h1", {}, "Servers"),
+    table("servers", SERVER_HEADERS, serverRows(servers.servers)),
+  );
+}
+
+function blockState(b) {
+  if (b.is_orphaned) return "orphaned";
+  const results = Object.entries(b.submit_results || {});
+  const ok = results.filter(([, r]) => r === "accepted" || r === "duplicate").length;
+  if (ok > 0) return "accepted (" + ok + "/" + results.length + " nodes)";
+  return "not accepted (" + results.map(([n, r]) => n + ": " + r).join(", ") + ")";
+}
+
+async function blocksPage(main) {
+  const blocks = await api("/api/v1/blocks?limit=100");
+  const rows = blocks.blocks.map((b) => ({
+    attrs: { "data-hash": b.hash },
+    cells: [
+      b.height,
+      el("td", { title: b.hash, class: "hash" }, b.hash.slice(0, 16) + "…"),
+      b.worker_name,
+      blockState(b),
+      (b.reward / 1e8).toFixed(8),
+      ago(now() - b.found_at),
+    ],
+  }));
+  main.replaceChildren(
+    el("h1", {}, "Blocks"),
+    el("p", {}, blocks.blocks.length ? "Newest first." : "No block found yet."),
+    table("blocks", ["height", "hash", "finder", "status at the node", "reward (BTC)", "found"], rows),
+  );
+}
+
+async function userPage(main, name) {
+  const path = "/api/v1/users/" + encodeURIComponent(name);
+  const [user, workers, minutes] = await Promise.all([
+    api(path),
+    api(path + "/workers"),
+    api(path + "/minutes").catch(() => null),
+  ]);
+  const t = now();
+  const list = workers.workers.map((w) => {
+    const h = w.shares["1h"];
+    const offline = w.last_share_time == null || t - w.last_share_time > OFFLINE_SECS;
+    return { w, h, offline };
+  });
+  list.sort((a, b) => b.offline - a.offline || b.w.hashrate["5m"] - a.w.hashrate["5m"]);
+  const rows = list.map(({ w, h, offline }) => ({
+    attrs: { "data-worker": w.name, class: offline ? "offline" : "online" },
+    cells: [
+      w.name,
+      offline ? "offline" : "online",
+      rate(w.hashrate["5m"]),
+      rate(w.hashrate["1h"]),
+      w.last_share_time == null ? "—" : ago(t - w.last_share_time),
+      percent(h.stale + h.reject, h.accept + h.stale + h.reject),
+    ],
+  }));
+  main.replaceChildren(
+    el("h1", {}, name),
+    el(
+      "section",
+      { class: "cards" },
+      card("hashrate-5m", "hashrate 5 min", rate(user.hashrate["5m"])),
+      card("hashrate-1h", "hashrate 1 h", rate(user.hashrate["1h"])),
+      card("workers", "workers", user.workers),
+      card("offline", "offline", list.filter((x) => x.offline).length),
+    ),
+    minutes ? chart("user-chart", minutes, name + "'s hashrate, last 24 h") : el("p", {}, "No share in 24 h."),
+    el("h2", {}, "Workers"),
+    table("workers-table", ["worker", "state", "5 min", "1 h", "last share", "rejected (1 h)"], rows),
+  );
+}
+
+async function refresh() {
+  const page = document.body.dataset.page;
+  const main = document.getElementById("main");
+  try {
+    if (page === "pool") await poolPage(main);
+    else if (page === "servers") await serversPage(main);
+    else if (page === "blocks") await blocksPage(main);
+    else if (page === "user") await userPage(main, document.body.dataset.user);
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
+    document.body.dataset.error = "";
+  } catch (e) {
+    document.body.dataset.error = e.message;
+    main.prepend(el("p", { class: "error", role: "alert" }, "Cannot refresh: " + e.message));
+  }
+}
+
+document.getElementById("find-user").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = new FormData(e.target).get("user").trim();
+  if (name) location.href = "/u/" + encodeURIComponent(name);
+});
+refresh();
+setInterval(refresh, REFRESH_MS);

@@ -191,6 +191,12 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
     let answer = ask(&tg, "/blocks 3", "Last ").await;
     assert_eq!(answer.lines().count(), 4, "{answer}");
 
+    // /db: the database and the stats flushes.
+    let answer = ask(&tg, "/db", "MariaDB at").await;
+    assert!(answer.contains(": reachable\n"), "{answer}");
+    assert!(answer.contains("(current)"), "{answer}");
+    assert!(answer.contains("last stats flush"), "{answer}");
+
     // MariaDB stopped: told once, and its return once.
     let outage = Outage::begin("mariadb", 3306).await;
     told(&tg, "ALERT MariaDB is unreachable").await;

@@ -6,6 +6,7 @@
 
 mod blocks;
 mod migrate;
+mod status;
 mod users;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 pub use blocks::FoundBlock;
 pub use migrate::{MIGRATIONS, Migration};
+pub use status::{DbStatus, TableSize};
 pub use users::User;
 
 /// What can go wrong talking to the database.

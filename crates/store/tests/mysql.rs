@@ -250,3 +250,26 @@ async fn a_found_block_is_one_row_whose_node_results_merge() {
     assert!(db.store.found_block("ff").await.unwrap().is_none());
     db.drop().await;
 }
+
+#[tokio::test]
+async fn the_status_names_the_server_the_schema_and_each_table() {
+    let db = TestDb::new().await;
+    let before = db.store.status().await.unwrap();
+    assert_eq!(before.schema_version, 0, "nothing migrated yet");
+    assert_eq!(before.pending_migrations.len(), MIGRATIONS.len());
+    assert!(before.tables.is_empty(), "{before:?}");
+    db.store.migrate().await.unwrap();
+    db.store.ensure_user("status-user").await.unwrap();
+    let after = db.store.status().await.unwrap();
+    assert!(after.version.contains("MariaDB"), "{}", after.version);
+    assert!(after.uptime_secs > 0);
+    assert_eq!(
+        after.schema_version,
+        MIGRATIONS.iter().map(|m| m.version).max().unwrap()
+    );
+    assert!(after.pending_migrations.is_empty());
+    let users = after.tables.iter().find(|t| t.name == "users").unwrap();
+    assert!(users.bytes > 0, "{users:?}");
+    assert_eq!(after.tables.len(), db.tables().await.len());
+    db.drop().await;
+}

@@ -38,6 +38,7 @@ pub(crate) async fn serve(
         .route("/api/v1/users/{name}/workers", get(user_workers))
         .route("/api/v1/servers", get(servers))
         .route("/api/v1/services", get(services))
+        .route("/api/v1/db", get(db))
         .route("/api/v1/minutes", get(pool_minutes))
         .route("/api/v1/servers/{id}/minutes", get(server_minutes))
         .route("/api/v1/users/{name}/minutes", get(user_minutes))
@@ -493,6 +494,41 @@ async fn services(State(stats): Shared) -> Response {
         })
         .collect();
     reply(&stats, StatusCode::OK, &json!({ "services": list }))
+}
+
+/// MariaDB as the operator asks after it: reachable, version, uptime,
+/// schema, table sizes; and statshttpd's side: the last flush, how long it
+/// took, failures, and what waits (shares not read, rows not written).
+async fn db(State(stats): Shared) -> Response {
+    let status =
+        tokio::time::timeout(std::time::Duration::from_secs(3), stats.store.status()).await;
+    let waiting_rows = lock(&stats.agents).len() + lock(&stats.gone).len();
+    let mut body = json!({
+        "address": stats.store.addr(),
+        "last_flush": stats.flushed_at.load(Ordering::SeqCst),
+        "last_flush_ms": stats.metrics.flush_ms.get(),
+        "flush_failures": stats.metrics.flush_failures.get(),
+        "shares_behind": stats.metrics.consumer_lag.get(),
+        "rows_waiting": waiting_rows,
+    });
+    let code = match status {
+        Ok(Ok(s)) => {
+            body["reachable"] = json!(true);
+            body["server"] = json!(s);
+            StatusCode::OK
+        }
+        Ok(Err(e)) => {
+            body["reachable"] = json!(false);
+            body["error"] = json!(e.to_string());
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Err(_) => {
+            body["reachable"] = json!(false);
+            body["error"] = json!("no answer within 3 s");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    reply(&stats, code, &body)
 }
 
 async fn servers(State(stats): Shared) -> Response {

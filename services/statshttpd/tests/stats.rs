@@ -342,6 +342,30 @@ async fn windows_tables_and_api_from_known_shares() {
         "every share logged once: {logged:?}"
     );
 
+    // /api/v1/db: the server, the schema, the tables, the last flush.
+    let db = rig
+        .get_when("/api/v1/db", "a flush in /api/v1/db", |s, v| {
+            s == 200 && v["last_flush"].as_u64().is_some_and(|t| t > 0)
+        })
+        .await;
+    assert!(
+        db["server"]["version"]
+            .as_str()
+            .is_some_and(|v| v.contains("MariaDB")),
+        "{db}"
+    );
+    assert!(num(&db["server"]["schema_version"]) >= 5.0, "{db}");
+    assert_eq!(db["server"]["pending_migrations"], serde_json::json!([]));
+    assert!(
+        db["server"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "mining_workers"),
+        "{db}"
+    );
+    assert!(db["last_flush_ms"].is_number(), "{db}");
+
     // MySQL cut off: the windows go on, the flush waits, nothing is lost.
     rig.stop().await;
     let gate = sluice_testkit::Gate::start("127.0.0.1:3306".parse().unwrap())
@@ -369,6 +393,9 @@ async fn windows_tables_and_api_from_known_shares() {
         s == 503 && v["components"]["mysql"]["ok"] == false
     })
     .await;
+    let (status, db) = rig.get("/api/v1/db").await.unwrap();
+    assert_eq!((status, &db["reachable"]), (503, &false.into()), "{db}");
+    assert!(db["error"].as_str().is_some_and(|e| !e.is_empty()), "{db}");
     assert_eq!(
         rig.worker_row(2).await.unwrap().accept[2],
         0.5,

@@ -474,6 +474,7 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
             .await
         }
         "speed" => api.get("/api/v1/servers").await.map(|s| view::speed(&s)),
+        "db" => api.get_any("/api/v1/db").await.map(|d| view::db(&d, now)),
         "status" => {
             async {
                 let (servers, services, health) = tokio::join!(

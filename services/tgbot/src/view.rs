@@ -17,6 +17,7 @@ pub fn help() -> String {
         "/results  blocks today and this week",
         "/blocks N  the last N blocks",
         "/workers USER  a user's workers",
+        "/db  the database and the stats flushes",
         "/help  this list",
     ]
     .join("\n")
@@ -207,6 +208,77 @@ pub fn status(servers: &Value, services: &Value, health: &Value) -> String {
         ));
     }
     lines.push(format!("share lag {}", num(&health["consumer_lag"])));
+    lines.join("\n")
+}
+
+fn bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n.max(0.0), 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// `/db` from `/api/v1/db`: MariaDB's state and statshttpd's flushes.
+pub fn db(body: &Value, now_secs: u64) -> String {
+    let address = body["address"].as_str().unwrap_or("?");
+    let mut lines = Vec::new();
+    if body["reachable"].as_bool() == Some(true) {
+        let s = &body["server"];
+        lines.push(format!("MariaDB at {address}: reachable"));
+        lines.push(format!(
+            "{}, up {}",
+            s["version"].as_str().unwrap_or("?"),
+            age(num(&s["uptime_secs"]))
+        ));
+        let pending = s["pending_migrations"].as_array().map_or(0, Vec::len);
+        lines.push(if pending == 0 {
+            format!("schema {} (current)", num(&s["schema_version"]))
+        } else {
+            format!(
+                "schema {}: {pending} migrations NOT applied (sluicectl migrate)",
+                num(&s["schema_version"])
+            )
+        });
+        let tables = s["tables"].as_array().map_or(&[][..], Vec::as_slice);
+        let total: f64 = tables.iter().map(|t| num(&t["bytes"])).sum();
+        lines.push(format!(
+            "tables {}, {} in all; largest:",
+            tables.len(),
+            bytes(total)
+        ));
+        for t in tables.iter().take(5) {
+            lines.push(format!(
+                "  {} {} rows, {}",
+                t["name"].as_str().unwrap_or("?"),
+                num(&t["rows"]),
+                bytes(num(&t["bytes"]))
+            ));
+        }
+    } else {
+        lines.push(format!(
+            "MariaDB at {address}: UNREACHABLE ({})",
+            body["error"].as_str().unwrap_or("no answer")
+        ));
+    }
+    let last = num(&body["last_flush"]) as u64;
+    lines.push(if last == 0 {
+        "stats flush: none yet".to_owned()
+    } else {
+        format!(
+            "last stats flush {} ago, took {} ms; failed flushes {}",
+            age(now_secs.saturating_sub(last) as f64),
+            num(&body["last_flush_ms"]),
+            num(&body["flush_failures"])
+        )
+    });
+    lines.push(format!(
+        "behind: {} shares not yet read, {} rows not yet written",
+        num(&body["shares_behind"]),
+        num(&body["rows_waiting"])
+    ));
     lines.join("\n")
 }
 
@@ -453,6 +525,53 @@ mod tests {
 
     fn blocks_text(b: &Value, now: u64) -> String {
         blocks(b, now)
+    }
+
+    #[test]
+    fn db_says_the_server_the_schema_the_tables_and_the_flushes() {
+        let now = 1_800_000_000;
+        let body = json!({
+            "address": "127.0.0.1:3306", "reachable": true,
+            "last_flush": now - 12, "last_flush_ms": 85, "flush_failures": 0,
+            "shares_behind": 3, "rows_waiting": 0,
+            "server": {"version": "10.11.6-MariaDB-0+deb12u1", "uptime_secs": 3 * 86_400,
+                "schema_version": 5, "pending_migrations": [],
+                "tables": [{"name": "mining_workers", "rows": 100100, "bytes": 52_428_800},
+                           {"name": "users", "rows": 3, "bytes": 32_768}]},
+        });
+        let text = db(&body, now);
+        assert!(
+            text.starts_with(
+                "MariaDB at 127.0.0.1:3306: reachable\n10.11.6-MariaDB-0+deb12u1, up 3 d"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("schema 5 (current)"), "{text}");
+        assert!(
+            text.contains("tables 2, 50.0 MiB in all; largest:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  mining_workers 100100 rows, 50.0 MiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last stats flush 12 s ago, took 85 ms; failed flushes 0"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("behind: 3 shares not yet read, 0 rows not yet written"),
+            "{text}"
+        );
+        let down = json!({"address": "db:3306", "reachable": false, "error": "connection refused",
+                          "last_flush": 0, "shares_behind": 0, "rows_waiting": 7});
+        let text = db(&down, now);
+        assert!(
+            text.starts_with("MariaDB at db:3306: UNREACHABLE (connection refused)"),
+            "{text}"
+        );
+        assert!(text.contains("stats flush: none yet"), "{text}");
+        assert!(text.contains("7 rows not yet written"), "{text}");
     }
 
     #[test]

@@ -189,24 +189,11 @@ async fn alerts_from_the_event_topic_are_told_once_and_recovered_once() {
 
     // A service unhealthy for a while: told once, however many beats say so.
     let unhealthy = "ALERT blkmaker bm-test is unhealthy: mysql: connection refused";
-    producer
-        .send(
-            &events,
-            b"bm-test",
-            &beat(false, &["mysql: connection refused"]),
-        )
-        .await
-        .unwrap();
+    let sick = beat(false, &["mysql: connection refused"]);
+    producer.send(&events, b"bm-test", &sick).await.unwrap();
     sent_where(&tg, "the alert", |(c, t)| *c == OPERATOR && t == unhealthy).await;
     for _ in 0..3 {
-        producer
-            .send(
-                &events,
-                b"bm-test",
-                &beat(false, &["mysql: connection refused"]),
-            )
-            .await
-            .unwrap();
+        producer.send(&events, b"bm-test", &sick).await.unwrap();
     }
     // statshttpd is not there either: its own alert.
     sent_where(&tg, "statshttpd's alert", |(_, t)| {

@@ -90,6 +90,7 @@ def render(name: str, text: str, env: dict) -> str:
     if name == "tgbot.toml":
         state = env.get("SLUICE_STATE") or "/var/lib/sluice"
         text = set_key(text, "token_file", quoted(f"{state}/config/tgbot.token"))
+        text = set_key(text, "state_file", quoted(f"{state}/tgbot/subscriptions.json"))
         chats = get("SLUICE_TGBOT_CHATS")
         if chats is not None:
             try:

@@ -66,6 +66,27 @@ async fn ask(tg: &FakeTelegram, command: &str, start: &str) -> String {
     .await
 }
 
+/// The workers named in messages `prefix`…`marker`a, b, c until all the
+/// miners are.
+async fn workers_told(
+    tg: &FakeTelegram,
+    prefix: &str,
+    marker: &str,
+) -> std::collections::BTreeSet<String> {
+    eventually(Duration::from_secs(40), marker, || async {
+        let names: std::collections::BTreeSet<String> = tg
+            .sent()
+            .iter()
+            .flat_map(|(_, t)| t.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.split_once(marker).map(|(_, names)| names.to_owned()))
+            .flat_map(|names| names.split(", ").map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        (names.len() == MINERS).then_some(names)
+    })
+    .await
+}
+
 async fn told(tg: &FakeTelegram, prefix: &str) {
     eventually(Duration::from_secs(40), prefix, || async {
         tg.find(|c, t| c == OPERATOR && t.starts_with(prefix))
@@ -85,6 +106,7 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
     let tg = FakeTelegram::start(TOKEN, free_port()).await;
     let token_file = std::env::temp_dir().join(unique_name("e2e-tgbot-token-"));
     std::fs::write(&token_file, TOKEN).unwrap();
+    let state_file = std::env::temp_dir().join(unique_name("e2e-tgbot-subscriptions-"));
     let config = tgbot::Config {
         service: sluice_rig::local(),
         kafka: pool.pipeline.kafka.clone(),
@@ -96,12 +118,14 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
             ..tgbot::TelegramConfig::default()
         },
         stats_url: format!("http://127.0.0.1:{}", pool.api_port),
-        worker_offline_secs: 600,
+        // Short, so that the test sees workers go offline and come back.
+        worker_offline_secs: 3,
         alerts: tgbot::alerts::AlertConfig {
             hold_secs: 1,
             check_interval_secs: 1,
             ..tgbot::alerts::AlertConfig::default()
         },
+        state_file: state_file.clone(),
     };
     let ctx = sluice_rig::context();
     let bot = tokio::spawn(tgbot::run(config, ctx.clone()));
@@ -165,11 +189,11 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
     assert!(answer.contains("mysql ok"), "{answer}");
     assert!(answer.contains("node:sim ok"), "{answer}");
 
-    // /workers: every simulated miner, none offline.
+    // /workers: every simulated miner (offline after 3 s without a share).
     let answer = ask(&tg, &format!("/workers {}", pool.user), &pool.user).await;
-    assert_eq!(
-        answer.lines().next().unwrap(),
-        format!("{}: {MINERS} workers, 0 offline", pool.user)
+    assert!(
+        answer.starts_with(&format!("{}: {MINERS} workers, ", pool.user)),
+        "{answer}"
     );
 
     // /results and /blocks: the blocks the API lists.
@@ -197,6 +221,29 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
     assert!(answer.contains("(current)"), "{answer}");
     assert!(answer.contains("last stats flush"), "{answer}");
 
+    // /subscribe: the user's workers come back when mining resumes and go
+    // offline when it stops, told in batches; kept in the state file.
+    let user = pool.user.clone();
+    let answer = ask(&tg, &format!("/subscribe {user}"), "Following").await;
+    assert!(answer.contains("Offline now: "), "{answer}");
+    assert!(
+        std::fs::read_to_string(&state_file)
+            .unwrap()
+            .contains(&user)
+    );
+    let (sim, _) = start_mining(&pool, 4.0, |_| {}).await;
+    let back = workers_told(&tg, &format!("{user}: "), " back: ").await;
+    sim.await.unwrap().unwrap();
+    let gone = workers_told(&tg, &format!("{user}: "), "offline (no share for 3 s): ").await;
+    assert_eq!(back, gone, "the same {MINERS} workers");
+    let answer = ask(&tg, &format!("/unsubscribe {user}"), "No longer following").await;
+    assert!(answer.ends_with(&format!("{user}.")), "{answer}");
+    assert!(
+        !std::fs::read_to_string(&state_file)
+            .unwrap()
+            .contains(&user)
+    );
+
     // MariaDB stopped: told once, and its return once.
     let outage = Outage::begin("mariadb", 3306).await;
     told(&tg, "ALERT MariaDB is unreachable").await;
@@ -218,4 +265,5 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
         .unwrap()
         .unwrap();
     std::fs::remove_file(token_file).unwrap();
+    std::fs::remove_file(state_file).unwrap();
 }

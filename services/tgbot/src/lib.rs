@@ -17,6 +17,7 @@
 pub mod alerts;
 mod send;
 mod stats;
+pub mod subscribe;
 pub mod view;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use tokio::sync::mpsc;
 use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
+use crate::subscribe::{Subscriptions, WorkerWatch};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
@@ -65,6 +67,13 @@ pub struct Config {
     /// `[alerts]`: what is told to every allowed chat unasked.
     #[serde(default)]
     pub alerts: AlertConfig,
+    /// Where `/subscribe` keeps which chat follows which user's workers.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+}
+
+fn default_state_file() -> PathBuf {
+    "/var/lib/sluice/tgbot/subscriptions.json".into()
 }
 
 /// `[telegram]`.
@@ -245,6 +254,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         token.clone(),
     ));
     let api = StatsApi::new(&config.stats_url)?;
+    let subs = Arc::new(Mutex::new(Subscriptions::load(&config.state_file)?));
     let watch = Arc::new(Mutex::new(Watch::new(config.alerts.clone())));
     ctx.shutdown.tracker().spawn(follow_events(
         config.kafka.clone(),
@@ -256,6 +266,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         config.clone(),
         api.clone(),
         watch,
+        subs.clone(),
         out.clone(),
         ctx.metrics.clone(),
         token.clone(),
@@ -323,8 +334,19 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
                 .inc();
             // Each answer in its own task: a slow one delays no other.
             let (api, out, offline) = (api.clone(), out.clone(), config.worker_offline_secs);
+            let (subs, state_file) = (subs.clone(), config.state_file.clone());
             tokio::spawn(async move {
-                let reply = answer(&api, &command, &argument, offline).await;
+                let reply = match command.as_str() {
+                    "subscribe" | "unsubscribe" | "subscriptions" => {
+                        let request = Subscription {
+                            chat: chat.0,
+                            command: &command,
+                            user: &argument,
+                        };
+                        subscription(&api, &subs, &state_file, request, offline).await
+                    }
+                    _ => answer(&api, &command, &argument, offline).await,
+                };
                 let _ = out.send(Outgoing::new(chat, reply)).await;
             });
         }
@@ -334,6 +356,89 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
 
 fn lock(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
     watch.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn subs_lock(subs: &Mutex<Subscriptions>) -> MutexGuard<'_, Subscriptions> {
+    subs.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A `/subscribe`, `/unsubscribe` or `/subscriptions` from `chat`.
+struct Subscription<'a> {
+    chat: i64,
+    command: &'a str,
+    user: &'a str,
+}
+
+/// Follows, unfollows or lists users for a chat, kept in `state_file`.
+async fn subscription(
+    api: &StatsApi,
+    subs: &Mutex<Subscriptions>,
+    state_file: &std::path::Path,
+    request: Subscription<'_>,
+    offline_secs: u64,
+) -> String {
+    let Subscription {
+        chat,
+        command,
+        user,
+    } = request;
+    if command == "subscriptions" {
+        let mine: Vec<String> = subs_lock(subs)
+            .pairs
+            .iter()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, u)| u.clone())
+            .collect();
+        return if mine.is_empty() {
+            "No subscription. /subscribe USER tells you when USER's workers go offline.".into()
+        } else {
+            format!("Following the workers of: {}", mine.join(", "))
+        };
+    }
+    if user.is_empty() || user.contains(['/', '?', '#', ' ']) {
+        return format!("Usage: /{command} USER");
+    }
+    let offline_now = if command == "subscribe" {
+        match api.get(&format!("/api/v1/users/{user}/workers")).await {
+            Ok(body) => {
+                let now = sluice_service::now_ms() / 1000;
+                body["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| {
+                        now.saturating_sub(w["last_share_time"].as_u64().unwrap_or(0))
+                            > offline_secs
+                    })
+                    .count()
+            }
+            Err(e) => return format!("Cannot subscribe to {user}: {e:#}"),
+        }
+    } else {
+        0
+    };
+    let saved = {
+        let mut s = subs_lock(subs);
+        let pair = (chat, user.to_owned());
+        if command == "subscribe" {
+            s.pairs.insert(pair);
+        } else if !s.pairs.remove(&pair) {
+            return format!("You do not follow {user}.");
+        }
+        s.save(state_file)
+    };
+    if let Err(error) = saved {
+        tracing::error!(error = format!("{error:#}"), "subscriptions not saved");
+        return format!("Done, but not saved ({error:#}): a restart forgets it.");
+    }
+    if command == "subscribe" {
+        format!(
+            "Following {user}: you will be told when its workers go offline (no share for {}) and when they are back. Offline now: {offline_now}.",
+            view::age(offline_secs as f64)
+        )
+    } else {
+        format!("No longer following {user}.")
+    }
 }
 
 /// Events read back at start: the services' last heartbeats (blocks found
@@ -394,10 +499,12 @@ async fn tell_alerts(
     config: Config,
     api: StatsApi,
     watch: Arc<Mutex<Watch>>,
+    subs: Arc<Mutex<Subscriptions>>,
     out: mpsc::Sender<Outgoing>,
     metrics: sluice_service::Metrics,
     token: tokio_util::sync::CancellationToken,
 ) {
+    let mut workers = WorkerWatch::default();
     let (open, told) = (Gauge::<i64>::default(), Counter::<u64>::default());
     metrics.register(|r| {
         r.register(
@@ -428,6 +535,30 @@ async fn tell_alerts(
                 (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
             };
             lock(&watch).stats(read);
+            // Each followed user's workers: who went offline, who is back.
+            let users = subs_lock(&subs).users();
+            workers.keep_only(&users);
+            for user in users {
+                let Ok(body) = api.get(&format!("/api/v1/users/{user}/workers")).await else {
+                    continue;
+                };
+                let now = sluice_service::now_ms() / 1000;
+                let Some(text) = workers.look(&user, &body, now, config.worker_offline_secs) else {
+                    continue;
+                };
+                told.inc();
+                let chats = subs_lock(&subs).chats_of(&user);
+                for chat in chats {
+                    if config.telegram.allowed_chats.contains(&chat)
+                        && out
+                            .send(Outgoing::new(teloxide::types::ChatId(chat), text.clone()))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
         }
         let (notices, open_now) = {
             let mut w = lock(&watch);

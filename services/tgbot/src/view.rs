@@ -18,6 +18,8 @@ pub fn help() -> String {
         "/blocks N  the last N blocks",
         "/workers USER  a user's workers",
         "/db  the database and the stats flushes",
+        "/subscribe USER  tell me when USER's workers go offline",
+        "/unsubscribe USER, /subscriptions",
         "/help  this list",
     ]
     .join("\n")

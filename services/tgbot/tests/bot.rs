@@ -56,6 +56,7 @@ async fn config(api_port: u16) -> tgbot::Config {
             hold_secs: 3600,
             ..tgbot::alerts::AlertConfig::default()
         },
+        state_file: std::env::temp_dir().join(unique_name("tgbot-subscriptions-")),
     }
 }
 

@@ -200,6 +200,28 @@ impl Watch {
                         ),
                     );
                 }
+                // A node more than a block behind the best of the others.
+                let heights: Vec<(&str, u64)> = health["components"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(name, c)| {
+                        let node = name.strip_prefix("node:")?;
+                        let height = c["detail"].as_str()?.strip_prefix("height ")?;
+                        Some((node, height.trim().parse().ok()?))
+                    })
+                    .collect();
+                let best = heights.iter().map(|(_, h)| *h).max().unwrap_or(0);
+                for (node, height) in &heights {
+                    if height + 1 < best {
+                        out.insert(
+                            format!("behind {node}"),
+                            format!(
+                                "node {node} is behind: height {height}, another node is at {best}"
+                            ),
+                        );
+                    }
+                }
                 for (name, c) in health["components"].as_object().into_iter().flatten() {
                     if c["ok"].as_bool() == Some(true) {
                         continue;
@@ -415,6 +437,34 @@ mod tests {
         assert_eq!(
             texts(w.evaluate(T0 + 70 * S)),
             ["ALERT statshttpd cannot be read: statshttpd unreachable (connection refused)"]
+        );
+    }
+
+    #[test]
+    fn a_node_more_than_a_block_behind_the_others_is_told() {
+        let mut w = Watch::new(AlertConfig::default());
+        let health = |a: u64, b: u64| {
+            json!({"ok": true, "components": {
+                "node:core-a": {"ok": true, "detail": format!("height {a}")},
+                "node:core-b": {"ok": true, "detail": format!("height {b}")},
+            }})
+        };
+        let pool = json!({"hashrate": {"5m": 1.0, "1h": 1.0}});
+        w.stats(Ok((pool.clone(), health(900_000, 899_999))));
+        assert!(w.evaluate(T0).is_empty(), "a block apart is normal");
+        assert!(w.evaluate(T0 + 30 * S).is_empty());
+        w.stats(Ok((pool.clone(), health(900_003, 899_999))));
+        w.evaluate(T0 + 40 * S);
+        assert_eq!(
+            texts(w.evaluate(T0 + 60 * S)),
+            ["ALERT node core-b is behind: height 899999, another node is at 900003"]
+        );
+        w.stats(Ok((pool, health(900_003, 900_003))));
+        let told = texts(w.evaluate(T0 + 70 * S));
+        assert_eq!(told.len(), 1);
+        assert!(
+            told[0].starts_with("RECOVERED node core-b is behind"),
+            "{told:?}"
         );
     }
 

@@ -354,12 +354,25 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lock(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
-    watch.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn subs_lock(subs: &Mutex<Subscriptions>) -> MutexGuard<'_, Subscriptions> {
-    subs.lock().unwrap_or_else(PoisonError::into_inner)
+/// A user name as a command's argument: one path segment of the API.
+fn user_argument(argument: &str) -> Option<&str> {
+    (!argument.is_empty() && !argument.contains(['/', '?', '#', ' '])).then_some(argument)
+}
+
+/// Queues `text` for each of `chats`; false once the sender is gone (the
+/// service is stopping).
+async fn tell(out: &mpsc::Sender<Outgoing>, chats: &[i64], text: &str) -> bool {
+    for chat in chats {
+        let message = Outgoing::new(teloxide::types::ChatId(*chat), text.to_owned());
+        if out.send(message).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// A `/subscribe`, `/unsubscribe` or `/subscriptions` from `chat`.
@@ -383,7 +396,7 @@ async fn subscription(
         user,
     } = request;
     if command == "subscriptions" {
-        let mine: Vec<String> = subs_lock(subs)
+        let mine: Vec<String> = lock(subs)
             .pairs
             .iter()
             .filter(|(c, _)| *c == chat)
@@ -395,21 +408,16 @@ async fn subscription(
             format!("Following the workers of: {}", mine.join(", "))
         };
     }
-    if user.is_empty() || user.contains(['/', '?', '#', ' ']) {
+    let Some(user) = user_argument(user) else {
         return format!("Usage: /{command} USER");
-    }
+    };
     let offline_now = if command == "subscribe" {
         match api.get(&format!("/api/v1/users/{user}/workers")).await {
             Ok(body) => {
                 let now = sluice_service::now_ms() / 1000;
-                body["workers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|w| {
-                        now.saturating_sub(w["last_share_time"].as_u64().unwrap_or(0))
-                            > offline_secs
-                    })
+                view::items(&body["workers"])
+                    .iter()
+                    .filter(|w| view::is_offline(w, now, offline_secs))
                     .count()
             }
             Err(e) => return format!("Cannot subscribe to {user}: {e:#}"),
@@ -418,7 +426,7 @@ async fn subscription(
         0
     };
     let saved = {
-        let mut s = subs_lock(subs);
+        let mut s = lock(subs);
         let pair = (chat, user.to_owned());
         if command == "subscribe" {
             s.pairs.insert(pair);
@@ -536,7 +544,7 @@ async fn tell_alerts(
             };
             lock(&watch).stats(read);
             // Each followed user's workers: who went offline, who is back.
-            let users = subs_lock(&subs).users();
+            let users = lock(&subs).users();
             workers.keep_only(&users);
             for user in users {
                 let Ok(body) = api.get(&format!("/api/v1/users/{user}/workers")).await else {
@@ -547,16 +555,10 @@ async fn tell_alerts(
                     continue;
                 };
                 told.inc();
-                let chats = subs_lock(&subs).chats_of(&user);
-                for chat in chats {
-                    if config.telegram.allowed_chats.contains(&chat)
-                        && out
-                            .send(Outgoing::new(teloxide::types::ChatId(chat), text.clone()))
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
+                let mut chats = lock(&subs).chats_of(&user);
+                chats.retain(|c| config.telegram.allowed_chats.contains(c));
+                if !tell(&out, &chats, &text).await {
+                    return;
                 }
             }
         }
@@ -569,14 +571,8 @@ async fn tell_alerts(
             told.inc();
             let text = notice.text();
             tracing::info!(notice = text, "telling the operators");
-            for chat in &config.telegram.allowed_chats {
-                if out
-                    .send(Outgoing::new(teloxide::types::ChatId(*chat), text.clone()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            if !tell(&out, &config.telegram.allowed_chats, &text).await {
+                return;
             }
         }
     }
@@ -638,15 +634,13 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
             }
             .await
         }
-        "workers" => {
-            if argument.is_empty() || argument.contains(['/', '?', '#', ' ']) {
-                Ok("Usage: /workers USER".into())
-            } else {
-                api.get(&format!("/api/v1/users/{argument}/workers"))
-                    .await
-                    .map(|w| view::workers(argument, &w, now, offline_secs))
-            }
-        }
+        "workers" => match user_argument(argument) {
+            Some(user) => api
+                .get(&format!("/api/v1/users/{user}/workers"))
+                .await
+                .map(|w| view::workers(user, &w, now, offline_secs)),
+            None => Ok("Usage: /workers USER".into()),
+        },
         other => Ok(format!("Unknown command /{other}. /help lists them.")),
     };
     reply.unwrap_or_else(|e: anyhow::Error| format!("Cannot answer /{command}: {e:#}"))

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::view;
+
 /// Who follows whom.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscriptions {
@@ -75,10 +77,9 @@ impl WorkerWatch {
     ) -> Option<String> {
         let mut seen_online = BTreeSet::new();
         let mut offline_now = BTreeSet::new();
-        for w in body["workers"].as_array().into_iter().flatten() {
+        for w in view::items(&body["workers"]) {
             let name = w["name"].as_str().unwrap_or("?").to_owned();
-            let last = w["last_share_time"].as_u64().unwrap_or(0);
-            if now_secs.saturating_sub(last) > offline_secs {
+            if view::is_offline(w, now_secs, offline_secs) {
                 offline_now.insert(name);
             } else {
                 seen_online.insert(name);
@@ -99,7 +100,7 @@ impl WorkerWatch {
             lines.push(format!(
                 "{user}: {} worker(s) offline (no share for {}): {}",
                 went.len(),
-                crate::view::age(offline_secs as f64),
+                view::age(offline_secs as f64),
                 went.join(", ")
             ));
         }

@@ -62,6 +62,18 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// The elements of a JSON array (none if it is not one).
+pub(crate) fn items(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[][..], Vec::as_slice)
+}
+
+/// Whether a worker of `/api/v1/users/USER/workers` has had no share for
+/// more than `offline_secs` (or none at all).
+pub(crate) fn is_offline(worker: &Value, now_secs: u64, offline_secs: u64) -> bool {
+    let last = worker["last_share_time"].as_u64().unwrap_or(0);
+    now_secs.saturating_sub(last) > offline_secs
+}
+
 fn percent(part: f64, whole: f64) -> String {
     if whole > 0.0 {
         format!("{:.2}%", 100.0 * part / whole)
@@ -70,10 +82,16 @@ fn percent(part: f64, whole: f64) -> String {
     }
 }
 
-/// Sums a column of `/api/v1/minutes` over its last `n` minutes.
-fn last_minutes(minutes: &Value, column: &str, n: usize) -> f64 {
-    let values = minutes[column].as_array().map_or(&[][..], Vec::as_slice);
-    values.iter().rev().take(n).map(num).sum()
+/// Sums a column of `/api/v1/minutes` over `n` minutes, the newest `skip`
+/// left out.
+fn last_minutes(minutes: &Value, column: &str, n: usize, skip: usize) -> f64 {
+    items(&minutes[column])
+        .iter()
+        .rev()
+        .skip(skip)
+        .take(n)
+        .map(num)
+        .sum()
 }
 
 /// `/pool` from `/api/v1/pool` and the pool's `/api/v1/minutes`. The 24 h
@@ -81,12 +99,9 @@ fn last_minutes(minutes: &Value, column: &str, n: usize) -> f64 {
 /// five whole minutes.
 pub fn pool(pool: &Value, minutes: &Value) -> String {
     let rate = |w: &str| hashrate(num(&pool["hashrate"][w]));
-    let day = hashrate(last_minutes(minutes, "accept", 1440) * TWO_32 / 86_400.0);
+    let day = hashrate(last_minutes(minutes, "accept", 1440, 0) * TWO_32 / 86_400.0);
     // The current minute is partial: the five before it.
-    let shares_5: f64 = {
-        let values = minutes["shares"].as_array().map_or(&[][..], Vec::as_slice);
-        values.iter().rev().skip(1).take(5).map(num).sum()
-    };
+    let shares_5 = last_minutes(minutes, "shares", 5, 1);
     let hour = &pool["shares"]["1h"];
     let (accept, stale, reject) = (
         num(&hour["accept"]),
@@ -118,7 +133,7 @@ pub fn pool(pool: &Value, minutes: &Value) -> String {
 /// `/speed` from `/api/v1/servers`: each sserver's hashrate over 5 min and
 /// 1 h from the shares statshttpd counted.
 pub fn speed(servers: &Value) -> String {
-    let list = servers["servers"].as_array().map_or(&[][..], Vec::as_slice);
+    let list = items(&servers["servers"]);
     if list.is_empty() {
         return "No sserver has sent a heartbeat.".into();
     }
@@ -141,7 +156,7 @@ pub fn speed(servers: &Value) -> String {
 /// why not), then the infrastructure statshttpd watches.
 pub fn status(servers: &Value, services: &Value, health: &Value) -> String {
     let mut lines = Vec::new();
-    let list = servers["servers"].as_array().map_or(&[][..], Vec::as_slice);
+    let list = items(&servers["servers"]);
     lines.push(format!("Servers ({})", list.len()));
     for s in list {
         let up = s["up"].as_bool() == Some(true);
@@ -158,18 +173,14 @@ pub fn status(servers: &Value, services: &Value, health: &Value) -> String {
             age(num(&s["last_job_age_secs"])),
         ));
     }
-    let others: Vec<&Value> = services["services"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice)
+    let others: Vec<&Value> = items(&services["services"])
         .iter()
         .filter(|s| s["service"] != "sserver")
         .collect();
     lines.push(format!("Services ({})", others.len()));
     for s in others {
         let up = s["up"].as_bool() == Some(true);
-        let problems: Vec<&str> = s["problems"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
+        let problems: Vec<&str> = items(&s["problems"])
             .iter()
             .filter_map(Value::as_str)
             .collect();
@@ -244,7 +255,7 @@ pub fn db(body: &Value, now_secs: u64) -> String {
                 num(&s["schema_version"])
             )
         });
-        let tables = s["tables"].as_array().map_or(&[][..], Vec::as_slice);
+        let tables = items(&s["tables"]);
         let total: f64 = tables.iter().map(|t| num(&t["bytes"])).sum();
         lines.push(format!(
             "tables {}, {} in all; largest:",
@@ -323,7 +334,7 @@ fn block_line(block: &Value, now_secs: u64) -> String {
 
 /// `/blocks N` from `/api/v1/blocks?limit=N`.
 pub fn blocks(blocks: &Value, now_secs: u64) -> String {
-    let list = blocks["blocks"].as_array().map_or(&[][..], Vec::as_slice);
+    let list = items(&blocks["blocks"]);
     if list.is_empty() {
         return "No block found yet.".into();
     }
@@ -335,7 +346,7 @@ pub fn blocks(blocks: &Value, now_secs: u64) -> String {
 /// `/results`: blocks found today (UTC) and in the last 7 days, the latest
 /// one, and today's accepted, stale and rejected work from the minutes.
 pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
-    let list = blocks["blocks"].as_array().map_or(&[][..], Vec::as_slice);
+    let list = items(&blocks["blocks"]);
     let midnight = now_secs - now_secs % 86_400;
     let found = |since: u64| {
         list.iter()
@@ -343,9 +354,9 @@ pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
             .count()
     };
     let since_midnight = ((now_secs - midnight) / 60 + 1) as usize;
-    let accept = last_minutes(minutes, "accept", since_midnight);
-    let shares = last_minutes(minutes, "shares", since_midnight);
-    let rejects = last_minutes(minutes, "rejects", since_midnight);
+    let accept = last_minutes(minutes, "accept", since_midnight, 0);
+    let shares = last_minutes(minutes, "shares", since_midnight, 0);
+    let rejects = last_minutes(minutes, "rejects", since_midnight, 0);
     let mut lines = vec![
         format!(
             "Blocks today {}, last 7 days {}",
@@ -373,12 +384,12 @@ pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
 /// `/workers USER` from `/api/v1/users/USER/workers`: offline workers (no
 /// share in `offline_secs`) first, then by hashrate.
 pub fn workers(user: &str, body: &Value, now_secs: u64, offline_secs: u64) -> String {
-    let list = body["workers"].as_array().map_or(&[][..], Vec::as_slice);
+    let list = items(&body["workers"]);
     if list.is_empty() {
         return format!("{user} has no worker with shares in the last hour.");
     }
     let last = |w: &Value| num(&w["last_share_time"]) as u64;
-    let offline = |w: &Value| now_secs.saturating_sub(last(w)) > offline_secs;
+    let offline = |w: &Value| is_offline(w, now_secs, offline_secs);
     let mut sorted: Vec<&Value> = list.iter().collect();
     sorted.sort_by(|a, b| {
         offline(b)

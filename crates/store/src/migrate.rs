@@ -63,22 +63,26 @@ impl Store {
     /// Numbers of compiled-in migrations the database has not applied.
     pub async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError> {
         let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        let applied = self.applied_migrations(&mut conn).await?;
+        Ok(pending_of(&applied))
+    }
+
+    /// Numbers of the migrations `schema_migrations` records (none before
+    /// the first migration made it).
+    pub(crate) async fn applied_migrations(
+        &self,
+        conn: &mut mysql_async::Conn,
+    ) -> Result<Vec<u32>, StoreError> {
         let exists: Option<String> = conn
             .query_first("SHOW TABLES LIKE 'schema_migrations'")
             .await
             .map_err(|e| self.err(e))?;
-        let applied: Vec<u32> = if exists.is_some() {
-            conn.query("SELECT version FROM schema_migrations")
-                .await
-                .map_err(|e| self.err(e))?
-        } else {
-            Vec::new()
-        };
-        Ok(MIGRATIONS
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
-            .collect())
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        conn.query("SELECT version FROM schema_migrations")
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// [`Store::migrate`] with an explicit list (tests use it to simulate edits).
@@ -147,4 +151,13 @@ impl Store {
         }
         Ok(newly)
     }
+}
+
+/// The compiled-in migrations not among `applied`.
+pub(crate) fn pending_of(applied: &[u32]) -> Vec<u32> {
+    MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect()
 }

@@ -50,20 +50,12 @@ impl Store {
             )
             .await
             .map_err(|e| self.err(e))?;
-        let has_migrations = tables.iter().any(|(n, _, _)| n == "schema_migrations");
-        let schema_version: Option<u32> = if has_migrations {
-            conn.query_first("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                .await
-                .map_err(|e| self.err(e))?
-        } else {
-            None
-        };
-        drop(conn);
+        let applied = self.applied_migrations(&mut conn).await?;
         Ok(DbStatus {
             version: version.unwrap_or_default(),
             uptime_secs: uptime.and_then(|(_, v)| v.parse().ok()).unwrap_or(0),
-            schema_version: schema_version.unwrap_or(0),
-            pending_migrations: self.pending_migrations().await?,
+            schema_version: applied.iter().copied().max().unwrap_or(0),
+            pending_migrations: crate::migrate::pending_of(&applied),
             tables: tables
                 .into_iter()
                 .map(|(name, rows, bytes)| TableSize {

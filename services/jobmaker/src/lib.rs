@@ -110,7 +110,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
     let metrics = metrics::JobMetrics::register(&ctx.metrics);
     let info = format!("{} pid {}", config.service.instance, std::process::id());
-    let health = ctx.health.clone();
+    let (health, leader) = (ctx.health.clone(), metrics.leader.clone());
     start_heartbeat(
         &ctx,
         Producer::new(&config.kafka, 0)?,
@@ -118,13 +118,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         "jobmaker",
         &config.service.instance,
         move || {
-            let leading = health
-                .snapshot()
-                .get("zookeeper")
-                .is_some_and(|z| z.detail.starts_with("leader"));
             (
                 health.is_healthy(),
-                vec![Figure::new("leader", f64::from(u8::from(leading)))],
+                vec![Figure::new("leader", leader.get() as f64)],
             )
         },
     );

@@ -533,10 +533,10 @@ async fn db(State(stats): Shared) -> Response {
 
 async fn servers(State(stats): Shared) -> Response {
     let now = stats.clock.now_ms();
-    let heard = lock(&stats.servers).by_instance.clone();
+    let heard = lock(&stats.services).of("sserver");
     let live = lock(&stats.live);
     let list: Vec<Value> = heard
-        .into_values()
+        .into_iter()
         .map(|(at_ms, s)| {
             let figure = |name: &str| s.figures.iter().find(|f| f.name == name).map(|f| f.value);
             let id = figure("server_id").map(|v| v as u8);

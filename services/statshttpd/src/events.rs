@@ -17,32 +17,16 @@ use crate::{Stats, lock};
 /// A server is up while its heartbeats (every 10 s) keep coming.
 pub(crate) const SERVER_UP_MS: u64 = 30_000;
 
-/// The last heartbeat of each sserver instance.
-#[derive(Debug, Default)]
-pub(crate) struct Servers {
-    pub(crate) by_instance: BTreeMap<String, (u64, ServiceStatus)>,
-}
-
-impl Servers {
-    fn heard(&mut self, at_ms: u64, status: ServiceStatus) {
-        let newer = self
-            .by_instance
-            .get(&status.instance)
-            .is_none_or(|(t, _)| *t <= at_ms);
-        if newer {
-            self.by_instance
-                .insert(status.instance.clone(), (at_ms, status));
-        }
-    }
-}
-
-/// The last heartbeat of every service instance, by (service, instance).
+/// The last heartbeat of every service instance, by (service, instance):
+/// `/api/v1/services` lists those heard in the last day, `/api/v1/servers`
+/// every sserver ever heard.
 #[derive(Debug, Default)]
 pub(crate) struct Services {
-    pub(crate) by_name: BTreeMap<(String, String), (u64, ServiceStatus)>,
+    by_name: BTreeMap<(String, String), (u64, ServiceStatus)>,
 }
 
-/// An instance not heard for a day is forgotten (renamed, removed).
+/// An instance not heard for a day is left out of `/api/v1/services`
+/// (renamed, removed).
 const SERVICE_FORGOTTEN_MS: u64 = 86_400_000;
 
 impl Services {
@@ -54,10 +38,21 @@ impl Services {
     }
 
     /// Every instance heard in the last day at `now_ms`.
-    pub(crate) fn recent(&mut self, now_ms: u64) -> Vec<(u64, ServiceStatus)> {
+    pub(crate) fn recent(&self, now_ms: u64) -> Vec<(u64, ServiceStatus)> {
         self.by_name
-            .retain(|_, (at, _)| now_ms.saturating_sub(*at) < SERVICE_FORGOTTEN_MS);
-        self.by_name.values().cloned().collect()
+            .values()
+            .filter(|(at, _)| now_ms.saturating_sub(*at) < SERVICE_FORGOTTEN_MS)
+            .cloned()
+            .collect()
+    }
+
+    /// Every instance of `service`, by instance name.
+    pub(crate) fn of(&self, service: &str) -> Vec<(u64, ServiceStatus)> {
+        self.by_name
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .map(|(_, beat)| beat.clone())
+            .collect()
     }
 }
 
@@ -92,12 +87,7 @@ pub(crate) async fn follow(stats: Arc<Stats>, token: CancellationToken) {
 
 fn handle(stats: &Stats, event: Event) {
     match event.kind {
-        EventKind::ServiceStatus(s) => {
-            if s.service == "sserver" {
-                lock(&stats.servers).heard(event.timestamp_ms, s.clone());
-            }
-            lock(&stats.services).heard(event.timestamp_ms, s);
-        }
+        EventKind::ServiceStatus(s) => lock(&stats.services).heard(event.timestamp_ms, s),
         EventKind::MinerConnected(m) => {
             lock(&stats.agents).insert((m.user_id, m.worker_id), (m.worker_name, m.miner_agent));
         }
@@ -219,11 +209,13 @@ mod tests {
 
     #[test]
     fn the_newest_heartbeat_of_each_server_wins() {
-        let mut s = Servers::default();
+        let mut s = Services::default();
         s.heard(2_000, beat("a", 2.0));
         s.heard(1_000, beat("a", 1.0));
         s.heard(1_500, beat("b", 5.0));
-        assert_eq!(s.by_instance.len(), 2);
-        assert_eq!(s.by_instance["a"].1.figures[0].value, 2.0);
+        let servers = s.of("sserver");
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].1.instance, "a");
+        assert_eq!(servers[0].1.figures[0].value, 2.0);
     }
 }

@@ -50,7 +50,7 @@ pub use sluice_store::MysqlConfig;
 use sluice_store::Store;
 
 pub use crate::clock::{Clock, day_of, hour_of, parse_day};
-use crate::events::{Servers, Services};
+use crate::events::Services;
 use crate::live::Live;
 use crate::metrics::StatsMetrics;
 use crate::minutes::Minutes;
@@ -176,7 +176,6 @@ pub(crate) struct Stats {
     pub(crate) clock: Clock,
     pub(crate) live: Mutex<Live>,
     pub(crate) tally: Mutex<Tally>,
-    pub(crate) servers: Mutex<Servers>,
     /// Every service instance's last heartbeat.
     pub(crate) services: Mutex<Services>,
     /// The last 24 hours, minute by minute.
@@ -228,7 +227,6 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
         clock,
         live: Mutex::default(),
         tally: Mutex::new(Tally::new(network)),
-        servers: Mutex::default(),
         minutes: Mutex::new(Minutes::new(config.worker_minutes)),
         services: Mutex::default(),
         agents: Mutex::default(),

@@ -177,11 +177,15 @@ impl Chain {
     /// for blocks nodesim makes itself as "found elsewhere" at hard bits.
     pub(crate) fn submit(&mut self, block: Block, now: u32, check_pow: bool) -> Submitted {
         let hash = block.block_hash();
+        if self.invalid.contains(&hash) {
+            return Submitted::DuplicateInvalid;
+        }
         if self.blocks.contains_key(&hash) {
             return Submitted::Duplicate;
         }
-        if self.invalid.contains(&hash) {
-            return Submitted::DuplicateInvalid;
+        if self.invalid.contains(&block.header.prev_blockhash) {
+            self.invalid.insert(hash);
+            return Submitted::Rejected("bad-prevblk");
         }
         let Some(parent) = self.blocks.get(&block.header.prev_blockhash) else {
             return Submitted::Rejected("prev-blk-not-found");
@@ -232,6 +236,53 @@ impl Chain {
         self.active.truncate(fork_height + 1);
         self.active.extend(path.into_iter().rev());
         tracing::info!(tip = %hash, fork_height, "reorganized");
+    }
+
+    /// Core's `invalidateblock`: `hash` and every block built on it are
+    /// invalid from now on (they stay known: `getblockheader` shows them with
+    /// -1 confirmations); if they were active, the longest valid branch
+    /// becomes the chain. False if `hash` is unknown or genesis. Unlike Core,
+    /// the disconnected blocks' transactions do not return to the mempool.
+    pub(crate) fn invalidate(&mut self, hash: BlockHash) -> bool {
+        let Some(height) = self.blocks.get(&hash).map(|s| s.height) else {
+            return false;
+        };
+        if height == 0 {
+            return false;
+        }
+        let descends = |chain: &Chain, mut cur: BlockHash| loop {
+            let stored = &chain.blocks[&cur];
+            if cur == hash {
+                return true;
+            }
+            if stored.height <= height {
+                return false;
+            }
+            cur = stored.block.header.prev_blockhash;
+        };
+        let fallen: Vec<BlockHash> = self
+            .blocks
+            .keys()
+            .copied()
+            .filter(|h| descends(self, *h))
+            .collect();
+        self.invalid.extend(fallen);
+        if self.active.get(height as usize) == Some(&hash) {
+            self.active.truncate(height as usize);
+        }
+        let best = self
+            .blocks
+            .iter()
+            .filter(|(h, _)| !self.invalid.contains(*h))
+            .max_by_key(|(_, s)| s.height)
+            .map(|(h, s)| (*h, s.height));
+        if let Some((best, best_height)) = best
+            && best_height > self.height()
+        {
+            self.reorganize_to(best);
+        }
+        tracing::info!(%hash, tip = %self.tip().block.block_hash(), "invalidated");
+        true
     }
 
     /// Transactions a block may include: mempool ones not yet mined.

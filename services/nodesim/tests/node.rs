@@ -479,6 +479,49 @@ async fn a_longer_side_branch_reorganizes_the_chain() {
     assert_eq!(a1_info.confirmations, -1, "A1 was reorganized away");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn invalidateblock_orphans_a_block_and_its_descendants_as_core_does() {
+    let sim = sim("207fffff").await;
+    let mine = |n: u64| {
+        move |c: &Client| -> Vec<BlockHash> {
+            c.call("generatetoaddress", &[json!(n), json!(ADDRESS)])
+                .unwrap()
+        }
+    };
+    let a = sim.rpc(mine(3)).await;
+    let confirmations =
+        |h: BlockHash| move |c: &Client| c.get_block_header_info(&h).unwrap().confirmations;
+    assert_eq!(sim.rpc(confirmations(a[1])).await, 2);
+
+    // Invalidating A2 takes A2 and A3 off the chain; A1 is the tip again.
+    let a2 = a[1];
+    let answer: Value = sim
+        .rpc(move |c| c.call("invalidateblock", &[json!(a2)]))
+        .await
+        .unwrap();
+    assert_eq!(answer, Value::Null);
+    assert_eq!(sim.rpc(|c| c.get_block_count()).await.unwrap(), 1);
+    assert_eq!(sim.rpc(|c| c.get_best_block_hash()).await.unwrap(), a[0]);
+    assert_eq!(sim.rpc(confirmations(a[1])).await, -1);
+    assert_eq!(sim.rpc(confirmations(a[2])).await, -1);
+    assert_eq!(sim.rpc(confirmations(a[0])).await, 1);
+
+    // New blocks build on A1; A2 submitted again is known invalid.
+    let b = sim.rpc(mine(2)).await;
+    assert_eq!(sim.rpc(|c| c.get_block_hash(2)).await.unwrap(), b[0]);
+    assert_eq!(sim.rpc(confirmations(a[1])).await, -1);
+    let a2_block: Block = sim.rpc(move |c| c.get_block(&a2)).await.unwrap();
+    assert_eq!(sim.submit(&a2_block).await, json!("duplicate-invalid"));
+
+    // An unknown hash is Core's "Block not found" (-5).
+    let unknown = BlockHash::all_zeros();
+    let err = sim
+        .rpc(move |c| c.call::<Value>("invalidateblock", &[json!(unknown)]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Block not found"), "{err}");
+}
+
 /// The commented example config loads and validates.
 #[test]
 fn the_example_config_is_valid() {

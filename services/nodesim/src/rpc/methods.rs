@@ -26,6 +26,7 @@ pub(super) async fn dispatch(node: &Arc<Node>, method: &str, params: &[Value]) -
         "getblockheader" => get_block_header(node, params),
         "getblock" => get_block(node, params),
         "generatetoaddress" => generate_to_address(node, params),
+        "invalidateblock" => invalidate_block(node, params),
         _ => Err(RpcError::new(code::METHOD_NOT_FOUND, "Method not found")),
     }
 }
@@ -320,6 +321,19 @@ fn get_block(node: &Arc<Node>, params: &[Value]) -> RpcResult {
             .collect::<Vec<_>>()
     );
     Ok(v)
+}
+
+fn invalidate_block(node: &Arc<Node>, params: &[Value]) -> RpcResult {
+    let hash = hash_param(params, 0)?;
+    let tip = {
+        let mut chain = node.chain();
+        if !chain.invalidate(hash) {
+            return Err(block_not_found());
+        }
+        chain.tip().block.block_hash()
+    };
+    node.announce(tip);
+    Ok(Value::Null)
 }
 
 fn generate_to_address(node: &Arc<Node>, params: &[Value]) -> RpcResult {

@@ -18,6 +18,7 @@ use common::{
     InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, all_recorded, candidates_all_sent, http_json,
     pool_blocks_on_best_chain, start_mining, start_pool, statshttpd_credits,
 };
+use sluice_store::ListedBlock;
 use sluice_testkit::mysql_url;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +76,7 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
     // nodesim, like Core, stores it on a side branch ("inconclusive").
     let client = pipeline.node.client();
     let mut accepted = 0;
-    for (block, _) in &rows {
+    for ListedBlock { block, .. } in &rows {
         let result = &block.submit_results;
         assert!(
             result.contains("accepted") || result.contains("inconclusive"),
@@ -118,7 +119,7 @@ async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work()
         .await
         .unwrap()
         .into_iter()
-        .map(|(b, _)| b.hash)
+        .map(|l| l.block.hash)
         .collect();
     api.sort();
     table.sort();

@@ -10,8 +10,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, TxMerkleNode, Txid, Weight, Wtxid};
 use prost::Message;
 use sluice_core::record::{
-    BlockFound, Event, EventKind, Figure, MinerIdentity, ServiceStatus, ShareRecord, ShareStatus,
-    SolvedShare,
+    BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity, ServiceStatus,
+    ShareRecord, ShareStatus, SolvedShare,
 };
 use sluice_core::{BlockTemplate, Job, JobId, TemplateId, TemplateTx};
 
@@ -429,6 +429,19 @@ impl From<&Event> for pb::Event {
                     .collect(),
                 problems: s.problems.clone(),
             }),
+            EventKind::BlockStanding(b) => Kind::BlockStanding(pb::BlockStanding {
+                height: b.height,
+                hash: b.hash.to_byte_array().to_vec(),
+                status: match b.status {
+                    BlockStatus::Pending => pb::BlockStatus::Pending,
+                    BlockStatus::Confirmed => pb::BlockStatus::Confirmed,
+                    BlockStatus::Orphaned => pb::BlockStatus::Orphaned,
+                }
+                .into(),
+                confirmations: b.confirmations,
+                worker_name: b.worker_name.clone(),
+                reward_sat: b.reward_sat,
+            }),
         };
         pb::Event {
             timestamp_ms: e.timestamp_ms,
@@ -476,6 +489,25 @@ impl TryFrom<pb::Event> for Event {
                     .collect(),
                 problems: s.problems,
             }),
+            Kind::BlockStanding(b) => {
+                let bad = || ProtoError::Value {
+                    field: "block_standing.status",
+                    value: b.status.to_string(),
+                };
+                EventKind::BlockStanding(BlockStanding {
+                    height: b.height,
+                    hash: BlockHash::from_byte_array(hash32("block_standing.hash", &b.hash)?),
+                    status: match pb::BlockStatus::try_from(b.status).map_err(|_| bad())? {
+                        pb::BlockStatus::Unspecified => return Err(bad()),
+                        pb::BlockStatus::Pending => BlockStatus::Pending,
+                        pb::BlockStatus::Confirmed => BlockStatus::Confirmed,
+                        pb::BlockStatus::Orphaned => BlockStatus::Orphaned,
+                    },
+                    confirmations: b.confirmations,
+                    worker_name: b.worker_name,
+                    reward_sat: b.reward_sat,
+                })
+            }
         };
         Ok(Event {
             timestamp_ms: m.timestamp_ms,

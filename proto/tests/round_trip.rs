@@ -9,8 +9,8 @@ use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, TxMerkleNode, Txid, W
 use proptest::prelude::*;
 use prost::Message;
 use sluice_core::record::{
-    BlockFound, Event, EventKind, Figure, MinerIdentity, ServiceStatus, ShareRecord, ShareStatus,
-    SolvedShare,
+    BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity, ServiceStatus,
+    ShareRecord, ShareStatus, SolvedShare,
 };
 use sluice_core::{BlockTemplate, Job, JobId, TemplateId, TemplateTx};
 use sluice_proto::{Payload, ProtoError, pb};
@@ -201,11 +201,36 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                 })
             },
         );
+    let standing = (
+        any::<u32>(),
+        any::<[u8; 32]>(),
+        prop_oneof![
+            Just(BlockStatus::Pending),
+            Just(BlockStatus::Confirmed),
+            Just(BlockStatus::Orphaned)
+        ],
+        any::<u32>(),
+        "[a-z]{0,8}",
+        any::<u64>(),
+    )
+        .prop_map(
+            |(height, h, status, confirmations, worker_name, reward_sat)| {
+                EventKind::BlockStanding(BlockStanding {
+                    height,
+                    hash: BlockHash::from_byte_array(h),
+                    status,
+                    confirmations,
+                    worker_name,
+                    reward_sat,
+                })
+            },
+        );
     prop_oneof![
         miner().prop_map(EventKind::MinerConnected),
         miner().prop_map(EventKind::MinerDisconnected),
         block,
         status,
+        standing,
     ]
 }
 

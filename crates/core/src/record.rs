@@ -148,6 +148,54 @@ pub struct BlockFound {
     pub accepted: bool,
 }
 
+/// Where a found block stands at the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// On the best chain, not yet mature.
+    Pending,
+    /// Mature: buried under enough blocks that its reward is spendable.
+    Confirmed,
+    /// On no node's best chain.
+    Orphaned,
+}
+
+impl BlockStatus {
+    /// Its name in `found_blocks.status` and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockStatus::Pending => "pending",
+            BlockStatus::Confirmed => "confirmed",
+            BlockStatus::Orphaned => "orphaned",
+        }
+    }
+
+    /// From its name; anything unknown is pending (looked at again).
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "confirmed" => BlockStatus::Confirmed,
+            "orphaned" => BlockStatus::Orphaned,
+            _ => BlockStatus::Pending,
+        }
+    }
+}
+
+/// A found block's standing changed (blkmaker's confirmation watch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockStanding {
+    /// Height.
+    pub height: u32,
+    /// Hash.
+    pub hash: BlockHash,
+    /// Where it stands now.
+    pub status: BlockStatus,
+    /// Confirmations the best node gives it.
+    pub confirmations: u32,
+    /// Finder's worker name.
+    pub worker_name: String,
+    /// Total coinbase output, satoshis.
+    pub reward_sat: u64,
+}
+
 /// One named figure in a heartbeat (connections, shares/s, lag...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
@@ -200,6 +248,8 @@ pub enum EventKind {
     BlockFound(BlockFound),
     /// A heartbeat.
     ServiceStatus(ServiceStatus),
+    /// A found block became confirmed or orphaned (or came back).
+    BlockStanding(BlockStanding),
 }
 
 /// An event with its time.

@@ -167,6 +167,30 @@ impl NodeRpc {
             .await
     }
 
+    /// `getblockheader <hash>`'s confirmations: 1 or more on the node's best
+    /// chain, -1 off it; `None` if the node does not know the block (Core's
+    /// RPC error -5).
+    pub async fn confirmations(&self, hash: bitcoin::BlockHash) -> Result<Option<i64>, NodeError> {
+        #[derive(Deserialize)]
+        struct Header {
+            confirmations: i64,
+        }
+        match self
+            .call::<Header>("getblockheader", vec![json!(hash), json!(true)])
+            .await
+        {
+            Ok(header) => Ok(Some(header.confirmations)),
+            Err(NodeError::Rpc {
+                source:
+                    bitcoincore_rpc::Error::JsonRpc(jsonrpc::error::Error::Rpc(
+                        jsonrpc::error::RpcError { code: -5, .. },
+                    )),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `getblockchaininfo`'s `chain`: `main`, `test`, `testnet4`, `signet`
     /// or `regtest`.
     pub async fn chain(&self) -> Result<String, NodeError> {

@@ -82,6 +82,16 @@ impl Node {
     pub async fn generate(&self) -> BlockHash {
         generate(&self.endpoints).await
     }
+
+    /// `getblockcount`.
+    pub async fn height(&self) -> u32 {
+        let client = self.client();
+        let count = tokio::task::spawn_blocking(move || client.get_block_count())
+            .await
+            .expect("the RPC task ran")
+            .expect("nodesim answers getblockcount");
+        u32::try_from(count).expect("a height fits u32")
+    }
 }
 
 /// A `[[nodes]]` entry for the nodesim at `endpoints`.

@@ -2,6 +2,8 @@
 
 use mysql_async::prelude::{FromRow, Query, WithParams};
 
+pub use sluice_core::record::BlockStatus;
+
 use crate::{Store, StoreError};
 
 /// A found block as blkmaker records it (and statshttpd lists it).
@@ -85,17 +87,19 @@ impl Store {
     }
 
     /// The newest `limit` blocks (by height, then by when they were found),
-    /// of `user_id` only if given, each with its unix time of recording.
+    /// of `user_id` only if given, with where they stand and their work.
     pub async fn recent_found_blocks(
         &self,
         limit: u32,
         user_id: Option<u32>,
-    ) -> Result<Vec<(FoundBlock, u64)>, StoreError> {
+    ) -> Result<Vec<ListedBlock>, StoreError> {
         let rows: Vec<mysql_async::Row> =
-            "SELECT height, hash, prev_hash, user_id, worker_id, worker_name, job_id, reward, \
-             fees, size, tx_count, submit_results, is_orphaned, \
-             CAST(UNIX_TIMESTAMP(created_at) AS UNSIGNED) FROM found_blocks \
-             WHERE (? IS NULL OR user_id = ?) ORDER BY height DESC, id DESC LIMIT ?"
+            "SELECT b.height, b.hash, b.prev_hash, b.user_id, b.worker_id, b.worker_name, \
+             b.job_id, b.reward, b.fees, b.size, b.tx_count, b.submit_results, b.is_orphaned, \
+             CAST(UNIX_TIMESTAMP(b.created_at) AS UNSIGNED), b.confirmations, b.status, \
+             w.work, w.network_difficulty, w.since_ms, w.whole \
+             FROM found_blocks b LEFT JOIN block_work w ON w.hash = b.hash \
+             WHERE (? IS NULL OR b.user_id = ?) ORDER BY b.height DESC, b.id DESC LIMIT ?"
                 .with((user_id, user_id, limit))
                 .fetch(self.pool())
                 .await
@@ -109,6 +113,84 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Blocks whose standing may still change: pending and orphaned ones (a
+    /// reorganization may bring an orphan back) recorded in the last
+    /// `within_hours`; at most `limit`, the newest first.
+    pub async fn unsettled_blocks(
+        &self,
+        within_hours: u32,
+        limit: u32,
+    ) -> Result<Vec<Unsettled>, StoreError> {
+        let rows: Vec<(String, u32, String, u64, String)> =
+            "SELECT hash, height, worker_name, reward, status FROM found_blocks \
+             WHERE status IN ('pending', 'orphaned') \
+             AND created_at > NOW() - INTERVAL ? HOUR ORDER BY id DESC LIMIT ?"
+                .with((within_hours, limit))
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(hash, height, worker_name, reward, status)| Unsettled {
+                hash,
+                height,
+                worker_name,
+                reward,
+                status: BlockStatus::parse(&status),
+            })
+            .collect())
+    }
+
+    /// Records what the nodes say of block `hash`; true if its status
+    /// changed (false when another blkmaker already wrote the same).
+    pub async fn set_block_standing(
+        &self,
+        hash: &str,
+        status: BlockStatus,
+        confirmations: u32,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        "UPDATE found_blocks SET status = ?, is_orphaned = ?, confirmations = ?, \
+         checked_at = NOW() WHERE hash = ? AND status <> ?"
+            .with((
+                status.as_str(),
+                status == BlockStatus::Orphaned,
+                confirmations,
+                hash,
+                status.as_str(),
+            ))
+            .ignore(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if conn.affected_rows() > 0 {
+            return Ok(true);
+        }
+        "UPDATE found_blocks SET confirmations = ?, checked_at = NOW() WHERE hash = ?"
+            .with((confirmations, hash))
+            .ignore(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(false)
+    }
+
+    /// Records the work behind block `work.hash`; the first write wins (a
+    /// rebuild after a restart may count less of the round).
+    pub async fn record_block_work(&self, work: &BlockWork) -> Result<(), StoreError> {
+        "INSERT IGNORE INTO block_work (hash, height, work, network_difficulty, since_ms, whole) \
+         VALUES (?, ?, ?, ?, ?, ?)"
+            .with((
+                &work.hash,
+                work.height,
+                work.work,
+                work.network_difficulty,
+                work.since_ms,
+                work.whole,
+            ))
+            .ignore(self.pool())
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Rows in `found_blocks`.
@@ -125,24 +207,106 @@ impl Store {
 const SELECT_BLOCKS: &str = "SELECT height, hash, prev_hash, user_id, worker_id, worker_name, \
      job_id, reward, fees, size, tx_count, submit_results, is_orphaned FROM found_blocks";
 
+/// A found block whose standing may still change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    /// Block hash, hex.
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// Finder's worker name.
+    pub worker_name: String,
+    /// Total coinbase output, satoshis.
+    pub reward: u64,
+    /// Where it stood at the last look.
+    pub status: BlockStatus,
+}
+
+/// The pool's work behind one block (`block_work`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockWork {
+    /// Block hash, hex.
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// Accepted difficulty since the pool's previous block.
+    pub work: f64,
+    /// The network difficulty the block met.
+    pub network_difficulty: f64,
+    /// Unix ms the counted round began.
+    pub since_ms: u64,
+    /// False when the round began before the oldest share counted (work is
+    /// a lower bound).
+    pub whole: bool,
+}
+
+impl BlockWork {
+    /// Work over network difficulty: 1.0 is a block's expected work.
+    pub fn effort(&self) -> f64 {
+        if self.network_difficulty > 0.0 {
+            self.work / self.network_difficulty
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A found block as listed: the row, when it was recorded, where it stands
+/// and the work behind it (if statshttpd counted it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedBlock {
+    /// The row.
+    pub block: FoundBlock,
+    /// Unix seconds of recording.
+    pub found_at: u64,
+    /// Confirmations the best node gave it at the last check.
+    pub confirmations: u32,
+    /// Where it stands.
+    pub status: BlockStatus,
+    /// The work behind it.
+    pub work: Option<BlockWork>,
+}
+
 /// A row of [`Store::recent_found_blocks`]'s query.
-fn listed(mut row: mysql_async::Row) -> Option<(FoundBlock, u64)> {
-    Some((
-        FoundBlock {
-            height: row.take_opt(0)?.ok()?,
-            hash: row.take_opt(1)?.ok()?,
-            prev_hash: row.take_opt(2)?.ok()?,
-            user_id: row.take_opt(3)?.ok()?,
-            worker_id: row.take_opt(4)?.ok()?,
-            worker_name: row.take_opt(5)?.ok()?,
-            job_id: row.take_opt(6)?.ok()?,
-            reward: row.take_opt(7)?.ok()?,
-            fees: row.take_opt(8)?.ok()?,
-            size: row.take_opt(9)?.ok()?,
-            tx_count: row.take_opt(10)?.ok()?,
-            submit_results: row.take_opt(11)?.ok()?,
-            is_orphaned: row.take_opt(12)?.ok()?,
-        },
-        row.take_opt(13)?.ok()?,
-    ))
+fn listed(mut row: mysql_async::Row) -> Option<ListedBlock> {
+    let block = FoundBlock {
+        height: row.take_opt(0)?.ok()?,
+        hash: row.take_opt(1)?.ok()?,
+        prev_hash: row.take_opt(2)?.ok()?,
+        user_id: row.take_opt(3)?.ok()?,
+        worker_id: row.take_opt(4)?.ok()?,
+        worker_name: row.take_opt(5)?.ok()?,
+        job_id: row.take_opt(6)?.ok()?,
+        reward: row.take_opt(7)?.ok()?,
+        fees: row.take_opt(8)?.ok()?,
+        size: row.take_opt(9)?.ok()?,
+        tx_count: row.take_opt(10)?.ok()?,
+        submit_results: row.take_opt(11)?.ok()?,
+        is_orphaned: row.take_opt(12)?.ok()?,
+    };
+    let found_at = row.take_opt(13)?.ok()?;
+    let confirmations = row.take_opt(14)?.ok()?;
+    let status: String = row.take_opt(15)?.ok()?;
+    let work: Option<f64> = row.take_opt(16)?.ok()?;
+    let network_difficulty: Option<f64> = row.take_opt(17)?.ok()?;
+    let since_ms: Option<u64> = row.take_opt(18)?.ok()?;
+    let whole: Option<bool> = row.take_opt(19)?.ok()?;
+    let work = match (work, network_difficulty, since_ms, whole) {
+        (Some(work), Some(network_difficulty), Some(since_ms), Some(whole)) => Some(BlockWork {
+            hash: block.hash.clone(),
+            height: block.height,
+            work,
+            network_difficulty,
+            since_ms,
+            whole,
+        }),
+        _ => None,
+    };
+    Some(ListedBlock {
+        block,
+        found_at,
+        confirmations,
+        status: BlockStatus::parse(&status),
+        work,
+    })
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
-pub use blocks::FoundBlock;
+pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
 pub use migrate::{MIGRATIONS, Migration};
 pub use status::{DbStatus, TableSize};
 pub use users::User;

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003", "found_blocks"),
     migration!(4, "0004", "stats"),
     migration!(5, "0005", "users_updated"),
+    migration!(6, "0006", "block_status"),
 ];
 
 const LOCK_NAME: &str = "sluice.schema_migrations";

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use mysql_async::prelude::Queryable;
-use sluice_store::{MIGRATIONS, Migration, Store, StoreError};
+use sluice_store::{BlockStatus, BlockWork, MIGRATIONS, Migration, Store, StoreError};
 use sluice_testkit::{mysql_url, unique_name};
 
 /// A fresh database `sluice_test_<random>` and a store pointed at it.
@@ -248,6 +248,134 @@ async fn a_found_block_is_one_row_whose_node_results_merge() {
         }
     );
     assert!(db.store.found_block("ff").await.unwrap().is_none());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_block_s_standing_changes_once_and_its_work_is_listed_with_it() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    let block = |height: u32| sluice_store::FoundBlock {
+        height,
+        hash: format!("{height:064x}"),
+        prev_hash: "00".repeat(32),
+        user_id: 3,
+        worker_id: 1,
+        worker_name: "rig1".into(),
+        job_id: 1,
+        reward: 1,
+        fees: 0,
+        size: 1,
+        tx_count: 1,
+        submit_results: "{}".into(),
+        is_orphaned: false,
+    };
+    for h in [10, 11, 12] {
+        db.store.record_found_block(&block(h)).await.unwrap();
+    }
+    let (b10, b11) = (block(10).hash, block(11).hash);
+    let hashes = |rows: Vec<sluice_store::Unsettled>| -> Vec<String> {
+        rows.into_iter().map(|u| u.hash).collect()
+    };
+    assert_eq!(
+        hashes(db.store.unsettled_blocks(1, 10).await.unwrap()),
+        [block(12).hash, b11.clone(), b10.clone()],
+        "new blocks are pending, newest first"
+    );
+
+    // The first writer of a new status hears it changed; the second does not.
+    let store = &db.store;
+    assert!(
+        store
+            .set_block_standing(&b10, BlockStatus::Confirmed, 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_block_standing(&b10, BlockStatus::Confirmed, 101)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_block_standing(&b11, BlockStatus::Orphaned, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_block_standing(&b11, BlockStatus::Orphaned, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_block_standing(&block(12).hash, BlockStatus::Pending, 3)
+            .await
+            .is_ok()
+    );
+    // Orphans are looked at again (they may come back); confirmed ones not.
+    assert_eq!(
+        hashes(store.unsettled_blocks(1, 10).await.unwrap()),
+        [block(12).hash, b11.clone()]
+    );
+    assert_eq!(
+        hashes(store.unsettled_blocks(1, 1).await.unwrap()),
+        [block(12).hash]
+    );
+    db.store
+        .pool()
+        .get_conn()
+        .await
+        .unwrap()
+        .query_drop("UPDATE found_blocks SET created_at = NOW() - INTERVAL 2 HOUR")
+        .await
+        .unwrap();
+    assert!(
+        store.unsettled_blocks(1, 10).await.unwrap().is_empty(),
+        "older than the window"
+    );
+    assert_eq!(store.unsettled_blocks(3, 10).await.unwrap().len(), 2);
+
+    // Work: the first write wins.
+    let work = BlockWork {
+        hash: b10.clone(),
+        height: 10,
+        work: 150.0,
+        network_difficulty: 100.0,
+        since_ms: 1_000,
+        whole: true,
+    };
+    store.record_block_work(&work).await.unwrap();
+    let rebuilt = BlockWork {
+        work: 20.0,
+        whole: false,
+        ..work.clone()
+    };
+    store.record_block_work(&rebuilt).await.unwrap();
+
+    let listed = store.recent_found_blocks(10, Some(3)).await.unwrap();
+    let by_height = |h: u32| listed.iter().find(|l| l.block.height == h).unwrap();
+    assert_eq!(
+        (
+            by_height(10).status,
+            by_height(10).confirmations,
+            by_height(10).block.is_orphaned
+        ),
+        (BlockStatus::Confirmed, 101, false)
+    );
+    assert_eq!(by_height(10).work, Some(work.clone()));
+    assert!((work.effort() - 1.5).abs() < 1e-12);
+    assert_eq!(
+        (by_height(11).status, by_height(11).block.is_orphaned),
+        (BlockStatus::Orphaned, true)
+    );
+    assert_eq!(
+        (by_height(12).status, by_height(12).confirmations),
+        (BlockStatus::Pending, 3)
+    );
+    assert_eq!(by_height(12).work, None);
     db.drop().await;
 }
 

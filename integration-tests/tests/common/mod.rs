@@ -118,6 +118,9 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         retry_window_secs: 30,
         rpc_timeout_secs: 10,
         max_share_age_secs: 3_600,
+        confirm_interval_secs: 2,
+        mature_confirmations: 100,
+        watch_hours: 1,
     };
     let api_port = sluice_testkit::free_port();
     let stats = statshttpd::Config {
@@ -246,7 +249,7 @@ pub(crate) async fn all_recorded(pool: &Pool, hashes: &[String]) -> HashSet<Stri
             .recent_found_blocks(1000, Some(pool.user_id))
             .await
             .ok()?;
-        let recorded: HashSet<String> = rows.into_iter().map(|(b, _)| b.hash).collect();
+        let recorded: HashSet<String> = rows.into_iter().map(|l| l.block.hash).collect();
         hashes
             .iter()
             .all(|h| recorded.contains(h))

@@ -24,6 +24,7 @@
 //!   delays the row (retried with backoff), never the submission.
 
 mod assemble;
+mod confirm;
 mod metrics;
 mod offsets;
 mod submit;
@@ -89,6 +90,17 @@ pub struct Config {
     /// starts at the oldest retained share).
     #[serde(default = "default_max_age")]
     pub max_share_age_secs: u64,
+    /// How often found blocks are looked up on the nodes (pending and
+    /// recently orphaned ones).
+    #[serde(default = "default_confirm_interval")]
+    pub confirm_interval_secs: u64,
+    /// Confirmations that make a block confirmed (Core's coinbase maturity).
+    #[serde(default = "default_mature")]
+    pub mature_confirmations: u32,
+    /// How long after it was found a block is watched (pending ones until
+    /// confirmed, orphaned ones in case they come back).
+    #[serde(default = "default_watch_hours")]
+    pub watch_hours: u32,
 }
 
 fn default_templates_kept() -> usize {
@@ -106,6 +118,15 @@ fn default_rpc_timeout() -> u64 {
 fn default_max_age() -> u64 {
     3_600
 }
+fn default_confirm_interval() -> u64 {
+    30
+}
+fn default_mature() -> u32 {
+    100
+}
+fn default_watch_hours() -> u32 {
+    7 * 24
+}
 
 impl AsRef<CommonConfig> for Config {
     fn as_ref(&self) -> &CommonConfig {
@@ -122,6 +143,15 @@ impl Validate for Config {
         }
         if self.retry_window_secs == 0 || self.rpc_timeout_secs == 0 {
             return Err("retry_window_secs and rpc_timeout_secs must be positive".into());
+        }
+        if self.confirm_interval_secs == 0
+            || self.mature_confirmations == 0
+            || self.watch_hours == 0
+        {
+            return Err(
+                "confirm_interval_secs, mature_confirmations and watch_hours must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -253,6 +283,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         nodes = blk.config.nodes.len(),
         "blkmaker consuming solved shares"
     );
+    ctx.shutdown
+        .tracker()
+        .spawn(confirm::watch(blk.clone(), token.clone()));
 
     let tasks = TaskTracker::new();
     loop {
@@ -553,11 +586,17 @@ impl Blkmaker {
                 accepted,
             }),
         };
+        self.send_event(event, "BlockFound");
+    }
+
+    /// `event` to the Event topic in the background (best effort: the row
+    /// in found_blocks is the record).
+    fn send_event(&self, event: Event, what: &'static str) {
         let (producer, topic) = (self.events.clone(), self.event_topic.clone());
         let key = self.config.service.instance.clone();
         tokio::spawn(async move {
             if let Err(error) = producer.send(&topic, key.as_bytes(), &event).await {
-                tracing::warn!(%error, "BlockFound event not sent");
+                tracing::warn!(%error, what, "event not sent");
             }
         });
     }

@@ -1,9 +1,18 @@
 //! blkmaker's Prometheus metrics.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use sluice_core::record::BlockStatus;
 use sluice_service::Metrics;
+
+/// The standing a found block moved to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StatusLabel {
+    pub(crate) status: &'static str,
+}
 
 /// Counters, gauges and the submit latency.
 #[derive(Clone)]
@@ -21,6 +30,8 @@ pub(crate) struct BlkMetrics {
     pub(crate) templates: Gauge,
     /// Seconds from the share's server time to the first node's answer.
     pub(crate) latency: Histogram,
+    /// Found blocks whose standing changed, by the new one.
+    pub(crate) standing: Family<StatusLabel, Counter>,
 }
 
 impl BlkMetrics {
@@ -41,6 +52,7 @@ impl BlkMetrics {
             in_flight: Gauge::default(),
             templates: Gauge::default(),
             latency: Histogram::new(buckets),
+            standing: Family::default(),
         };
         metrics.register(|r| {
             let counters = [
@@ -104,7 +116,21 @@ impl BlkMetrics {
                 "Share's server time to the first node's answer",
                 m.latency.clone(),
             );
+            r.register(
+                "blkmaker_block_standing_changes",
+                "Found blocks that became pending, confirmed or orphaned",
+                m.standing.clone(),
+            );
         });
         m
+    }
+
+    /// The counter of blocks that moved to `status`.
+    pub(crate) fn standing_changes(&self, status: BlockStatus) -> Counter {
+        self.standing
+            .get_or_create(&StatusLabel {
+                status: status.as_str(),
+            })
+            .clone()
     }
 }

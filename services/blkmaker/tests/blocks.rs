@@ -13,7 +13,7 @@ use bitcoin::Block;
 use bitcoincore_rpc::RpcApi;
 use common::{best, counter, node_at, rig, solve, user};
 use sluice_core::TemplateId;
-use sluice_core::record::{Event, EventKind};
+use sluice_core::record::{BlockStatus, Event, EventKind};
 use sluice_rig::{Node, node_config_at};
 use sluice_testkit::{Gate, eventually, free_port, mysql_url};
 
@@ -108,6 +108,100 @@ async fn a_solved_share_becomes_a_block_with_transactions_and_one_row() {
     .await;
     assert_eq!(counter(&ctx, "blkmaker_blocks_submitted"), 1);
     assert_eq!(rig.store.found_block_count(&row.hash).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_found_block_is_confirmed_when_mature_and_orphaned_when_the_chain_leaves_it() {
+    let mut rig = rig().await;
+    let user_id = user(&rig.store).await;
+    let events = rig
+        .pipeline
+        .tail::<Event>(&rig.pipeline.kafka.topics.event, 1000)
+        .await;
+    let config = blkmaker::Config {
+        mature_confirmations: 3,
+        ..rig.config(vec![rig.pipeline.node.config("sim")])
+    };
+    let ctx = rig.start(config);
+    let standing = |hash: bitcoin::BlockHash, status: BlockStatus| move |e: &Event| matches!(&e.kind, EventKind::BlockStanding(b) if b.hash == hash && b.status == status);
+
+    // Found, then buried under two more blocks: 3 confirmations, mature.
+    let job = rig.job_at(rig.pipeline.node.height().await + 1).await;
+    let first = solve(&job, user_id, "rig1");
+    rig.send(&first).await;
+    let listed = rig
+        .listed_where(&first, "pending with one confirmation", |l| {
+            l.status == BlockStatus::Pending && l.confirmations == 1
+        })
+        .await;
+    assert!(!listed.block.is_orphaned);
+    rig.pipeline.generate().await;
+    rig.listed_where(&first, "two confirmations", |l| l.confirmations == 2)
+        .await;
+    rig.pipeline.generate().await;
+    rig.listed_where(&first, "confirmed at maturity", |l| {
+        l.status == BlockStatus::Confirmed && l.confirmations == 3
+    })
+    .await;
+    let told = sluice_rig::next_where(
+        &events,
+        Duration::from_secs(20),
+        "BlockStanding confirmed",
+        standing(first.block_hash, BlockStatus::Confirmed),
+    )
+    .await;
+    let EventKind::BlockStanding(told) = told.kind else {
+        unreachable!()
+    };
+    assert_eq!((told.height, told.confirmations), (job.height, 3));
+    assert_eq!(told.worker_name, "rig1");
+
+    // Found, then the node leaves it (invalidateblock) for a longer chain.
+    let job = rig.job_at(rig.pipeline.node.height().await + 1).await;
+    let second = solve(&job, user_id, "rig2");
+    rig.send(&second).await;
+    rig.listed_where(&second, "the second block pending", |l| {
+        l.status == BlockStatus::Pending
+    })
+    .await;
+    let client = rig.pipeline.node.client();
+    let hash = second.block_hash;
+    tokio::task::spawn_blocking(move || {
+        client.call::<serde_json::Value>("invalidateblock", &[serde_json::json!(hash)])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    rig.pipeline.generate().await;
+    let orphaned = rig
+        .listed_where(&second, "orphaned", |l| l.status == BlockStatus::Orphaned)
+        .await;
+    assert!(orphaned.block.is_orphaned);
+    assert_eq!(orphaned.confirmations, 0);
+    sluice_rig::next_where(
+        &events,
+        Duration::from_secs(20),
+        "BlockStanding orphaned",
+        standing(second.block_hash, BlockStatus::Orphaned),
+    )
+    .await;
+    // The mature block is not looked at again; the orphan is, and stays.
+    let confirmed = rig
+        .listed_where(&first, "still confirmed", |l| {
+            l.status == BlockStatus::Confirmed
+        })
+        .await;
+    assert_eq!(confirmed.confirmations, 3, "settled blocks are left alone");
+    assert_eq!(counter(&ctx, "blkmaker_block_standing_changes"), 0);
+    let text = ctx.metrics.encode();
+    for status in ["confirmed", "orphaned"] {
+        assert!(
+            text.contains(&format!(
+                "blkmaker_block_standing_changes_total{{status=\"{status}\"}} 1"
+            )),
+            "{status} counted once:\n{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

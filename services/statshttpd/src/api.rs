@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use sluice_store::BlockWork;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::SERVER_UP_MS;
@@ -597,14 +598,20 @@ async fn blocks(State(stats): Shared, Query(q): Query<BlocksQuery>) -> Response 
         Ok(rows) => {
             let list: Vec<Value> = rows
                 .into_iter()
-                .map(|(b, at)| {
+                .map(|l| {
+                    let b = &l.block;
                     let results: Value = serde_json::from_str(&b.submit_results).unwrap_or(Value::Null);
                     json!({
                         "height": b.height, "hash": b.hash, "prev_hash": b.prev_hash,
                         "user_id": b.user_id, "worker_id": b.worker_id, "worker_name": b.worker_name,
                         "job_id": b.job_id, "reward": b.reward, "fees": b.fees, "size": b.size,
                         "tx_count": b.tx_count, "submit_results": results,
-                        "is_orphaned": b.is_orphaned, "found_at": at,
+                        "is_orphaned": b.is_orphaned, "found_at": l.found_at,
+                        "status": l.status.as_str(), "confirmations": l.confirmations,
+                        "work": l.work.as_ref().map(|w| w.work),
+                        "network_difficulty": l.work.as_ref().map(|w| w.network_difficulty),
+                        "effort": l.work.as_ref().map(BlockWork::effort),
+                        "effort_whole": l.work.as_ref().map(|w| w.whole),
                     })
                 })
                 .collect();

@@ -14,7 +14,7 @@ use sluice_core::coinbase::{coinbase_transaction, join_coinbase};
 use sluice_core::{Job, SolvedShare, merkle_root};
 use sluice_rig::{Options, Pipeline};
 use sluice_service::Context;
-use sluice_store::{FoundBlock, Store};
+use sluice_store::{FoundBlock, ListedBlock, Store};
 use sluice_testkit::{eventually, mysql_url, unique_name};
 
 pub struct Rig {
@@ -59,6 +59,9 @@ impl Rig {
             retry_window_secs: 60,
             rpc_timeout_secs: 5,
             max_share_age_secs: 3_600,
+            confirm_interval_secs: 1,
+            mature_confirmations: 100,
+            watch_hours: 1,
         }
     }
 
@@ -91,6 +94,25 @@ impl Rig {
             )
             .await
             .unwrap();
+    }
+
+    /// `share`'s block as listed (with its standing) once `pred` holds.
+    pub async fn listed_where(
+        &self,
+        share: &SolvedShare,
+        what: &str,
+        pred: impl Fn(&ListedBlock) -> bool,
+    ) -> ListedBlock {
+        let hash = share.block_hash.to_string();
+        eventually(Duration::from_secs(60), what, || async {
+            self.store
+                .recent_found_blocks(100, Some(share.user_id))
+                .await
+                .ok()?
+                .into_iter()
+                .find(|l| l.block.hash == hash && pred(l))
+        })
+        .await
     }
 
     /// The found_blocks row of `share`'s block once `pred` holds for it.

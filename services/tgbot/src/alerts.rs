@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use sluice_core::record::{BlockFound, ServiceStatus};
+use sluice_core::record::{BlockFound, BlockStanding, BlockStatus, ServiceStatus};
 
 use crate::view;
 
@@ -118,6 +118,30 @@ impl Watch {
             block.reward_sat as f64 / 1e8,
             block.hash
         )));
+    }
+
+    /// A found block's standing changed (blkmaker's confirmation watch).
+    pub fn standing(&mut self, block: &BlockStanding) {
+        let text = match block.status {
+            BlockStatus::Confirmed => format!(
+                "Block {} CONFIRMED: {} confirmations, its {:.8} BTC are spendable\n{}",
+                block.height,
+                block.confirmations,
+                block.reward_sat as f64 / 1e8,
+                block.hash
+            ),
+            BlockStatus::Orphaned => format!(
+                "Block {} ORPHANED: no node holds it on its best chain; its {:.8} BTC are lost unless it comes back\n{}",
+                block.height,
+                block.reward_sat as f64 / 1e8,
+                block.hash
+            ),
+            BlockStatus::Pending => format!(
+                "Block {} is back on the best chain ({} confirmations)\n{}",
+                block.height, block.confirmations, block.hash
+            ),
+        };
+        self.news.push(Notice::News(text));
     }
 
     /// statshttpd's `/api/v1/pool` and `/api/v1/health`, or why not.
@@ -466,6 +490,39 @@ mod tests {
             told[0].starts_with("RECOVERED node core-b is behind"),
             "{told:?}"
         );
+    }
+
+    #[test]
+    fn a_block_confirmed_orphaned_or_back_is_news_once() {
+        let mut w = Watch::new(AlertConfig::default());
+        let standing = |status, confirmations| BlockStanding {
+            height: 900_001,
+            hash: BlockHash::from_byte_array([7; 32]),
+            status,
+            confirmations,
+            worker_name: "alice.rig1".into(),
+            reward_sat: 312_500_000,
+        };
+        w.standing(&standing(BlockStatus::Orphaned, 0));
+        w.standing(&standing(BlockStatus::Pending, 2));
+        w.standing(&standing(BlockStatus::Confirmed, 100));
+        let told = texts(w.evaluate(T0));
+        assert_eq!(told.len(), 3, "{told:?}");
+        assert!(
+            told[0].starts_with("Block 900001 ORPHANED: no node holds it"),
+            "{told:?}"
+        );
+        assert!(
+            told[1].starts_with("Block 900001 is back on the best chain (2 confirmations)"),
+            "{told:?}"
+        );
+        assert!(
+            told[2].starts_with(
+                "Block 900001 CONFIRMED: 100 confirmations, its 3.12500000 BTC are spendable\n"
+            ),
+            "{told:?}"
+        );
+        assert!(w.evaluate(T0 + S).is_empty());
     }
 
     #[test]

@@ -485,6 +485,9 @@ async fn follow_events(
                 EventKind::BlockFound(b) if r.value.timestamp_ms >= started_ms => {
                     lock(&watch).block(&b);
                 }
+                EventKind::BlockStanding(b) if r.value.timestamp_ms >= started_ms => {
+                    lock(&watch).standing(&b);
+                }
                 _ => {}
             },
             Err(error) => {

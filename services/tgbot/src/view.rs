@@ -295,10 +295,18 @@ pub fn db(body: &Value, now_secs: u64) -> String {
     lines.join("\n")
 }
 
-/// A block's state at the nodes, from its `submit_results`.
+/// A block's state at the nodes: its standing (blkmaker's confirmation
+/// watch), else what the nodes answered to `submitblock`.
 fn block_state(block: &Value) -> String {
-    if block["is_orphaned"].as_bool() == Some(true) {
-        return "orphaned".into();
+    let confirmations = num(&block["confirmations"]);
+    match block["status"].as_str() {
+        Some("orphaned") => return "ORPHANED".into(),
+        Some("confirmed") => return format!("confirmed ({confirmations:.0} conf)"),
+        Some("pending") if confirmations >= 1.0 => {
+            return format!("pending ({confirmations:.0} conf)");
+        }
+        _ if block["is_orphaned"].as_bool() == Some(true) => return "ORPHANED".into(),
+        _ => {}
     }
     let results = block["submit_results"].as_object();
     let accepted = results
@@ -329,7 +337,23 @@ fn block_line(block: &Value, now_secs: u64) -> String {
         age(now_secs as f64 - num(&block["found_at"])),
         num(&block["reward"]) / 1e8,
         block_state(block),
-    )
+    ) + &effort(block)
+}
+
+/// `, effort 87%` (`≥` when the round began before statshttpd's oldest
+/// share), or nothing if the work behind the block is not known.
+fn effort(block: &Value) -> String {
+    match block["effort"].as_f64() {
+        Some(e) => {
+            let at_least = if block["effort_whole"].as_bool() == Some(false) {
+                "≥"
+            } else {
+                ""
+            };
+            format!(", effort {at_least}{:.0}%", e * 100.0)
+        }
+        None => String::new(),
+    }
 }
 
 /// `/blocks N` from `/api/v1/blocks?limit=N`.
@@ -508,26 +532,39 @@ mod tests {
         let blocks = json!({"blocks": [
             {"height": 12, "hash": "00000000000000000001aa", "worker_name": "rig1",
              "found_at": now - 120, "reward": 312_500_000, "is_orphaned": false,
+             "status": "pending", "confirmations": 0, "effort": 0.874, "effort_whole": true,
              "submit_results": {"core-a": "accepted", "core-b": "pending"}},
+            {"height": 11, "hash": "00000000000000000004dd", "worker_name": "rig3",
+             "found_at": now - 60, "reward": 312_500_000, "is_orphaned": false,
+             "status": "confirmed", "confirmations": 101, "effort": 2.5, "effort_whole": false,
+             "submit_results": {"core-a": "accepted"}},
             {"height": 11, "hash": "00000000000000000002bb", "worker_name": "rig2",
              "found_at": midnight - 3600, "reward": 312_500_000, "is_orphaned": false,
              "submit_results": {"core-a": "high-hash"}},
             {"height": 10, "hash": "00000000000000000003cc", "worker_name": "rig2",
              "found_at": now - 10 * 86_400, "reward": 312_500_000, "is_orphaned": true,
+             "status": "orphaned", "confirmations": 0, "effort": null,
              "submit_results": {"core-a": "accepted"}},
         ]});
         let text = blocks_text(&blocks, now);
         assert!(
             text.contains(
-                "#12 0000000000000000… by rig1 2 min ago, 3.12500000 BTC, accepted (1/2 nodes)"
+                "#12 0000000000000000… by rig1 2 min ago, 3.12500000 BTC, accepted (1/2 nodes), effort 87%\n"
             ),
             "{text}"
         );
-        assert!(text.contains("not accepted (core-a: high-hash)"), "{text}");
-        assert!(text.contains("orphaned"), "{text}");
+        assert!(
+            text.contains("by rig3 60 s ago, 3.12500000 BTC, confirmed (101 conf), effort ≥250%"),
+            "{text}"
+        );
+        assert!(
+            text.contains("not accepted (core-a: high-hash)\n"),
+            "{text}"
+        );
+        assert!(text.contains("BTC, ORPHANED"), "{text}");
         let m = minutes(1440, 10.0, 5.0, 1.0);
         let text = results(&blocks, &m, now);
-        assert!(text.contains("Blocks today 1, last 7 days 2"), "{text}");
+        assert!(text.contains("Blocks today 2, last 7 days 3"), "{text}");
         assert!(text.contains("Latest #12"), "{text}");
         // 8 h and the current minute: 481 minutes of 10 shares, 1 rejected.
         assert!(

@@ -10,7 +10,9 @@ use std::time::Duration;
 use sluice_bus::{BusConfig, Producer, Topic, TopicNames, TopicSpec, create_topics};
 use sluice_core::bitcoin::BlockHash;
 use sluice_core::bitcoin::hashes::Hash;
-use sluice_core::record::{BlockFound, Event, EventKind, ServiceStatus};
+use sluice_core::record::{
+    BlockFound, BlockStanding, BlockStatus, Event, EventKind, ServiceStatus,
+};
 use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
 use sluice_testkit::telegram::FakeTelegram;
 use sluice_testkit::{eventually, free_port, kafka_brokers, unique_name};
@@ -236,6 +238,24 @@ async fn alerts_from_the_event_topic_are_told_once_and_recovered_once() {
         )
     })
     .await;
+    // ... and so is its orphaning later.
+    let orphaned = Event {
+        timestamp_ms: sluice_service::now_ms(),
+        kind: EventKind::BlockStanding(BlockStanding {
+            height: 4242,
+            hash: BlockHash::from_byte_array([9; 32]),
+            status: BlockStatus::Orphaned,
+            confirmations: 0,
+            worker_name: "alice.rig1".into(),
+            reward_sat: 5_000_000_000,
+        }),
+    };
+    producer.send(&events, b"blk", &orphaned).await.unwrap();
+    sent_where(&tg, "the orphaning", |(_, t)| {
+        t.starts_with("Block 4242 ORPHANED")
+    })
+    .await;
+    assert_eq!(tg.count(OPERATOR, "Block 4242 ORPHANED"), 1);
 
     assert_eq!(tg.count(OPERATOR, unhealthy), 1, "told once");
     assert_eq!(

@@ -298,6 +298,15 @@ async fn pool(State(stats): Shared) -> Response {
         u64::from(share_height.saturating_sub(1))
     };
     m.insert("network_height".into(), json!(height));
+    // The round under way: accepted difficulty since the last block.
+    let round = lock(&stats.round).now().map(|r| {
+        json!({
+            "work": r.work, "network_difficulty": r.network_difficulty,
+            "effort": if r.network_difficulty > 0.0 { r.work / r.network_difficulty } else { 0.0 },
+            "since": r.since_ms / 1000, "whole": r.whole,
+        })
+    });
+    m.insert("round".into(), round.unwrap_or(Value::Null));
     reply(&stats, StatusCode::OK, &Value::Object(m))
 }
 

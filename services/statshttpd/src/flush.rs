@@ -97,7 +97,7 @@ pub(crate) async fn flush(stats: &Stats) -> Result<usize, StoreError> {
         live.rows(now)
     };
     lock(&stats.minutes).evict(now);
-    let mut written = 0;
+    let mut written = write_block_work(stats).await?;
     let agents: Vec<_> = std::mem::take(&mut *lock(&stats.agents))
         .into_iter()
         .collect();
@@ -127,6 +127,19 @@ pub(crate) async fn flush(stats: &Stats) -> Result<usize, StoreError> {
     written += changed.len();
     stats.flushed_at.store(now / 1000, Ordering::SeqCst);
     Ok(written)
+}
+
+/// The work behind blocks counted since the last flush; what is not
+/// written stays for the next.
+async fn write_block_work(stats: &Stats) -> Result<usize, StoreError> {
+    let works = std::mem::take(&mut *lock(&stats.block_work));
+    for (i, work) in works.iter().enumerate() {
+        if let Err(e) = stats.store.record_block_work(work).await {
+            lock(&stats.block_work).splice(0..0, works[i..].iter().cloned());
+            return Err(e);
+        }
+    }
+    Ok(works.len())
 }
 
 /// `head VALUES (…),(…) tail` with the values written as SQL literals

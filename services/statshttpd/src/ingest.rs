@@ -122,6 +122,9 @@ fn count(stats: &Stats, share: &ShareRecord) {
     if day_of(share.timestamp_ms) >= day_of(now.saturating_sub(DAY_MS)) {
         lock(&stats.tally).apply(share);
     }
+    if let Some(work) = lock(&stats.round).apply(share) {
+        lock(&stats.block_work).push(work);
+    }
     stats.metrics.shares.inc();
 }
 

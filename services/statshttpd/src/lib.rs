@@ -30,6 +30,7 @@ mod live;
 mod metrics;
 mod minutes;
 pub mod replay;
+mod round;
 pub mod sharelog;
 mod tally;
 mod web;
@@ -180,6 +181,10 @@ pub(crate) struct Stats {
     pub(crate) services: Mutex<Services>,
     /// The last 24 hours, minute by minute.
     pub(crate) minutes: Mutex<Minutes>,
+    /// The round under way.
+    pub(crate) round: Mutex<round::Round>,
+    /// The work behind blocks, waiting to be written to `block_work`.
+    pub(crate) block_work: Mutex<Vec<sluice_store::BlockWork>>,
     /// Miner connects waiting to be written to `mining_workers`.
     pub(crate) agents: Mutex<HashMap<flush::WorkerKey, flush::NameAndAgent>>,
     /// Workers forgotten by the windows whose zero rows are not written yet.
@@ -228,6 +233,8 @@ pub async fn run_with_clock(config: Config, ctx: Context, clock: Clock) -> anyho
         live: Mutex::default(),
         tally: Mutex::new(Tally::new(network)),
         minutes: Mutex::new(Minutes::new(config.worker_minutes)),
+        round: Mutex::default(),
+        block_work: Mutex::default(),
         services: Mutex::default(),
         agents: Mutex::default(),
         gone: Mutex::default(),

@@ -8,8 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use bitcoin::hashes::Hash;
 use common::{MINUTE, Rig, TWO_32, num};
-use sluice_core::ShareStatus::{Accepted, LowDifficulty, Stale};
+use sluice_core::ShareStatus::{Accepted, Block, LowDifficulty, Stale};
+use sluice_core::record::ShareRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_tables_and_api_from_known_shares() {
@@ -492,4 +494,115 @@ fn assert_btcpool(v: &serde_json::Value, accept: [f64; 3], stale: [f64; 2], reje
         serde_json::json!([0, 0, reject[0], reject[1]]),
         "{v}"
     );
+}
+
+/// A block's effort is the accepted difficulty since the pool's previous
+/// block over the network difficulty; the round under way is on /pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_block_s_effort_is_the_accepted_work_since_the_one_before() {
+    let mut rig = Rig::new().await;
+    let t0 = rig.t0;
+    let hash = |_| bitcoin::BlockHash::from_byte_array(rand_bytes());
+    let (first, second) = (hash(1), hash(2));
+    let block_share = |worker, difficulty, at, h| ShareRecord {
+        hash: h,
+        ..rig.share(worker, Block, difficulty, at)
+    };
+    for s in [
+        rig.share(1, Accepted, 2.0, t0 + MINUTE),
+        rig.share(1, Stale, 5.0, t0 + MINUTE + 1),
+        block_share(2, 1.0, t0 + 2 * MINUTE, first),
+        rig.share(1, Accepted, 3.0, t0 + 3 * MINUTE),
+        rig.share(1, LowDifficulty, 9.0, t0 + 3 * MINUTE + 1),
+        block_share(1, 0.5, t0 + 5 * MINUTE, second),
+        rig.share(2, Accepted, 4.0, t0 + 6 * MINUTE),
+    ] {
+        rig.send(&s).await;
+    }
+    for (h, height) in [(first, 101), (second, 102)] {
+        rig.store
+            .record_found_block(&sluice_store::FoundBlock {
+                height,
+                hash: h.to_string(),
+                prev_hash: "00".repeat(32),
+                user_id: rig.uid(),
+                worker_id: 1,
+                worker_name: "rig1".into(),
+                job_id: 1,
+                reward: 1,
+                fees: 0,
+                size: 1,
+                tx_count: 1,
+                submit_results: "{}".into(),
+                is_orphaned: false,
+            })
+            .await
+            .unwrap();
+    }
+    rig.start();
+    rig.initialized().await;
+    let network =
+        sluice_core::Difficulty::from_compact(bitcoin::CompactTarget::from_consensus(0x207f_ffff))
+            .unwrap()
+            .get();
+    let uid = rig.uid();
+    let blocks = rig
+        .get_when(
+            &format!("/api/v1/blocks?user_id={uid}"),
+            "both blocks with their work",
+            |s, b| {
+                s == 200
+                    && b["blocks"]
+                        .as_array()
+                        .is_some_and(|l| l.len() == 2 && l.iter().all(|b| b["work"].is_number()))
+            },
+        )
+        .await;
+    let by_hash = |h: bitcoin::BlockHash| {
+        blocks["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["hash"] == h.to_string())
+            .unwrap()
+            .clone()
+    };
+    // The first: 2 + 1 since the first share statshttpd saw (not whole).
+    let b1 = by_hash(first);
+    assert_eq!(
+        (num(&b1["work"]), &b1["effort_whole"]),
+        (3.0, &false.into())
+    );
+    assert_eq!(num(&b1["network_difficulty"]), network);
+    assert_eq!(num(&b1["effort"]), 3.0 / network);
+    assert_eq!(b1["status"], "pending");
+    // The second: 3 + 0.5 since the first block (whole); stale and
+    // low-difficulty shares are not work.
+    let b2 = by_hash(second);
+    assert_eq!((num(&b2["work"]), &b2["effort_whole"]), (3.5, &true.into()));
+    assert_eq!(num(&b2["effort"]), 3.5 / network);
+
+    let (_, pool) = rig.get("/api/v1/pool").await.unwrap();
+    let round = &pool["round"];
+    assert_eq!(num(&round["work"]), 4.0, "{pool}");
+    assert_eq!(num(&round["since"]), ((t0 + 5 * MINUTE) / 1000) as f64);
+    assert_eq!(round["whole"], true);
+    assert_eq!(num(&round["effort"]), 4.0 / network);
+
+    // A restart rebuilds the round from the share log.
+    rig.stop().await;
+    rig.start();
+    rig.initialized().await;
+    let (_, pool) = rig.get("/api/v1/pool").await.unwrap();
+    assert_eq!(num(&pool["round"]["work"]), 4.0, "{pool}");
+    std::fs::remove_dir_all(&rig.config.data_dir).unwrap();
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for chunk in bytes.chunks_mut(6) {
+        let n = u64::from_str_radix(&sluice_testkit::unique_name(""), 16).unwrap();
+        chunk.copy_from_slice(&n.to_be_bytes()[2..2 + chunk.len()]);
+    }
+    bytes
 }

@@ -30,6 +30,11 @@ function parseRate(text) {
   if (!(unit in UNITS)) throw new Error("not a hashrate: " + text);
   return Number(value) * UNITS[unit];
 }
+function parsePercent(text) {
+  const n = Number(text.replace(/[≥%,]/g, ""));
+  if (!Number.isFinite(n)) throw new Error("not a percentage: " + text);
+  return n;
+}
 function near(a, b) {
   return Math.abs(a - b) <= 0.05 * Math.max(Math.abs(b), Number.MIN_VALUE) || (a === 0 && b === 0);
 }
@@ -86,6 +91,7 @@ async function main() {
     check(served.ok && (await served.text()) === local, "/assets/uplot.js is that uPlot");
 
     // Pool.
+    const poolBefore = await api("/api/v1/pool");
     await open(desktop, "/pool");
     const [pool, minutes, servers] = await Promise.all([api("/api/v1/pool"), api("/api/v1/minutes"), api("/api/v1/servers")]);
     const five = parseRate(await text(desktop, "#hashrate-5m"));
@@ -99,6 +105,14 @@ async function main() {
     check(Number(await text(desktop, "#users")) === pool.users, "/pool users = " + pool.users);
     check(Number(await text(desktop, "#network-height")) === pool.network_height, "/pool network height");
     check((await desktop.$$("#pool-chart canvas")).length > 0, "/pool draws its 24 h chart");
+    // The round grows while mining: what the page shows lies between the
+    // API's answers before and after it loaded (within one round).
+    const roundShown = await text(desktop, "#round-effort");
+    if (pool.round && poolBefore.round && pool.round.since === poolBefore.round.since) {
+      const shown = parsePercent(roundShown);
+      check(shown >= poolBefore.round.effort * 100 * 0.95 && shown <= pool.round.effort * 100 * 1.05,
+        `/pool round effort ${roundShown} between API ${poolBefore.round.effort} and ${pool.round.effort}`);
+    }
     check((await desktop.$$("#servers tbody tr")).length === servers.servers.length, "/pool lists every server");
     await shoot(desktop, "pool");
 
@@ -120,8 +134,15 @@ async function main() {
     const blockRows = await desktop.$$("#blocks tbody tr");
     check(blockRows.length === blocks.blocks.length, `/blocks: ${blockRows.length} rows, API ${blocks.blocks.length}`);
     if (blocks.blocks.length > 0) {
+      const b = blocks.blocks[0];
       const first = await desktop.getAttribute("#blocks tbody tr:first-child", "data-hash");
-      check(first === blocks.blocks[0].hash, "/blocks newest first: " + first);
+      check(first === b.hash, "/blocks newest first: " + first);
+      const state = await text(desktop, "#blocks tbody tr:first-child td:nth-child(4)");
+      check(state.startsWith(b.status === "orphaned" ? "orphaned" : b.status === "confirmed" ? "confirmed" : b.confirmations >= 1 ? "pending (" + b.confirmations : ""),
+        `/blocks status "${state}" vs API ${b.status} ${b.confirmations}`);
+      const shown = await text(desktop, "#blocks tbody tr:first-child td:nth-child(5)");
+      if (b.effort == null) check(shown === "—", "/blocks effort unknown: " + shown);
+      else check(near(parsePercent(shown), b.effort * 100), `/blocks effort ${shown} vs API ${b.effort}`);
     }
     await shoot(desktop, "blocks");
 

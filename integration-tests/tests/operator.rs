@@ -252,6 +252,20 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
     assert_eq!(tg.count(OPERATOR, "ALERT MariaDB is unreachable"), 1);
     assert_eq!(tg.count(OPERATOR, "RECOVERED MariaDB is unreachable"), 1);
 
+    // The node stopped: unreachable, told once; started again on its
+    // address (an empty chain: nodesim keeps none), its recovery once.
+    let rpc = pool.pipeline.node.endpoints.rpc;
+    pool.pipeline.node.ctx.shutdown.token().cancel();
+    told(&tg, "ALERT node sim is unreachable").await;
+    let _back = sluice_rig::Node::start(nodesim::Config {
+        rpc_listen: rpc,
+        ..nodesim::Config::ephemeral()
+    })
+    .await;
+    told(&tg, "RECOVERED node sim is unreachable").await;
+    assert_eq!(tg.count(OPERATOR, "ALERT node sim is unreachable"), 1);
+    assert_eq!(tg.count(OPERATOR, "RECOVERED node sim is unreachable"), 1);
+
     // The sserver stopped: it is gone.
     pool.ctxs[0].shutdown.token().cancel();
     let gone = format!("ALERT sserver {instance} is gone");

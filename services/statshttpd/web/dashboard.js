@@ -149,6 +149,7 @@ async function poolPage(main) {
       card("reject-rate", "rejected and stale (1 h)", percent(hour.stale + hour.reject, all)),
       card("network-height", "network height", pool.network_height),
       card("blocks-found", "blocks found", pool.blocks_found == null ? "—" : pool.blocks_found),
+      card("round-effort", "round effort", pool.round ? effort(pool.round.effort, pool.round.whole) : "—"),
     ),
     chart("pool-chart", minutes, "Pool hashrate, last 24 h"),
     el("h2", {}, "Servers"),
@@ -164,12 +165,23 @@ async function serversPage(main) {
   );
 }
 
+// Standing from blkmaker's confirmation watch, else the nodes' answers.
 function blockState(b) {
-  if (b.is_orphaned) return "orphaned";
+  if (b.status === "orphaned" || b.is_orphaned) return "orphaned";
+  if (b.status === "confirmed") return "confirmed (" + b.confirmations + " conf)";
+  if (b.status === "pending" && b.confirmations >= 1) return "pending (" + b.confirmations + " conf)";
   const results = Object.entries(b.submit_results || {});
   const ok = results.filter(([, r]) => r === "accepted" || r === "duplicate").length;
   if (ok > 0) return "accepted (" + ok + "/" + results.length + " nodes)";
   return "not accepted (" + results.map(([n, r]) => n + ": " + r).join(", ") + ")";
+}
+
+// Work over network difficulty as a percentage; "≥" when the round began
+// before the oldest share statshttpd had.
+function effort(value, whole) {
+  if (value == null) return "—";
+  const pct = value * 100;
+  return (whole === false ? "≥" : "") + (pct < 1000 ? pct.toFixed(1) : Math.round(pct).toLocaleString("en-US")) + "%";
 }
 
 async function blocksPage(main) {
@@ -180,7 +192,8 @@ async function blocksPage(main) {
       b.height,
       el("td", { title: b.hash, class: "hash" }, b.hash.slice(0, 16) + "…"),
       b.worker_name,
-      blockState(b),
+      el("td", { class: "status-" + (b.status || "pending") }, blockState(b)),
+      effort(b.effort, b.effort_whole),
       (b.reward / 1e8).toFixed(8),
       ago(now() - b.found_at),
     ],
@@ -188,7 +201,8 @@ async function blocksPage(main) {
   main.replaceChildren(
     el("h1", {}, "Blocks"),
     el("p", {}, blocks.blocks.length ? "Newest first." : "No block found yet."),
-    table("blocks", ["height", "hash", "finder", "status at the node", "reward (BTC)", "found"], rows),
+    el("p", {}, "Effort: the pool's accepted work since its previous block over the network difficulty (100% is a block's expected work). Confirmed: mature at the nodes."),
+    table("blocks", ["height", "hash", "finder", "status at the node", "effort", "reward (BTC)", "found"], rows),
   );
 }
 

@@ -86,7 +86,8 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// The newest `limit` blocks (by height, then by when they were found),
+    /// The newest `limit` blocks (in the order they were recorded: heights repeat
+    /// when several of the pool's blocks compete, or chains are reset on test nodes),
     /// of `user_id` only if given, with where they stand and their work.
     pub async fn recent_found_blocks(
         &self,
@@ -99,7 +100,7 @@ impl Store {
              CAST(UNIX_TIMESTAMP(b.created_at) AS UNSIGNED), b.confirmations, b.status, \
              w.work, w.network_difficulty, w.since_ms, w.whole \
              FROM found_blocks b LEFT JOIN block_work w ON w.hash = b.hash \
-             WHERE (? IS NULL OR b.user_id = ?) ORDER BY b.height DESC, b.id DESC LIMIT ?"
+             WHERE (? IS NULL OR b.user_id = ?) ORDER BY b.id DESC LIMIT ?"
                 .with((user_id, user_id, limit))
                 .fetch(self.pool())
                 .await

@@ -73,18 +73,29 @@ async fn workers_told(
     prefix: &str,
     marker: &str,
 ) -> std::collections::BTreeSet<String> {
-    eventually(Duration::from_secs(40), marker, || async {
-        let names: std::collections::BTreeSet<String> = tg
-            .sent()
+    let named = || -> std::collections::BTreeSet<String> {
+        tg.sent()
             .iter()
             .flat_map(|(_, t)| t.lines().map(str::to_owned).collect::<Vec<_>>())
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.split_once(marker).map(|(_, names)| names.to_owned()))
             .flat_map(|names| names.split(", ").map(str::to_owned).collect::<Vec<_>>())
-            .collect();
-        (names.len() == MINERS).then_some(names)
-    })
-    .await
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let names = named();
+        if names.len() == MINERS {
+            return names;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {MINERS} workers told as {marker:?}: {} named; messages: {:#?}",
+            names.len(),
+            tg.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn told(tg: &FakeTelegram, prefix: &str) {
@@ -266,11 +277,18 @@ async fn the_bot_answers_from_live_data_and_tells_each_incident_once() {
     assert_eq!(tg.count(OPERATOR, "ALERT node sim is unreachable"), 1);
     assert_eq!(tg.count(OPERATOR, "RECOVERED node sim is unreachable"), 1);
 
-    // The sserver stopped: it is gone.
+    // The sserver stopped: it is gone, told once; started again, its
+    // recovery once.
     pool.ctxs[0].shutdown.token().cancel();
     let gone = format!("ALERT sserver {instance} is gone");
     told(&tg, &gone).await;
+    let again = sluice_rig::context();
+    tokio::spawn(sserver::run(pool.sserver.clone(), again.clone()));
+    let back = format!("RECOVERED sserver {instance} is gone");
+    told(&tg, &back).await;
     assert_eq!(tg.count(OPERATOR, &gone), 1);
+    assert_eq!(tg.count(OPERATOR, &back), 1);
+    again.shutdown.token().cancel();
 
     ctx.shutdown.token().cancel();
     tokio::time::timeout(Duration::from_secs(10), bot)

@@ -32,6 +32,8 @@ pub(crate) struct Pool {
     pub(crate) stratum: SocketAddr,
     pub(crate) api_port: u16,
     pub(crate) stats: statshttpd::Config,
+    /// sserver's, to start it again.
+    pub(crate) sserver: sserver::Config,
     pub(crate) solved_log: std::path::PathBuf,
     /// sserver's, blkmaker's (unused when it runs as a process) and
     /// statshttpd's, in this order.
@@ -155,7 +157,8 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         stratum,
         api_port,
         stats,
-        solved_log: sserver.solved_log,
+        solved_log: sserver.solved_log.clone(),
+        sserver,
         ctxs,
     }
 }

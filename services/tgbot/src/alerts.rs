@@ -268,7 +268,17 @@ impl Watch {
     /// What to tell at `now_ms`: news, new incidents that held long enough,
     /// ended incidents.
     pub fn evaluate(&mut self, now_ms: u64) -> Vec<Notice> {
-        let mut notices = std::mem::take(&mut self.news);
+        // News heard since the last evaluation is one message (split at
+        // Telegram's limit when sent): a burst of blocks found or orphaned
+        // does not queue behind the per-chat rate limit one by one.
+        let news: Vec<String> = std::mem::take(&mut self.news)
+            .iter()
+            .map(Notice::text)
+            .collect();
+        let mut notices = Vec::new();
+        if !news.is_empty() {
+            notices.push(Notice::News(news.join("\n\n")));
+        }
         let holding = self.conditions(now_ms);
         let hold_ms = self.config.hold_secs * 1000;
         let mut ended: Vec<String> = self
@@ -507,6 +517,8 @@ mod tests {
         w.standing(&standing(BlockStatus::Pending, 2));
         w.standing(&standing(BlockStatus::Confirmed, 100));
         let told = texts(w.evaluate(T0));
+        assert_eq!(told.len(), 1, "a burst is one message: {told:?}");
+        let told: Vec<&str> = told[0].split("\n\n").collect();
         assert_eq!(told.len(), 3, "{told:?}");
         assert!(
             told[0].starts_with("Block 900001 ORPHANED: no node holds it"),

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use bitcoin::block::{Header, Version};
 use bitcoin::hashes::{Hash, HashEngine, sha256d};
 use bitcoin::{TxMerkleNode, Txid};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::Id;
 use crate::message::{
     Authorize, Call, Configure, Configured, Notification, Notify, Request, Response, ServerMessage,
     StratumError, Submit, Subscribe, Subscribed,
@@ -80,7 +81,7 @@ impl ClientSession {
         self.next_id += 1;
         self.pending.insert(self.next_id, pending);
         Request {
-            id: json!(self.next_id),
+            id: Id::number(self.next_id),
             call,
         }
     }

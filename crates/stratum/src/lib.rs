@@ -15,10 +15,12 @@
 
 pub mod client;
 pub mod framing;
+pub mod id;
 pub mod message;
 pub mod session;
 
 pub use framing::{FrameError, LineFramer};
+pub use id::Id;
 pub use message::{
     Call, ClientMessage, ErrorCode, Notification, Notify, Request, Response, ServerMessage,
     StratumError,

@@ -12,7 +12,10 @@ use std::borrow::Cow;
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, CompactTarget, Target, TxMerkleNode};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+
+use crate::Id;
 
 /// The common Stratum error codes, understood by miner software.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,12 +84,12 @@ impl std::fmt::Display for StratumError {
 #[error("{error}")]
 pub struct ParseError {
     /// The request id to answer, or null.
-    pub id: Value,
+    pub id: Id,
     /// What to answer.
     pub error: StratumError,
 }
 
-fn illegal(id: &Value, message: impl Into<String>) -> ParseError {
+fn illegal(id: &Id, message: impl Into<String>) -> ParseError {
     ParseError {
         id: id.clone(),
         error: StratumError::new(ErrorCode::Other, message),
@@ -165,8 +168,8 @@ pub enum Call {
 /// A request from a miner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// Echoed in the response (number, string or null).
-    pub id: Value,
+    /// Echoed in the response, byte for byte.
+    pub id: Id,
     /// What is asked.
     pub call: Call,
 }
@@ -174,7 +177,7 @@ pub struct Request {
 /// What a miner sends: requests only (Sluice sends miners no requests).
 pub type ClientMessage = Request;
 
-fn hex_u32(id: &Value, what: &str, v: Option<&Value>) -> Result<u32, ParseError> {
+fn hex_u32(id: &Id, what: &str, v: Option<&Value>) -> Result<u32, ParseError> {
     let s = v
         .and_then(Value::as_str)
         .ok_or_else(|| illegal(id, format!("{what} must be a hex string")))?;
@@ -188,7 +191,7 @@ fn opt_string(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_owned)
 }
 
-fn positive_number(id: &Value, what: &str, v: Option<&Value>) -> Result<f64, ParseError> {
+fn positive_number(id: &Id, what: &str, v: Option<&Value>) -> Result<f64, ParseError> {
     // Numbers, or numbers in strings (some firmware quotes them).
     let n = match v {
         Some(Value::Number(n)) => n.as_f64(),
@@ -203,7 +206,7 @@ fn positive_number(id: &Value, what: &str, v: Option<&Value>) -> Result<f64, Par
 
 /// The `i`th parameter as a string.
 fn str_param<'a>(
-    id: &Value,
+    id: &Id,
     params: &'a [Value],
     i: usize,
     what: &str,
@@ -214,14 +217,21 @@ fn str_param<'a>(
         .ok_or_else(|| illegal(id, format!("{what} (parameter {}) must be a string", i + 1)))
 }
 
+/// Only a line's id, as written.
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
 /// A line's fields, read without building a JSON map (the method is
 /// borrowed from the line): a request uses the first three, a server line
 /// any. A line this does not take (not an object, a field of the wrong
 /// type, a key twice) is read again as a [`Value`] for its precise error.
 #[derive(Deserialize)]
 struct WireLine<'a> {
-    #[serde(default)]
-    id: Value,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     method: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -238,13 +248,9 @@ impl Request {
         let Some(wire) = read_object::<WireLine<'_>>(line) else {
             return Self::parse_value(line);
         };
-        let id = wire.id;
-        if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
-            return Err(illegal(
-                &Value::Null,
-                "id must be a number, a string or null",
-            ));
-        }
+        let id = wire
+            .id
+            .map_or_else(Id::null, |raw| Id::from_checked_json(raw.get()));
         let method = match &wire.method {
             Some(m) if !m.is_empty() => m,
             _ => return Err(illegal(&id, "method must be a non-empty string")),
@@ -258,17 +264,16 @@ impl Request {
     /// for every malformed line.
     fn parse_value(line: &str) -> Result<Request, ParseError> {
         let value: Value = serde_json::from_str(line)
-            .map_err(|e| illegal(&Value::Null, format!("malformed JSON: {e}")))?;
+            .map_err(|e| illegal(&Id::null(), format!("malformed JSON: {e}")))?;
         let Value::Object(obj) = value else {
-            return Err(illegal(&Value::Null, "a request must be a JSON object"));
+            return Err(illegal(&Id::null(), "a request must be a JSON object"));
         };
-        let id = obj.get("id").cloned().unwrap_or(Value::Null);
-        if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
-            return Err(illegal(
-                &Value::Null,
-                "id must be a number, a string or null",
-            ));
-        }
+        // The id's own text if the object gives it once, else as re-written.
+        let id = read_object::<IdOnly<'_>>(line)
+            .and_then(|o| o.id)
+            .map(|raw| Id::from_checked_json(raw.get()))
+            .or_else(|| obj.get("id").map(Id::from_value))
+            .unwrap_or_default();
         let method = match obj.get("method") {
             Some(Value::String(m)) if !m.is_empty() => m.as_str(),
             _ => return Err(illegal(&id, "method must be a non-empty string")),
@@ -283,7 +288,7 @@ impl Request {
         Ok(Request { id, call })
     }
 
-    fn parse_call(id: &Value, method: &str, params: &[Value]) -> Result<Call, ParseError> {
+    fn parse_call(id: &Id, method: &str, params: &[Value]) -> Result<Call, ParseError> {
         Ok(match method {
             "mining.subscribe" => Call::Subscribe(Subscribe {
                 user_agent: opt_string(params.first()),
@@ -350,7 +355,12 @@ impl Request {
             }
             Call::Unknown(m) => (m.as_str(), json!([])),
         };
-        json!({"id": self.id, "method": method, "params": params}).to_string()
+        format!(
+            "{{\"id\":{},\"method\":{},\"params\":{}}}",
+            self.id,
+            Value::from(method),
+            params
+        )
     }
 }
 
@@ -360,7 +370,7 @@ impl Request {
         use std::fmt::Write as _;
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(b"{\"id\":");
-        write_json(&mut out, &self.id);
+        out.extend_from_slice(self.id.as_json().as_bytes());
         out.extend_from_slice(b",\"method\":\"mining.submit\",\"params\":[");
         serde_json::to_writer(&mut out, &s.worker).expect("a string always serializes");
         out.push(b',');
@@ -378,7 +388,7 @@ impl Request {
     }
 }
 
-fn parse_configure(id: &Value, params: &[Value]) -> Result<Configure, ParseError> {
+fn parse_configure(id: &Id, params: &[Value]) -> Result<Configure, ParseError> {
     let names = params
         .first()
         .and_then(Value::as_array)
@@ -436,7 +446,7 @@ fn configure_params(c: &Configure) -> Value {
     json!([names, opts])
 }
 
-fn parse_submit(id: &Value, params: &[Value]) -> Result<Submit, ParseError> {
+fn parse_submit(id: &Id, params: &[Value]) -> Result<Submit, ParseError> {
     if params.len() < 5 {
         return Err(illegal(
             id,
@@ -656,14 +666,14 @@ impl Notification {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     /// The request's id.
-    pub id: Value,
+    pub id: Id,
     /// Its result, or why it failed.
     pub result: Result<Value, StratumError>,
 }
 
 impl Response {
     /// `result: true`.
-    pub fn ok(id: Value) -> Self {
+    pub fn ok(id: Id) -> Self {
         Response {
             id,
             result: Ok(Value::Bool(true)),
@@ -671,7 +681,7 @@ impl Response {
     }
 
     /// An error answer.
-    pub fn error(id: Value, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn error(id: Id, code: ErrorCode, message: impl Into<String>) -> Self {
         Response {
             id,
             result: Err(StratumError::new(code, message)),
@@ -795,7 +805,7 @@ impl ServerMessage {
             ServerMessage::Response(r) => {
                 let mut out = Vec::with_capacity(48);
                 out.extend_from_slice(b"{\"id\":");
-                write_json(&mut out, &r.id);
+                out.extend_from_slice(r.id.as_json().as_bytes());
                 match &r.result {
                     Ok(v) => {
                         out.extend_from_slice(b",\"result\":");
@@ -834,7 +844,9 @@ impl ServerMessage {
             None => Ok(wire.result.unwrap_or(Value::Null)),
         };
         Ok(ServerMessage::Response(Response {
-            id: wire.id,
+            id: wire
+                .id
+                .map_or_else(Id::null, |raw| Id::from_checked_json(raw.get())),
             result,
         }))
     }
@@ -851,7 +863,7 @@ impl ServerMessage {
                 .map(ServerMessage::Notification)
                 .ok_or_else(bad);
         }
-        let id = o.get("id").cloned().unwrap_or(Value::Null);
+        let id = o.get("id").map(Id::from_value).unwrap_or_default();
         let result = match o.get("error") {
             Some(e) if !e.is_null() => Err(StratumError::from_value(e).ok_or_else(bad)?),
             _ => Ok(o.get("result").cloned().unwrap_or(Value::Null)),
@@ -965,11 +977,11 @@ mod tests {
     #[test]
     fn bad_requests_keep_their_id_and_say_why() {
         let e = error(r#"{"id":7,"method":"mining.submit","params":["w","1","00","x","0"]}"#);
-        assert_eq!(e.id, json!(7));
+        assert_eq!(e.id, Id::number(7));
         assert_eq!(e.error.code, 20);
         assert!(e.error.message.contains("ntime"), "{}", e.error.message);
         let e = error(r#"{"id":"a","method":"mining.submit","params":["w"]}"#);
-        assert_eq!(e.id, json!("a"));
+        assert_eq!(e.id.as_json(), r#""a""#);
         assert!(e.error.message.contains("5 or 6"), "{}", e.error.message);
         assert!(
             error("not json")
@@ -977,7 +989,7 @@ mod tests {
                 .message
                 .starts_with("malformed JSON")
         );
-        assert_eq!(error("[1,2]").id, Value::Null);
+        assert_eq!(error("[1,2]").id, Id::null());
         assert!(
             error(r#"{"id":1,"params":[]}"#)
                 .error
@@ -997,9 +1009,39 @@ mod tests {
     }
 
     #[test]
+    fn any_id_is_echoed_byte_for_byte() {
+        for id in [
+            "123456789012345678901234567890123",
+            "-1.50e+300",
+            r#""caf\u00e9 \"x\"""#,
+            "null",
+            r#"[1, {"a": [true]}]"#,
+            "18446744073709551616",
+        ] {
+            for line in [
+                format!(r#"{{"id": {id}, "method": "mining.subscribe", "params": []}}"#),
+                // A bad request keeps its id too, on the fast and the slow path.
+                format!(r#"{{"id": {id}, "method": "mining.submit", "params": ["w"]}}"#),
+                format!(r#"{{"method": 5, "id": {id}}}"#),
+            ] {
+                let id_back = match Request::parse(&line) {
+                    Ok(r) => r.id,
+                    Err(e) => e.id,
+                };
+                let answer = ServerMessage::from(Response::ok(id_back)).to_line();
+                assert_eq!(
+                    answer,
+                    format!(r#"{{"id":{id},"result":true,"error":null}}"#),
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn errors_have_the_common_shape() {
         let line = ServerMessage::from(Response::error(
-            json!(3),
+            Id::number(3),
             ErrorCode::Duplicate,
             "Duplicate share",
         ))
@@ -1008,7 +1050,7 @@ mod tests {
             line,
             r#"{"id":3,"result":null,"error":[22,"Duplicate share",null]}"#
         );
-        let ok = ServerMessage::from(Response::ok(json!("a\"b"))).to_line();
+        let ok = ServerMessage::from(Response::ok(Id::from_value(&json!("a\"b")))).to_line();
         assert_eq!(ok, r#"{"id":"a\"b","result":true,"error":null}"#);
     }
 
@@ -1020,7 +1062,7 @@ mod tests {
         let e = error(r#"{"id":7,"method":5,"params":[]}"#);
         assert_eq!(
             (e.id, e.error.message.as_str()),
-            (json!(7), "method must be a non-empty string")
+            (Id::number(7), "method must be a non-empty string")
         );
         let e = error(r#"{"id":7,"method":"mining.subscribe","params":{}}"#);
         assert_eq!(e.error.message, "params must be an array");

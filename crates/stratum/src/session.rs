@@ -10,9 +10,9 @@
 //! authorization is answered (btcpool stays silent, miners time out), and the
 //! version-rolling mask negotiated here is the one enforced on submits.
 
-use serde_json::Value;
 use sluice_core::Difficulty;
 
+use crate::Id;
 use crate::message::{
     Call, Configure, Configured, ErrorCode, Notification, Request, Response, ServerMessage, Submit,
     Subscribed,
@@ -38,7 +38,7 @@ pub enum Step {
     /// true, or answer with an error.
     Authorize {
         /// Request id.
-        id: Value,
+        id: Id,
         /// `user.worker` as sent.
         login: String,
         /// Options from the password field.
@@ -47,7 +47,7 @@ pub enum Step {
     /// Check the share and answer.
     Submit {
         /// Request id.
-        id: Value,
+        id: Id,
         /// The share.
         submit: Submit,
     },
@@ -55,7 +55,7 @@ pub enum Step {
     /// answer true and apply it from the next job on.
     SuggestDifficulty {
         /// Request id.
-        id: Value,
+        id: Id,
         /// The difficulty asked for.
         difficulty: f64,
     },
@@ -234,7 +234,7 @@ impl ServerSession {
         }
     }
 
-    fn configure(&mut self, id: Value, c: Configure) -> Vec<ServerMessage> {
+    fn configure(&mut self, id: Id, c: Configure) -> Vec<ServerMessage> {
         let mut answer = Configured {
             unknown: c.unknown,
             ..Configured::default()
@@ -263,7 +263,7 @@ impl ServerSession {
     }
 }
 
-fn not_subscribed(id: Value) -> Response {
+fn not_subscribed(id: Id) -> Response {
     Response::error(id, ErrorCode::NotSubscribed, "Not subscribed")
 }
 
@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(
             step,
             Step::Authorize {
-                id: serde_json::json!(3),
+                id: Id::number(3),
                 login: "alice.rig".into(),
                 options: PasswordOptions {
                     difficulty: Some(1024.0),

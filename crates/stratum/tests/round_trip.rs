@@ -4,16 +4,24 @@
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, CompactTarget, Target, TxMerkleNode};
 use proptest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
+use sluice_stratum::Id;
 use sluice_stratum::message::{Authorize, Configure, Submit, Subscribe};
 use sluice_stratum::{Call, Notification, Notify, Request, Response, ServerMessage, StratumError};
 
-fn id() -> impl Strategy<Value = Value> {
+/// Ids as miners write them: any JSON value, echoed byte for byte.
+fn id() -> impl Strategy<Value = Id> {
     prop_oneof![
-        Just(Value::Null),
-        any::<u64>().prop_map(|n| json!(n)),
-        "[a-z0-9]{1,8}".prop_map(|s| json!(s)),
+        Just("null".to_owned()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        "-?[1-9][0-9]{19,40}",
+        "-?[0-9]\\.[0-9]{1,20}(e[+-]?[0-9]{1,3})?",
+        any::<String>().prop_map(|s| json!(s).to_string()),
+        "\"(\\\\u00[0-7][0-9a-f]|[a-z])*\"",
+        Just(r#"[1, "two", {"three": null}]"#.to_owned()),
+        Just("true".to_owned()),
     ]
+    .prop_map(|text| Id::parse(&text).unwrap())
 }
 
 fn difficulty() -> impl Strategy<Value = f64> {

@@ -13,11 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sluice_core::record::{Event, EventKind, MinerIdentity, ShareRecord, ShareStatus, SolvedShare};
 use sluice_core::share::{SubmissionError, check_ntime};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_core::{Difficulty, ShareOutcome, Submission};
+use sluice_stratum::Id;
 use sluice_stratum::message::Submit;
 use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
 use sluice_stratum::{
@@ -551,7 +551,7 @@ impl Conn {
                     self.shared.metrics.bad_lines.inc();
                     self.send(
                         Response::error(
-                            Value::Null,
+                            Id::null(),
                             ErrorCode::Other,
                             format!("line longer than {max} bytes"),
                         )
@@ -561,7 +561,7 @@ impl Conn {
                     return Err(End::Protocol(format!("line longer than {max} bytes")));
                 }
                 Err(FrameError::NotUtf8) => {
-                    self.bad_line(Value::Null, "line is not UTF-8".into())
+                    self.bad_line(Id::null(), "line is not UTF-8".into())
                         .await?
                 }
             }
@@ -571,7 +571,7 @@ impl Conn {
         }
     }
 
-    async fn bad_line(&mut self, id: Value, message: String) -> Result<(), End> {
+    async fn bad_line(&mut self, id: Id, message: String) -> Result<(), End> {
         self.shared.metrics.bad_lines.inc();
         self.bad_lines += 1;
         self.send(Response::error(id, ErrorCode::Other, message.clone()).into())
@@ -622,7 +622,7 @@ impl Conn {
         }
     }
 
-    async fn handle_authorize(&mut self, id: Value, login: &str, options: PasswordOptions) {
+    async fn handle_authorize(&mut self, id: Id, login: &str, options: PasswordOptions) {
         let Some(parsed) = parse_login(login) else {
             self.send(
                 Response::error(
@@ -719,7 +719,7 @@ impl Conn {
         self.send_line(job.notify_line(tip_moved)).await;
     }
 
-    async fn handle_submit(&mut self, id: Value, submit: Submit) {
+    async fn handle_submit(&mut self, id: Id, submit: Submit) {
         let judged = self.check_submit(&submit);
         // Stale and unknown-job shares (21) are the network's doing, not the
         // miner's: a farm behind one address sends a burst of them after every

@@ -243,3 +243,45 @@ async fn a_user_disabled_in_mysql_is_refused_after_the_next_refresh() {
     assert_eq!(refused.code, 24);
     assert!(refused.message.contains("disabled"), "{refused}");
 }
+
+/// A miner's JSON-RPC id comes back exactly as it sent it, whatever JSON it
+/// is: integers beyond 64 bits, strings with escapes, null, arrays; on
+/// answers and on errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_id_is_echoed_exactly_as_the_miner_wrote_it() {
+    let rig = rig(|_| {}).await;
+    let mut miner = rig.miner().await;
+    let cases = [
+        (
+            "340282366920938463463374607431768211457",
+            r#"{"id": 340282366920938463463374607431768211457, "method": "mining.subscribe", "params": ["test/1"]}"#,
+        ),
+        (
+            r#""w\u00e9 \"1\"""#,
+            r#"{"id": "w\u00e9 \"1\"", "method": "mining.authorize", "params": ["alice.rig1", "x"]}"#,
+        ),
+        (
+            r#"[7, {"k": null}]"#,
+            r#"{"id": [7, {"k": null}], "method": "mining.submit", "params": ["alice.rig1"]}"#,
+        ),
+        (
+            "null",
+            r#"{"id": null, "method": "mining.extranonce.subscribe", "params": []}"#,
+        ),
+        ("-0.5e-7", r#"{"method": 12, "id": -0.5e-7}"#),
+    ];
+    for (id, line) in cases {
+        miner.raw(line).await;
+        // Notifications (difficulty, job) may come before the answer.
+        let answer = loop {
+            let l = miner.raw_line().await.expect("an answer");
+            if !l.contains("\"method\"") {
+                break l;
+            }
+        };
+        assert!(
+            answer.starts_with(&format!(r#"{{"id":{id},"#)),
+            "{line}\nanswered {answer}"
+        );
+    }
+}

@@ -209,6 +209,29 @@ impl Miner {
         }
     }
 
+    /// The next line from the server as sent (nothing must be pending in
+    /// the backlog); `None` once it closed the connection.
+    pub async fn raw_line(&mut self) -> Option<String> {
+        assert!(self.backlog.is_empty(), "raw_line after parsed events");
+        loop {
+            match self.framer.next_line() {
+                Ok(Some(line)) => return Some(line.to_string()),
+                Ok(None) => {}
+                Err(e) => panic!("server sent a bad line: {e}"),
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut buf))
+                .await
+                .expect("the server said nothing for 20 s")
+                .unwrap_or(0);
+            if n == 0 {
+                self.closed = true;
+                return None;
+            }
+            self.framer.push(&buf[..n]);
+        }
+    }
+
     /// Skips events until `pick` accepts one; others are kept for later.
     pub async fn expect<T>(
         &mut self,

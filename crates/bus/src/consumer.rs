@@ -120,6 +120,7 @@ impl<T: Payload> TypedStream<T> {
                 Ok(record) => return Ok(record),
                 Err(error) => {
                     self.poison.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::count_poison(&self.topic);
                     tracing::warn!(topic = %self.topic, partition = msg.partition(),
                         offset = msg.offset(), %error, "skipping undecodable message");
                 }

@@ -39,8 +39,9 @@ impl Identity {
 
 /// Starts `service`'s heartbeat as `instance` on this host to the Event
 /// topic, every [`HEARTBEAT_INTERVAL`] until the service stops, tracked for
-/// its drain: the wiring every service shares. `status` gives its health and
-/// figures at each beat; the problems are its `/health` components not ok.
+/// its drain, and adds the bus's metrics (poison messages by topic) to its
+/// `/metrics`: the wiring every service shares. `status` gives its health
+/// and figures at each beat; the problems are its `/health` components not ok.
 pub fn start_heartbeat<F>(
     ctx: &sluice_service::Context,
     producer: Producer,
@@ -57,6 +58,7 @@ pub fn start_heartbeat<F>(
         &sluice_service::host_name(),
         env!("CARGO_PKG_VERSION"),
     );
+    crate::metrics::register_metrics(&ctx.metrics);
     let health = ctx.health.clone();
     ctx.shutdown.tracker().spawn(heartbeat(
         producer,

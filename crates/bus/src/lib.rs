@@ -17,6 +17,7 @@ mod admin;
 mod config;
 mod consumer;
 mod heartbeat;
+mod metrics;
 mod producer;
 mod topics;
 
@@ -28,6 +29,7 @@ pub use admin::{
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
 pub use heartbeat::{HEARTBEAT_INTERVAL, Identity, heartbeat, start_heartbeat};
+pub use metrics::{count_poison, register_metrics};
 pub use producer::{Delivery, Producer, watch_delivery};
 pub use topics::{Cleanup, TopicLayout, TopicSpec};
 

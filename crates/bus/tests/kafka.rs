@@ -199,6 +199,14 @@ async fn poison_messages_are_counted_and_skipped() {
     assert_eq!(r.value, event(42));
     assert_eq!(r.offset, 1);
     assert_eq!(consumer.poison_count(), 1);
+    // ... and on /metrics, by topic.
+    let metrics = sluice_service::Metrics::default();
+    sluice_bus::register_metrics(&metrics);
+    let line = format!(
+        "sluice_bus_poison_messages_total{{topic=\"{}\"}} 1",
+        topic.name()
+    );
+    assert!(metrics.encode().contains(&line), "{}", metrics.encode());
     consumer.close().await.unwrap();
 }
 

@@ -44,7 +44,60 @@ pub struct Job {
     pub created_at_ms: u64,
 }
 
+/// extranonce1 bytes (sserver's id and session index) a Job's coinbase is
+/// split around, before extranonce2 bytes (the miner's): 4 + 8 = 12 bytes of
+/// coinbase space (ARCHITECTURE.md §8). sserver pads for a shorter
+/// extranonce2.
+pub const EXTRANONCE1_LEN: usize = 4;
+/// See [`EXTRANONCE1_LEN`].
+pub const EXTRANONCE2_LEN: usize = 8;
+
+/// Levels a real block's merkle branch can have: a block of 4,000,000
+/// weight units holds fewer than 2^15 transactions (each at least 240).
+pub const MAX_MERKLE_BRANCH: usize = 15;
+
 impl Job {
+    /// Why this job cannot be real (it decoded, but no jobmaker makes such
+    /// a job): a merkle branch deeper than any block, a coinbase that does
+    /// not reassemble into a transaction around 4 + 8 extranonce bytes, an
+    /// impossible target or value. Consumers skip such a job as poison.
+    pub fn check(&self) -> Result<(), String> {
+        if self.merkle_branch.len() > MAX_MERKLE_BRANCH {
+            return Err(format!(
+                "merkle branch of {} levels (a block has at most {MAX_MERKLE_BRANCH})",
+                self.merkle_branch.len()
+            ));
+        }
+        if self.height == 0 {
+            return Err("height 0 (genesis is never mined)".into());
+        }
+        if self.coinbase_value > Amount::MAX_MONEY {
+            return Err(format!(
+                "coinbase value {} exceeds 21 million BTC",
+                self.coinbase_value
+            ));
+        }
+        let target = bitcoin::Target::from_compact(self.bits);
+        if target == bitcoin::Target::ZERO || target > bitcoin::Target::MAX_ATTAINABLE_REGTEST {
+            return Err(format!(
+                "bits {:08x} is no target",
+                self.bits.to_consensus()
+            ));
+        }
+        let coinbase = crate::coinbase::join_coinbase(
+            &self.coinbase1,
+            &[0; EXTRANONCE1_LEN],
+            &[0; EXTRANONCE2_LEN],
+            &self.coinbase2,
+        );
+        let tx = crate::coinbase::coinbase_transaction(&coinbase)
+            .map_err(|e| format!("coinbase does not reassemble: {e}"))?;
+        if !tx.is_coinbase() {
+            return Err("coinbase does not spend the null outpoint".into());
+        }
+        Ok(())
+    }
+
     /// The share-check view of this job for sessions with `extranonce2_len`.
     pub fn work(&self, extranonce2_len: usize) -> Work {
         Work {
@@ -123,5 +176,64 @@ mod tests {
         assert!(!fence.admit(&job(3)), "the deposed one, still publishing");
         assert_eq!(fence.highest(), Some(7));
         assert!(!fence.admit(&job(0)));
+    }
+
+    /// A job as jobmaker makes one: a real coinbase split around 4 + 8
+    /// extranonce bytes.
+    fn real() -> Job {
+        let split = crate::CoinbaseParams {
+            height: 840_000,
+            unique: 7,
+            pool_tag: b"/sluice/".to_vec(),
+            extranonce1_len: 4,
+            extranonce2_len: 8,
+            value: Amount::from_sat(312_500_000),
+            payout_script: bitcoin::ScriptBuf::new_op_return([0u8; 4]),
+            fixed_outputs: Vec::new(),
+            witness_commitment: None,
+        }
+        .build()
+        .unwrap();
+        Job {
+            height: 840_000,
+            coinbase1: split.coinbase1,
+            coinbase2: split.coinbase2,
+            merkle_branch: vec![TxMerkleNode::all_zeros(); 12],
+            coinbase_value: Amount::from_sat(312_500_000),
+            ..job(1)
+        }
+    }
+
+    #[test]
+    fn a_job_no_jobmaker_makes_is_refused_with_the_reason() {
+        assert_eq!(real().check(), Ok(()));
+        let why = |j: Job| j.check().unwrap_err();
+        let deep = Job {
+            merkle_branch: vec![TxMerkleNode::all_zeros(); 40],
+            ..real()
+        };
+        assert!(why(deep).starts_with("merkle branch of 40 levels"));
+        assert!(
+            why(Job {
+                height: 0,
+                ..real()
+            })
+            .starts_with("height 0")
+        );
+        let rich = Job {
+            coinbase_value: Amount::from_sat(21_000_001 * 100_000_000),
+            ..real()
+        };
+        assert!(why(rich).contains("21 million"));
+        let no_target = Job {
+            bits: CompactTarget::from_consensus(0),
+            ..real()
+        };
+        assert!(why(no_target).contains("no target"));
+        let cut = Job {
+            coinbase2: real().coinbase2[..3].to_vec(),
+            ..real()
+        };
+        assert!(why(cut).starts_with("coinbase does not reassemble"));
     }
 }

@@ -5,11 +5,7 @@ use sluice_core::{
     BlockTemplate, CoinbaseError, CoinbaseParams, Job, JobId, JobIdGenerator, merkle_branch,
 };
 
-/// extranonce1 bytes (sserver's id and session index) and extranonce2 bytes
-/// (the miner's): 4 + 8 = 12 bytes of coinbase space (ARCHITECTURE.md §8).
-pub(crate) const EXTRANONCE1_LEN: usize = 4;
-/// See [`EXTRANONCE1_LEN`].
-pub(crate) const EXTRANONCE2_LEN: usize = 8;
+use sluice_core::job::{EXTRANONCE1_LEN, EXTRANONCE2_LEN};
 
 /// Makes jobs for one leadership term.
 pub(crate) struct JobFactory {

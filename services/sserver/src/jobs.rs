@@ -183,13 +183,20 @@ pub async fn feed(
                 () = token.cancelled() => return,
                 r = consumer.next() => r,
             };
-            let job = match record {
-                Ok(r) => r.value,
+            let (job, partition, offset) = match record {
+                Ok(r) => (r.value, r.partition, r.offset),
                 Err(error) => {
                     tracing::warn!(%error, "job consumer failed; reconnecting");
                     break;
                 }
             };
+            // Before the fence: a job no jobmaker makes moves nothing.
+            if let Err(why) = job.check() {
+                sluice_bus::count_poison(topic.name());
+                tracing::error!(topic = topic.name(), partition, offset, job = %job.id, why,
+                    "skipping a job that cannot be real");
+                continue;
+            }
             if !fence.admit(&job) {
                 tracing::warn!(job = %job.id, epoch = job.leader_epoch, "job from a deposed jobmaker ignored");
                 continue;

@@ -84,8 +84,11 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
                     }
                 };
                 last_share = Instant::now();
-                let written = writer.append(record.partition, record.offset, &record.value)?;
-                if written {
+                if let Err(why) = usable(&record.value, stats.clock.now_ms()) {
+                    sluice_bus::count_poison(topic.name());
+                    tracing::error!(topic = topic.name(), partition = record.partition,
+                        offset = record.offset, why, "skipping a share that cannot be counted");
+                } else if writer.append(record.partition, record.offset, &record.value)? {
                     count(&stats, &record.value);
                     unsynced = true;
                 } else {
@@ -102,6 +105,26 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
     tokio::task::block_in_place(|| writer.sync())?;
     if let Err(error) = consumer.commit(&next) {
         tracing::warn!(%error, "last commit of Share offsets failed");
+    }
+    Ok(())
+}
+
+/// How far ahead of this clock a share's time may be (sserver's clock).
+const FUTURE_MS: u64 = 3_600_000;
+
+/// Why `share` cannot be counted, if so: a difficulty that is not a
+/// positive finite number would turn every sum it enters into NaN or
+/// infinity for a day; a time far in the future would sit in the windows.
+fn usable(share: &ShareRecord, now_ms: u64) -> Result<(), String> {
+    let d = share.share_difficulty;
+    if !(d.is_finite() && d > 0.0) {
+        return Err(format!("share difficulty {d} is not a positive number"));
+    }
+    if share.timestamp_ms > now_ms.saturating_add(FUTURE_MS) {
+        return Err(format!(
+            "share time {} ms is more than an hour ahead of this clock ({now_ms})",
+            share.timestamp_ms
+        ));
     }
     Ok(())
 }
@@ -158,4 +181,51 @@ fn rebuild(stats: &Stats) -> anyhow::Result<HashMap<i32, i64>> {
     }
     tracing::info!(shares, took = ?started.elapsed(), ?resume, "windows and totals rebuilt from the share log");
     Ok(resume)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use bitcoin::hashes::Hash;
+    use sluice_core::JobId;
+    use sluice_core::record::{ShareRecord, ShareStatus};
+
+    use super::usable;
+
+    #[test]
+    fn a_share_that_would_poison_the_sums_is_refused_with_the_reason() {
+        let share = |difficulty: f64, at: u64| ShareRecord {
+            job_id: JobId(1),
+            user_id: 1,
+            worker_id: 1,
+            worker_name: "rig".into(),
+            server_id: 1,
+            extranonce1: 1,
+            extranonce2: vec![0; 8],
+            ntime: 0,
+            nonce: 0,
+            version_bits: 0,
+            share_difficulty: difficulty,
+            network_bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
+            height: 1,
+            status: ShareStatus::Accepted,
+            hash: bitcoin::BlockHash::all_zeros(),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            timestamp_ms: at,
+        };
+        let now = 1_800_000_000_000;
+        assert_eq!(usable(&share(1e-9, now), now), Ok(()));
+        assert_eq!(
+            usable(&share(4.0, now + 3_000_000), now),
+            Ok(()),
+            "clock skew"
+        );
+        for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
+            let why = usable(&share(bad, now), now).unwrap_err();
+            assert!(why.contains("not a positive number"), "{why}");
+        }
+        let why = usable(&share(1.0, now + 3_700_000), now).unwrap_err();
+        assert!(why.contains("an hour ahead"), "{why}");
+    }
 }

@@ -86,8 +86,104 @@ impl BlockTemplate {
         TemplateId(sha256d::Hash::from_engine(e).to_byte_array())
     }
 
+    /// Why this template cannot be a node's (it decoded, but no
+    /// `getblocktemplate` says this): an id that is not its content's, height
+    /// 0, a value over 21 million BTC, bits that are no target, min time after
+    /// cur time, transactions heavier than a block. Consumers skip it as
+    /// poison.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id != self.compute_id() {
+            return Err(format!("id {} is not its content's", self.id));
+        }
+        if self.height == 0 {
+            return Err("height 0 (genesis is never mined)".into());
+        }
+        if self.coinbase_value > Amount::MAX_MONEY {
+            return Err(format!(
+                "coinbase value {} exceeds 21 million BTC",
+                self.coinbase_value
+            ));
+        }
+        let target = bitcoin::Target::from_compact(self.bits);
+        if target == bitcoin::Target::ZERO || target > bitcoin::Target::MAX_ATTAINABLE_REGTEST {
+            return Err(format!(
+                "bits {:08x} is no target",
+                self.bits.to_consensus()
+            ));
+        }
+        if self.min_time > self.cur_time {
+            return Err(format!(
+                "min time {} is after cur time {}",
+                self.min_time, self.cur_time
+            ));
+        }
+        let weight: u64 = self.transactions.iter().map(|t| t.weight.to_wu()).sum();
+        if weight > Weight::MAX_BLOCK.to_wu() {
+            return Err(format!(
+                "transactions weigh {weight}, more than a block's {}",
+                Weight::MAX_BLOCK.to_wu()
+            ));
+        }
+        Ok(())
+    }
+
     /// The txids of the transactions, in block order (for the merkle branch).
     pub fn txids(&self) -> Vec<Txid> {
         self.transactions.iter().map(|t| t.txid).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> BlockTemplate {
+        let mut t = BlockTemplate {
+            id: TemplateId([0; 32]),
+            node_id: "core".into(),
+            created_at_ms: 1,
+            height: 840_000,
+            prev_blockhash: BlockHash::all_zeros(),
+            version: Version::from_consensus(0x2000_0000),
+            bits: CompactTarget::from_consensus(0x1703_4219),
+            cur_time: 1_713_571_767,
+            min_time: 1_713_570_000,
+            coinbase_value: Amount::from_sat(312_500_000),
+            default_witness_commitment: None,
+            transactions: vec![TemplateTx {
+                raw: vec![0; 60],
+                txid: Txid::all_zeros(),
+                wtxid: Wtxid::all_zeros(),
+                fee: Amount::from_sat(1_000),
+                weight: Weight::from_wu(240),
+            }],
+        };
+        t.id = t.compute_id();
+        t
+    }
+
+    #[test]
+    fn a_template_no_node_gives_is_refused_with_the_reason() {
+        assert_eq!(template().check(), Ok(()));
+        let why = |change: fn(&mut BlockTemplate)| {
+            let mut t = template();
+            change(&mut t);
+            t.id = t.compute_id();
+            t.check().unwrap_err()
+        };
+        assert!(why(|t| t.height = 0).starts_with("height 0"));
+        assert!(
+            why(|t| t.coinbase_value = Amount::from_sat(21_000_001 * 100_000_000))
+                .contains("21 million")
+        );
+        assert!(why(|t| t.bits = CompactTarget::from_consensus(0)).contains("no target"));
+        assert!(why(|t| t.min_time = t.cur_time + 1).contains("after cur time"));
+        assert!(
+            why(|t| t.transactions[0].weight = Weight::from_wu(4_000_001))
+                .contains("more than a block")
+        );
+        let mut forged = template();
+        forged.height += 1;
+        assert!(forged.check().unwrap_err().contains("not its content's"));
     }
 }

@@ -118,6 +118,12 @@ pub(crate) async fn follow(
             r = consumer.next() => r,
         };
         match record {
+            Ok(r) if r.value.check().is_err() => {
+                sluice_bus::count_poison(topic.name());
+                tracing::error!(topic = topic.name(), partition = r.partition, offset = r.offset,
+                    template = %r.value.id, why = r.value.check().err(),
+                    "skipping a template that cannot be a node's");
+            }
             Ok(r) => {
                 let height = r.value.height;
                 templates.insert(r.value);

@@ -117,7 +117,15 @@ async fn lead(
         let clean = tokio::select! {
             () = term.cancelled() => return Ok(()),
             record = templates.next() => {
-                let t = record?.value;
+                let record = record?;
+                let t = record.value;
+                if let Err(why) = t.check() {
+                    sluice_bus::count_poison(&kafka.topics.raw_gbt);
+                    tracing::error!(topic = kafka.topics.raw_gbt, partition = record.partition,
+                        offset = record.offset, template = %t.id, why,
+                        "skipping a template that cannot be a node's");
+                    continue;
+                }
                 let now = now_ms();
                 if now.saturating_sub(t.created_at_ms) > stale.as_millis() as u64 {
                     continue; // an old template read back from the tail
@@ -140,7 +148,18 @@ async fn lead(
             }
         };
         let Some(template) = &current else { continue };
-        let job = factory.make(template, clean, now_ms())?;
+        let job = match factory.make(template, clean, now_ms()) {
+            Ok(job) => job,
+            Err(error) => {
+                // A checked template still makes no coinbase: told, and the
+                // next template is waited for (the leader does not fall).
+                sluice_bus::count_poison(&kafka.topics.raw_gbt);
+                tracing::error!(%error, template = %template.id, height = template.height,
+                    "no job can be made from this template; waiting for the next");
+                current = None;
+                continue;
+            }
+        };
         // While the broker is away the send waits (and /health says so); the
         // term can still end meanwhile, and a deposed leader's queued jobs are
         // dropped with its producer.

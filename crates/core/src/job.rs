@@ -52,6 +52,22 @@ pub const EXTRANONCE1_LEN: usize = 4;
 /// See [`EXTRANONCE1_LEN`].
 pub const EXTRANONCE2_LEN: usize = 8;
 
+/// What a job and a template must both be: a height above genesis, a value
+/// within the 21 million BTC, bits that are a target (up to regtest's).
+pub(crate) fn plausible(height: u32, value: Amount, bits: CompactTarget) -> Result<(), String> {
+    if height == 0 {
+        return Err("height 0 (genesis is never mined)".into());
+    }
+    if value > Amount::MAX_MONEY {
+        return Err(format!("coinbase value {value} exceeds 21 million BTC"));
+    }
+    let target = bitcoin::Target::from_compact(bits);
+    if target == bitcoin::Target::ZERO || target > bitcoin::Target::MAX_ATTAINABLE_REGTEST {
+        return Err(format!("bits {:08x} is no target", bits.to_consensus()));
+    }
+    Ok(())
+}
+
 /// Levels a real block's merkle branch can have: a block of 4,000,000
 /// weight units holds fewer than 2^15 transactions (each at least 240).
 pub const MAX_MERKLE_BRANCH: usize = 15;
@@ -68,22 +84,7 @@ impl Job {
                 self.merkle_branch.len()
             ));
         }
-        if self.height == 0 {
-            return Err("height 0 (genesis is never mined)".into());
-        }
-        if self.coinbase_value > Amount::MAX_MONEY {
-            return Err(format!(
-                "coinbase value {} exceeds 21 million BTC",
-                self.coinbase_value
-            ));
-        }
-        let target = bitcoin::Target::from_compact(self.bits);
-        if target == bitcoin::Target::ZERO || target > bitcoin::Target::MAX_ATTAINABLE_REGTEST {
-            return Err(format!(
-                "bits {:08x} is no target",
-                self.bits.to_consensus()
-            ));
-        }
+        plausible(self.height, self.coinbase_value, self.bits)?;
         let coinbase = crate::coinbase::join_coinbase(
             &self.coinbase1,
             &[0; EXTRANONCE1_LEN],

@@ -95,22 +95,7 @@ impl BlockTemplate {
         if self.id != self.compute_id() {
             return Err(format!("id {} is not its content's", self.id));
         }
-        if self.height == 0 {
-            return Err("height 0 (genesis is never mined)".into());
-        }
-        if self.coinbase_value > Amount::MAX_MONEY {
-            return Err(format!(
-                "coinbase value {} exceeds 21 million BTC",
-                self.coinbase_value
-            ));
-        }
-        let target = bitcoin::Target::from_compact(self.bits);
-        if target == bitcoin::Target::ZERO || target > bitcoin::Target::MAX_ATTAINABLE_REGTEST {
-            return Err(format!(
-                "bits {:08x} is no target",
-                self.bits.to_consensus()
-            ));
-        }
+        crate::job::plausible(self.height, self.coinbase_value, self.bits)?;
         if self.min_time > self.cur_time {
             return Err(format!(
                 "min time {} is after cur time {}",

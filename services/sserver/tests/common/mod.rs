@@ -187,32 +187,19 @@ impl Miner {
         if let Some(e) = self.backlog.pop_front() {
             return Some(e);
         }
-        loop {
-            match self.framer.next_line() {
-                Ok(Some(line)) => {
-                    let msg = ServerMessage::parse(&line).unwrap();
-                    return Some(self.session.on_message(msg));
-                }
-                Ok(None) => {}
-                Err(e) => panic!("server sent a bad line: {e}"),
-            }
-            let mut buf = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut buf))
-                .await
-                .expect("the server said nothing for 20 s")
-                .unwrap_or(0);
-            if n == 0 {
-                self.closed = true;
-                return None;
-            }
-            self.framer.push(&buf[..n]);
-        }
+        let line = self.read_line().await?;
+        let msg = ServerMessage::parse(&line).unwrap();
+        Some(self.session.on_message(msg))
     }
 
     /// The next line from the server as sent (nothing must be pending in
     /// the backlog); `None` once it closed the connection.
     pub async fn raw_line(&mut self) -> Option<String> {
         assert!(self.backlog.is_empty(), "raw_line after parsed events");
+        self.read_line().await
+    }
+
+    async fn read_line(&mut self) -> Option<String> {
         loop {
             match self.framer.next_line() {
                 Ok(Some(line)) => return Some(line.to_string()),

@@ -14,8 +14,10 @@ function rate(hps) {
     v /= 1000;
     u += 1;
   }
-  const digits = v >= 100 ? 0 : v >= 10 ? 1 : 2;
-  return v.toFixed(digits) + " " + units[u];
+  // Three significant digits at any size: a small test pool's 0.074 H/s
+  // must not read as 0.07.
+  const shown = v >= 100 ? v.toFixed(0) : v === 0 ? "0" : v.toPrecision(3);
+  return shown + " " + units[u];
 }
 
 function ago(secs) {

@@ -26,7 +26,7 @@ use sluice_stratum::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,8 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// Cancelled to drain: reconnect and close.
     pub drain: CancellationToken,
+    /// Room for refused connections delivering their error line.
+    pub lingering: Arc<Semaphore>,
 }
 
 /// The miner behind an authorized connection.
@@ -214,7 +216,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     } else {
         peer
     };
-    if !admitted(&shared, peer) {
+    if let Err(message) = admitted(&shared, peer) {
+        if let Ok(stream) = rd.reunite(wr) {
+            refuse(stream, &message, &shared);
+        }
         return;
     }
     // The session runs in this task's own future (no nested one holding a
@@ -238,7 +243,8 @@ pub async fn serve_tls(
 ) {
     let _ = stream.set_nodelay(true);
     let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
-    if !admitted(&shared, peer) {
+    // Refused before the handshake, so silently: a refusal costs no TLS work.
+    if admitted(&shared, peer).is_err() {
         return;
     }
     let handshake = tokio::time::timeout(shared.config.preauth_timeout, acceptor.accept(stream));
@@ -265,16 +271,47 @@ pub async fn serve_tls(
     conn.closed(&end);
 }
 
-/// Per-IP rate limits and bans.
-fn admitted(shared: &Shared, peer: SocketAddr) -> bool {
-    match shared.admission.admit(peer.ip(), Instant::now()) {
-        Ok(()) => true,
-        Err(refusal) => {
-            shared.metrics.connections_refused.inc();
-            tracing::debug!(%peer, ?refusal, "connection refused");
-            false
-        }
+/// Per-IP rate limits and bans; a refusal comes with what to tell the miner.
+fn admitted(shared: &Shared, peer: SocketAddr) -> Result<(), String> {
+    let now = Instant::now();
+    shared.admission.admit(peer.ip(), now).map_err(|refusal| {
+        shared.metrics.connections_refused.inc();
+        tracing::debug!(%peer, ?refusal, "connection refused");
+        refusal.message(now)
+    })
+}
+
+/// Refused connections lingering at once to deliver their error line; more
+/// are closed at once (a connect storm must not hold sockets open).
+pub(crate) const MAX_LINGERING: usize = 1024;
+
+/// How long a refused connection waits for the miner to close first.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Tells a refused miner why, in one JSON-RPC error line (`"id": null`), and
+/// closes: its log says what happened instead of showing a silent reset.
+/// The write never waits (a fresh socket's buffer is empty). The close waits
+/// up to [`LINGER`] for the miner's own close, reading and discarding what
+/// it sent: closing a socket with unread input sends a reset, which can
+/// destroy the line before the miner reads it.
+pub(crate) fn refuse(stream: TcpStream, message: &str, shared: &Shared) {
+    let mut line =
+        ServerMessage::from(Response::error(Id::null(), ErrorCode::Other, message)).to_line();
+    line.push('\n');
+    if stream.try_write(line.as_bytes()).is_err() {
+        return;
     }
+    let Ok(permit) = Arc::clone(&shared.lingering).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        drop(permit);
+    });
 }
 
 impl Conn {
@@ -742,9 +779,13 @@ impl Conn {
             self.shared.shares.send(&share).await;
         }
         if rejected && self.rejects.reject(Instant::now()) {
-            tracing::warn!(peer = %self.peer, "too many rejected shares; banning the address");
-            self.shared.metrics.bans.inc();
-            self.shared.admission.ban(self.peer.ip(), Instant::now());
+            // A trusted address (a farm's NAT) is not banned: only this
+            // connection pays.
+            let banned = self.shared.admission.ban(self.peer.ip(), Instant::now());
+            if banned {
+                self.shared.metrics.bans.inc();
+            }
+            tracing::warn!(peer = %self.peer, banned, "too many rejected shares; connection closed");
             self.close = true;
         }
     }

@@ -9,8 +9,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
+
 /// Admission settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LimitsConfig {
     /// New connections per second one IP may open (sustained).
     pub connections_per_ip_per_sec: f64,
@@ -18,6 +20,9 @@ pub struct LimitsConfig {
     pub connection_burst_per_ip: f64,
     /// How long a ban lasts.
     pub ban: Duration,
+    /// Networks neither rate-limited nor banned (a farm behind one NAT
+    /// address, the pool's own proxies).
+    pub trusted: Vec<IpNet>,
 }
 
 #[derive(Debug)]
@@ -33,6 +38,21 @@ pub enum Refusal {
     Rate,
     /// Banned until the instant given.
     Banned(Instant),
+}
+
+impl Refusal {
+    /// What the refused miner is told (one JSON-RPC error line), at `now`.
+    pub fn message(self, now: Instant) -> String {
+        match self {
+            Refusal::Rate => {
+                "refused: too many new connections from your address; retry in a few seconds".into()
+            }
+            Refusal::Banned(until) => format!(
+                "refused: your address is banned for {} s more (too many rejected shares)",
+                until.saturating_duration_since(now).as_secs().max(1)
+            ),
+        }
+    }
 }
 
 /// Per-IP admission state.
@@ -55,6 +75,9 @@ impl Admission {
 
     /// Whether `ip` may open a connection at `now` (taking a token if so).
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        if self.trusted(ip) {
+            return Ok(());
+        }
         {
             let mut bans = self
                 .bans
@@ -94,12 +117,22 @@ impl Admission {
         }
     }
 
-    /// Bans `ip` from `now` for the configured time.
-    pub fn ban(&self, ip: IpAddr, now: Instant) {
+    /// Whether `ip` is in a trusted network.
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        self.config.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Bans `ip` from `now` for the configured time; false (and no ban) for
+    /// a trusted address, whose other miners must not pay for one.
+    pub fn ban(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.trusted(ip) {
+            return false;
+        }
         self.bans
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(ip, now + self.config.ban);
+        true
     }
 }
 
@@ -143,7 +176,47 @@ mod tests {
         connections_per_ip_per_sec: 2.0,
         connection_burst_per_ip: 4.0,
         ban: Duration::from_secs(60),
+        trusted: Vec::new(),
     };
+
+    #[test]
+    fn a_trusted_network_is_neither_limited_nor_banned() {
+        let a = Admission::new(LimitsConfig {
+            trusted: vec!["10.8.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            ..CONFIG
+        });
+        let t = Instant::now();
+        let farm: IpAddr = [10, 8, 3, 4].into();
+        for _ in 0..2_000 {
+            assert_eq!(a.admit(farm, t), Ok(()));
+        }
+        assert!(!a.ban(farm, t), "a trusted address is not banned");
+        assert_eq!(a.admit(farm, t), Ok(()));
+        let v6: IpAddr = "fd12::1".parse().unwrap();
+        assert!(a.trusted(v6));
+        let outside: IpAddr = [10, 9, 0, 1].into();
+        for _ in 0..4 {
+            assert_eq!(a.admit(outside, t), Ok(()));
+        }
+        assert_eq!(
+            a.admit(outside, t),
+            Err(Refusal::Rate),
+            "outside the network: limited"
+        );
+        assert!(a.ban(outside, t));
+    }
+
+    #[test]
+    fn a_refusal_says_why_and_for_how_long() {
+        let t = Instant::now();
+        assert!(
+            Refusal::Rate
+                .message(t)
+                .contains("too many new connections")
+        );
+        let m = Refusal::Banned(t + Duration::from_secs(90)).message(t);
+        assert!(m.contains("banned for 90 s"), "{m}");
+    }
 
     #[test]
     fn a_burst_then_the_sustained_rate() {

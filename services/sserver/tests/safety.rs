@@ -30,9 +30,11 @@ async fn invalid_share_floods_are_banned() {
     );
     // And the address is refused for the ban's duration.
     let mut again = rig.miner().await;
+    let seen = again.until_closed().await;
     assert!(
-        again.until_closed().await.is_empty(),
-        "banned: closed without a word"
+        matches!(seen.as_slice(), [ClientEvent::Answer(r)]
+            if r.result.as_ref().is_err_and(|e| e.message.contains("banned for"))),
+        "banned: told so, then closed: {seen:?}"
     );
 }
 
@@ -57,9 +59,11 @@ async fn connection_rate_and_bad_lines_are_limited() {
     })
     .await;
     let mut c = rig.miner().await;
+    let seen = c.until_closed().await;
     assert!(
-        c.until_closed().await.is_empty(),
-        "the third connection in a burst of two is closed"
+        matches!(seen.as_slice(), [ClientEvent::Answer(r)]
+            if r.result.as_ref().is_err_and(|e| e.message.contains("too many new connections"))),
+        "the third connection in a burst of two is told why, then closed: {seen:?}"
     );
     for _ in 0..2 {
         a.raw("{garbage").await;
@@ -70,6 +74,39 @@ async fn connection_rate_and_bad_lines_are_limited() {
     assert!(
         a.closed,
         "more malformed lines than allowed close the connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_network_skips_the_per_address_limits() {
+    let rig = rig(|c| {
+        c.limits.connection_burst_per_ip = 1.0;
+        c.limits.connections_per_ip_per_sec = 0.01;
+        c.limits.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    // Five from one address where the burst is one: all mining (each gets
+    // a job after authorizing).
+    let mut miners = vec![];
+    for _ in 0..5 {
+        miners.push(rig.ready_miner().await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_says_so_before_closing() {
+    let rig = rig(|c| c.limits.max_connections = 1).await;
+    let (_a, _) = rig.ready_miner().await;
+    let mut b = rig.miner().await;
+    // The refused miner has already written its subscribe, as miners do:
+    // the line still arrives (no reset from unread input).
+    let r = b.session.subscribe("sluice-test/1.0");
+    b.send(r).await;
+    let seen = b.until_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [ClientEvent::Answer(r)]
+            if r.result.as_ref().is_err_and(|e| e.message.contains("server is full"))),
+        "{seen:?}"
     );
 }
 

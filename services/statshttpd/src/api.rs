@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::SERVER_UP_MS;
 use crate::live::Figures;
-use crate::minutes::{DAY_MINUTES, Minute, Scope};
+use crate::minutes::{Minute, Scope};
 use crate::window::{Sums, WINDOWS, hashrate};
-use crate::{Stats, lock};
+use crate::{Stats, lock, params};
 
 type Shared = State<Arc<Stats>>;
 
@@ -152,24 +152,12 @@ async fn root(State(stats): Shared) -> Response {
     )
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct WorkerStatusQuery {
-    user_id: Option<String>,
-    worker_id: Option<String>,
-    is_merge: Option<String>,
-}
-
-async fn worker_status(State(stats): Shared, Query(q): Query<WorkerStatusQuery>) -> Response {
-    let user: Option<u32> = q.user_id.as_deref().and_then(|u| u.trim().parse().ok());
-    let workers: Option<Vec<i64>> = q.worker_id.as_deref().and_then(|w| {
-        w.split(',')
-            .map(|id| id.trim().parse().ok())
-            .collect::<Option<Vec<i64>>>()
-            .filter(|v| !v.is_empty())
-    });
-    let (Some(user), Some(workers)) = (user, workers) else {
-        return btcpool_error(&stats, 1, "invalid args");
+async fn worker_status(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
+    let q = match params::worker_status(q.as_deref()) {
+        Ok(q) => q,
+        Err(message) => return btcpool_error(&stats, 1, message),
     };
+    let (user, workers) = (q.user_id, q.worker_ids);
     if !stats.is_initialized() {
         return btcpool_error(&stats, 2, "service is initializing...");
     }
@@ -196,10 +184,7 @@ async fn worker_status(State(stats): Shared, Query(q): Query<WorkerStatusQuery>)
         Value::Object(m)
     };
     let mut data = serde_json::Map::new();
-    if q.is_merge
-        .as_deref()
-        .is_some_and(|m| m.starts_with(['t', 'T']))
-    {
+    if q.merge {
         let mut merged = empty();
         for id in &workers {
             let (f, _) = lookup(*id);
@@ -310,28 +295,19 @@ async fn pool(State(stats): Shared) -> Response {
     reply(&stats, StatusCode::OK, &Value::Object(m))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct MinutesQuery {
-    /// How many minutes back, the current one included (default and at
-    /// most 1,440).
-    minutes: Option<usize>,
-}
-
 /// `scope`'s minute statistics, columns for charts: `start` (unix seconds
 /// of the first minute), `step` 60, and per minute `shares`, `accept`
 /// (accepted difficulty), `rejects` (stale and invalid shares) and
 /// `hashrate` (accept x 2^32 / 60). Minutes without shares are zeros.
-fn minutes_reply(stats: &Stats, scope: Scope, q: &MinutesQuery, what: &str) -> Response {
+/// `query`'s `minutes` says how many minutes back, the current one
+/// included (default and at most 1,440).
+fn minutes_reply(stats: &Stats, scope: Scope, query: Option<&str>, what: &str) -> Response {
+    let count = match params::minutes(query) {
+        Ok(n) => n,
+        Err(message) => return error(stats, StatusCode::BAD_REQUEST, message),
+    };
     if !stats.is_initialized() {
         return initializing(stats);
-    }
-    let count = q.minutes.unwrap_or(DAY_MINUTES);
-    if count == 0 || count > DAY_MINUTES {
-        return error(
-            stats,
-            StatusCode::BAD_REQUEST,
-            format!("minutes must be 1 to {DAY_MINUTES}"),
-        );
     }
     let now = stats.clock.now_ms();
     let minutes = {
@@ -368,34 +344,39 @@ fn minutes_reply(stats: &Stats, scope: Scope, q: &MinutesQuery, what: &str) -> R
     )
 }
 
-async fn pool_minutes(State(stats): Shared, Query(q): Query<MinutesQuery>) -> Response {
-    minutes_reply(&stats, Scope::Pool, &q, "the pool")
+async fn pool_minutes(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
+    minutes_reply(&stats, Scope::Pool, q.as_deref(), "the pool")
 }
 
 async fn server_minutes(
     State(stats): Shared,
     Path(id): Path<u8>,
-    Query(q): Query<MinutesQuery>,
+    RawQuery(q): RawQuery,
 ) -> Response {
-    minutes_reply(&stats, Scope::Server(id), &q, &format!("server {id}"))
+    minutes_reply(
+        &stats,
+        Scope::Server(id),
+        q.as_deref(),
+        &format!("server {id}"),
+    )
 }
 
 async fn user_minutes(
     State(stats): Shared,
     Path(name): Path<String>,
-    Query(q): Query<MinutesQuery>,
+    RawQuery(q): RawQuery,
 ) -> Response {
     let id = match find_user(&stats, &name).await {
         Ok(id) => id,
         Err(r) => return r,
     };
-    minutes_reply(&stats, Scope::User(id), &q, &name)
+    minutes_reply(&stats, Scope::User(id), q.as_deref(), &name)
 }
 
 async fn worker_minutes(
     State(stats): Shared,
     Path((name, worker)): Path<(String, String)>,
-    Query(q): Query<MinutesQuery>,
+    RawQuery(q): RawQuery,
 ) -> Response {
     let id = match find_user(&stats, &name).await {
         Ok(id) => id,
@@ -408,7 +389,7 @@ async fn worker_minutes(
         .find_map(|(worker_id, n, _)| (n == worker).then_some(worker_id));
     let worker_id = known.unwrap_or_else(|| sluice_core::worker::worker_id(&worker));
     let scope = Scope::Worker(id, worker_id);
-    minutes_reply(&stats, scope, &q, &format!("{name}.{worker}"))
+    minutes_reply(&stats, scope, q.as_deref(), &format!("{name}.{worker}"))
 }
 
 /// The user called `name`, or the reply to give instead.
@@ -574,34 +555,10 @@ async fn servers(State(stats): Shared) -> Response {
     reply(&stats, StatusCode::OK, &json!({ "servers": list }))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct BlocksQuery {
-    limit: Option<String>,
-    user_id: Option<String>,
-}
-
-async fn blocks(State(stats): Shared, Query(q): Query<BlocksQuery>) -> Response {
-    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
-        None => 50,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            return error(
-                &stats,
-                StatusCode::BAD_REQUEST,
-                "limit must be a number from 1 to 1000",
-            );
-        }
-    };
-    let user = match q.user_id.as_deref().map(str::parse::<u32>) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            return error(
-                &stats,
-                StatusCode::BAD_REQUEST,
-                "user_id must be a user's number",
-            );
-        }
+async fn blocks(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
+    let (limit, user) = match params::blocks(q.as_deref()) {
+        Ok(q) => (q.limit, q.user_id),
+        Err(message) => return error(&stats, StatusCode::BAD_REQUEST, message),
     };
     match stats.store.recent_found_blocks(limit, user).await {
         Ok(rows) => {

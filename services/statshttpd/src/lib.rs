@@ -29,6 +29,7 @@ mod ingest;
 mod live;
 mod metrics;
 mod minutes;
+pub mod params;
 pub mod replay;
 mod round;
 pub mod sharelog;

@@ -117,14 +117,17 @@ struct Retry {
     topic: String,
     key: Vec<u8>,
     payload: Vec<u8>,
+    /// Told when the broker has it at last.
+    acked: Option<oneshot::Sender<()>>,
 }
 
 /// What to do once librdkafka reports a message's fate.
 enum Ack {
     /// A caller waits for it.
     Waiter(oneshot::Sender<Result<Delivery, KafkaError>>),
-    /// Nobody waits: a failed message is sent again until it is written.
-    Durable,
+    /// A failed message is sent again until it is written; the sender, if
+    /// any, is told when the broker has acknowledged it.
+    Durable(Option<oneshot::Sender<()>>),
 }
 
 /// The producer's librdkafka context: routes delivery reports.
@@ -150,8 +153,13 @@ impl ProducerContext for Context {
                 self.shared.end();
                 let _ = tx.send(Err(error.clone()));
             }
-            (Ack::Durable, Ok(_)) => self.shared.end(),
-            (Ack::Durable, Err((error, m))) => {
+            (Ack::Durable(acked), Ok(_)) => {
+                self.shared.end();
+                if let Some(acked) = acked {
+                    let _ = acked.send(());
+                }
+            }
+            (Ack::Durable(acked), Err((error, m))) => {
                 if self.shared.stop.load(Ordering::Acquire) {
                     // Purged while the last clone is dropped: nothing will
                     // send it again.
@@ -171,6 +179,7 @@ impl ProducerContext for Context {
                     topic: m.topic().to_owned(),
                     key: m.key().unwrap_or_default().to_vec(),
                     payload: m.payload().unwrap_or_default().to_vec(),
+                    acked,
                 });
             }
         }
@@ -264,7 +273,9 @@ impl Producer {
         payload: &[u8],
     ) -> Result<Delivery, BusError> {
         let (tx, rx) = oneshot::channel();
-        self.produce(topic, key, payload, Ack::Waiter(tx)).await?;
+        self.produce(topic, key, payload, Ack::Waiter(tx))
+            .await
+            .map_err(|(error, _)| error)?;
         let error = |source| BusError::Produce {
             topic: topic.to_owned(),
             source,
@@ -282,15 +293,44 @@ impl Producer {
     /// restarts): such a message is handed over again until it is taken,
     /// never dropped.
     pub async fn enqueue<T: Payload>(&self, topic: &Topic<T>, key: &[u8], value: &T) {
+        self.enqueue_with(topic, key, value, None).await;
+    }
+
+    /// [`Producer::enqueue`], and the returned receiver resolves once the
+    /// broker has acknowledged the message (acks=all: every in-sync replica
+    /// has it). It resolves with an error only if the producer is dropped
+    /// with the message unsent.
+    pub async fn enqueue_acked<T: Payload>(
+        &self,
+        topic: &Topic<T>,
+        key: &[u8],
+        value: &T,
+    ) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_with(topic, key, value, Some(tx)).await;
+        rx
+    }
+
+    async fn enqueue_with<T: Payload>(
+        &self,
+        topic: &Topic<T>,
+        key: &[u8],
+        value: &T,
+        mut acked: Option<oneshot::Sender<()>>,
+    ) {
         let payload = value.encode_to_vec();
         let mut pause = Duration::from_millis(10);
         loop {
             match self
-                .produce(topic.name(), key, &payload, Ack::Durable)
+                .produce(topic.name(), key, &payload, Ack::Durable(acked.take()))
                 .await
             {
                 Ok(()) => return,
-                Err(error) => {
+                Err((error, ack)) => {
+                    // The waiter goes with the message into the next try.
+                    if let Ack::Durable(back) = ack {
+                        acked = back;
+                    }
                     let shared = &self.handle.shared;
                     if shared
                         .refused
@@ -306,14 +346,15 @@ impl Producer {
         }
     }
 
-    /// Hands the message to librdkafka, waiting while its queue is full.
+    /// Hands the message to librdkafka, waiting while its queue is full; a
+    /// refusal gives the [`Ack`] back.
     async fn produce(
         &self,
         topic: &str,
         key: &[u8],
         payload: &[u8],
         ack: Ack,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), (BusError, Ack)> {
         let shared = &self.handle.shared;
         shared.begin();
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack))
@@ -330,12 +371,13 @@ impl Producer {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
-                Err((source, _)) => {
+                Err((source, rejected)) => {
                     shared.end();
-                    return Err(BusError::Produce {
+                    let error = BusError::Produce {
                         topic: topic.to_owned(),
                         source,
-                    });
+                    };
+                    return Err((error, *rejected.delivery_opaque));
                 }
             }
         }
@@ -433,12 +475,21 @@ fn deliver(producer: &BaseProducer<Context>, shared: &Shared) {
 fn resend(producer: &BaseProducer<Context>, shared: &Shared, refused: Vec<Retry>) {
     let mut left = Vec::new();
     for r in refused {
-        let record = BaseRecord::with_opaque_to(&r.topic, Box::new(Ack::Durable))
+        let record = BaseRecord::with_opaque_to(&r.topic, Box::new(Ack::Durable(r.acked)))
             .key(&r.key)
             .payload(&r.payload);
-        if let Err((error, _)) = producer.send(record) {
+        if let Err((error, rejected)) = producer.send(record) {
             tracing::warn!(topic = %r.topic, %error, "message not handed over again yet");
-            left.push(r);
+            let acked = match *rejected.delivery_opaque {
+                Ack::Durable(acked) => acked,
+                Ack::Waiter(_) => None,
+            };
+            left.push(Retry {
+                topic: r.topic,
+                key: r.key,
+                payload: r.payload,
+                acked,
+            });
         }
     }
     shared

@@ -95,6 +95,7 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         version_mask: "1fffe000".into(),
         solved_log: std::env::temp_dir().join(unique_name("e2e-solved-")),
         proxy_protocol: false,
+        accept_wait_ms: 2_000,
         difficulty: sserver::DifficultyConfig {
             default: SHARE_DIFFICULTY,
             min: SHARE_DIFFICULTY / 2.0,

@@ -26,7 +26,7 @@ use sluice_stratum::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,9 @@ pub struct ConnConfig {
     pub drain_spread: Duration,
     /// Malformed lines tolerated before the connection is closed.
     pub max_bad_lines: u32,
+    /// How long answers wait for the broker to acknowledge their shares
+    /// (zero: answer at once).
+    pub accept_wait: Duration,
 }
 
 /// What every connection shares.
@@ -166,6 +169,8 @@ struct Conn {
     bad_lines: u32,
     started: Instant,
     close: bool,
+    /// Acknowledgements the queued answers wait for.
+    unacked: Vec<oneshot::Receiver<()>>,
 }
 
 /// Why a connection ended (for the log).
@@ -360,6 +365,7 @@ impl Conn {
             bad_lines: 0,
             started: Instant::now(),
             close: false,
+            unacked: Vec::new(),
             shared,
         })
     }
@@ -491,10 +497,12 @@ impl Conn {
         }
         loop {
             if self.close {
+                self.settle().await;
                 let _ = self.out.flush().await;
                 return End::Banned;
             }
             if self.out.has_pending() {
+                self.settle().await;
                 let flushed = tokio::time::timeout(Duration::from_secs(30), self.out.flush()).await;
                 match flushed {
                     Ok(Ok(())) => {}
@@ -520,6 +528,7 @@ impl Conn {
                             // Boxed: the request handling's state is allocated while it
                             // runs, not carried in every idle connection's task.
                             if let Err(end) = Box::pin(self.process(&mut framer)).await {
+                                self.settle().await;
                                 let _ = self.out.flush().await;
                                 return end;
                             }
@@ -539,6 +548,25 @@ impl Conn {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits until the broker has acknowledged the shares of the answers
+    /// queued, at most `accept_wait`: "accepted" then means the share is on
+    /// the broker. Past the wait the answers go anyway, counted (the broker
+    /// is away; the shares stay queued and are sent when it is back).
+    async fn settle(&mut self) {
+        if self.unacked.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.unacked);
+        let n = waiting.len();
+        let all = futures::future::join_all(waiting);
+        if tokio::time::timeout(self.shared.config.accept_wait, all)
+            .await
+            .is_err()
+        {
+            self.shared.metrics.answered_unacknowledged.inc_by(n as u64);
         }
     }
 
@@ -776,7 +804,10 @@ impl Conn {
         }
         if let Some(share) = judged.share {
             // A full queue means the broker is behind: wait, never drop.
-            self.shared.shares.send(&share).await;
+            let acked = self.shared.shares.send(&share).await;
+            if !self.shared.config.accept_wait.is_zero() {
+                self.unacked.push(acked);
+            }
         }
         if rejected && self.rejects.reject(Instant::now()) {
             // A trusted address (a farm's NAT) is not banned: only this

@@ -84,6 +84,11 @@ pub struct Config {
     /// Expect a PROXY protocol v1/v2 header on every connection (behind a load balancer).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// A submit's answer waits this long for the broker to acknowledge its
+    /// share (acks=all), so "accepted" survives a crash; then it is sent
+    /// anyway (the broker away must not stall miners). 0: answer at once.
+    #[serde(default = "default_accept_wait_ms")]
+    pub accept_wait_ms: u64,
     /// `[difficulty]`.
     #[serde(default)]
     pub difficulty: DifficultyConfig,
@@ -216,6 +221,10 @@ impl Default for Limits {
     }
 }
 
+fn default_accept_wait_ms() -> u64 {
+    2_000
+}
+
 fn default_listen() -> SocketAddr {
     ([0, 0, 0, 0], 3333).into()
 }
@@ -312,6 +321,7 @@ impl Config {
             proxy_protocol: self.proxy_protocol,
             drain_spread: Duration::from_secs_f64(l.drain_spread_secs.max(0.0)),
             max_bad_lines: l.max_bad_lines,
+            accept_wait: Duration::from_millis(self.accept_wait_ms),
         }
     }
 }

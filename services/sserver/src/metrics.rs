@@ -41,6 +41,9 @@ pub struct ServerMetrics {
     pub bans: Counter,
     /// Shares waiting for the broker's acknowledgement.
     pub shares_in_flight: Gauge,
+    /// Submits answered before the broker acknowledged their share (it did
+    /// not within `accept_wait_ms`).
+    pub answered_unacknowledged: Counter,
     /// Events dropped because their queue was full.
     pub events_dropped: Counter,
 }
@@ -95,6 +98,11 @@ impl ServerMetrics {
                 "sserver_bans",
                 "IPs banned for invalid shares",
                 m.bans.clone(),
+            );
+            r.register(
+                "sserver_answered_unacknowledged",
+                "Submits answered before the broker acknowledged their share (it did not within accept_wait_ms)",
+                m.answered_unacknowledged.clone(),
             );
             r.register(
                 "sserver_shares_in_flight",

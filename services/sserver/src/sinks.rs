@@ -3,7 +3,10 @@
 //! - Shares: every connection hands its checked shares straight to the
 //!   share producer ([`ShareSink`]), which sends each until the broker has
 //!   it; only a full producer queue (the broker behind) makes a submitting
-//!   miner wait. At shutdown, once the last connection is gone, the
+//!   miner wait. The connection answers the submits of one read once the
+//!   broker has acknowledged their shares (acks=all), so an accepted share
+//!   survives a `kill -9`; if the broker does not acknowledge within
+//!   `accept_wait_ms`, it answers anyway (counted) rather than stall miners. At shutdown, once the last connection is gone, the
 //!   [`share_flusher`] waits for every share's acknowledgement.
 //! - Block candidates: appended and fsynced to a local log first, then sent
 //!   with acks=all and no batching, retried until the broker takes them, and
@@ -20,7 +23,7 @@ use sluice_bus::{BusError, Producer, Topic};
 use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_proto::Payload;
 use sluice_service::Backoff;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ServerMetrics;
@@ -58,11 +61,12 @@ impl ShareSink {
     }
 
     /// Hands a share over, keyed by its user; waits only while the
-    /// producer cannot take it (its queue full, the broker behind).
-    pub async fn send(&self, share: &ShareRecord) {
+    /// producer cannot take it (its queue full, the broker behind). The
+    /// receiver resolves once the broker has acknowledged it.
+    pub async fn send(&self, share: &ShareRecord) -> oneshot::Receiver<()> {
         self.producer
-            .enqueue(&self.topic, &share.user_id.to_be_bytes(), share)
-            .await;
+            .enqueue_acked(&self.topic, &share.user_id.to_be_bytes(), share)
+            .await
     }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, then unit, property and adapter
 # tests, the adapter tests against the real ZooKeeper, MariaDB and Apache
-# Kafka that install/stack.sh starts, and last README command 1 itself
+# Kafka that install/stack.sh starts, each fuzz target for seconds, and last
+# README command 1 itself
 # (install/run.sh: the whole pool under supervisord, mining for a minute; it
 # fails unless blocks are found, recorded and credited), and the Grafana
 # dashboard's queries through a real Prometheus on that pool. Leaves the stack
@@ -24,29 +25,46 @@ supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker 
 "$SLUICE_BIN/sluicectl" delete-topics --prefix sluice-test- >/dev/null
 log "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
+# Each fuzz target briefly from its committed seeds, so a regression shows
+# (install/fuzz.sh without --smoke runs the 10-million-execution figures).
+log "fuzz targets, 10 s each"
+bash install/fuzz.sh --smoke
 # The pool left running afterwards should not carry the tests' topics.
 "$SLUICE_BIN/sluicectl" delete-topics --prefix sluice-test- >/dev/null
 # README command 1 as an operator with their own bitcoind runs it: a nodesim
 # outside the pool's supervisord, on other ports, stands in for that node.
 log "README command 1 on an operator's own node: install/run.sh with SLUICE_NODE_RPC_URL"
 own=$(mktemp -d /tmp/sluice-own-node.XXXXXX)
+# The operator's credentials are distinctive, so that afterwards every log,
+# HTTP answer and topic can be searched for them (install/check-secrets.sh).
+rpc_secret=rpc-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+db_secret=db-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+bot_secret=1234:tok-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+mariadb --socket="$SLUICE_STATE/mariadb/mysqld.sock" -uroot <<SQL
+DROP USER IF EXISTS 'sluice_operator'@'127.0.0.1';
+CREATE USER 'sluice_operator'@'127.0.0.1' IDENTIFIED BY '$db_secret';
+GRANT ALL PRIVILEGES ON \`sluice\`.* TO 'sluice_operator'@'127.0.0.1';
+SQL
 sed -e 's/127.0.0.1:18443/127.0.0.1:18643/; s/127.0.0.1:28332/127.0.0.1:28632/; s/127.0.0.1:9105/127.0.0.1:9125/' \
+    -e "s/^rpc_password = .*/rpc_password = \"$rpc_secret\"/" \
     deploy/config/nodesim.toml > "$own/nodesim.toml"
 "$SLUICE_BIN/nodesim" -c "$own/nodesim.toml" > "$own/nodesim.log" 2>&1 &
 own_node=$!
 # The operator configured the Telegram bot too; Telegram itself is out of
 # reach here, so a stand-in Bot API hands it /status and keeps its answers.
-python3 install/fake-telegram.py 18680 1234:test-token 4242 "$own/telegram.jsonl" &
+python3 install/fake-telegram.py 18680 "$bot_secret" 4242 "$own/telegram.jsonl" &
 telegram=$!
 trap 'kill $own_node $telegram 2>/dev/null || true' EXIT
 wait_until 30 "the operator's node on 127.0.0.1:18643" tcp_open 127.0.0.1 18643
-SLUICE_NODE_RPC_URL=http://127.0.0.1:18643 SLUICE_NODE_RPC_USER=sluice SLUICE_NODE_RPC_PASSWORD=sluice \
+SLUICE_NODE_RPC_URL=http://127.0.0.1:18643 SLUICE_NODE_RPC_USER=sluice SLUICE_NODE_RPC_PASSWORD=$rpc_secret \
     SLUICE_NODE_ZMQ=tcp://127.0.0.1:28632 SLUICE_NODE_NAME=operator-node \
-    SLUICE_TGBOT_TOKEN=1234:test-token SLUICE_TGBOT_CHATS=4242 SLUICE_TGBOT_API_URL=http://127.0.0.1:18680 \
+    SLUICE_MYSQL_URL=mysql://sluice_operator:$db_secret@127.0.0.1:3306/sluice \
+    SLUICE_TGBOT_TOKEN=$bot_secret SLUICE_TGBOT_CHATS=4242 SLUICE_TGBOT_API_URL=http://127.0.0.1:18680 \
     bash install/run.sh | tee "$own/run.log"
 grep -q 'node operator-node height' "$own/run.log" || die "no template from the operator's node in run.sh's output"
 curl -sf http://127.0.0.1:8080/api/v1/health | grep -q '"node:operator-node"' \
@@ -54,6 +72,8 @@ curl -sf http://127.0.0.1:8080/api/v1/health | grep -q '"node:operator-node"' \
 bot_answered() { grep -q '"chat": 4242, "text": "Servers (1)' "$own/telegram.jsonl" 2>/dev/null; }
 wait_until 30 "the Telegram bot's answer to /status" bot_answered
 grep -q 'node:operator-node ok' "$own/telegram.jsonl" || die "the bot's /status does not show the operator's node"
+log "no credential of the operator's in a log, an HTTP answer or a Kafka message"
+SLUICE_SECRET_LOGS="$own/run.log $own/nodesim.log" bash install/check-secrets.sh "$rpc_secret" "$db_secret" "$bot_secret"
 kill "$own_node" "$telegram"
 rm -rf "$own"
 log "README command 1: install/run.sh"

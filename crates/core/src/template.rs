@@ -102,7 +102,12 @@ impl BlockTemplate {
                 self.min_time, self.cur_time
             ));
         }
-        let weight: u64 = self.transactions.iter().map(|t| t.weight.to_wu()).sum();
+        // Saturating: weights from the wire may be anything, and a sum
+        // that wraps would pass as light.
+        let weight = self
+            .transactions
+            .iter()
+            .fold(0u64, |sum, t| sum.saturating_add(t.weight.to_wu()));
         if weight > Weight::MAX_BLOCK.to_wu() {
             return Err(format!(
                 "transactions weigh {weight}, more than a block's {}",
@@ -170,5 +175,17 @@ mod tests {
         let mut forged = template();
         forged.height += 1;
         assert!(forged.check().unwrap_err().contains("not its content's"));
+    }
+
+    #[test]
+    fn weights_that_overflow_when_summed_are_refused_not_a_panic() {
+        let mut t = template();
+        let heavy = TemplateTx {
+            weight: Weight::from_wu(u64::MAX / 2 + 1),
+            ..t.transactions[0].clone()
+        };
+        t.transactions = vec![heavy.clone(), heavy];
+        t.id = t.compute_id();
+        assert!(t.check().unwrap_err().contains("more than a block"));
     }
 }

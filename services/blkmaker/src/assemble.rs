@@ -65,7 +65,23 @@ pub(crate) fn check_share(share: &SolvedShare) -> Result<Transaction, AssembleEr
     if !Target::from_compact(share.header.bits).is_met_by(actual) {
         return Err(AssembleError::HighHash(actual));
     }
-    coinbase_transaction(&share.coinbase).map_err(|e| AssembleError::Coinbase(e.to_string()))
+    let coinbase = coinbase_transaction(&share.coinbase)
+        .map_err(|e| AssembleError::Coinbase(e.to_string()))?;
+    if coinbase_reward(&coinbase).is_none() {
+        return Err(AssembleError::Coinbase(
+            "its outputs add up to more than 21 million BTC".into(),
+        ));
+    }
+    Ok(coinbase)
+}
+
+/// What a coinbase pays out; `None` past 21 million BTC (never a block).
+fn coinbase_reward(coinbase: &Transaction) -> Option<Amount> {
+    coinbase
+        .output
+        .iter()
+        .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))
+        .filter(|sum| *sum <= Amount::MAX_MONEY)
 }
 
 /// The block of `share` with `template`'s transactions; `None` assembles the
@@ -75,6 +91,7 @@ pub(crate) fn assemble(
     template: Option<&BlockTemplate>,
 ) -> Result<Assembled, AssembleError> {
     let coinbase = check_share(share)?;
+    let reward = coinbase_reward(&coinbase).unwrap_or(Amount::MAX_MONEY);
     let txs = template.map_or(&[][..], |t| &t.transactions[..]);
     let txids: Vec<_> = txs.iter().map(|t| t.txid).collect();
     // The branch leaves out the coinbase, as jobmaker's does.
@@ -96,8 +113,11 @@ pub(crate) fn assemble(
     Ok(Assembled {
         bytes,
         tx_count,
-        fees: txs.iter().map(|t| t.fee).sum(),
-        reward: coinbase.output.iter().map(|o| o.value).sum(),
+        // Checked sums: a forged share or template may carry any amounts.
+        fees: txs.iter().fold(Amount::ZERO, |sum, t| {
+            sum.checked_add(t.fee).unwrap_or(Amount::MAX)
+        }),
+        reward,
     })
 }
 
@@ -171,7 +191,11 @@ mod tests {
 
     /// A share for `template` whose header meets regtest's easy target.
     fn solve(template: &BlockTemplate) -> SolvedShare {
-        let coinbase = tx(&[0x55, 0x01, 0x02], 5_000_000_600);
+        solve_with(template, tx(&[0x55, 0x01, 0x02], 5_000_000_600))
+    }
+
+    /// [`solve`] with this coinbase.
+    fn solve_with(template: &BlockTemplate, coinbase: Transaction) -> SolvedShare {
         let mut header = Header {
             version: template.version,
             prev_blockhash: template.prev_blockhash,
@@ -214,6 +238,26 @@ mod tests {
         assert_eq!(a.reward, Amount::from_sat(5_000_000_600));
         assert!(block.weight() > Weight::ZERO);
         assert!(!is_coinbase_only(&share));
+    }
+
+    /// A forged SolvedShare from the topic: a real proof of work at its own
+    /// easy bits, a coinbase paying out more than there is. Its sum
+    /// overflowed: a panic in a debug build (on every replay of the record),
+    /// a wrapped reward in a release one.
+    #[test]
+    fn a_coinbase_paying_more_than_exists_is_refused_not_a_panic() {
+        let t = template(&[tx(&[1, 1], 10)]);
+        let mut coinbase = tx(&[0x55, 0x01, 0x02], u64::MAX / 2 + 1);
+        coinbase.output.push(coinbase.output[0].clone());
+        let share = solve_with(&t, coinbase);
+        let err = assemble(&share, Some(&t)).unwrap_err();
+        assert!(err.to_string().contains("21 million"), "{err}");
+        let mut t = template(&[tx(&[1, 1], 10), tx(&[2, 2], 10)]);
+        for tx in &mut t.transactions {
+            tx.fee = Amount::from_sat(u64::MAX / 2 + 1);
+        }
+        let a = assemble(&solve(&t), Some(&t)).unwrap();
+        assert_eq!(a.fees, Amount::MAX, "fees that overflow saturate");
     }
 
     #[test]

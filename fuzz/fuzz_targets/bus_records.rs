@@ -2,7 +2,7 @@
 //! byte picks the topic's message (RawGbt, Job, Share, SolvedShare, Event),
 //! the rest is the record. What decodes is then checked the way the
 //! consumers check it (a template, a job, and sserver's job preparation),
-//! and re-encoding it decodes to the same value.
+//! and re-encoding it is stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,9 +11,12 @@ use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_core::template::BlockTemplate;
 use sluice_proto::Payload;
 
-fn round_trip<T: Payload + PartialEq + std::fmt::Debug>(value: &T) {
-    let again = T::decode_from(&value.encode_to_vec()).expect("what decoded re-encodes");
-    assert_eq!(&again, value, "re-encoding changed the record");
+/// What decoded encodes to bytes that decode to the same bytes again
+/// (compared as bytes: a NaN figure is not equal to itself).
+fn round_trip<T: Payload>(value: &T) {
+    let bytes = value.encode_to_vec();
+    let again = T::decode_from(&bytes).expect("what decoded re-encodes");
+    assert!(again.encode_to_vec() == bytes, "re-encoding changed the record");
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -395,3 +395,24 @@ fn not_protobuf_at_all() {
     let err = Job::decode_from(&[0xff, 0xff, 0xff]).unwrap_err();
     assert!(err.to_string().starts_with("malformed Job"), "{err}");
 }
+
+/// Found by the `bus_records` fuzz target: a heartbeat whose figure is NaN
+/// (a rate divided by nothing). It decodes, and re-encodes to the very same
+/// bytes, though the value is not equal to itself.
+#[test]
+fn a_nan_figure_survives_a_round_trip_bit_for_bit() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/regressions/bus_records/nan-figure"
+    ))
+    .unwrap();
+    // The first byte picks the topic (4: Event).
+    assert_eq!(bytes[0], 4);
+    let event = Event::decode_from(&bytes[1..]).unwrap();
+    let EventKind::ServiceStatus(status) = &event.kind else {
+        panic!("{event:?}");
+    };
+    assert!(status.figures[0].value.is_nan());
+    let again = event.encode_to_vec();
+    assert_eq!(Event::decode_from(&again).unwrap().encode_to_vec(), again);
+}

@@ -9,6 +9,8 @@
 #
 # Prints the simulator's report (JSON) and sserver's memory: resident set
 # before the miners connect and at its peak, per connection. With
+# SLUICE_BENCH_ACCEPT_WAIT_MS=0 answers submits before the broker acknowledges
+# (sserver's accept_wait_ms; 2000 by default).
 # SLUICE_BENCH_TIMELINE=1 also, second by second, the shares sserver answered,
 # those the broker has yet to acknowledge, and sserver's memory.
 set -euo pipefail
@@ -53,6 +55,7 @@ topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/'
 topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/127.0.0.1:9103/127.0.0.1:9113/' \
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
     -e 's/^default = .*/default = 0.0000000002/; s/^min = .*/min = 0.0000000002/; s/^max = .*/max = 0.0000000002/' \
+    -e "s/^accept_wait_ms = .*/accept_wait_ms = ${SLUICE_BENCH_ACCEPT_WAIT_MS:-2000}/" \
     > "$WORK/sserver.toml"
 
 "$REL/sluicectl" -c "$WORK/sluicectl.toml" create-topics >/dev/null

@@ -361,7 +361,10 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
 
     let topics = &config.kafka.topics;
     // Both producers wait out an away broker; /health says when they do.
-    let share_producer = Producer::with_queue(&config.kafka, 5, sinks::SHARE_QUEUE)?;
+    // Shares linger 1 ms: answers wait for their acknowledgement, and 1 ms
+    // against 5 halved the submit round trip with the same saturated
+    // throughput (BENCHMARKS.md).
+    let share_producer = Producer::with_queue(&config.kafka, 1, sinks::SHARE_QUEUE)?;
     let solved_producer = Producer::new(&config.kafka, 0)?;
     for (producer, component) in [
         (&share_producer, "kafka_shares"),

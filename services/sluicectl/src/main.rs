@@ -16,7 +16,7 @@ use sluice_bus::{
     list_topics,
 };
 use sluice_coord::{Coord, CoordConfig};
-use sluice_core::record::Event;
+use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_core::{BlockTemplate, Job};
 use sluice_service::{EXIT_CONFIG, Validate, load_config};
 use sluice_store::Store;
@@ -70,6 +70,9 @@ enum Command {
         /// How many of the newest messages.
         #[arg(short = 'n', long, default_value_t = 5)]
         count: i64,
+        /// Every field of each message, not a summary.
+        #[arg(long)]
+        full: bool,
     },
 }
 
@@ -77,6 +80,8 @@ enum Command {
 enum TailTopic {
     Rawgbt,
     Job,
+    Share,
+    Solved,
     Event,
 }
 
@@ -195,7 +200,7 @@ fn main() -> ExitCode {
                 delete(&config, names, prefix.as_deref()).await
             }
             Command::Check => check(&config).await,
-            Command::Tail { topic, count } => tail(&config, topic, count).await,
+            Command::Tail { topic, count, full } => tail(&config, topic, count, full).await,
         }
     });
     match result {
@@ -319,12 +324,18 @@ async fn mysql_check(config: &Config) -> anyhow::Result<String> {
     result
 }
 
-/// Prints up to `count` of the newest messages of `topic`, one line each.
-async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<()> {
+/// Prints up to `count` of the newest messages of `topic`, one line each
+/// (`full`: every field).
+async fn tail(config: &Config, topic: TailTopic, count: i64, full: bool) -> anyhow::Result<()> {
     let t = &config.kafka.topics;
+    let tail = Tail {
+        config,
+        count,
+        full,
+    };
     match topic {
         TailTopic::Rawgbt => {
-            print_tail(config, &t.raw_gbt, count, |v: BlockTemplate| {
+            tail.print(&t.raw_gbt, |v: BlockTemplate| {
                 format!(
                     "template {} node {} height {} prev {} txs {} value {} sat",
                     v.id,
@@ -338,7 +349,7 @@ async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<(
             .await
         }
         TailTopic::Job => {
-            print_tail(config, &t.job, count, |v: Job| {
+            tail.print(&t.job, |v: Job| {
                 format!(
                     "job {} epoch {} height {} clean {} prev {} branch {} coinbase {}+{} bytes",
                     v.id,
@@ -353,8 +364,26 @@ async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<(
             })
             .await
         }
+        TailTopic::Share => {
+            tail.print(&t.share, |v: ShareRecord| {
+                format!(
+                    "share {:?} user {} worker {} difficulty {} job {} hash {}",
+                    v.status, v.user_id, v.worker_name, v.share_difficulty, v.job_id, v.hash
+                )
+            })
+            .await
+        }
+        TailTopic::Solved => {
+            tail.print(&t.solved_share, |v: SolvedShare| {
+                format!(
+                    "solved {} height {} user {} worker {} job {}",
+                    v.block_hash, v.height, v.user_id, v.worker_name, v.job_id
+                )
+            })
+            .await
+        }
         TailTopic::Event => {
-            print_tail(config, &t.event, count, |v: Event| {
+            tail.print(&t.event, |v: Event| {
                 format!("event at {} ms: {:?}", v.timestamp_ms, v.kind)
             })
             .await
@@ -362,21 +391,39 @@ async fn tail(config: &Config, topic: TailTopic, count: i64) -> anyhow::Result<(
     }
 }
 
-/// Reads the newest `count` messages of `topic` (waiting up to 2 s for each)
-/// and prints each as `line` renders it.
-async fn print_tail<T: sluice_proto::Payload>(
-    config: &Config,
-    topic: &str,
+/// How `sluicectl tail` reads.
+struct Tail<'a> {
+    config: &'a Config,
     count: i64,
-    line: impl Fn(T) -> String,
-) -> anyhow::Result<()> {
-    let consumer =
-        TailConsumer::<T>::new(&config.kafka, &Topic::new(topic.to_owned()), count).await?;
-    for _ in 0..count {
-        let Ok(record) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await else {
-            break;
-        };
-        out!("{}", line(record?.value));
+    full: bool,
+}
+
+impl Tail<'_> {
+    /// Reads the newest `count` messages of `topic` (waiting up to 2 s for
+    /// each) and prints each as `line` renders it, or every field.
+    async fn print<T: sluice_proto::Payload + std::fmt::Debug>(
+        &self,
+        topic: &str,
+        line: impl Fn(T) -> String,
+    ) -> anyhow::Result<()> {
+        let consumer = TailConsumer::<T>::new(
+            &self.config.kafka,
+            &Topic::new(topic.to_owned()),
+            self.count,
+        )
+        .await?;
+        for _ in 0..self.count {
+            let Ok(record) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+            else {
+                break;
+            };
+            let value = record?.value;
+            if self.full {
+                out!("{value:?}");
+            } else {
+                out!("{}", line(value));
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }

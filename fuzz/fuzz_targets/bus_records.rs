@@ -16,7 +16,10 @@ use sluice_proto::Payload;
 fn round_trip<T: Payload>(value: &T) {
     let bytes = value.encode_to_vec();
     let again = T::decode_from(&bytes).expect("what decoded re-encodes");
-    assert!(again.encode_to_vec() == bytes, "re-encoding changed the record");
+    assert!(
+        again.encode_to_vec() == bytes,
+        "re-encoding changed the record"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

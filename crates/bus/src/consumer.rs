@@ -294,7 +294,11 @@ impl<T: Payload> GroupConsumer<T> {
 ///
 /// Every partition is assigned (no group membership, so no rebalances) at
 /// `max(committed offset, resume)`, or at the earliest retained message when
-/// there is neither. [`LogConsumer::commit`] records progress.
+/// there is neither. A position past a partition's end cannot be this log's
+/// (a consumer only ever sees offsets below the end): the topic was
+/// recreated, or the broker lost its log, since. Such a partition is read
+/// from its earliest message and its [`Start`] says `reset`.
+/// [`LogConsumer::commit`] records progress.
 pub struct LogConsumer<T> {
     stream: TypedStream<T>,
 }
@@ -308,6 +312,9 @@ pub struct Start {
     pub offset: i64,
     /// The partition's end when it started.
     pub high: i64,
+    /// The position asked for lay past the end: an older log's, so reading
+    /// starts at the earliest message of this one.
+    pub reset: bool,
 }
 
 impl<T: Payload> LogConsumer<T> {
@@ -330,10 +337,12 @@ impl<T: Payload> LogConsumer<T> {
                     .copied()
                     .max()
                     .unwrap_or(low);
+                let reset = wanted > high;
                 Start {
                     partition,
-                    offset: wanted.clamp(low, high),
+                    offset: if reset { low } else { wanted.max(low) },
                     high,
+                    reset,
                 }
             })
             .collect();

@@ -46,6 +46,22 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
     stats
         .health
         .set("kafka", true, format!("Share topic, group {group}"));
+    for s in starts.iter().filter(|s| s.reset) {
+        tracing::warn!(
+            partition = s.partition,
+            from = s.offset,
+            end = s.high,
+            "the Share topic was recreated (or its log lost) since; reading this partition from its start"
+        );
+        // Where the share log itself lies past the end, its offsets are an
+        // older log's: the new log's shares are counted whatever the share
+        // log holds under the same numbers. (Where only the group's commit
+        // lay past it, the share log already follows the new log and still
+        // dedupes what it holds.)
+        if resume.get(&s.partition).is_some_and(|&r| r > s.high) {
+            writer.forget(s.partition);
+        }
+    }
     let mut behind: HashMap<i32, i64> = starts
         .iter()
         .filter(|s| s.offset < s.high)
@@ -164,7 +180,9 @@ fn mark_initialized_if(stats: &Stats, done: bool) {
 }
 
 /// Counts yesterday's and today's share logs into the windows and totals;
-/// returns, per partition, the offset after the last share they hold.
+/// returns, per partition, the offset after the last share they hold (the
+/// last written, not the highest: after a topic was recreated the log goes
+/// on with the new topic's lower offsets).
 fn rebuild(stats: &Stats) -> anyhow::Result<HashMap<i32, i64>> {
     let now = stats.clock.now_ms();
     let started = Instant::now();
@@ -173,8 +191,7 @@ fn rebuild(stats: &Stats) -> anyhow::Result<HashMap<i32, i64>> {
     for day in [day_of(now.saturating_sub(DAY_MS)), day_of(now)] {
         let path = sharelog::path_of(&stats.config.data_dir, day);
         sharelog::read(&path, |e| {
-            let next = resume.entry(e.partition).or_insert(0);
-            *next = (*next).max(e.offset + 1);
+            resume.insert(e.partition, e.offset + 1);
             count(stats, &e.share);
             shares += 1;
         })?;

@@ -155,6 +155,9 @@ pub struct Writer {
     dir: PathBuf,
     open: Vec<OpenDay>,
     tick: u64,
+    /// Partitions whose logged offsets belong to an older log of the topic
+    /// ([`Writer::forget`]): files opened later do not dedupe them.
+    forgotten: std::collections::HashSet<i32>,
 }
 
 impl Writer {
@@ -168,7 +171,18 @@ impl Writer {
             dir: dir.to_owned(),
             open: Vec::new(),
             tick: 0,
+            forgotten: std::collections::HashSet::new(),
         })
+    }
+
+    /// Forgets the offsets logged for `partition`: the topic was recreated
+    /// and numbers its records from 0 again, so an offset already logged is
+    /// no longer the same share.
+    pub fn forget(&mut self, partition: i32) {
+        for f in &mut self.open {
+            f.last.remove(&partition);
+        }
+        self.forgotten.insert(partition);
     }
 
     /// Appends `share` unless its day's file already holds
@@ -235,10 +249,13 @@ impl Writer {
             self.open.swap_remove(lru);
         }
         let path = path_of(&self.dir, day);
+        // The last entry of each partition, not the highest: after a topic
+        // was recreated the file goes on with the new log's lower offsets.
         let mut last = HashMap::new();
         let complete = read(&path, |e| {
-            let l = last.entry(e.partition).or_insert(e.offset);
-            *l = (*l).max(e.offset);
+            if !self.forgotten.contains(&e.partition) {
+                last.insert(e.partition, e.offset);
+            }
         })?;
         let io = |source| ShareLogError::Io {
             path: path.clone(),

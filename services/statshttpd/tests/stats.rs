@@ -606,3 +606,64 @@ fn rand_bytes() -> [u8; 32] {
     }
     bytes
 }
+
+/// The Share topic deleted and created again under a stopped statshttpd (a
+/// broker that lost its data, an operator recreating topics): the new
+/// topic numbers its records from 0, below what the share log holds. Its
+/// shares are counted, from its first, and a restart after that counts
+/// nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_share_topic_is_counted_from_its_start_once() {
+    let mut rig = Rig::new().await;
+    let t0 = rig.t0;
+    let accepted_1h = |pool: &serde_json::Value| num(&pool["shares"]["1h"]["accept"]);
+    for i in 0..5 {
+        rig.send(&rig.share(1, Accepted, 1.0, t0 + 15 * MINUTE + i * 1000))
+            .await;
+    }
+    rig.start();
+    rig.initialized().await;
+    rig.get_when("/api/v1/pool", "5 shares counted", |_, p| {
+        accepted_1h(p) == 5.0
+    })
+    .await;
+    rig.stop().await;
+
+    let kafka = rig.config.kafka.clone();
+    let name = kafka.topics.share.clone();
+    sluice_bus::delete_topics(&kafka, &[name.as_str()])
+        .await
+        .unwrap();
+    // Deletion completes in the background: create until the broker takes it.
+    sluice_testkit::eventually(Duration::from_secs(60), "the topic created again", || {
+        let (kafka, name) = (kafka.clone(), name.clone());
+        async move {
+            let spec = sluice_bus::TopicSpec::scratch(&name, 3);
+            let made = sluice_bus::create_topics(&kafka, &[spec]).await.ok()?;
+            let marks = sluice_bus::fetch_watermarks(&kafka, &name).await.ok()?;
+            // A fresh topic: every partition empty.
+            (marks.len() == 3 && marks.iter().all(|&(_, _, high)| high == 0)).then_some(made)
+        }
+    })
+    .await;
+    // A new producer: the old one's idempotence state is the old topic's.
+    rig.producer = sluice_bus::Producer::new(&kafka, 0).unwrap();
+    for i in 0..2 {
+        rig.send(&rig.share(1, Accepted, 1.0, t0 + 16 * MINUTE + i * 1000))
+            .await;
+    }
+    rig.start();
+    rig.initialized().await;
+    rig.get_when(
+        "/api/v1/pool",
+        "the recreated topic's 2 shares counted beside the 5",
+        |_, p| accepted_1h(p) == 7.0,
+    )
+    .await;
+    rig.stop().await;
+    rig.start();
+    rig.initialized().await;
+    let (_, pool) = rig.get("/api/v1/pool").await.unwrap();
+    assert_eq!(accepted_1h(&pool), 7.0, "after another restart: {pool}");
+    rig.stop().await;
+}

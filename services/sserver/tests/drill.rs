@@ -1,4 +1,4 @@
-//! Failure drill: `kill -9` of a running sserver process under 1,000 mining
+//! Failure drill: `kill -9` of a running sserver process under 2,000 mining
 //! miners (the simulator's, over TCP, all from one address as a farm behind
 //! a NAT). They notice, reconnect to the restarted server and go on mining;
 //! nothing on their side needs a hand. And "accepted" is durable: every
@@ -15,7 +15,7 @@ use sluice_rig::Options;
 use sluice_testkit::{eventually, free_port, mysql_url, unique_name};
 use tokio_util::sync::CancellationToken;
 
-const MINERS: u64 = 1_000;
+const MINERS: u64 = 2_000;
 
 fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
     sluice_testkit::spawn_service(env!("CARGO_BIN_EXE_sserver"), config, log)
@@ -113,9 +113,10 @@ max = 0.000001
     .await;
     let before = counters.accepted.load(Ordering::Relaxed);
 
+    let restarted = std::time::Instant::now();
     let mut server = start(&config_path, &dir.join("second.log"));
     let c = counters.clone();
-    // All 1,000 from one address within 30 s, with the default limits.
+    // All 2,000 from one address within 30 s, with the default limits.
     eventually(
         Duration::from_secs(30),
         "every miner back and mining",
@@ -129,6 +130,10 @@ max = 0.000001
         },
     )
     .await;
+    eprintln!(
+        "drill: {MINERS} miners from one address back and mining {:?} after the restart",
+        restarted.elapsed()
+    );
     assert!(counters.reconnects.load(Ordering::Relaxed) >= MINERS);
     stop.cancel();
     let report = sim.await.unwrap().unwrap();

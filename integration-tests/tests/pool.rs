@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use bitcoincore_rpc::RpcApi;
 use common::{
-    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, all_recorded, candidates_all_sent, http_json,
-    pool_blocks_on_best_chain, start_mining, start_pool, statshttpd_credits,
+    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, accepted_at_least, all_recorded,
+    candidates_all_sent, http_json, pool_blocks_on_best_chain, start_mining, start_mining_until,
+    start_pool, statshttpd_credits,
 };
 use sluice_store::ListedBlock;
 use sluice_testkit::mysql_url;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miners_find_blocks_the_node_accepts_and_statshttpd_credits_their_work() {
@@ -197,15 +199,19 @@ async fn a_broker_killed_for_30_s_loses_no_block_and_no_share() {
 }
 
 /// The broker away for 30 s under a mining pool. sserver keeps serving the
-/// last job, so the miners go on mining; its /health says shares wait for
-/// the broker. When the broker is back, every block candidate sserver
-/// logged reaches blkmaker and gets its found_blocks row, and statshttpd
-/// credits every share accepted during the outage.
+/// last job, so the miners go on mining (each answer waits up to
+/// `accept_wait_ms` for an acknowledgement that cannot come, then the share
+/// is accepted from sserver's queue); its /health says shares wait for the
+/// broker. The miners go on until the broker has acknowledged shares again.
+/// Every block candidate sserver logged reaches blkmaker and gets its
+/// found_blocks row, and statshttpd credits every share accepted, outage or
+/// not.
 async fn broker_drill(outage: impl std::future::Future<Output = sluice_testkit::Outage>) {
     let _one = ONE_POOL_AT_A_TIME.lock().await;
     let pool = start_pool(&mysql_url(), InProcess::ALL).await;
     let sserver = pool.ctxs[0].health.clone();
-    let (sim, counters) = start_mining(&pool, 45.0, |_| {}).await;
+    let stop = CancellationToken::new();
+    let (sim, counters) = start_mining_until(&pool, 300.0, stop.clone(), |_| {}).await;
 
     let outage = outage.await;
     let at_stop = counters.accepted.load(Ordering::Relaxed);
@@ -227,6 +233,17 @@ async fn broker_drill(outage: impl std::future::Future<Output = sluice_testkit::
         "miners kept mining on the last job while the broker was away: {during} shares"
     );
     outage.end().await;
+    let health = sserver.clone();
+    sluice_testkit::eventually(Duration::from_secs(60), "sserver healthy again", || {
+        let back = health.snapshot().get("kafka_shares").is_some_and(|c| c.ok);
+        async move { back.then_some(()) }
+    })
+    .await;
+    // Vardiff has slowed the miners to about one share each per 10 s by
+    // now: a share from each on average.
+    let after = counters.accepted.load(Ordering::Relaxed);
+    accepted_at_least(&counters, after + MINERS as u64).await;
+    stop.cancel();
     let report = sim.await.unwrap().unwrap();
     assert_eq!(report.connected, MINERS as u64, "{report:?}");
 
@@ -242,9 +259,4 @@ async fn broker_drill(outage: impl std::future::Future<Output = sluice_testkit::
 
     // statshttpd credits every accepted share, outage or not.
     statshttpd_credits(&pool, &counters).await;
-    sluice_testkit::eventually(Duration::from_secs(30), "sserver healthy again", || {
-        let back = sserver.snapshot().get("kafka_shares").is_some_and(|c| c.ok);
-        async move { back.then_some(()) }
-    })
-    .await;
 }

@@ -174,6 +174,19 @@ pub(crate) async fn start_mining(
     JoinHandle<anyhow::Result<simulator::Report>>,
     Arc<simulator::Counters>,
 ) {
+    start_mining_until(pool, seconds, CancellationToken::new(), configure).await
+}
+
+/// [`start_mining`] that also ends when `stop` is cancelled.
+pub(crate) async fn start_mining_until(
+    pool: &Pool,
+    seconds: f64,
+    stop: CancellationToken,
+    configure: impl FnOnce(&mut simulator::Options),
+) -> (
+    JoinHandle<anyhow::Result<simulator::Report>>,
+    Arc<simulator::Counters>,
+) {
     let mut options = simulator::Options::new(pool.stratum, MINERS);
     options.user = pool.user.clone();
     options.password = format!("d={SHARE_DIFFICULTY}");
@@ -181,11 +194,7 @@ pub(crate) async fn start_mining(
     options.duration = seconds;
     configure(&mut options);
     let counters = Arc::new(simulator::Counters::default());
-    let sim = tokio::spawn(simulator::run(
-        options,
-        counters.clone(),
-        CancellationToken::new(),
-    ));
+    let sim = tokio::spawn(simulator::run(options, counters.clone(), stop));
     accepted_at_least(&counters, 200).await;
     (sim, counters)
 }

@@ -209,14 +209,16 @@ pub async fn run(
         round_trips: Mutex::default(),
         clean_seen: Mutex::default(),
         last_notify: Mutex::default(),
-        stop: stop.child_token(),
+        // The miners stop after the final snapshot, not with `stop`: the
+        // report counts every miner connected when the run ended.
+        stop: CancellationToken::new(),
     });
     let started = Instant::now();
     let per_miner_rate = options.rate / options.connections as f64;
     let mut tasks = tokio::task::JoinSet::new();
     let gap = Duration::from_secs_f64(1.0 / options.connect_rate);
     for i in 0..options.connections {
-        if shared.stop.is_cancelled() {
+        if stop.is_cancelled() {
             break;
         }
         tasks.spawn(miner::run(shared.clone(), i, per_miner_rate));
@@ -226,7 +228,7 @@ pub async fn run(
     let ramp_deadline = Instant::now() + Duration::from_secs(30);
     while counters.connected.load(Ordering::Relaxed) < options.connections as u64
         && Instant::now() < ramp_deadline
-        && !shared.stop.is_cancelled()
+        && !stop.is_cancelled()
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -240,11 +242,11 @@ pub async fn run(
         .map(|rpc| tokio::spawn(node::make_blocks(rpc, options.clone(), stop_blocks.clone())));
     if options.duration > 0.0 {
         tokio::select! {
-            () = shared.stop.cancelled() => {}
+            () = stop.cancelled() => {}
             () = tokio::time::sleep(Duration::from_secs_f64(options.duration)) => {}
         }
     } else {
-        shared.stop.cancelled().await;
+        stop.cancelled().await;
     }
     let elapsed = measuring.elapsed();
     let end = snapshot(&counters);
@@ -254,7 +256,7 @@ pub async fn run(
         Some(handle) => handle.await.unwrap_or_default(),
         None => Vec::new(),
     };
-    if !made.is_empty() && !shared.stop.is_cancelled() {
+    if !made.is_empty() && !stop.is_cancelled() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     shared.stop.cancel();

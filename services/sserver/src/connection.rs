@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ids::{SessionIds, SessionIndex};
 use crate::jobs::{Board, ServerJob, now_secs, parse_stratum_job_id};
 use crate::limits::{Admission, RejectWindow};
-use crate::metrics::ServerMetrics;
+use crate::metrics::{ReasonLabel, ServerMetrics};
 use crate::sinks::ShareSink;
 use crate::users::{AuthError, Users};
 use crate::vardiff::{Vardiff, VardiffConfig};
@@ -69,6 +69,12 @@ pub struct ConnConfig {
     /// How long answers wait for the broker to acknowledge their shares
     /// (zero: answer at once).
     pub accept_wait: Duration,
+    /// A miner that takes none of its answers for this long is dropped.
+    pub write_timeout: Duration,
+    /// New connections a second per listener (0: no pace).
+    pub accepts_per_sec: f64,
+    /// New connections accepted at once before the pace applies.
+    pub accept_burst: f64,
 }
 
 /// What every connection shares.
@@ -182,6 +188,23 @@ enum End {
     Protocol(String),
     Banned,
     Drained,
+}
+
+impl End {
+    /// The `reason` label in /metrics.
+    fn reason(&self) -> &'static str {
+        match self {
+            End::Eof => "miner",
+            End::Io(_) => "io",
+            End::Timeout("authorize") => "authorize_timeout",
+            End::Timeout("idle") => "idle_timeout",
+            End::Timeout("write") => "write_timeout",
+            End::Timeout(_) => "timeout",
+            End::Protocol(_) => "protocol",
+            End::Banned => "banned",
+            End::Drained => "drained",
+        }
+    }
 }
 
 impl std::fmt::Display for End {
@@ -376,6 +399,12 @@ impl Conn {
         let session = hex::encode(self.session.extranonce1());
         tracing::debug!(peer = %self.peer, %session, %end, "connection closed");
         self.shared.metrics.connections.dec();
+        let reason = end.reason();
+        self.shared
+            .metrics
+            .closed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
         if let Some(identity) = self.identity() {
             self.event(EventKind::MinerDisconnected(identity));
         }
@@ -503,7 +532,11 @@ impl Conn {
             }
             if self.out.has_pending() {
                 self.settle().await;
-                let flushed = tokio::time::timeout(Duration::from_secs(30), self.out.flush()).await;
+                // A miner that stops reading blocks only itself: nothing more
+                // is queued for it while this waits (the loop does not read
+                // its requests nor take new jobs), and it is dropped.
+                let wait = self.shared.config.write_timeout;
+                let flushed = tokio::time::timeout(wait, self.out.flush()).await;
                 match flushed {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return End::Io(e),

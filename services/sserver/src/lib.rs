@@ -184,10 +184,19 @@ pub struct Limits {
     pub connections_per_ip_per_sec: f64,
     /// New connections per IP in a burst.
     pub connection_burst_per_ip: f64,
+    /// New connections a second over all addresses (per listener), after a burst of
+    /// `accept_burst` (0: no pace); past it they wait in the kernel's
+    /// listen queue, and the miners already mining are not crowded out.
+    pub accepts_per_sec: f64,
+    /// New connections accepted at once before the pace applies.
+    pub accept_burst: f64,
     /// A connection must authorize within this.
     pub preauth_timeout_secs: u64,
     /// An authorized connection silent this long is closed.
     pub idle_timeout_secs: u64,
+    /// A connection that takes none of its answers and jobs for this long
+    /// (a miner that stopped reading) is closed.
+    pub write_timeout_secs: u64,
     /// Rejected shares per minute before the IP is banned (0: never).
     pub max_rejects_per_minute: u32,
     /// How long a ban lasts.
@@ -210,8 +219,11 @@ impl Default for Limits {
             // ten seconds after a restart (1,000 at once, then 100/s).
             connections_per_ip_per_sec: 100.0,
             connection_burst_per_ip: 1000.0,
+            accepts_per_sec: 5000.0,
+            accept_burst: 1000.0,
             preauth_timeout_secs: 30,
             idle_timeout_secs: 900,
+            write_timeout_secs: 30,
             max_rejects_per_minute: 300,
             ban_secs: 600,
             max_bad_lines: 10,
@@ -281,6 +293,18 @@ impl Validate for Config {
         if !(l.connections_per_ip_per_sec > 0.0 && l.connection_burst_per_ip >= 1.0) {
             return Err("limits.connections_per_ip_per_sec must be positive and connection_burst_per_ip at least 1".into());
         }
+        if !(l.accepts_per_sec >= 0.0 && l.accept_burst >= 1.0) {
+            return Err(
+                "limits.accepts_per_sec must be 0 (no pace) or positive and accept_burst at least 1"
+                    .into(),
+            );
+        }
+        if l.preauth_timeout_secs == 0 || l.idle_timeout_secs == 0 || l.write_timeout_secs == 0 {
+            return Err(
+                "limits.preauth_timeout_secs, idle_timeout_secs and write_timeout_secs must be positive"
+                    .into(),
+            );
+        }
         if self.jobs.notify_interval_secs == 0 || self.jobs.max_job_lifetime_secs == 0 {
             return Err(
                 "jobs.notify_interval_secs and jobs.max_job_lifetime_secs must be positive".into(),
@@ -316,6 +340,9 @@ impl Config {
             max_line_bytes: l.max_line_bytes,
             preauth_timeout: Duration::from_secs(l.preauth_timeout_secs),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            write_timeout: Duration::from_secs(l.write_timeout_secs),
+            accepts_per_sec: l.accepts_per_sec,
+            accept_burst: l.accept_burst,
             notify_interval: Duration::from_secs(self.jobs.notify_interval_secs),
             max_rejects_per_minute: l.max_rejects_per_minute,
             proxy_protocol: self.proxy_protocol,
@@ -343,15 +370,24 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
     let tracker = ctx.shutdown.tracker().clone();
     let metrics = ServerMetrics::register(&ctx.metrics);
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = listen(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "stratum listening");
+    // Every miner is an open file: take the hard limit, not the 1,024 a
+    // shell or a unit gives by default.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if (limit as usize) < config.limits.max_connections => tracing::info!(
+            limit,
+            max_connections = config.limits.max_connections,
+            "the open-file limit caps the miners below limits.max_connections"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let tls = match &config.tls {
         Some(tls) => {
             let acceptor = tls.acceptor()?;
-            let listener = TcpListener::bind(tls.listen)
-                .await
+            let listener = listen(tls.listen)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {} (tls): {e}", tls.listen))?;
             tracing::info!(listen = %listener.local_addr()?, "stratum over TLS listening");
             Some((listener, acceptor))
@@ -553,6 +589,26 @@ async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<IdLease>)> {
     Ok((id, Some(lease)))
 }
 
+/// Connections the kernel completes and holds for the accept loop (it
+/// caps this at `net.core.somaxconn`, 4,096 on Debian 12). Thousands of
+/// miners reconnecting at once (a restart, a pool switching back) overflow
+/// the 1,024 of a default listener, and each dropped handshake waits a
+/// second before its retry.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR,
+/// as std sets it, for a restart while old connections linger).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts connections (TLS ones when given the acceptor) until the shared
 /// drain token is cancelled. Both listeners share the connection cap.
 async fn accept(
@@ -563,7 +619,16 @@ async fn accept(
     ctx: &Context,
 ) {
     let tracker = ctx.shutdown.tracker();
+    let c = &shared.config;
+    let mut pace = limits::Pace::new(c.accepts_per_sec, c.accept_burst, Instant::now());
     loop {
+        let wait = pace.turn(Instant::now());
+        if !wait.is_zero() {
+            tokio::select! {
+                () = shared.drain.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
         let accepted = tokio::select! {
             () = shared.drain.cancelled() => return,
             a = listener.accept() => a,

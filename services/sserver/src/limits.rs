@@ -31,6 +31,45 @@ struct Bucket {
     at: Instant,
 }
 
+/// The accept loop's pace, over all addresses: a burst, then a sustained
+/// rate. Past it the loop waits and the kernel's listen queue holds the
+/// rest, so a storm of new connections cannot crowd out the miners already
+/// mining (each new connection is a task ahead of theirs in the queue).
+#[derive(Debug)]
+pub struct Pace {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    /// `rate` a second after `burst` at once; a rate of 0 is no pace.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Pace {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Takes the next connection's turn at `now`: how long to wait for it.
+    pub fn turn(&mut self, now: Instant) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst) - 1.0;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -231,6 +270,30 @@ mod tests {
         let later = t + Duration::from_millis(500);
         assert_eq!(a.admit(ip, later), Ok(()), "one token after 0.5 s at 2/s");
         assert_eq!(a.admit(ip, later), Err(Refusal::Rate));
+    }
+
+    #[test]
+    fn the_accept_pace_is_a_burst_then_the_rate() {
+        let t = Instant::now();
+        let mut pace = Pace::new(1000.0, 3.0, t);
+        for _ in 0..3 {
+            assert_eq!(pace.turn(t), Duration::ZERO);
+        }
+        // The fourth waits a thousandth of a second, the fifth two.
+        assert_eq!(pace.turn(t), Duration::from_millis(1));
+        assert_eq!(pace.turn(t), Duration::from_millis(2));
+        // Taken at their turns, they refill nothing ahead.
+        let later = t + Duration::from_millis(2);
+        let wait = pace.turn(later).as_secs_f64();
+        assert!((wait - 0.001).abs() < 1e-9, "{wait}");
+        // A quiet second fills the burst again, no more.
+        let quiet = later + Duration::from_secs(1);
+        for _ in 0..3 {
+            assert_eq!(pace.turn(quiet), Duration::ZERO);
+        }
+        assert!(pace.turn(quiet) > Duration::ZERO);
+        let mut none = Pace::new(0.0, 0.0, t);
+        assert_eq!(none.turn(t), Duration::ZERO);
     }
 
     #[test]

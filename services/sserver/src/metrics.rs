@@ -14,6 +14,14 @@ pub struct StatusLabel {
     pub status: &'static str,
 }
 
+/// The `reason` label of closed connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// miner, io, authorize_timeout, idle_timeout, write_timeout, protocol,
+    /// banned, drained
+    pub reason: &'static str,
+}
+
 /// Counters shared by every connection.
 #[derive(Clone, Debug, Default)]
 pub struct ServerMetrics {
@@ -46,6 +54,8 @@ pub struct ServerMetrics {
     pub answered_unacknowledged: Counter,
     /// Events dropped because their queue was full.
     pub events_dropped: Counter,
+    /// Connections closed, by why.
+    pub closed: Family<ReasonLabel, Counter>,
 }
 
 impl ServerMetrics {
@@ -72,6 +82,11 @@ impl ServerMetrics {
                 "sserver_connections_refused",
                 "Connections refused (cap, rate, ban)",
                 m.connections_refused.clone(),
+            );
+            r.register(
+                "sserver_connections_closed",
+                "Connections closed, by reason",
+                m.closed.clone(),
             );
             r.register(
                 "sserver_tls_handshake_failures",

@@ -6,6 +6,8 @@
 //! topic, once.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,45 +38,13 @@ async fn miners_reconnect_and_go_on_after_sserver_is_killed() {
     let dir = std::env::temp_dir().join(unique_name("sserver-drill-"));
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let t = &pipeline.kafka.topics;
-    let config = format!(
-        r#"listen = "127.0.0.1:{port}"
-solved_log = "{solved}"
-[service]
-admin_listen = "127.0.0.1:{admin}"
-shutdown_grace_secs = 2
-[kafka]
-brokers = "{brokers}"
-client_id = "sserver-drill"
-[kafka.topics]
-job = "{job}"
-share = "{share}"
-solved_share = "{solved_share}"
-event = "{event}"
-[zookeeper]
-connect = "{zk}"
-root = "{root}"
-session_timeout_ms = 3000
-[mysql]
-url = "{mysql}"
-[difficulty]
-default = 0.0000000002
-min = 0.0000000001
-max = 0.000001
-"#,
-        solved = dir.join("solved.log").display(),
-        admin = free_port(),
-        brokers = pipeline.kafka.brokers,
-        job = t.job,
-        share = t.share,
-        solved_share = t.solved_share,
-        event = t.event,
-        zk = pipeline.zk.connect,
-        root = pipeline.zk.root,
-        mysql = mysql_url(),
+    let config_path = common::process_config(
+        &pipeline,
+        &dir,
+        port,
+        free_port(),
+        "[difficulty]\ndefault = 0.0000000002\nmin = 0.0000000001\nmax = 0.000001",
     );
-    let config_path = dir.join("sserver.toml");
-    std::fs::write(&config_path, config).unwrap();
     let mut server = start(&config_path, &dir.join("first.log"));
 
     let mut options = simulator::Options::new(

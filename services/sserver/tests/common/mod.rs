@@ -142,6 +142,7 @@ impl Rig {
     }
 }
 
+#[allow(unused_imports)]
 pub use sluice_rig::next_where as record_where;
 
 /// A plain or TLS connection.
@@ -362,4 +363,52 @@ pub enum Want {
     Share,
     Block,
     Low,
+}
+
+/// An sserver configuration file for the binary run as its own process on
+/// `pipeline`'s topics and ZooKeeper root; `tables` (TOML tables such as
+/// `[difficulty]` and `[limits]`) are appended.
+pub fn process_config(
+    pipeline: &Pipeline,
+    dir: &std::path::Path,
+    port: u16,
+    admin: u16,
+    tables: &str,
+) -> std::path::PathBuf {
+    let t = &pipeline.kafka.topics;
+    let config = format!(
+        r#"listen = "127.0.0.1:{port}"
+solved_log = "{solved}"
+[service]
+admin_listen = "127.0.0.1:{admin}"
+shutdown_grace_secs = 2
+[kafka]
+brokers = "{brokers}"
+client_id = "sserver-process"
+[kafka.topics]
+job = "{job}"
+share = "{share}"
+solved_share = "{solved_share}"
+event = "{event}"
+[zookeeper]
+connect = "{zk}"
+root = "{root}"
+session_timeout_ms = 3000
+[mysql]
+url = "{mysql}"
+{tables}
+"#,
+        solved = dir.join("solved.log").display(),
+        brokers = pipeline.kafka.brokers,
+        job = t.job,
+        share = t.share,
+        solved_share = t.solved_share,
+        event = t.event,
+        zk = pipeline.zk.connect,
+        root = pipeline.zk.root,
+        mysql = mysql_url(),
+    );
+    let path = dir.join("sserver.toml");
+    std::fs::write(&path, config).unwrap();
+    path
 }

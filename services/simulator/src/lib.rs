@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bitcoin::BlockHash;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::report::{Latency, Report};
+pub use crate::report::{Latency, Report, Totals};
 
 /// What to simulate.
 #[derive(Debug, Clone, clap::Args)]
@@ -189,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) round_trips: Mutex<Vec<u32>>,
     /// When each miner saw a clean job on top of each block.
     pub(crate) clean_seen: Mutex<Vec<(BlockHash, Instant)>>,
+    /// Accepted shares that met the network target.
+    pub(crate) blocks: Mutex<Vec<BlockHash>>,
     /// The last `mining.notify` line and what it parsed to.
     pub(crate) last_notify: Mutex<Option<(String, sluice_stratum::message::ServerMessage)>>,
     pub(crate) stop: CancellationToken,
@@ -208,6 +210,7 @@ pub async fn run(
         rejections: Mutex::default(),
         round_trips: Mutex::default(),
         clean_seen: Mutex::default(),
+        blocks: Mutex::default(),
         last_notify: Mutex::default(),
         // The miners stop after the final snapshot, not with `stop`: the
         // report counts every miner connected when the run ended.

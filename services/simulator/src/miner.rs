@@ -152,7 +152,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     let mut difficulty = 1.0;
     let mut job: Option<Notify> = None;
     let mut search: Option<Search> = None;
-    let mut pending: HashMap<u64, (Instant, f64)> = HashMap::new();
+    let mut pending: HashMap<u64, (Instant, f64, Option<BlockHash>)> = HashMap::new();
     let mut tag = 0u64;
     // Spread the miners' submits over the period instead of in step. A
     // miner has a fixed hashrate: when the server raises its difficulty
@@ -225,13 +225,16 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                             start_difficulty.get_or_insert(d);
                         }
                         ClientEvent::ShareResult { tag, result } => {
-                            let Some((sent, d)) = pending.remove(&tag) else { continue };
+                            let Some((sent, d, block)) = pending.remove(&tag) else { continue };
                             let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                             m.round_trips.push(micros);
                             match result {
                                 Ok(()) => {
                                     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
                                     shared.counters.add_accepted_difficulty(d);
+                                    if let Some(hash) = block {
+                                        shared.blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(hash);
+                                    }
                                 }
                                 Err(e) => {
                                     shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +270,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                         })
                     }
                 };
-                let Some(nonce) = grind(j, s, difficulty, shared).await else {
+                let Some((nonce, hash)) = grind(j, s, difficulty, shared).await else {
                     shared.counters.too_hard.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
@@ -283,7 +286,10 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                     },
                     tag,
                 );
-                pending.insert(tag, (Instant::now(), difficulty));
+                // A block too: the miner is told only "accepted", and the
+                // kill matrix checks each such one has its found_blocks row.
+                let block = bitcoin::Target::from_compact(j.bits).is_met_by(hash).then_some(hash);
+                pending.insert(tag, (Instant::now(), difficulty, block));
                 shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = send(&mut out, &request).await {
                     return end(authorized, e.to_string());
@@ -320,15 +326,22 @@ fn parse(
 
 /// The next nonce of `search` whose header meets `difficulty`, within
 /// `max_hashes` tries; the search goes on from there next time.
-async fn grind(job: &Notify, search: &mut Search, difficulty: f64, shared: &Shared) -> Option<u32> {
+/// A nonce whose header meets `difficulty`, and the header's hash.
+async fn grind(
+    job: &Notify,
+    search: &mut Search,
+    difficulty: f64,
+    shared: &Shared,
+) -> Option<(u32, BlockHash)> {
     let max_hashes = shared.options.max_hashes;
     let target = Difficulty::new(difficulty).ok()?.to_target();
     let mut tried = 0u64;
     while let Ok(nonce) = u32::try_from(search.next_nonce) {
         search.next_nonce += 1;
         let h = header_with_root(job, search.root, job.time, nonce, Some(0), MASK);
-        if target.is_met_by(h.block_hash()) {
-            return Some(nonce);
+        let hash = h.block_hash();
+        if target.is_met_by(hash) {
+            return Some((nonce, hash));
         }
         tried += 1;
         if tried >= max_hashes {

@@ -85,6 +85,22 @@ pub struct Report {
     pub new_block_to_notify: Latency,
     /// Clean jobs expected (blocks x miners) but not seen.
     pub new_block_missed: usize,
+    /// The whole run's shares, ramp-up and after-stop included.
+    pub totals: Totals,
+    /// Accepted shares that met the network target (block hashes), the
+    /// whole run.
+    pub blocks_found: Vec<String>,
+}
+
+/// Shares over a whole run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Totals {
+    /// Sent.
+    pub submitted: u64,
+    /// Answered accepted.
+    pub accepted: u64,
+    /// Answered rejected.
+    pub rejected: u64,
 }
 
 pub(crate) fn build(
@@ -134,6 +150,15 @@ pub(crate) fn build(
         blocks_made: made.len(),
         new_block_missed: expected.saturating_sub(block_latencies.len()),
         new_block_to_notify: Latency::of(block_latencies),
+        totals: Totals {
+            submitted: c.submitted.load(Ordering::Relaxed),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        },
+        blocks_found: take(&shared.blocks)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     }
 }
 

@@ -74,6 +74,29 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Each partition's end of a topic, as `partition:offset,…`: where a
+    /// later `count-shares --from` starts.
+    Offsets {
+        /// Which topic.
+        #[arg(value_enum)]
+        topic: TailTopic,
+    },
+    /// One user's shares on the Share topic from `--from` to its end now,
+    /// as JSON: records, accepted ones (block included) and their distinct
+    /// header hashes (an audit: a share accepted twice shows as fewer
+    /// distinct hashes than accepted records).
+    CountShares {
+        /// The account name.
+        #[arg(long)]
+        user: String,
+        /// Where to start, as `sluicectl offsets share` printed it
+        /// (partitions not named: their earliest message).
+        #[arg(long, default_value = "")]
+        from: String,
+    },
+    /// Reads block hashes (one per line) on stdin and prints those without a
+    /// found_blocks row.
+    MissingBlocks,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -201,6 +224,9 @@ fn main() -> ExitCode {
             }
             Command::Check => check(&config).await,
             Command::Tail { topic, count, full } => tail(&config, topic, count, full).await,
+            Command::Offsets { topic } => offsets(&config, topic).await,
+            Command::CountShares { user, from } => count_shares(&config, &user, &from).await,
+            Command::MissingBlocks => missing_blocks(&config).await,
         }
     });
     match result {
@@ -426,4 +452,112 @@ impl Tail<'_> {
         }
         Ok(())
     }
+}
+
+impl TailTopic {
+    fn name(self, t: &sluice_bus::TopicNames) -> &str {
+        match self {
+            TailTopic::Rawgbt => &t.raw_gbt,
+            TailTopic::Job => &t.job,
+            TailTopic::Share => &t.share,
+            TailTopic::Solved => &t.solved_share,
+            TailTopic::Event => &t.event,
+        }
+    }
+}
+
+async fn offsets(config: &Config, topic: TailTopic) -> anyhow::Result<()> {
+    let name = topic.name(&config.kafka.topics);
+    let marks = sluice_bus::fetch_watermarks(&config.kafka, name).await?;
+    let ends: Vec<String> = marks
+        .iter()
+        .map(|(p, _, high)| format!("{p}:{high}"))
+        .collect();
+    out!("{}", ends.join(","));
+    Ok(())
+}
+
+/// `partition:offset,…` (empty: none).
+fn parse_positions(spec: &str) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+    spec.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (partition, offset) = p
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("{p:?} is not partition:offset"))?;
+            Ok((partition.parse()?, offset.parse()?))
+        })
+        .collect()
+}
+
+async fn count_shares(config: &Config, user: &str, from: &str) -> anyhow::Result<()> {
+    use sluice_core::record::ShareStatus;
+    let from = parse_positions(from)?;
+    let store = Store::new(&config.mysql.url)?;
+    let found = store.user_by_name(user).await;
+    store.close().await;
+    let user_id = found?
+        .ok_or_else(|| anyhow::anyhow!("no user {user:?}"))?
+        .id;
+    // A group of its own that never commits: reading moves no one's offsets.
+    let group = format!("sluicectl-count-{}", std::process::id());
+    let topic = Topic::<ShareRecord>::new(config.kafka.topics.share.clone());
+    let (consumer, starts) =
+        sluice_bus::LogConsumer::new(&config.kafka, &topic, &group, &from).await?;
+    let mut left: std::collections::HashMap<i32, i64> = starts
+        .iter()
+        .filter(|s| s.offset < s.high)
+        .map(|s| (s.partition, s.high))
+        .collect();
+    let (mut records, mut accepted) = (0u64, 0u64);
+    let mut hashes = std::collections::HashSet::new();
+    while !left.is_empty() {
+        let record = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("no message for 30 s with {} partitions unread", left.len())
+            })??;
+        if let Some(&high) = left.get(&record.partition)
+            && record.offset + 1 >= high
+        {
+            left.remove(&record.partition);
+        }
+        let share = record.value;
+        if share.user_id != user_id {
+            continue;
+        }
+        records += 1;
+        if matches!(share.status, ShareStatus::Accepted | ShareStatus::Block) {
+            accepted += 1;
+            hashes.insert(share.hash);
+        }
+    }
+    out!(
+        r#"{{"user_id": {user_id}, "records": {records}, "accepted": {accepted}, "distinct": {}}}"#,
+        hashes.len()
+    );
+    Ok(())
+}
+
+async fn missing_blocks(config: &Config) -> anyhow::Result<()> {
+    let store = Store::new(&config.mysql.url)?;
+    let mut result = Ok(());
+    for line in std::io::stdin().lines() {
+        let hash = line?;
+        let hash = hash.trim();
+        if hash.is_empty() {
+            continue;
+        }
+        match store.found_block_count(hash).await {
+            Ok(0) => out!("{hash}"),
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    store.close().await;
+    result
 }

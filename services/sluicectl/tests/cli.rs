@@ -99,3 +99,124 @@ fn the_example_config_checks_ok() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `offsets` then `count-shares` and `missing-blocks`, the kill matrix's
+/// audit, on topics of their own: a user's accepted shares counted from
+/// where the topic stood, a share accepted twice seen as one distinct hash,
+/// another user's and earlier shares not counted; a block without its
+/// found_blocks row named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_shares_audits_one_users_accepted_shares_from_a_position() {
+    use bitcoin::hashes::Hash;
+    use sluice_core::record::{ShareRecord, ShareStatus};
+
+    let prefix = sluice_testkit::unique_name("ctl-audit-");
+    let path = write_config(&format!(
+        "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\nraw_gbt = \"{prefix}-gbt\"\njob = \"{prefix}-job\"\nshare = \"{prefix}-share\"\nsolved_share = \"{prefix}-solved\"\nevent = \"{prefix}-event\"\n[mysql]\nurl = \"{}\"\n",
+        sluice_testkit::kafka_brokers(),
+        sluice_testkit::mysql_url(),
+    ));
+    let run = |args: &[&str]| {
+        let out = sluicectl()
+            .arg("-c")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluicectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["create-topics"]);
+    let store = sluice_store::Store::new(&sluice_testkit::mysql_url()).unwrap();
+    let (audited, other) = (
+        sluice_testkit::unique_name("audited"),
+        sluice_testkit::unique_name("other"),
+    );
+    let audited_id = store.ensure_user(&audited).await.unwrap().id;
+    let other_id = store.ensure_user(&other).await.unwrap().id;
+    let bus = sluice_bus::BusConfig {
+        brokers: sluice_testkit::kafka_brokers(),
+        ..sluice_bus::BusConfig::default()
+    };
+    let producer = sluice_bus::Producer::new(&bus, 0).unwrap();
+    let topic = sluice_bus::Topic::<ShareRecord>::new(format!("{prefix}-share"));
+    let share = |user_id: u32, status: ShareStatus, hash: u8| ShareRecord {
+        job_id: sluice_core::JobId(1),
+        user_id,
+        worker_id: 1,
+        worker_name: "w".into(),
+        server_id: 1,
+        extranonce1: 1,
+        extranonce2: vec![0; 8],
+        ntime: 1,
+        nonce: u32::from(hash),
+        version_bits: 0,
+        share_difficulty: 1.0,
+        network_bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
+        height: 1,
+        status,
+        hash: bitcoin::BlockHash::from_byte_array([hash; 32]),
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        timestamp_ms: 1,
+    };
+    let send = |s: ShareRecord| {
+        let (producer, topic) = (&producer, &topic);
+        async move {
+            producer
+                .send(topic, &s.user_id.to_be_bytes(), &s)
+                .await
+                .unwrap()
+        }
+    };
+    // Before the position: not counted.
+    send(share(audited_id, ShareStatus::Accepted, 1)).await;
+    let from = run(&["offsets", "share"]);
+    let from = from.trim();
+    assert!(from.split(',').count() >= 1 && from.contains(':'), "{from}");
+    send(share(audited_id, ShareStatus::Accepted, 2)).await;
+    send(share(audited_id, ShareStatus::Block, 3)).await;
+    send(share(audited_id, ShareStatus::Accepted, 3)).await; // the same header again
+    send(share(audited_id, ShareStatus::Stale, 4)).await;
+    send(share(other_id, ShareStatus::Accepted, 5)).await;
+    let counted = run(&["count-shares", "--user", &audited, "--from", from]);
+    assert_eq!(
+        counted.trim(),
+        format!(r#"{{"user_id": {audited_id}, "records": 4, "accepted": 3, "distinct": 2}}"#)
+    );
+    // From the beginning, the first share too.
+    let all = run(&["count-shares", "--user", &audited]);
+    assert!(
+        all.contains(r#""records": 5, "accepted": 4, "distinct": 3"#),
+        "{all}"
+    );
+
+    // missing-blocks names the hashes without a found_blocks row.
+    let unknown = bitcoin::BlockHash::from_byte_array([0xab; 32]).to_string();
+    let mut child = sluicectl()
+        .arg("-c")
+        .arg(&path)
+        .arg("missing-blocks")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{unknown}\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), unknown);
+    store.close().await;
+    // Deleted under the default config: under this one they are the pool's.
+    let deleted = sluicectl()
+        .args(["delete-topics", "--prefix", &prefix])
+        .output()
+        .unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
+}

@@ -324,9 +324,9 @@ fn parse(
     Ok(message)
 }
 
-/// The next nonce of `search` whose header meets `difficulty`, within
-/// `max_hashes` tries; the search goes on from there next time.
-/// A nonce whose header meets `difficulty`, and the header's hash.
+/// The next nonce of `search` whose header meets `difficulty`, with the
+/// header's hash, within `max_hashes` tries; the search goes on from there
+/// next time.
 async fn grind(
     job: &Notify,
     search: &mut Search,

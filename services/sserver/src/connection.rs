@@ -184,10 +184,31 @@ struct Conn {
 enum End {
     Eof,
     Io(std::io::Error),
-    Timeout(&'static str),
+    Timeout(Deadline),
     Protocol(String),
     Banned,
     Drained,
+}
+
+/// Which of a connection's deadlines passed.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// Not authorized within `preauth_timeout`.
+    Authorize,
+    /// Authorized and silent for `idle_timeout`.
+    Idle,
+    /// Took none of its answers for `write_timeout`.
+    Write,
+}
+
+impl Deadline {
+    fn name(self) -> &'static str {
+        match self {
+            Deadline::Authorize => "authorize",
+            Deadline::Idle => "idle",
+            Deadline::Write => "write",
+        }
+    }
 }
 
 impl End {
@@ -196,10 +217,9 @@ impl End {
         match self {
             End::Eof => "miner",
             End::Io(_) => "io",
-            End::Timeout("authorize") => "authorize_timeout",
-            End::Timeout("idle") => "idle_timeout",
-            End::Timeout("write") => "write_timeout",
-            End::Timeout(_) => "timeout",
+            End::Timeout(Deadline::Authorize) => "authorize_timeout",
+            End::Timeout(Deadline::Idle) => "idle_timeout",
+            End::Timeout(Deadline::Write) => "write_timeout",
             End::Protocol(_) => "protocol",
             End::Banned => "banned",
             End::Drained => "drained",
@@ -212,7 +232,7 @@ impl std::fmt::Display for End {
         match self {
             End::Eof => f.write_str("closed by the miner"),
             End::Io(e) => write!(f, "i/o error: {e}"),
-            End::Timeout(what) => write!(f, "{what} timeout"),
+            End::Timeout(what) => write!(f, "{} timeout", what.name()),
             End::Protocol(why) => write!(f, "protocol violation: {why}"),
             End::Banned => f.write_str("banned"),
             End::Drained => f.write_str("drained"),
@@ -540,7 +560,7 @@ impl Conn {
                 match flushed {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return End::Io(e),
-                    Err(_) => return End::Timeout("write"),
+                    Err(_) => return End::Timeout(Deadline::Write),
                 }
             }
             let authorized = self.session.state() == State::Authorized;
@@ -624,7 +644,7 @@ impl Conn {
         match self.session.state() {
             State::Authorized => {
                 if last_read.elapsed() > c.idle_timeout {
-                    return Some(End::Timeout("idle"));
+                    return Some(End::Timeout(Deadline::Idle));
                 }
                 let now = self.started.elapsed().as_secs_f64();
                 let retarget = self.vardiff.as_mut().and_then(|v| v.retarget(now));
@@ -633,7 +653,7 @@ impl Conn {
                 }
             }
             _ if self.started.elapsed() > c.preauth_timeout => {
-                return Some(End::Timeout("authorize"));
+                return Some(End::Timeout(Deadline::Authorize));
             }
             _ => {}
         }

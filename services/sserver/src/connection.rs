@@ -532,9 +532,14 @@ async fn read_proxy_header(
 
 impl Conn {
     async fn run(&mut self, rd: &mut Reader, mut framer: LineFramer) -> End {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
+        // One timer set to the session's next deadline, not a periodic tick:
+        // 19,000 sockets that never subscribe wake once each, at their
+        // pre-auth timeout, instead of 19,000 times a second. Reads only move
+        // deadlines later, so a timer that fires early just re-arms.
+        let timer = tokio::time::sleep_until(self.next_wake(last_read));
+        tokio::pin!(timer);
+        let mut armed_for = self.session.state();
         let mut drain_at: Option<tokio::time::Instant> = None;
         // One wait on the drain token for the whole session: a new one per
         // loop would take the token's lock twice per line read.
@@ -563,7 +568,13 @@ impl Conn {
                     Err(_) => return End::Timeout(Deadline::Write),
                 }
             }
-            let authorized = self.session.state() == State::Authorized;
+            let state = self.session.state();
+            let authorized = state == State::Authorized;
+            if state != armed_for {
+                // Authorized: the next notify may fall before the pre-auth deadline.
+                armed_for = state;
+                timer.as_mut().reset(self.next_wake(last_read));
+            }
             tokio::select! {
                 biased;
                 () = &mut drain, if drain_at.is_none() => {
@@ -595,10 +606,11 @@ impl Conn {
                     }
                     Box::pin(self.notify_latest(false)).await;
                 }
-                _ = tick.tick() => {
-                    if let Some(end) = Box::pin(self.on_tick(last_read)).await {
+                () = &mut timer => {
+                    if let Some(end) = Box::pin(self.on_deadline(last_read)).await {
                         return end;
                     }
+                    timer.as_mut().reset(self.next_wake(last_read));
                 }
             }
         }
@@ -639,20 +651,43 @@ impl Conn {
         tokio::time::Instant::now() + offset
     }
 
-    async fn on_tick(&mut self, last_read: Instant) -> Option<End> {
+    /// When the session's next deadline falls: the pre-auth timeout before
+    /// authorization; after it the first of the idle timeout, the periodic
+    /// notify and the end of the vardiff window.
+    fn next_wake(&self, last_read: Instant) -> tokio::time::Instant {
+        let c = &self.shared.config;
+        let at = if self.session.state() == State::Authorized {
+            let mut at = (last_read + c.idle_timeout).min(self.last_notify + c.notify_interval);
+            if let Some(v) = &self.vardiff {
+                at = at.min(self.started + Duration::from_secs_f64(v.window_end().max(0.0)));
+            }
+            at
+        } else {
+            self.started + c.preauth_timeout
+        };
+        // Just past the deadline, not on it: float seconds round. And at
+        // least a moment ahead, so a deadline nothing moved cannot spin.
+        let at = at + Duration::from_millis(1);
+        tokio::time::Instant::from_std(at.max(Instant::now() + Duration::from_millis(10)))
+    }
+
+    async fn on_deadline(&mut self, last_read: Instant) -> Option<End> {
         let c = &self.shared.config;
         match self.session.state() {
             State::Authorized => {
-                if last_read.elapsed() > c.idle_timeout {
+                if last_read.elapsed() >= c.idle_timeout {
                     return Some(End::Timeout(Deadline::Idle));
                 }
                 let now = self.started.elapsed().as_secs_f64();
                 let retarget = self.vardiff.as_mut().and_then(|v| v.retarget(now));
                 if retarget.is_some() || self.last_notify.elapsed() >= c.notify_interval {
                     self.notify_latest(true).await;
+                    // Nothing to send yet (no job): the next job wakes the
+                    // session anyway; try again an interval later.
+                    self.last_notify = Instant::now();
                 }
             }
-            _ if self.started.elapsed() > c.preauth_timeout => {
+            _ if self.started.elapsed() >= c.preauth_timeout => {
                 return Some(End::Timeout(Deadline::Authorize));
             }
             _ => {}
@@ -843,6 +878,7 @@ impl Conn {
         // miner's: a farm behind one address sends a burst of them after every
         // block. Only the rest count towards a ban.
         let rejected = matches!(&judged.verdict, Err((code, _)) if *code != ErrorCode::JobNotFound);
+        let accepted = judged.verdict.is_ok();
         let reply = match judged.verdict {
             Ok(()) => Response::ok(id),
             Err((code, message)) => Response::error(id, code, message),
@@ -871,6 +907,19 @@ impl Conn {
             }
             tracing::warn!(peer = %self.peer, banned, "too many rejected shares; connection closed");
             self.close = true;
+        }
+        if accepted {
+            // A miner far too fast for its difficulty is retargeted at once,
+            // not at its window's end (the session's timer only keeps that).
+            let now = self.started.elapsed().as_secs_f64();
+            if self
+                .vardiff
+                .as_mut()
+                .and_then(|v| v.retarget(now))
+                .is_some()
+            {
+                self.notify_latest(true).await;
+            }
         }
     }
 

@@ -609,6 +609,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Connections accepted before the accept loop lets other tasks run.
+const ACCEPTS_PER_TURN: u32 = 8;
+
 /// Accepts connections (TLS ones when given the acceptor) until the shared
 /// drain token is cancelled. Both listeners share the connection cap.
 async fn accept(
@@ -621,7 +624,17 @@ async fn accept(
     let tracker = ctx.shutdown.tracker();
     let c = &shared.config;
     let mut pace = limits::Pace::new(c.accepts_per_sec, c.accept_burst, Instant::now());
+    let mut since_yield = 0u32;
     loop {
+        // In a connect storm the listener is always ready: without a turn
+        // given up, a poll of this loop queues a hundred new sessions ahead
+        // of the miners already mining (tokio's budget is 128 operations),
+        // and their answers wait behind them.
+        since_yield += 1;
+        if since_yield == ACCEPTS_PER_TURN {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         let wait = pace.turn(Instant::now());
         if !wait.is_zero() {
             tokio::select! {

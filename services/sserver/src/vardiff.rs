@@ -92,6 +92,12 @@ impl Vardiff {
         self.count += 1;
     }
 
+    /// When the current measurement window ends (a retarget decision is due
+    /// then at the latest).
+    pub fn window_end(&self) -> f64 {
+        self.window_start + self.config.retarget_secs
+    }
+
     /// A new difficulty if the measurements call for one.
     pub fn retarget(&mut self, now: f64) -> Option<f64> {
         let elapsed = now - self.window_start;

@@ -8,15 +8,13 @@
 //! checked shares and block candidates to the sinks. On drain it sends
 //! `client.reconnect` and closes within the drain spread.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_core::record::{Event, EventKind, MinerIdentity, ShareRecord, ShareStatus, SolvedShare};
-use sluice_core::share::{SubmissionError, check_ntime};
 use sluice_core::worker::{parse_login, worker_id};
-use sluice_core::{Difficulty, ShareOutcome, Submission};
 use sluice_stratum::Id;
 use sluice_stratum::message::Submit;
 use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
@@ -33,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::{SessionIds, SessionIndex};
 use crate::jobs::{Board, ServerJob, now_secs, parse_stratum_job_id};
+use crate::judge::{Rejection, SentJob, ShareWork, judge};
 use crate::limits::{Admission, RejectWindow};
 use crate::metrics::{ReasonLabel, ServerMetrics};
 use crate::sinks::ShareSink;
@@ -114,27 +113,6 @@ struct Miner {
     worker: String,
     worker_id: i64,
 }
-
-/// A job as sent to this miner.
-#[derive(Debug)]
-struct SentJob {
-    job: Arc<ServerJob>,
-    difficulty: f64,
-    /// The difficulty this job was sent with before a retarget resent it,
-    /// and when: shares in flight at the old one still count, at the old
-    /// one, for [`RETARGET_GRACE`].
-    previous: Option<(f64, Instant)>,
-    /// Shares seen for this job, by a keyed 64-bit hash of (extranonce2,
-    /// ntime, nonce, version bits): 8 bytes a share instead of 20. The key
-    /// is random per process, so no miner can aim for a collision; a chance
-    /// one (2^-64 per pair) would refuse one share as a duplicate.
-    seen: HashSet<u64>,
-}
-
-/// How long after a retarget on the same job a share meeting only the old
-/// difficulty is still accepted (at the old difficulty): the miner found it
-/// before it read `mining.set_difficulty`.
-const RETARGET_GRACE: Duration = Duration::from_secs(10);
 
 /// A share's verdict and what to record of it.
 struct Judged {
@@ -852,22 +830,15 @@ impl Conn {
         self.last_notify = Instant::now();
         if already {
             // Same job, maybe a new difficulty: shares now count at the new one.
-            if let Some(s) = self.sent.back_mut()
-                && s.difficulty != difficulty
-            {
-                s.previous = Some((s.difficulty, Instant::now()));
-                s.difficulty = difficulty;
+            if let Some(s) = self.sent.back_mut() {
+                s.retarget(difficulty, Instant::now());
             }
         } else {
             if self.sent.len() == SENT_JOBS {
                 self.sent.pop_front();
             }
-            self.sent.push_back(SentJob {
-                job: Arc::clone(&job),
-                difficulty,
-                previous: None,
-                seen: HashSet::new(),
-            });
+            self.sent
+                .push_back(SentJob::new(Arc::clone(&job), difficulty));
         }
         self.send_line(job.notify_line(tip_moved)).await;
     }
@@ -923,22 +894,12 @@ impl Conn {
         }
     }
 
-    /// Judges one share. Shares that were checked (all but unknown jobs,
-    /// duplicates and malformed ones) are recorded whatever their outcome.
+    /// Judges one share ([`judge`]) and words the verdict for Stratum V1.
+    /// Shares that were checked (all but unknown jobs, duplicates and
+    /// malformed ones) are recorded whatever their outcome.
     fn check_submit(&mut self, submit: &Submit) -> Judged {
         let shared = Arc::clone(&self.shared);
         let metrics = &shared.metrics;
-        let en2_size = self.session.extranonce2_size();
-        if submit.extranonce2.len() != en2_size {
-            metrics.share("invalid");
-            return Judged::rejected(
-                ErrorCode::Other,
-                format!(
-                    "extranonce2 must be {en2_size} bytes, got {}",
-                    submit.extranonce2.len()
-                ),
-            );
-        }
         let Some(pos) = parse_stratum_job_id(&submit.job_id)
             .and_then(|jid| self.sent.iter().position(|s| s.job.job.id == jid))
         else {
@@ -946,88 +907,34 @@ impl Conn {
             return Judged::rejected(ErrorCode::JobNotFound, "Job not found");
         };
         let board = Arc::clone(&self.board.borrow());
-        let sent = &mut self.sent[pos];
-        let Some(job) = board.get(sent.job.job.id).cloned() else {
-            metrics.share("job_not_found");
-            return Judged::rejected(ErrorCode::JobNotFound, "Job not found (expired)");
-        };
-        let mut en2 = [0u8; 8];
-        en2[..en2_size].copy_from_slice(&submit.extranonce2);
-        let key = (
-            u64::from_be_bytes(en2),
-            submit.ntime,
-            submit.nonce,
-            submit.version_bits.unwrap_or(0),
-        );
-        if !sent.seen.insert(share_key(key)) {
-            metrics.share("duplicate");
-            return Judged::rejected(ErrorCode::Duplicate, "Duplicate share");
-        }
-        let mut difficulty = sent.difficulty;
-        let previous = sent
-            .previous
-            .filter(|(_, at)| at.elapsed() < RETARGET_GRACE)
-            .map(|(d, _)| d);
         let extranonce1 = self.session.extranonce1();
-        let sub = Submission {
+        let work = ShareWork {
             extranonce1: &extranonce1,
             extranonce2: &submit.extranonce2,
             ntime: submit.ntime,
             nonce: submit.nonce,
             version_bits: submit.version_bits,
         };
-        let target = Difficulty::new(difficulty)
-            .map(Difficulty::to_target)
-            .unwrap_or(sluice_core::DIFF1_TARGET);
-        let mut checked = job.work.check(&sub, self.session.version_mask(), &target);
-        // Found before the miner read the retarget: good at the old difficulty.
-        if let (Ok(c), Some(old)) = (&mut checked, previous)
-            && c.outcome == ShareOutcome::LowDifficulty
-            && let Ok(old_target) = Difficulty::new(old).map(Difficulty::to_target)
-            && old_target.is_met_by(c.hash)
-        {
-            c.outcome = ShareOutcome::Share;
-            difficulty = old;
-        }
-        let ntime = check_ntime(submit.ntime, job.work.min_time, now_secs());
-        let (status, verdict) = match (&checked, ntime) {
-            (Err(SubmissionError::VersionBitsOutsideMask { bits, mask }), _) => (
-                ShareStatus::BadVersionBits,
-                Err((
-                    ErrorCode::Other,
-                    format!("version bits {bits:08x} outside the negotiated mask {mask:08x}"),
-                )),
-            ),
-            (Err(e), _) => (ShareStatus::Invalid, Err((ErrorCode::Other, e.to_string()))),
-            (Ok(_), Err(SubmissionError::NtimeTooOld { .. })) => (
-                ShareStatus::TimeTooOld,
-                Err((ErrorCode::Other, "Time too old".into())),
-            ),
-            (Ok(_), Err(_)) => (
-                ShareStatus::TimeTooNew,
-                Err((ErrorCode::Other, "Time too new".into())),
-            ),
-            (Ok(_), Ok(())) if board.is_stale(&job) => (
-                ShareStatus::Stale,
-                Err((ErrorCode::JobNotFound, "Stale share".into())),
-            ),
-            (Ok(c), Ok(())) => match c.outcome {
-                ShareOutcome::Block => (ShareStatus::Block, Ok(())),
-                ShareOutcome::Share => (ShareStatus::Accepted, Ok(())),
-                ShareOutcome::LowDifficulty => (
-                    ShareStatus::LowDifficulty,
-                    Err((ErrorCode::LowDifficulty, "Low difficulty share".into())),
-                ),
-            },
-        };
-        metrics.share(status_label(status));
-        let Ok(checked) = checked else {
+        let judgement = judge(
+            &board,
+            &mut self.sent[pos],
+            &work,
+            self.session.version_mask(),
+            Instant::now(),
+            now_secs(),
+        );
+        metrics.share(judgement.label());
+        let verdict = judgement.verdict.as_ref().map(|_| ()).map_err(v1_error);
+        let (Some(status), Some(job), Some(checked)) =
+            (judgement.status, judgement.job, judgement.checked)
+        else {
             return Judged {
                 verdict,
                 share: None,
                 solved: None,
             };
         };
+        let difficulty = judgement.difficulty;
         if status.is_accepted() {
             metrics.accepted_difficulty.inc_by(difficulty);
             if let Some(v) = self.vardiff.as_mut() {
@@ -1141,13 +1048,6 @@ impl Conn {
     }
 }
 
-/// The keyed hash [`SentJob::seen`] holds.
-fn share_key(share: (u64, u32, u32, u32)) -> u64 {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(std::hash::RandomState::new).hash_one(share)
-}
-
 /// Lines waiting to be written. Unlike a `BufWriter` (8 KiB per connection
 /// from the start), it holds memory only between a reply and its flush.
 struct Outbox {
@@ -1176,16 +1076,24 @@ impl Outbox {
     }
 }
 
-fn status_label(s: ShareStatus) -> &'static str {
-    match s {
-        ShareStatus::Accepted => "accepted",
-        ShareStatus::Block => "block",
-        ShareStatus::Stale => "stale",
-        ShareStatus::LowDifficulty => "low_difficulty",
-        ShareStatus::TimeTooOld => "time_too_old",
-        ShareStatus::TimeTooNew => "time_too_new",
-        ShareStatus::BadVersionBits => "bad_version_bits",
-        ShareStatus::Invalid => "invalid",
+/// A rejection in Stratum V1's words (codes as btcpool and ckpool send them).
+fn v1_error(r: &Rejection) -> (ErrorCode, String) {
+    match r {
+        Rejection::Extranonce2Size { got, expected } => (
+            ErrorCode::Other,
+            format!("extranonce2 must be {expected} bytes, got {got}"),
+        ),
+        Rejection::JobExpired => (ErrorCode::JobNotFound, "Job not found (expired)".into()),
+        Rejection::Duplicate => (ErrorCode::Duplicate, "Duplicate share".into()),
+        Rejection::VersionBits { bits, mask } => (
+            ErrorCode::Other,
+            format!("version bits {bits:08x} outside the negotiated mask {mask:08x}"),
+        ),
+        Rejection::Invalid(e) => (ErrorCode::Other, e.clone()),
+        Rejection::TimeTooOld => (ErrorCode::Other, "Time too old".into()),
+        Rejection::TimeTooNew => (ErrorCode::Other, "Time too new".into()),
+        Rejection::Stale => (ErrorCode::JobNotFound, "Stale share".into()),
+        Rejection::LowDifficulty => (ErrorCode::LowDifficulty, "Low difficulty share".into()),
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod connection;
 pub mod ids;
 pub mod jobs;
+pub mod judge;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

@@ -92,6 +92,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// A frame already received whole, without waiting for more bytes: to
+    /// handle everything one read brought before answering it as a batch.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, StreamError> {
+        self.take()
+    }
+
     /// Bytes received so far, sealed.
     pub fn received(&self) -> u64 {
         self.received

@@ -107,6 +107,7 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         users: sserver::UsersConfig::default(),
         limits: sserver::Limits::default(),
         tls: None,
+        sv2: None,
     };
     let blkmaker = blkmaker::Config {
         service: sluice_rig::local(),

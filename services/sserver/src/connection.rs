@@ -105,13 +105,13 @@ pub struct Shared {
     pub lingering: Arc<Semaphore>,
 }
 
-/// The miner behind an authorized connection.
+/// The miner behind an authorized connection (or SV2 channel).
 #[derive(Debug, Clone)]
-struct Miner {
-    user_id: u32,
-    user: String,
-    worker: String,
-    worker_id: i64,
+pub(crate) struct Miner {
+    pub(crate) user_id: u32,
+    pub(crate) user: String,
+    pub(crate) worker: String,
+    pub(crate) worker_id: i64,
 }
 
 /// A share's verdict and what to record of it.
@@ -225,15 +225,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut framer = LineFramer::new(shared.config.max_line_bytes);
     let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
     let peer = if shared.config.proxy_protocol {
-        match Box::pin(read_proxy_header(
-            &mut rd,
-            &mut framer,
-            shared.config.preauth_timeout,
-        ))
-        .await
-        {
-            Ok(Some(real)) => SocketAddr::new(canonical_ip(real.ip()), real.port()),
-            Ok(None) => peer,
+        match Box::pin(read_proxy_header(&mut rd, shared.config.preauth_timeout)).await {
+            Ok((real, rest)) => {
+                framer.push(&rest);
+                real.map_or(peer, |r| SocketAddr::new(canonical_ip(r.ip()), r.port()))
+            }
             Err(error) => {
                 tracing::debug!(%peer, %error, "connection without a valid PROXY header closed");
                 return;
@@ -298,7 +294,7 @@ pub async fn serve_tls(
 }
 
 /// Per-IP rate limits and bans; a refusal comes with what to tell the miner.
-fn admitted(shared: &Shared, peer: SocketAddr) -> Result<(), String> {
+pub(crate) fn admitted(shared: &Shared, peer: SocketAddr) -> Result<(), String> {
     let now = Instant::now();
     shared.admission.admit(peer.ip(), now).map_err(|refusal| {
         shared.metrics.connections_refused.inc();
@@ -479,18 +475,18 @@ impl Writer {
     }
 }
 
-async fn read_proxy_header(
+/// Reads the PROXY header: the real source (if the balancer gave one) and
+/// the bytes after the header, which belong to the miner's protocol.
+pub(crate) async fn read_proxy_header(
     rd: &mut OwnedReadHalf,
-    framer: &mut LineFramer,
     timeout: Duration,
-) -> Result<Option<SocketAddr>, String> {
+) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
     let mut buf = Vec::with_capacity(128);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match crate::proxy::parse(&buf) {
             Ok(Some(h)) => {
-                framer.push(&buf[h.len..]);
-                return Ok(h.source);
+                return Ok((h.source, buf.split_off(h.len)));
             }
             Ok(None) if buf.len() < 536 => {}
             Ok(None) => return Err("PROXY header too long".into()),

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod sinks;
+pub mod sv2;
 pub mod tls;
 pub mod users;
 pub mod vardiff;
@@ -105,6 +106,9 @@ pub struct Config {
     /// `[tls]`: Stratum over TLS on a second port (none by default).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// `[sv2]`: Stratum V2 on a port of its own (none by default).
+    #[serde(default)]
+    pub sv2: Option<sv2::Sv2Config>,
 }
 
 /// `[difficulty]`.
@@ -395,6 +399,16 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let sv2 = match &config.sv2 {
+        Some(c) => {
+            let server = Arc::new(sv2::Sv2Server::load(c)?);
+            let listener = listen(c.listen)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {} (sv2): {e}", c.listen))?;
+            tracing::info!(listen = %listener.local_addr()?, authority = %server.authority(), "stratum v2 listening");
+            Some((listener, server))
+        }
+        None => None,
+    };
 
     let topics = &config.kafka.topics;
     // Both producers wait out an away broker; /health says when they do.
@@ -486,9 +500,10 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         }
     });
 
-    let result = serve_ids(&config, &ctx, &listener, tls.as_ref(), parts).await;
+    let result = serve_ids(&config, &ctx, &listener, tls.as_ref(), sv2.as_ref(), parts).await;
     drop(listener);
     drop(tls);
+    drop(sv2);
     result
 }
 
@@ -499,6 +514,7 @@ async fn serve_ids(
     ctx: &Context,
     listener: &TcpListener,
     tls: Option<&(TcpListener, TlsAcceptor)>,
+    sv2: Option<&(TcpListener, Arc<sv2::Sv2Server>)>,
     parts: Parts,
 ) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();
@@ -547,14 +563,21 @@ async fn serve_ids(
                 None => std::future::pending().await,
             }
         };
-        let plain = accept(listener, None, &shared, &semaphore, ctx);
+        let plain = accept(listener, &Port::V1, &shared, &semaphore, ctx);
         let over_tls = async {
             if let Some((listener, acceptor)) = tls {
-                accept(listener, Some(acceptor), &shared, &semaphore, ctx).await;
+                let port = Port::Tls(acceptor.clone());
+                accept(listener, &port, &shared, &semaphore, ctx).await;
+            }
+        };
+        let v2 = async {
+            if let Some((listener, server)) = sv2 {
+                let port = Port::Sv2(Arc::clone(server));
+                accept(listener, &port, &shared, &semaphore, ctx).await;
             }
         };
         tokio::select! {
-            _ = futures::future::join(plain, over_tls) => {}
+            _ = futures::future::join3(plain, over_tls, v2) => {}
             () = lost => {
                 tracing::error!(server_id, "server id lost (ZooKeeper session ended); draining miners and taking an id again");
                 ctx.health.set("zookeeper", false, "server id lost");
@@ -613,11 +636,19 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Connections accepted before the accept loop lets other tasks run.
 const ACCEPTS_PER_TURN: u32 = 8;
 
-/// Accepts connections (TLS ones when given the acceptor) until the shared
-/// drain token is cancelled. Both listeners share the connection cap.
+/// What a listener speaks.
+#[derive(Clone)]
+enum Port {
+    V1,
+    Tls(TlsAcceptor),
+    Sv2(Arc<sv2::Sv2Server>),
+}
+
+/// Accepts connections until the shared drain token is cancelled. Every
+/// listener shares the connection cap.
 async fn accept(
     listener: &TcpListener,
-    tls: Option<&TlsAcceptor>,
+    port: &Port,
     shared: &Arc<Shared>,
     semaphore: &Arc<Semaphore>,
     ctx: &Context,
@@ -659,7 +690,7 @@ async fn accept(
         let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
             shared.metrics.connections_refused.inc();
             tracing::debug!(%peer, "connection cap reached; refused");
-            if tls.is_none() {
+            if matches!(port, Port::V1) {
                 connection::refuse(
                     stream,
                     "refused: this server is full; retry in a few seconds",
@@ -669,11 +700,12 @@ async fn accept(
             continue;
         };
         let shared = Arc::clone(shared);
-        let tls = tls.cloned();
+        let port = port.clone();
         tracker.spawn(async move {
-            match tls {
-                Some(acceptor) => connection::serve_tls(stream, peer, shared, acceptor).await,
-                None => connection::serve(stream, peer, shared).await,
+            match port {
+                Port::V1 => connection::serve(stream, peer, shared).await,
+                Port::Tls(acceptor) => connection::serve_tls(stream, peer, shared, acceptor).await,
+                Port::Sv2(server) => sv2::serve(stream, peer, shared, server).await,
             }
             drop(permit);
         });

@@ -35,6 +35,10 @@ pub struct ServerMetrics {
     pub connections_refused: Counter,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// Stratum V2 (Noise) handshakes that failed or timed out.
+    pub sv2_handshake_failures: Counter,
+    /// Stratum V2 channels open.
+    pub sv2_channels: Gauge,
     /// Submits by outcome.
     pub shares: Family<StatusLabel, Counter>,
     /// Submits, all outcomes.
@@ -92,6 +96,16 @@ impl ServerMetrics {
                 "sserver_tls_handshake_failures",
                 "TLS handshakes that failed or timed out",
                 m.tls_handshake_failures.clone(),
+            );
+            r.register(
+                "sserver_sv2_handshake_failures",
+                "Stratum V2 Noise handshakes that failed or timed out",
+                m.sv2_handshake_failures.clone(),
+            );
+            r.register(
+                "sserver_sv2_channels",
+                "Stratum V2 channels open",
+                m.sv2_channels.clone(),
             );
             r.register("sserver_shares", "Submits by outcome", m.shares.clone());
             r.register(

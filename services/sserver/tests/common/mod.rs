@@ -83,6 +83,7 @@ pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
         users: sserver::UsersConfig::default(),
         limits: sserver::Limits::default(),
         tls: None,
+        sv2: None,
     };
     tweak(&mut config);
     let server_ctx = sluice_rig::context();

@@ -1,0 +1,473 @@
+//! Stratum V2 on sserver's own SV2 port, against the real pipeline (nodesim →
+//! gbtmaker → jobmaker → sserver on the local broker, ZooKeeper, MariaDB):
+//! extended and standard channels get jobs, their shares are judged by the
+//! same rules as V1's and land on the same Share topic; every rejection has
+//! the spec's error code; a new block reaches a channel as a future job and
+//! SetNewPrevHash; a handshake or setup the pool cannot honour is refused
+//! cleanly and the server serves on.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bitcoin::block::{Header, Version};
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::pow::Target;
+use bitcoin::{BlockHash, CompactTarget, TxMerkleNode, Txid};
+use common::{DIFF, Rig, record_where, rig};
+use sluice_core::record::ShareStatus;
+use sluice_sv2::codec::{
+    OpenChannel, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
+    SetupConnection, SubmitShares,
+};
+use sluice_sv2::stream::{self, FrameReader, FrameWriter, unix_now};
+use sluice_sv2::{AuthorityKeys, AuthorityPublicKey, Message};
+use sluice_testkit::unique_name;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A rig with SV2 on; its authority's public key.
+async fn sv2_rig() -> (Rig, SocketAddr, AuthorityPublicKey) {
+    let keys = AuthorityKeys::generate();
+    let path = std::env::temp_dir().join(unique_name("sv2-authority-"));
+    keys.save_new(&path).unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], sluice_testkit::free_port()).into();
+    let r = rig(|c| {
+        c.sv2 = Some(sserver::sv2::Sv2Config {
+            listen: addr,
+            authority_key_file: path,
+            cert_backdate_secs: 3600,
+            cert_validity_secs: 86_400,
+        });
+    })
+    .await;
+    (r, addr, keys.public())
+}
+
+struct Sv2Miner {
+    rd: FrameReader<OwnedReadHalf>,
+    wr: FrameWriter<OwnedWriteHalf>,
+}
+
+impl Sv2Miner {
+    async fn connect(addr: SocketAddr, authority: AuthorityPublicKey) -> Sv2Miner {
+        let tcp = sluice_testkit::eventually(WAIT, "sv2 port listening", || async move {
+            TcpStream::connect(addr).await.ok()
+        })
+        .await;
+        let (rd, wr) = tcp.into_split();
+        let (rd, wr) = stream::connect(rd, wr, authority, unix_now(), WAIT, 1 << 20)
+            .await
+            .unwrap();
+        Sv2Miner { rd, wr }
+    }
+
+    async fn send(&mut self, m: Message) {
+        self.wr.send(&m).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Message {
+        let frame = tokio::time::timeout(WAIT, self.rd.next())
+            .await
+            .expect("a message from the pool in time")
+            .unwrap()
+            .expect("the pool closed");
+        frame.decode().unwrap()
+    }
+
+    /// The next message that is not work (jobs and targets may come at any
+    /// time: the job maker refreshes the template).
+    async fn answer(&mut self) -> Message {
+        loop {
+            match self.recv().await {
+                Message::NewMiningJob { .. }
+                | Message::NewExtendedMiningJob(_)
+                | Message::SetNewPrevHash { .. }
+                | Message::SetTarget { .. } => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The next future job (a new tip's) and its SetNewPrevHash, skipping
+    /// refreshes on the current tip.
+    async fn future_job(&mut self) -> (Message, Message) {
+        loop {
+            let m = self.recv().await;
+            let future = matches!(
+                m,
+                Message::NewMiningJob {
+                    min_ntime: None,
+                    ..
+                }
+            ) || matches!(&m, Message::NewExtendedMiningJob(j) if j.min_ntime.is_none());
+            if future {
+                let prev = self.recv().await;
+                assert!(matches!(prev, Message::SetNewPrevHash { .. }), "{prev:?}");
+                return (m, prev);
+            }
+        }
+    }
+
+    async fn setup(&mut self, flags: u32) -> Message {
+        self.send(Message::SetupConnection(SetupConnection {
+            protocol: 0,
+            min_version: 2,
+            max_version: 2,
+            flags,
+            endpoint_host: "127.0.0.1".into(),
+            endpoint_port: 0,
+            vendor: "sluice-tests".into(),
+            hardware_version: "cpu".into(),
+            firmware: String::new(),
+            device_id: "t1".into(),
+        }))
+        .await;
+        self.recv().await
+    }
+}
+
+fn open(user: &str) -> OpenChannel {
+    OpenChannel {
+        request_id: 1,
+        user_identity: format!("{user}.sv2rig"),
+        nominal_hash_rate: 0.0,
+        max_target: [0xff; 32],
+    }
+}
+
+/// The work of one job as the channel received it.
+#[derive(Debug, Clone)]
+struct Work {
+    job_id: u32,
+    version: u32,
+    merkle_root: [u8; 32],
+    prev_hash: [u8; 32],
+    ntime: u32,
+    nbits: u32,
+}
+
+/// Finds a nonce whose header meets (or, with `meet` false, misses) `target`.
+fn grind(w: &Work, target: Target, from: u32, meet: bool) -> (u32, BlockHash) {
+    (from..)
+        .map(|nonce| {
+            let h = Header {
+                version: Version::from_consensus(w.version as i32),
+                prev_blockhash: BlockHash::from_byte_array(w.prev_hash),
+                merkle_root: TxMerkleNode::from_byte_array(w.merkle_root),
+                time: w.ntime,
+                bits: CompactTarget::from_consensus(w.nbits),
+                nonce,
+            };
+            (nonce, h.block_hash())
+        })
+        .find(|(_, hash)| target.is_met_by(*hash) == meet)
+        .unwrap()
+}
+
+fn extended_root(
+    prefix: &[u8],
+    en1: &[u8],
+    en2: &[u8],
+    suffix: &[u8],
+    path: &[[u8; 32]],
+) -> [u8; 32] {
+    let txid = Txid::from_raw_hash(sha256d::Hash::hash(&[prefix, en1, en2, suffix].concat()));
+    let path: Vec<TxMerkleNode> = path
+        .iter()
+        .map(|n| TxMerkleNode::from_byte_array(*n))
+        .collect();
+    sluice_core::merkle::merkle_root(txid, &path).to_byte_array()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_channel_mines_into_the_share_topic_with_the_spec_s_errors() {
+    let (r, addr, authority) = sv2_rig().await;
+    let shares = r.shares().await;
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    assert!(matches!(
+        m.setup(REQUIRES_VERSION_ROLLING).await,
+        Message::SetupConnectionSuccess {
+            used_version: 2,
+            ..
+        }
+    ));
+    m.send(Message::OpenExtendedMiningChannel {
+        open: open(&r.user),
+        min_extranonce_size: 6,
+    })
+    .await;
+    let Message::OpenExtendedMiningChannelSuccess {
+        channel_id,
+        target,
+        extranonce_size,
+        extranonce_prefix,
+        ..
+    } = m.recv().await
+    else {
+        panic!("channel not opened");
+    };
+    assert_eq!(extranonce_size, 8);
+    assert_eq!(extranonce_prefix.len(), 4, "the V1 extranonce1 space");
+    // The pool's difficulty, as a target.
+    assert_eq!(
+        Target::from_le_bytes(target),
+        sluice_core::Difficulty::new(DIFF).unwrap().to_target()
+    );
+    // First a future job, then the tip it builds on.
+    let (job, prev) = m.future_job().await;
+    let Message::NewExtendedMiningJob(job) = job else {
+        panic!("no job");
+    };
+    assert!(job.version_rolling_allowed);
+    let Message::SetNewPrevHash {
+        job_id,
+        prev_hash,
+        min_ntime,
+        nbits,
+        ..
+    } = prev
+    else {
+        panic!("no SetNewPrevHash");
+    };
+    assert_eq!(job_id, job.job_id);
+    let en2 = [0u8, 0, 0, 0, 0, 0, 0, 1];
+    let work = Work {
+        job_id,
+        version: job.version,
+        merkle_root: extended_root(
+            &job.coinbase_tx_prefix,
+            &extranonce_prefix,
+            &en2,
+            &job.coinbase_tx_suffix,
+            &job.merkle_path,
+        ),
+        prev_hash,
+        ntime: min_ntime,
+        nbits,
+    };
+    let target = Target::from_le_bytes(target);
+    let (nonce, hash) = grind(&work, target, 0, true);
+    let share = |seq: u32, nonce: u32, job_id: u32| SubmitShares {
+        channel_id,
+        sequence_number: seq,
+        job_id,
+        nonce,
+        ntime: work.ntime,
+        version: work.version,
+    };
+    m.send(Message::SubmitSharesExtended {
+        share: share(0, nonce, job_id),
+        extranonce: en2.to_vec(),
+    })
+    .await;
+    let answer = m.answer().await;
+    let Message::SubmitSharesSuccess {
+        last_sequence_number: 0,
+        new_submits_accepted_count: 1,
+        ..
+    } = answer
+    else {
+        panic!("not accepted: {answer:?}");
+    };
+    // On the same topic as V1's shares, with the channel's extranonce prefix.
+    let record = record_where(&shares, WAIT, "a share record", |_| true).await;
+    assert_eq!(record.status, ShareStatus::Accepted);
+    assert_eq!(record.hash, hash);
+    assert_eq!(record.user_id, r.user_id);
+    assert_eq!(record.worker_name, "sv2rig");
+    assert_eq!(record.extranonce1.to_be_bytes().to_vec(), extranonce_prefix);
+    assert_eq!(record.extranonce2, en2);
+
+    // Every refusal at once, with its code.
+    let expect_error = async |m: &mut Sv2Miner, submit: Message, code: &str| {
+        m.send(submit).await;
+        match m.answer().await {
+            Message::SubmitSharesError { error_code, .. } => assert_eq!(error_code, code),
+            other => panic!("expected {code}, got {other:?}"),
+        }
+    };
+    let again = Message::SubmitSharesExtended {
+        share: share(1, nonce, job_id),
+        extranonce: en2.to_vec(),
+    };
+    expect_error(&mut m, again, "duplicate-share").await;
+    let unknown = Message::SubmitSharesExtended {
+        share: share(2, nonce, job_id + 100),
+        extranonce: en2.to_vec(),
+    };
+    expect_error(&mut m, unknown, "invalid-job-id").await;
+    let short = Message::SubmitSharesExtended {
+        share: share(3, nonce, job_id),
+        extranonce: en2[..4].to_vec(),
+    };
+    expect_error(&mut m, short, "bad-extranonce-size").await;
+    let (low, _) = grind(&work, target, nonce + 1, false);
+    let low = Message::SubmitSharesExtended {
+        share: share(4, low, job_id),
+        extranonce: en2.to_vec(),
+    };
+    expect_error(&mut m, low, "difficulty-too-low").await;
+    let unrolled = SubmitShares {
+        version: work.version | 0x0000_0001,
+        ..share(5, nonce, job_id)
+    };
+    let bits = Message::SubmitSharesExtended {
+        share: unrolled,
+        extranonce: en2.to_vec(),
+    };
+    expect_error(&mut m, bits, "version-rolling-not-allowed").await;
+    let wrong_channel = Message::SubmitSharesExtended {
+        share: SubmitShares {
+            channel_id: channel_id + 7,
+            ..share(6, nonce, job_id)
+        },
+        extranonce: en2.to_vec(),
+    };
+    expect_error(&mut m, wrong_channel, "invalid-channel-id").await;
+    // The low-difficulty share is recorded as such (V1 records them too).
+    let low = record_where(&shares, WAIT, "the low share's record", |s| {
+        s.status != ShareStatus::Accepted
+    })
+    .await;
+    assert_eq!(low.status, ShareStatus::LowDifficulty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_channel_gets_merkle_roots_and_each_new_tip() {
+    let (r, addr, authority) = sv2_rig().await;
+    let shares = r.shares().await;
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    assert!(matches!(
+        m.setup(REQUIRES_STANDARD_JOBS).await,
+        Message::SetupConnectionSuccess { .. }
+    ));
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    let Message::OpenStandardMiningChannelSuccess {
+        channel_id,
+        target,
+        extranonce_prefix,
+        ..
+    } = m.recv().await
+    else {
+        panic!("channel not opened");
+    };
+    assert_eq!(
+        extranonce_prefix.len(),
+        4 + 8,
+        "extranonce1 and a fixed extranonce2"
+    );
+    let target = Target::from_le_bytes(target);
+    let mut tips = Vec::new();
+    for round in 0..2 {
+        let (job, prev) = m.future_job().await;
+        let Message::NewMiningJob {
+            job_id,
+            version,
+            merkle_root,
+            ..
+        } = job
+        else {
+            panic!("no future job");
+        };
+        let Message::SetNewPrevHash {
+            prev_hash,
+            min_ntime,
+            nbits,
+            ..
+        } = prev
+        else {
+            panic!("no SetNewPrevHash");
+        };
+        tips.push(prev_hash);
+        let work = Work {
+            job_id,
+            version,
+            merkle_root,
+            prev_hash,
+            ntime: min_ntime,
+            nbits,
+        };
+        let (nonce, hash) = grind(&work, target, 0, true);
+        m.send(Message::SubmitSharesStandard(SubmitShares {
+            channel_id,
+            sequence_number: round,
+            job_id: work.job_id,
+            nonce,
+            ntime: work.ntime,
+            version: work.version,
+        }))
+        .await;
+        assert!(
+            matches!(m.answer().await, Message::SubmitSharesSuccess { last_sequence_number, .. } if last_sequence_number == round),
+            "the standard share was accepted"
+        );
+        let record = record_where(&shares, WAIT, "a share record", |_| true).await;
+        assert_eq!((record.status, record.hash), (ShareStatus::Accepted, hash));
+        assert_eq!(record.extranonce2, vec![0u8; 8]);
+        if round == 0 {
+            // A block found elsewhere: the channel moves to the new tip.
+            r.generate().await;
+        }
+    }
+    assert_ne!(tips[0], tips[1], "the new tip reached the channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_pool_cannot_honour_is_refused_cleanly() {
+    let (r, addr, authority) = sv2_rig().await;
+    // A client that trusts another authority refuses the pool.
+    let stranger = AuthorityKeys::generate().public();
+    let tcp = sluice_testkit::eventually(WAIT, "sv2 port listening", || async move {
+        TcpStream::connect(addr).await.ok()
+    })
+    .await;
+    let (rd, wr) = tcp.into_split();
+    assert!(
+        stream::connect(rd, wr, stranger, unix_now(), WAIT, 1 << 20)
+            .await
+            .is_err()
+    );
+    // Work selection (job declaration) is not offered.
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    match m.setup(REQUIRES_WORK_SELECTION).await {
+        Message::SetupConnectionError { flags, error_code } => {
+            assert_eq!(error_code, "unsupported-feature-flags");
+            assert_eq!(flags, REQUIRES_WORK_SELECTION);
+        }
+        other => panic!("expected SetupConnection.Error, got {other:?}"),
+    }
+    // An unknown user gets the spec's error.
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    m.setup(0).await;
+    m.send(Message::OpenStandardMiningChannel(open(
+        "nobody-of-that-name",
+    )))
+    .await;
+    match m.recv().await {
+        Message::OpenMiningChannelError { error_code, .. } => {
+            assert_eq!(error_code, "unknown-user")
+        }
+        other => panic!("expected OpenMiningChannel.Error, got {other:?}"),
+    }
+    // Garbage instead of a handshake: closed, and the pool serves on.
+    let mut junk = TcpStream::connect(addr).await.unwrap();
+    junk.write_all(&[0x42; 300]).await.unwrap();
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    assert!(matches!(
+        m.setup(0).await,
+        Message::SetupConnectionSuccess { .. }
+    ));
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    assert!(matches!(
+        m.recv().await,
+        Message::OpenStandardMiningChannelSuccess { .. }
+    ));
+}

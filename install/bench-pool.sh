@@ -52,7 +52,7 @@ topics < deploy/config/gbtmaker.toml | sed -e 's/127.0.0.1:18443/127.0.0.1:18543
     > "$WORK/gbtmaker.toml"
 topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/' > "$WORK/jobmaker.toml"
 # Every hash a share (difficulty 2e-10 saturates the target), never a retarget.
-topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/127.0.0.1:9103/127.0.0.1:9113/' \
+topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/0.0.0.0:3336/127.0.0.1:3337/; s/127.0.0.1:9103/127.0.0.1:9113/' \
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
     -e 's/^default = .*/default = 0.0000000002/; s/^min = .*/min = 0.0000000002/; s/^max = .*/max = 0.0000000002/' \
     -e "s/^accept_wait_ms = .*/accept_wait_ms = ${SLUICE_BENCH_ACCEPT_WAIT_MS:-2000}/" \

@@ -102,6 +102,8 @@ def render(name: str, text: str, env: dict) -> str:
         if api is not None:
             text = set_key(text, "api_url", quoted(api))
     if name == "sserver.toml":
+        state = env.get("SLUICE_STATE") or "/var/lib/sluice"
+        text = set_key(text, "authority_key_file", quoted(f"{state}/sv2-authority.toml"))
         low = get("SLUICE_MIN_DIFFICULTY")
         start = get("SLUICE_START_DIFFICULTY")
         for var, v in (("SLUICE_MIN_DIFFICULTY", low), ("SLUICE_START_DIFFICULTY", start)):

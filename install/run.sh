@@ -159,5 +159,6 @@ supervisorctl_ status "${programs[@]}"
 echo
 log "the dashboard: http://127.0.0.1:8080/pool (also /servers, /blocks and /u/USER, e.g. /u/demo)"
 log "point a miner at stratum+tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):3333 (any user.worker login)"
+log "or a Stratum V2 miner at $(hostname -I 2>/dev/null | awk '{print $1}'):3336 with the pool's authority key $("$SLUICE_BIN/sluicectl" sv2-keygen --out "$SLUICE_STATE/sv2-authority.toml" 2>/dev/null)"
 echo
 log "the local stack is running; logs in $SLUICE_STATE/log, stop it with: install/stack.sh down"

@@ -109,6 +109,8 @@ up() {
     sluicectl migrate
     sluicectl create-topics
     sluicectl check
+    # sserver's Stratum V2 authority key (kept once made: miners trust it).
+    log "Stratum V2 authority public key: $(sluicectl sv2-keygen --out "$SLUICE_STATE/sv2-authority.toml" 2>/dev/null)"
 }
 
 down() {

@@ -19,6 +19,7 @@
 mod miner;
 mod node;
 mod report;
+mod sv2;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -82,6 +83,20 @@ pub struct Options {
     /// Address `generatetoaddress` pays (regtest).
     #[arg(long, default_value = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")]
     pub block_address: String,
+    /// The miners' protocol: `v1` (Stratum V1) or `v2` (Stratum V2, one
+    /// standard channel per connection; `--server` is then the SV2 port).
+    #[arg(long, value_enum, default_value_t = Protocol::V1)]
+    pub protocol: Protocol,
+    /// The pool's SV2 authority public key (base58check), for `--protocol v2`.
+    #[arg(long)]
+    pub authority_key: Option<String>,
+}
+
+/// A miner's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    V1,
+    V2,
 }
 
 impl Options {
@@ -102,6 +117,8 @@ impl Options {
             node_rpc: None,
             block_interval: 10.0,
             block_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+            protocol: Protocol::V1,
+            authority_key: None,
         }
     }
 
@@ -122,6 +139,15 @@ impl Options {
         }
         if self.node_rpc.is_some() && !positive(self.block_interval) {
             return Err("--block-interval must be positive".into());
+        }
+        if self.protocol == Protocol::V2 {
+            let Some(key) = &self.authority_key else {
+                return Err(
+                    "--protocol v2 needs --authority-key (the pool's SV2 public key)".into(),
+                );
+            };
+            key.parse::<sluice_sv2::AuthorityPublicKey>()
+                .map_err(|e| format!("--authority-key: {e}"))?;
         }
         Ok(())
     }

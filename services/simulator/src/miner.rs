@@ -13,8 +13,8 @@ use sluice_stratum::LineFramer;
 use sluice_stratum::client::{ClientEvent, ClientSession, header_with_root, merkle_root};
 use sluice_stratum::message::{Configure, Notification, Notify, Request, ServerMessage, Submit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::Shared;
 
@@ -23,7 +23,7 @@ const MASK: u32 = 0x1fff_e000;
 /// Hashes between two yields to the runtime while grinding.
 const GRIND_SLICE: u64 = 4_096;
 
-enum Ended {
+pub(crate) enum Ended {
     Stopped,
     /// Connected and authorized once, then lost.
     Lost(String),
@@ -43,10 +43,10 @@ struct Search {
 
 /// What one miner measured, merged into the shared report at the end.
 #[derive(Default)]
-struct Measured {
-    round_trips: Vec<u32>,
-    clean: Vec<(BlockHash, Instant)>,
-    rejections: HashMap<String, u64>,
+pub(crate) struct Measured {
+    pub(crate) round_trips: Vec<u32>,
+    pub(crate) clean: Vec<(BlockHash, Instant)>,
+    pub(crate) rejections: HashMap<String, u64>,
 }
 
 /// Mines until the simulation stops.
@@ -54,7 +54,10 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, rate: f64) {
     let mut measured = Measured::default();
     let mut backoff = Duration::from_millis(200);
     loop {
-        let ended = session(&shared, index, rate, &mut measured).await;
+        let ended = match shared.options.protocol {
+            crate::Protocol::V1 => session(&shared, index, rate, &mut measured).await,
+            crate::Protocol::V2 => crate::sv2::session(&shared, index, rate, &mut measured).await,
+        };
         let pause = match ended {
             Ended::Stopped => break,
             Ended::Lost(why) => {
@@ -105,27 +108,34 @@ async fn send(out: &mut OwnedWriteHalf, request: &Request) -> std::io::Result<()
     out.write_all(line.as_bytes()).await
 }
 
-/// One connection, from connect to its end.
-async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> Ended {
+/// A connection to the server from this miner's source address.
+pub(crate) async fn connect(shared: &Shared, index: usize) -> Result<TcpStream, Ended> {
     let o = &shared.options;
-    let socket = match TcpSocket::new_v4() {
-        Ok(s) => s,
-        Err(e) => return Ended::Failed(e.to_string()),
-    };
-    if let Some(ip) = o.source(index)
-        && let Err(e) = socket.bind((ip, 0).into())
-    {
-        return Ended::Failed(format!("bind {ip}: {e}"));
+    let socket = TcpSocket::new_v4().map_err(|e| Ended::Failed(e.to_string()))?;
+    if let Some(ip) = o.source(index) {
+        socket
+            .bind((ip, 0).into())
+            .map_err(|e| Ended::Failed(format!("bind {ip}: {e}")))?;
     }
     let stream = tokio::select! {
-        () = shared.stop.cancelled() => return Ended::Stopped,
+        () = shared.stop.cancelled() => return Err(Ended::Stopped),
         r = tokio::time::timeout(Duration::from_secs(10), socket.connect(o.server)) => match r {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Ended::Failed(e.to_string()),
-            Err(_) => return Ended::Failed("connect timed out".into()),
+            Ok(Err(e)) => return Err(Ended::Failed(e.to_string())),
+            Err(_) => return Err(Ended::Failed("connect timed out".into())),
         },
     };
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// One connection, from connect to its end.
+async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> Ended {
+    let o = &shared.options;
+    let stream = match connect(shared, index).await {
+        Ok(s) => s,
+        Err(ended) => return ended,
+    };
     let (mut rd, mut out) = stream.into_split();
     let mut client = ClientSession::new();
     let login = format!("{}.{}-{:05}", o.user, o.worker_prefix, index);

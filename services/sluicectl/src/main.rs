@@ -97,6 +97,14 @@ enum Command {
     /// Reads block hashes (one per line) on stdin and prints those without a
     /// found_blocks row.
     MissingBlocks,
+    /// Makes the Stratum V2 authority key pair sserver's `[sv2]` names
+    /// (written 0600; an existing file is kept, never overwritten) and
+    /// prints the public key miners are configured with.
+    Sv2Keygen {
+        /// The key file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -227,6 +235,7 @@ fn main() -> ExitCode {
             Command::Offsets { topic } => offsets(&config, topic).await,
             Command::CountShares { user, from } => count_shares(&config, &user, &from).await,
             Command::MissingBlocks => missing_blocks(&config).await,
+            Command::Sv2Keygen { out } => sv2_keygen(&out),
         }
     });
     match result {
@@ -236,6 +245,23 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
+}
+
+/// Writes a new authority key pair to `out` unless one is there; prints
+/// the public key either way.
+fn sv2_keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    let keys = if out.exists() {
+        let keys = sluice_sv2::AuthorityKeys::load(out)?;
+        eprintln!("{} exists; kept", out.display());
+        keys
+    } else {
+        let keys = sluice_sv2::AuthorityKeys::generate();
+        keys.save_new(out)?;
+        eprintln!("wrote {}", out.display());
+        keys
+    };
+    println!("{}", keys.public());
+    Ok(())
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

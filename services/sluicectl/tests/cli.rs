@@ -20,6 +20,29 @@ fn write_config(text: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn sv2_keygen_writes_a_key_once_and_prints_its_public_half() {
+    let dir = std::env::temp_dir().join(format!("sluicectl-sv2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("authority.toml");
+    let _ = std::fs::remove_file(&path);
+    let run = || {
+        let out = sluicectl()
+            .args(["sv2-keygen", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let public = run();
+    let keys = sluice_sv2::AuthorityKeys::load(&path).unwrap();
+    assert_eq!(public, keys.public().to_string());
+    // A second run keeps the key miners already trust.
+    assert_eq!(run(), public);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn unknown_config_key_exits_64_with_one_line() {
     let path = write_config("[kafka]\nbrokerz = \"x\"\n");
     let out = sluicectl()

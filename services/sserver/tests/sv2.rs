@@ -471,3 +471,40 @@ async fn what_the_pool_cannot_honour_is_refused_cleanly() {
         Message::OpenStandardMiningChannelSuccess { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_s_sv2_miners_mine_with_real_proof_of_work() {
+    let (r, addr, authority) = sv2_rig().await;
+    let shares = r.shares().await;
+    // The port up before the miners start.
+    drop(Sv2Miner::connect(addr, authority).await);
+    let mut o = simulator::Options::new(addr, 20);
+    o.user = r.user.clone();
+    o.password = format!("d={DIFF}");
+    o.rate = 100.0;
+    o.duration = 4.0;
+    o.protocol = simulator::Protocol::V2;
+    o.authority_key = Some(authority.to_string());
+    let report = simulator::run(
+        o,
+        std::sync::Arc::new(simulator::Counters::default()),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.connected, report.reconnects), (20, 0), "{report:?}");
+    // 5 shares/s each at first; vardiff then raises their difficulty (10 s
+    // a share is its aim) and they submit less often, as fixed hashrates do.
+    assert!(report.accepted >= 50, "{report:?}");
+    assert_eq!(report.rejected, 0, "{report:?}");
+    assert!(report.submit_round_trip.p99_ms > 0.0);
+    // Their shares are the pool's: on the Share topic, from 20 workers.
+    let mut workers = std::collections::HashSet::new();
+    while workers.len() < 20 {
+        let s = record_where(&shares, WAIT, "a share of each simulated worker", |s| {
+            s.status == ShareStatus::Accepted
+        })
+        .await;
+        workers.insert(s.worker_name);
+    }
+}

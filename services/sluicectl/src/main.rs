@@ -260,7 +260,7 @@ fn sv2_keygen(out: &std::path::Path) -> anyhow::Result<()> {
         eprintln!("wrote {}", out.display());
         keys
     };
-    println!("{}", keys.public());
+    out!("{}", keys.public());
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 #   proxy_header     a load balancer's PROXY v1/v2 header
 #   bus_records      a Kafka record of each topic, decoded and checked
 #   http_params      statshttpd's query strings
+#   sv2_frames       Stratum V2: frames through the codec, the Noise handshake, sealed frames
 #
 #   install/fuzz.sh [RUNS] [TARGET...]   RUNS executions per target (default
 #                                        10,000,000), all targets by default
@@ -24,7 +25,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
 
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(stratum_session proxy_header bus_records http_params)
+TARGETS=(stratum_session proxy_header bus_records http_params sv2_frames)
 
 runs=10000000
 seconds=0

@@ -95,6 +95,7 @@ fn share() -> ShareRecord {
         hash: BlockHash::from_byte_array([5; 32]),
         client_ip: IpAddr::from([192, 0, 2, 7]),
         timestamp_ms: 1_764_000_000_123,
+        protocol: sluice_core::record::MiningProtocol::StratumV1,
     }
 }
 

@@ -10,8 +10,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, TxMerkleNode, Txid, Weight, Wtxid};
 use prost::Message;
 use sluice_core::record::{
-    BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity, ServiceStatus,
-    ShareRecord, ShareStatus, SolvedShare,
+    BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity,
+    MiningProtocol, ServiceStatus, ShareRecord, ShareStatus, SolvedShare,
 };
 use sluice_core::{BlockTemplate, Job, JobId, TemplateId, TemplateTx};
 
@@ -273,6 +273,10 @@ impl From<&ShareRecord> for pb::Share {
             hash: s.hash.to_byte_array().to_vec(),
             client_ip: ip_to_bytes(s.client_ip),
             timestamp_ms: s.timestamp_ms,
+            protocol: match s.protocol {
+                MiningProtocol::StratumV1 => pb::MiningProtocol::StratumV1,
+                MiningProtocol::StratumV2 => pb::MiningProtocol::StratumV2,
+            } as i32,
         }
     }
 }
@@ -305,6 +309,16 @@ impl TryFrom<pb::Share> for ShareRecord {
             hash: BlockHash::from_byte_array(hash32("hash", &m.hash)?),
             client_ip: ip_from_bytes("client_ip", &m.client_ip)?,
             timestamp_ms: m.timestamp_ms,
+            protocol: match pb::MiningProtocol::try_from(m.protocol) {
+                Ok(pb::MiningProtocol::StratumV1) => MiningProtocol::StratumV1,
+                Ok(pb::MiningProtocol::StratumV2) => MiningProtocol::StratumV2,
+                Err(_) => {
+                    return Err(ProtoError::Value {
+                        field: "protocol",
+                        value: m.protocol.to_string(),
+                    });
+                }
+            },
         })
     }
 }

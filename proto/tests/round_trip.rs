@@ -100,13 +100,18 @@ prop_compose! {
         worker_name in "[a-zA-Z0-9._-]{0,20}", server_id in any::<u8>(), en1 in any::<u32>(),
         en2 in blob(9), ntime in any::<u32>(), nonce in any::<u32>(), vbits in any::<u32>(),
         diff in 1e-9f64..1e15, bits in any::<u32>(), height in any::<u32>(), status in status(),
-        hash in bytes32(), client_ip in ip(), ts in any::<u64>(),
+        hash in bytes32(), client_ip in ip(), ts in any::<u64>(), v2 in any::<bool>(),
     ) -> ShareRecord {
         ShareRecord {
             job_id: JobId(job), user_id, worker_id, worker_name, server_id, extranonce1: en1,
             extranonce2: en2, ntime, nonce, version_bits: vbits, share_difficulty: diff,
             network_bits: CompactTarget::from_consensus(bits), height, status,
             hash: BlockHash::from_byte_array(hash), client_ip, timestamp_ms: ts,
+            protocol: if v2 {
+                sluice_core::record::MiningProtocol::StratumV2
+            } else {
+                sluice_core::record::MiningProtocol::StratumV1
+            },
         }
     }
 }

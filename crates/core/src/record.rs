@@ -75,6 +75,28 @@ pub struct ShareRecord {
     pub client_ip: IpAddr,
     /// Server time at submission, unix milliseconds.
     pub timestamp_ms: u64,
+    /// How the miner spoke to the pool.
+    pub protocol: MiningProtocol,
+}
+
+/// The protocol a share came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MiningProtocol {
+    /// Stratum V1 (JSON lines), plain or over TLS.
+    #[default]
+    StratumV1,
+    /// Stratum V2 (binary, Noise-encrypted).
+    StratumV2,
+}
+
+impl MiningProtocol {
+    /// Its name in logs, tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            MiningProtocol::StratumV1 => "stratum_v1",
+            MiningProtocol::StratumV2 => "stratum_v2",
+        }
+    }
 }
 
 /// A share that met the network target: everything blkmaker needs.

@@ -185,6 +185,7 @@ async fn count_shares_audits_one_users_accepted_shares_from_a_position() {
         hash: bitcoin::BlockHash::from_byte_array([hash; 32]),
         client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         timestamp_ms: 1,
+        protocol: sluice_core::record::MiningProtocol::StratumV1,
     };
     let send = |s: ShareRecord| {
         let (producer, topic) = (&producer, &topic);

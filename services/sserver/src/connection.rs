@@ -971,6 +971,7 @@ impl Conn {
             hash: checked.hash,
             client_ip: self.peer.ip(),
             timestamp_ms: sluice_service::now_ms(),
+            protocol: sluice_core::record::MiningProtocol::StratumV1,
         };
         Judged {
             verdict,

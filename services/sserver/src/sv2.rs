@@ -889,6 +889,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             hash: checked.hash,
             client_ip: self.peer.ip(),
             timestamp_ms: sluice_service::now_ms(),
+            protocol: sluice_core::record::MiningProtocol::StratumV2,
         };
         if status == ShareStatus::Block {
             let solved = solved_share(&shared, &job, &ch.miner, &extranonce1, &en2, checked);

@@ -47,6 +47,7 @@ async fn shares_from_handshake_to_kafka() {
     );
     assert_eq!(rec.share_difficulty, DIFF);
     assert_eq!(rec.version_bits, 0x6000);
+    assert_eq!(rec.protocol, sluice_core::record::MiningProtocol::StratumV1);
     assert_eq!(rec.client_ip, std::net::IpAddr::from([127, 0, 0, 1]));
     // The record re-verifies offline: its hash is the header the fields describe.
     let h = sluice_stratum::client::header(

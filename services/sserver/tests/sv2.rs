@@ -17,7 +17,7 @@ use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::pow::Target;
 use bitcoin::{BlockHash, CompactTarget, TxMerkleNode, Txid};
 use common::{DIFF, Rig, record_where, rig};
-use sluice_core::record::ShareStatus;
+use sluice_core::record::{MiningProtocol, ShareStatus};
 use sluice_sv2::codec::{
     OpenChannel, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
     SetupConnection, SubmitShares,
@@ -283,6 +283,11 @@ async fn an_extended_channel_mines_into_the_share_topic_with_the_spec_s_errors()
     assert_eq!(record.worker_name, "sv2rig");
     assert_eq!(record.extranonce1.to_be_bytes().to_vec(), extranonce_prefix);
     assert_eq!(record.extranonce2, en2);
+    assert_eq!(
+        record.protocol,
+        MiningProtocol::StratumV2,
+        "the record says which"
+    );
 
     // Every refusal at once, with its code.
     let expect_error = async |m: &mut Sv2Miner, submit: Message, code: &str| {

@@ -43,6 +43,7 @@ fn share(n: u32, minute: u64) -> ShareRecord {
         hash: bitcoin::BlockHash::all_zeros(),
         client_ip: IpAddr::V4(Ipv4Addr::from(n)),
         timestamp_ms: NOW - minute * 60_000,
+        protocol: sluice_core::record::MiningProtocol::StratumV1,
     }
 }
 

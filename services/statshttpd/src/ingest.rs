@@ -230,6 +230,7 @@ mod tests {
             hash: bitcoin::BlockHash::all_zeros(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             timestamp_ms: at,
+            protocol: sluice_core::record::MiningProtocol::StratumV1,
         };
         let now = 1_800_000_000_000;
         assert_eq!(usable(&share(1e-9, now), now), Ok(()));

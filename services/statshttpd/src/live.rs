@@ -276,6 +276,7 @@ pub(crate) mod tests {
             hash: bitcoin::BlockHash::all_zeros(),
             client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, worker as u8)),
             timestamp_ms: t,
+            protocol: sluice_core::record::MiningProtocol::StratumV1,
         }
     }
 

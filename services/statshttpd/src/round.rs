@@ -103,6 +103,7 @@ mod tests {
             hash: BlockHash::from_byte_array([at as u8; 32]),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             timestamp_ms: at,
+            protocol: sluice_core::record::MiningProtocol::StratumV1,
         }
     }
 

@@ -18,6 +18,8 @@ bash install/stack.sh up
 # Test tools: Prometheus (promtool and a server) checks the Grafana dashboard,
 # Debian's chromium runs the dashboard's browser test.
 debian_packages prometheus chromium
+# SRI's translator_sv2: the SV2 interop test's peer.
+bash install/sv2-translator.sh
 # The local pool's services (from an earlier install/run.sh) would share the
 # two cores with the tests; run.sh starts them again at the end.
 supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd >/dev/null || true

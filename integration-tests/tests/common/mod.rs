@@ -68,6 +68,15 @@ impl Drop for Pool {
 pub(crate) static ONE_POOL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
+    start_pool_with(mysql, in_process, |_| {}).await
+}
+
+/// [`start_pool`] with sserver's configuration changed by `tweak`.
+pub(crate) async fn start_pool_with(
+    mysql: &str,
+    in_process: InProcess,
+    tweak: impl FnOnce(&mut sserver::Config),
+) -> Pool {
     let pipeline = sluice_rig::pipeline(Options {
         bits: BITS.into(),
         jobmaker: in_process.jobmaker,
@@ -82,7 +91,7 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
     let stratum: SocketAddr = format!("127.0.0.1:{}", sluice_testkit::free_port())
         .parse()
         .unwrap();
-    let sserver = sserver::Config {
+    let mut sserver = sserver::Config {
         service: sluice_rig::local(),
         kafka: pipeline.kafka.clone(),
         zookeeper: pipeline.zk.clone(),
@@ -109,6 +118,7 @@ pub(crate) async fn start_pool(mysql: &str, in_process: InProcess) -> Pool {
         tls: None,
         sv2: None,
     };
+    tweak(&mut sserver);
     let blkmaker = blkmaker::Config {
         service: sluice_rig::local(),
         kafka: pipeline.kafka.clone(),

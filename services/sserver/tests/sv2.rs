@@ -513,3 +513,165 @@ async fn the_simulator_s_sv2_miners_mine_with_real_proof_of_work() {
         workers.insert(s.worker_name);
     }
 }
+
+/// A raw encrypted connection through SetupConnection, to send frames the
+/// codec would never write.
+async fn raw_after_setup(addr: SocketAddr, authority: AuthorityPublicKey) -> Sv2Miner {
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    assert!(matches!(
+        m.setup(0).await,
+        Message::SetupConnectionSuccess { .. }
+    ));
+    m
+}
+
+/// Whether the pool closed the connection (within the wait).
+async fn closed(m: &mut Sv2Miner) -> bool {
+    loop {
+        match tokio::time::timeout(WAIT, m.rd.next()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None) | Err(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_skipped_or_close_the_connection_never_the_server() {
+    let (r, addr, authority) = sv2_rig().await;
+    // A message type of another subprotocol (job declaration's
+    // SetCustomMiningJob, 0x22) is skipped: the session goes on.
+    let mut m = raw_after_setup(addr, authority).await;
+    let unknown = sluice_sv2::Header {
+        extension_type: 0,
+        channel_msg: true,
+        msg_type: 0x22,
+        length: 3,
+    };
+    let mut frame = unknown.to_bytes().to_vec();
+    frame.extend([1, 2, 3]);
+    m.wr.queue_raw(&frame).unwrap();
+    m.wr.flush().await.unwrap();
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    assert!(
+        matches!(
+            m.answer().await,
+            Message::OpenStandardMiningChannelSuccess { .. }
+        ),
+        "the session went on after an unknown message"
+    );
+    // A known message with a bad length closes this connection.
+    let short = sluice_sv2::Header {
+        extension_type: 0,
+        channel_msg: true,
+        msg_type: 0x1a,
+        length: 5,
+    };
+    let mut frame = short.to_bytes().to_vec();
+    frame.extend([0; 5]);
+    m.wr.queue_raw(&frame).unwrap();
+    m.wr.flush().await.unwrap();
+    assert!(
+        closed(&mut m).await,
+        "a malformed submit closes its connection"
+    );
+    // A frame larger than any a miner sends closes it too, before its payload.
+    let mut m = raw_after_setup(addr, authority).await;
+    let huge = sluice_sv2::Header {
+        extension_type: 0,
+        channel_msg: false,
+        msg_type: 0x10,
+        length: 1 << 20,
+    };
+    m.wr.queue_raw(&huge.to_bytes()).unwrap();
+    m.wr.flush().await.unwrap();
+    assert!(
+        closed(&mut m).await,
+        "an oversized frame closes its connection"
+    );
+    // Anything but SetupConnection first closes it.
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    assert!(closed(&mut m).await);
+    // And the server serves on.
+    let mut m = raw_after_setup(addr, authority).await;
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    assert!(matches!(
+        m.answer().await,
+        Message::OpenStandardMiningChannelSuccess { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vardiff_raises_a_fast_channel_s_difficulty_with_set_target() {
+    let (r, addr, authority) = sv2_rig().await;
+    let mut m = raw_after_setup(addr, authority).await;
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    let Message::OpenStandardMiningChannelSuccess {
+        channel_id, target, ..
+    } = m.answer().await
+    else {
+        panic!("channel not opened");
+    };
+    let start = Target::from_le_bytes(target);
+    let (job, prev) = m.future_job().await;
+    let (
+        Message::NewMiningJob {
+            job_id,
+            version,
+            merkle_root,
+            ..
+        },
+        Message::SetNewPrevHash {
+            prev_hash,
+            min_ntime,
+            nbits,
+            ..
+        },
+    ) = (job, prev)
+    else {
+        panic!("no job");
+    };
+    let work = Work {
+        job_id,
+        version,
+        merkle_root,
+        prev_hash,
+        ntime: min_ntime,
+        nbits,
+    };
+    // Far faster than one share per 10 s: the channel is retargeted at
+    // once (after 8 shares), not at the end of its 300 s window.
+    let mut nonce = 0;
+    for seq in 0..12 {
+        let (n, _) = grind(&work, start, nonce, true);
+        nonce = n + 1;
+        m.send(Message::SubmitSharesStandard(SubmitShares {
+            channel_id,
+            sequence_number: seq,
+            job_id,
+            nonce: n,
+            ntime: work.ntime,
+            version,
+        }))
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no SetTarget");
+        if let Message::SetTarget {
+            channel_id: id,
+            maximum_target,
+        } = m.recv().await
+        {
+            assert_eq!(id, channel_id);
+            let harder = Target::from_le_bytes(maximum_target);
+            assert!(harder < start, "a harder target, not an easier one");
+            break;
+        }
+    }
+}

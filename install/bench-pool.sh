@@ -11,6 +11,7 @@
 # before the miners connect and at its peak, per connection. With
 # SLUICE_BENCH_ACCEPT_WAIT_MS=0 answers submits before the broker acknowledges
 # (sserver's accept_wait_ms; 2000 by default).
+# SLUICE_BENCH_PROTOCOL=v2 runs the miners over Stratum V2 (standard channels).
 # SLUICE_BENCH_TIMELINE=1 also, second by second, the shares sserver answered,
 # those the broker has yet to acknowledge, and sserver's memory.
 set -euo pipefail
@@ -113,8 +114,14 @@ node_args=()
 if [ "$BLOCKS" != 0 ]; then
     node_args=(--node-rpc http://sluice:sluice@127.0.0.1:18543 --block-interval "$BLOCKS")
 fi
+# SLUICE_BENCH_PROTOCOL=v2: the miners speak Stratum V2 to the SV2 port.
+proto_args=(--server 127.0.0.1:3334)
+if [ "${SLUICE_BENCH_PROTOCOL:-v1}" = v2 ]; then
+    key=$("$REL/sluicectl" sv2-keygen --out "$SLUICE_STATE/sv2-authority.toml" 2>/dev/null)
+    proto_args=(--server 127.0.0.1:3337 --protocol v2 --authority-key "$key")
+fi
 TIMEFORMAT="simulator CPU: %U s user, %S s system"
-time "$REL/simulator" --server 127.0.0.1:3334 -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
+time "$REL/simulator" "${proto_args[@]}" -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
     --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
 # Answered is not enough: every checked share must be on the Share topic.
 all_acknowledged() { [ "$(in_flight)" = 0 ]; }

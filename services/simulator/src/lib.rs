@@ -187,6 +187,10 @@ pub struct Counters {
     pub clean_jobs: AtomicU64,
     /// Accepted difficulty, summed (an `f64`'s bits).
     pub accepted_difficulty_bits: AtomicU64,
+    /// Bytes written to the server.
+    pub bytes_sent: AtomicU64,
+    /// Bytes read from the server.
+    pub bytes_received: AtomicU64,
 }
 
 impl Counters {

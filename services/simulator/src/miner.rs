@@ -102,9 +102,13 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, rate: f64) {
     }
 }
 
-async fn send(out: &mut OwnedWriteHalf, request: &Request) -> std::io::Result<()> {
+async fn send(out: &mut OwnedWriteHalf, request: &Request, shared: &Shared) -> std::io::Result<()> {
     let mut line = request.to_line();
     line.push('\n');
+    shared
+        .counters
+        .bytes_sent
+        .fetch_add(line.len() as u64, Ordering::Relaxed);
     out.write_all(line.as_bytes()).await
 }
 
@@ -148,7 +152,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
         client.authorize(&login, &o.password),
     ];
     for r in &handshake {
-        if let Err(e) = send(&mut out, r).await {
+        if let Err(e) = send(&mut out, r, shared).await {
             return Ended::Failed(e.to_string());
         }
     }
@@ -201,6 +205,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                 // A job's arrival is when its bytes arrive, not when this
                 // miner is done reading it.
                 let arrived = Instant::now();
+                shared.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                 framer.push(&buf[..n]);
                 loop {
                     let line = match framer.next_line() {
@@ -301,7 +306,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                 let block = bitcoin::Target::from_compact(j.bits).is_met_by(hash).then_some(hash);
                 pending.insert(tag, (Instant::now(), difficulty, block));
                 shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = send(&mut out, &request).await {
+                if let Err(e) = send(&mut out, &request, shared).await {
                     return end(authorized, e.to_string());
                 }
             }

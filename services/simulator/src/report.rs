@@ -101,6 +101,10 @@ pub struct Totals {
     pub accepted: u64,
     /// Answered rejected.
     pub rejected: u64,
+    /// Bytes the miners sent, as on the wire (sealed, for SV2).
+    pub bytes_sent: u64,
+    /// Bytes the miners received.
+    pub bytes_received: u64,
 }
 
 pub(crate) fn build(
@@ -154,6 +158,8 @@ pub(crate) fn build(
             submitted: c.submitted.load(Ordering::Relaxed),
             accepted: c.accepted.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
         },
         blocks_found: take(&shared.blocks)
             .iter()

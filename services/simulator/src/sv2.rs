@@ -119,6 +119,17 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
         return Ended::Failed(e.to_string());
     }
 
+    // The handshake's bytes and the setup count too.
+    let mut counted_in = 0u64;
+    shared.counters.bytes_sent.fetch_add(
+        (sluice_sv2::noise::CLIENT_HELLO_LEN as u64) + wr.sent(),
+        Ordering::Relaxed,
+    );
+    shared.counters.bytes_received.fetch_add(
+        sluice_sv2::noise::SERVER_HELLO_LEN as u64,
+        Ordering::Relaxed,
+    );
+    let mut counted_out = wr.sent();
     let mut connected = false;
     let mut channel_id = 0u32;
     let mut target = Target::MAX;
@@ -160,6 +171,9 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                     Err(e) => return end(connected, e.to_string()),
                 };
                 let arrived = Instant::now();
+                let received = rd.received();
+                shared.counters.bytes_received.fetch_add(received - counted_in, Ordering::Relaxed);
+                counted_in = received;
                 let message = match frame.decode() {
                     Ok(message) => message,
                     Err(e) => return end(connected, format!("bad frame from the server: {e}")),
@@ -258,6 +272,8 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                 if let Err(e) = wr.send(&submit).await {
                     return end(connected, e.to_string());
                 }
+                shared.counters.bytes_sent.fetch_add(wr.sent() - counted_out, Ordering::Relaxed);
+                counted_out = wr.sent();
             }
         }
     }

@@ -590,13 +590,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             Err(AuthError::Unavailable) => return Err("user-database-unavailable"),
             Err(_) => return Err(code::UNKNOWN_USER),
         };
-        // The easiest target the device takes is the channel's lowest difficulty.
-        let floor = sluice_core::Difficulty::from_target(sluice_sv2::target_of(&open.max_target))
-            .map(sluice_core::Difficulty::get)
-            .ok_or(code::MAX_TARGET_OUT_OF_RANGE)?;
-        if floor > c.vardiff.max {
-            return Err(code::MAX_TARGET_OUT_OF_RANGE);
-        }
+        // The easiest target the device takes is the channel's lowest
+        // difficulty; out of range when even the pool's hardest is easier.
+        let floor =
+            floor_of(&open.max_target, c.vardiff.max).ok_or(code::MAX_TARGET_OUT_OF_RANGE)?;
         let index = shared.ids.allocate().ok_or("no-session-ids-left")?;
         let idx = index.get();
         let extranonce1 = [
@@ -668,10 +665,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     fn update_channel(&mut self, channel_id: u32, maximum_target: &sluice_sv2::codec::U256) {
-        let max = self.shared.config.vardiff.max;
-        let floor = sluice_core::Difficulty::from_target(sluice_sv2::target_of(maximum_target))
-            .map(sluice_core::Difficulty::get)
-            .filter(|f| *f <= max);
+        let floor = floor_of(maximum_target, self.shared.config.vardiff.max);
         let Some(ch) = self.channels.get_mut(&channel_id) else {
             self.queue(&Message::UpdateChannelError {
                 channel_id,
@@ -989,6 +983,18 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 }
 
+/// The lowest difficulty a device whose easiest target is `max_target`
+/// takes, or `None` when even `hardest` (the pool's highest difficulty) is
+/// too easy for it. Targets are compared, not difficulties: regtest's
+/// difficulties below 2^-32 all have the largest target.
+fn floor_of(max_target: &sluice_sv2::codec::U256, hardest: f64) -> Option<f64> {
+    let max_target = sluice_sv2::target_of(max_target);
+    if target_of(hardest) > max_target {
+        return None;
+    }
+    sluice_core::Difficulty::from_target(max_target).map(sluice_core::Difficulty::get)
+}
+
 fn solved_share(
     shared: &Shared,
     job: &ServerJob,
@@ -1016,5 +1022,26 @@ fn solved_share(
         worker_name: miner.worker.clone(),
         server_id: shared.server_id,
         timestamp_ms: sluice_service::now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target_bytes(difficulty: f64) -> sluice_sv2::codec::U256 {
+        sluice_sv2::target_bytes(target_of(difficulty))
+    }
+
+    #[test]
+    fn a_device_s_maximum_target_is_the_channel_s_floor_or_out_of_range() {
+        // Difficulty 1 at easiest: the pool's difficulties up to 1e6 fit.
+        let floor = floor_of(&target_bytes(1.0), 1e6).unwrap();
+        assert!((floor - 1.0).abs() < 1e-9, "{floor}");
+        // A device that takes nothing easier than 1e9 on a pool topping at 1e6.
+        assert_eq!(floor_of(&target_bytes(1e9), 1e6), None);
+        // "Any target" on a regtest pool whose difficulties all have the
+        // largest target (below 2^-32): served, not refused.
+        assert!(floor_of(&[0xff; 32], 2e-10).is_some());
     }
 }

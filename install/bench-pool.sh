@@ -71,6 +71,8 @@ start gbtmaker
 start jobmaker
 jobmaker_leads() { curl -sf http://127.0.0.1:9112/health | grep -q 'leader, epoch'; }
 wait_until 60 "bench jobmaker to lead" jobmaker_leads
+# Its SV2 port needs the authority key (made once, as install/stack.sh does).
+SV2_KEY=$("$REL/sluicectl" sv2-keygen --out "$SLUICE_STATE/sv2-authority.toml" 2>/dev/null)
 start sserver
 SSERVER_PID=${PIDS[-1]}
 sserver_serving() { curl -sf http://127.0.0.1:9113/health | grep -q 'server id'; }
@@ -117,8 +119,7 @@ fi
 # SLUICE_BENCH_PROTOCOL=v2: the miners speak Stratum V2 to the SV2 port.
 proto_args=(--server 127.0.0.1:3334)
 if [ "${SLUICE_BENCH_PROTOCOL:-v1}" = v2 ]; then
-    key=$("$REL/sluicectl" sv2-keygen --out "$SLUICE_STATE/sv2-authority.toml" 2>/dev/null)
-    proto_args=(--server 127.0.0.1:3337 --protocol v2 --authority-key "$key")
+    proto_args=(--server 127.0.0.1:3337 --protocol v2 --authority-key "$SV2_KEY")
 fi
 TIMEFORMAT="simulator CPU: %U s user, %S s system"
 time "$REL/simulator" "${proto_args[@]}" -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \

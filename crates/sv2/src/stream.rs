@@ -67,7 +67,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             rd,
             opener,
-            buf: Vec::with_capacity(512),
+            buf: Vec::new(),
             header: None,
             max_payload,
             received: 0,
@@ -80,8 +80,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.take()? {
                 return Ok(Some(frame));
             }
-            self.buf.reserve(4096);
-            let n = self.rd.read_buf(&mut self.buf).await?;
+            let n = self.read_some().await?;
             self.received += n as u64;
             if n == 0 {
                 if self.buf.is_empty() && self.header.is_none() {
@@ -90,6 +89,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Err(StreamError::Truncated);
             }
         }
+    }
+
+    /// Reads what is there into the frame buffer. The read buffer lives on
+    /// the stack for one poll only: an idle connection waiting here holds
+    /// no buffer at all (a pending poll wrote nothing into it).
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut chunk = [0u8; 4096];
+            let mut rb = tokio::io::ReadBuf::new(&mut chunk);
+            match std::pin::Pin::new(&mut self.rd).poll_read(cx, &mut rb) {
+                std::task::Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    self.buf.extend_from_slice(rb.filled());
+                    std::task::Poll::Ready(Ok(n))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// A frame already received whole, without waiting for more bytes: to
@@ -129,6 +148,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let payload = self.opener.open_payload(&header, &self.buf[..need])?;
         self.buf.drain(..need);
         self.header = None;
+        // Between frames the buffer goes: memory only while bytes wait.
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
         Ok(Some(Frame { header, payload }))
     }
 }
@@ -147,8 +170,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         FrameWriter {
             wr,
             sealer,
-            plain: Vec::with_capacity(256),
-            out: Vec::with_capacity(512),
+            plain: Vec::new(),
+            out: Vec::new(),
             sent: 0,
         }
     }
@@ -181,11 +204,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.wr.write_all(&self.out).await?;
         self.wr.flush().await?;
         self.sent += self.out.len() as u64;
-        self.out.clear();
-        // A burst (a block's jobs to many channels) does not keep its buffer.
-        if self.out.capacity() > 64 * 1024 {
-            self.out.shrink_to(4096);
-        }
+        // Nothing kept between writes: an idle connection holds no buffer.
+        self.out = Vec::new();
+        self.plain = Vec::new();
         Ok(())
     }
 

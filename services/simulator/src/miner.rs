@@ -348,13 +348,28 @@ async fn grind(
     difficulty: f64,
     shared: &Shared,
 ) -> Option<(u32, BlockHash)> {
-    let max_hashes = shared.options.max_hashes;
     let target = Difficulty::new(difficulty).ok()?.to_target();
+    let root = search.root;
+    grind_with(&mut search.next_nonce, target, shared, |nonce| {
+        header_with_root(job, root, job.time, nonce, Some(0), MASK)
+    })
+    .await
+}
+
+/// Tries nonces from `next_nonce` on until `header(nonce)`'s hash meets
+/// `target`, within `max_hashes` tries, yielding to the runtime every
+/// [`GRIND_SLICE`]; `next_nonce` is where the next search starts.
+pub(crate) async fn grind_with(
+    next_nonce: &mut u64,
+    target: bitcoin::Target,
+    shared: &Shared,
+    header: impl Fn(u32) -> bitcoin::block::Header,
+) -> Option<(u32, BlockHash)> {
+    let max_hashes = shared.options.max_hashes;
     let mut tried = 0u64;
-    while let Ok(nonce) = u32::try_from(search.next_nonce) {
-        search.next_nonce += 1;
-        let h = header_with_root(job, search.root, job.time, nonce, Some(0), MASK);
-        let hash = h.block_hash();
+    while let Ok(nonce) = u32::try_from(*next_nonce) {
+        *next_nonce += 1;
+        let hash = header(nonce).block_hash();
         if target.is_met_by(hash) {
             return Some((nonce, hash));
         }

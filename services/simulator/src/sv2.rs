@@ -21,10 +21,8 @@ use sluice_sv2::stream::{self, unix_now};
 use sluice_sv2::{AuthorityPublicKey, Message};
 
 use crate::Shared;
-use crate::miner::{Ended, Measured, connect};
+use crate::miner::{Ended, Measured, connect, grind_with};
 
-/// Hashes between two yields to the runtime while grinding.
-const GRIND_SLICE: u64 = 4_096;
 /// The share interval sserver aims vardiff at by default: a nominal
 /// hashrate of `d × 2^32 / this` starts the channel at difficulty `d`.
 const POOL_SHARE_INTERVAL_SECS: f64 = 10.0;
@@ -291,34 +289,16 @@ fn micros(since: Instant) -> u32 {
 /// The next nonce of the active job whose header meets `target`, within
 /// `max_hashes` tries; the search goes on from there next time.
 async fn grind(a: &mut Active, target: Target, shared: &Shared) -> Option<(u32, BlockHash)> {
-    let max_hashes = shared.options.max_hashes;
-    let mut tried = 0u64;
-    while let Ok(nonce) = u32::try_from(a.next_nonce) {
-        a.next_nonce += 1;
-        let header = Header {
-            version: Version::from_consensus(a.job.version as i32),
-            prev_blockhash: BlockHash::from_byte_array(a.prev_hash),
-            merkle_root: TxMerkleNode::from_byte_array(a.job.merkle_root),
-            time: a.ntime,
-            bits: CompactTarget::from_consensus(a.nbits),
-            nonce,
-        };
-        let hash = header.block_hash();
-        if target.is_met_by(hash) {
-            return Some((nonce, hash));
-        }
-        tried += 1;
-        if tried >= max_hashes {
-            return None;
-        }
-        if tried.is_multiple_of(GRIND_SLICE) {
-            if shared.stop.is_cancelled() {
-                return None;
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-    None
+    let (job, prev_hash, ntime, nbits) = (a.job, a.prev_hash, a.ntime, a.nbits);
+    grind_with(&mut a.next_nonce, target, shared, |nonce| Header {
+        version: Version::from_consensus(job.version as i32),
+        prev_blockhash: BlockHash::from_byte_array(prev_hash),
+        merkle_root: TxMerkleNode::from_byte_array(job.merkle_root),
+        time: ntime,
+        bits: CompactTarget::from_consensus(nbits),
+        nonce,
+    })
+    .await
 }
 
 #[cfg(test)]

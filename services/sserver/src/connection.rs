@@ -475,6 +475,24 @@ impl Writer {
     }
 }
 
+/// Waits until the broker has acknowledged the shares `unacked` stands
+/// for, at most `accept_wait`; past it the answers go anyway, counted.
+/// V1 and V2 sessions both answer only after it.
+pub(crate) async fn settle(unacked: &mut Vec<oneshot::Receiver<()>>, shared: &Shared) {
+    if unacked.is_empty() {
+        return;
+    }
+    let waiting = std::mem::take(unacked);
+    let n = waiting.len();
+    let all = futures::future::join_all(waiting);
+    if tokio::time::timeout(shared.config.accept_wait, all)
+        .await
+        .is_err()
+    {
+        shared.metrics.answered_unacknowledged.inc_by(n as u64);
+    }
+}
+
 /// Reads the PROXY header: the real source (if the balancer gave one) and
 /// the bytes after the header, which belong to the miner's protocol.
 pub(crate) async fn read_proxy_header(
@@ -595,18 +613,7 @@ impl Conn {
     /// the broker. Past the wait the answers go anyway, counted (the broker
     /// is away; the shares stay queued and are sent when it is back).
     async fn settle(&mut self) {
-        if self.unacked.is_empty() {
-            return;
-        }
-        let waiting = std::mem::take(&mut self.unacked);
-        let n = waiting.len();
-        let all = futures::future::join_all(waiting);
-        if tokio::time::timeout(self.shared.config.accept_wait, all)
-            .await
-            .is_err()
-        {
-            self.shared.metrics.answered_unacknowledged.inc_by(n as u64);
-        }
+        settle(&mut self.unacked, &self.shared).await;
     }
 
     /// Sends `client.reconnect` and picks when to close, spread by session index.

@@ -434,17 +434,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Waits for the broker's acknowledgement of the shares answered (as V1
     /// does), then writes everything queued, within the write timeout.
     async fn flush(&mut self) -> Result<(), End> {
-        if !self.unacked.is_empty() {
-            let waiting = std::mem::take(&mut self.unacked);
-            let n = waiting.len();
-            let all = futures::future::join_all(waiting);
-            if tokio::time::timeout(self.shared.config.accept_wait, all)
-                .await
-                .is_err()
-            {
-                self.shared.metrics.answered_unacknowledged.inc_by(n as u64);
-            }
-        }
+        crate::connection::settle(&mut self.unacked, &self.shared).await;
         if self.out.pending() == 0 {
             return Ok(());
         }

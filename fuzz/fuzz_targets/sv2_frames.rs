@@ -10,11 +10,11 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use sluice_sv2::AuthorityKeys;
 use sluice_sv2::codec::{HEADER_LEN, Header, Message};
 use sluice_sv2::noise::{
     CLIENT_HELLO_LEN, Initiator, Responder, SEALED_HEADER_LEN, sealed_payload_len,
 };
-use sluice_sv2::AuthorityKeys;
 
 fn keys() -> &'static AuthorityKeys {
     static KEYS: OnceLock<AuthorityKeys> = OnceLock::new();
@@ -53,7 +53,9 @@ fuzz_target!(|data: &[u8]| {
             let hello = client.hello().expect("a hello");
             let responder = Responder::new(keys(), 3600, 86_400).expect("a responder");
             let (reply, pool) = responder.answer(hello, NOW - 3600).expect("an answer");
-            let _client = client.finish(reply, NOW).expect("the pool's own certificate");
+            let _client = client
+                .finish(reply, NOW)
+                .expect("the pool's own certificate");
             let (_, mut opener) = pool.split();
             let Some(sealed) = data.first_chunk::<SEALED_HEADER_LEN>() else {
                 return;

@@ -245,6 +245,11 @@ async fn broker_drill(outage: impl std::future::Future<Output = sluice_testkit::
     accepted_at_least(&counters, after + MINERS as u64).await;
     stop.cancel();
     let report = sim.await.unwrap().unwrap();
+    eprintln!(
+        "{}\nrejected: {:?}",
+        report.table(),
+        report.rejected_by_reason
+    );
     assert_eq!(report.connected, MINERS as u64, "{report:?}");
 
     // Every candidate sserver logged was acknowledged by the broker and

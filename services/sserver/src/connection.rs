@@ -529,7 +529,8 @@ impl Conn {
         // 19,000 sockets that never subscribe wake once each, at their
         // pre-auth timeout, instead of 19,000 times a second. Reads only move
         // deadlines later, so a timer that fires early just re-arms.
-        let timer = tokio::time::sleep_until(self.next_wake(last_read));
+        let mut armed = self.next_wake(last_read);
+        let timer = tokio::time::sleep_until(armed);
         tokio::pin!(timer);
         let mut armed_for = self.session.state();
         let mut drain_at: Option<tokio::time::Instant> = None;
@@ -565,7 +566,20 @@ impl Conn {
             if state != armed_for {
                 // Authorized: the next notify may fall before the pre-auth deadline.
                 armed_for = state;
-                timer.as_mut().reset(self.next_wake(last_read));
+                armed = self.next_wake(last_read);
+                timer.as_mut().reset(armed);
+            }
+            // Enough shares for an early retarget: look again within a
+            // second (as the old one-second tick did), not at the window's
+            // end. Judged on the timer, between reads: retargeting in the
+            // middle of a read's shares would leave those in flight behind
+            // more than one difficulty change.
+            if self.vardiff.as_ref().is_some_and(Vardiff::may_be_fast) {
+                let soon = tokio::time::Instant::now() + Duration::from_secs(1);
+                if armed > soon {
+                    armed = soon;
+                    timer.as_mut().reset(armed);
+                }
             }
             tokio::select! {
                 biased;
@@ -602,7 +616,8 @@ impl Conn {
                     if let Some(end) = Box::pin(self.on_deadline(last_read)).await {
                         return end;
                     }
-                    timer.as_mut().reset(self.next_wake(last_read));
+                    armed = self.next_wake(last_read);
+                    timer.as_mut().reset(armed);
                 }
             }
         }
@@ -852,7 +867,6 @@ impl Conn {
         // miner's: a farm behind one address sends a burst of them after every
         // block. Only the rest count towards a ban.
         let rejected = matches!(&judged.verdict, Err((code, _)) if *code != ErrorCode::JobNotFound);
-        let accepted = judged.verdict.is_ok();
         let reply = match judged.verdict {
             Ok(()) => Response::ok(id),
             Err((code, message)) => Response::error(id, code, message),
@@ -881,19 +895,6 @@ impl Conn {
             }
             tracing::warn!(peer = %self.peer, banned, "too many rejected shares; connection closed");
             self.close = true;
-        }
-        if accepted {
-            // A miner far too fast for its difficulty is retargeted at once,
-            // not at its window's end (the session's timer only keeps that).
-            let now = self.started.elapsed().as_secs_f64();
-            if self
-                .vardiff
-                .as_mut()
-                .and_then(|v| v.retarget(now))
-                .is_some()
-            {
-                self.notify_latest(true).await;
-            }
         }
     }
 

@@ -24,6 +24,12 @@ pub struct VardiffConfig {
 /// Shares needed before an early retarget when a miner is much too fast.
 const FAST_SAMPLE: u32 = 8;
 
+/// The shortest window an early retarget trusts. Shares reach the server in
+/// bursts (one read brings several), so a window of milliseconds overstates
+/// a miner's rate many times over and would throw its difficulty to the
+/// maximum.
+const MIN_FAST_SECS: f64 = 1.0;
+
 /// One miner's difficulty controller.
 #[derive(Debug, Clone)]
 pub struct Vardiff {
@@ -98,6 +104,12 @@ impl Vardiff {
         self.window_start + self.config.retarget_secs
     }
 
+    /// Whether enough shares were counted for an early retarget to be
+    /// worth a look.
+    pub fn may_be_fast(&self) -> bool {
+        self.count >= FAST_SAMPLE
+    }
+
     /// A new difficulty if the measurements call for one.
     pub fn retarget(&mut self, now: f64) -> Option<f64> {
         let elapsed = now - self.window_start;
@@ -105,7 +117,9 @@ impl Vardiff {
             return None;
         }
         let expected = elapsed / self.config.share_interval_secs;
-        let too_fast = self.count >= FAST_SAMPLE && f64::from(self.count) >= 4.0 * expected;
+        let too_fast = elapsed >= MIN_FAST_SECS.min(self.config.retarget_secs)
+            && self.count >= FAST_SAMPLE
+            && f64::from(self.count) >= 4.0 * expected;
         if !too_fast && elapsed < self.config.retarget_secs {
             return None;
         }
@@ -197,6 +211,23 @@ mod tests {
         t += 600.0;
         v.retarget(t);
         assert_eq!(v.current(), 32.0, "never below the miner's floor");
+    }
+
+    #[test]
+    fn a_burst_of_shares_read_at_once_is_not_a_rate() {
+        // 50 shares handled within 10 ms (one read's worth): no retarget on
+        // that; a second of the same pace later, one to the right level.
+        let mut v = Vardiff::new(CONFIG, 1.0, 0.0);
+        for i in 0..50 {
+            v.on_accepted(1.0);
+            assert_eq!(v.retarget(f64::from(i) * 0.0002), None, "share {i}");
+        }
+        for _ in 0..4950 {
+            v.on_accepted(1.0);
+        }
+        let d = v.retarget(1.0).expect("a retarget after a second");
+        // 5,000 difficulty-1 shares a second: ideal 50,000 → 2^15 or 2^16.
+        assert!((32768.0..=65536.0).contains(&d), "{d}");
     }
 
     #[test]

@@ -204,7 +204,7 @@ user_identity = "{user}"
     // difficulty its own way, so the simulator's sum is not the pool's).
     drop(counters);
     let api = pool.api_port;
-    let seen = report.accepted;
+    let seen = report.totals.accepted;
     sluice_testkit::eventually(
         Duration::from_secs(60),
         "statshttpd has every share",

@@ -354,7 +354,14 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         }
                     }
                     self.successes();
-                    timer.as_mut().reset(self.next_wake());
+                    // A channel with enough shares for an early retarget is
+                    // looked at within a second, on the timer, between reads
+                    // (as V1 sessions are): never in the middle of a read's shares.
+                    let mut wake = self.next_wake();
+                    if self.channels.values().any(|ch| ch.vardiff.may_be_fast()) {
+                        wake = wake.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                    timer.as_mut().reset(wake);
                 }
                 changed = self.board.changed(), if !self.channels.is_empty() => {
                     if changed.is_err() {
@@ -824,7 +831,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         );
         metrics.share(judgement.label());
         let difficulty = judgement.difficulty;
-        let mut retargeted = false;
         match &judgement.verdict {
             Ok(()) => {
                 metrics.accepted_difficulty.inc_by(difficulty);
@@ -832,8 +838,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 ch.batch.sum += difficulty;
                 ch.batch.last_sequence = seq;
                 ch.vardiff.on_accepted(difficulty);
-                let now = self.started.elapsed().as_secs_f64();
-                retargeted = ch.vardiff.retarget(now).is_some();
             }
             Err(r) => {
                 let code = sv2_error(r);
@@ -850,9 +854,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let (Some(status), Some(job), Some(checked)) =
             (judgement.status, judgement.job, judgement.checked)
         else {
-            if retargeted {
-                self.notify(channel_id, true);
-            }
             return;
         };
         let record = ShareRecord {
@@ -886,9 +887,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let acked = shared.shares.send(&record).await;
         if !shared.config.accept_wait.is_zero() {
             self.unacked.push(acked);
-        }
-        if retargeted {
-            self.notify(channel_id, true);
         }
     }
 

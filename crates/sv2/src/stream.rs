@@ -14,7 +14,7 @@ use crate::codec::{DecodeError, Header, Message};
 use crate::keys::AuthorityPublicKey;
 use crate::noise::{
     CLIENT_HELLO_LEN, Initiator, NoiseError, Opener, Responder, SEALED_HEADER_LEN,
-    SERVER_HELLO_LEN, Sealer, sealed_payload_len,
+    SERVER_HELLO_LEN, Sealer, Session, sealed_payload_len,
 };
 
 /// What ends a connection's frames.
@@ -252,11 +252,7 @@ where
     let session = tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| StreamError::HandshakeTimeout(timeout))??;
-    let (sealer, opener) = session.split();
-    Ok((
-        FrameReader::new(rd, opener, max_payload),
-        FrameWriter::new(wr, sealer),
-    ))
+    Ok(framed(rd, wr, session, max_payload))
 }
 
 /// Runs a miner's side of the handshake, trusting `authority`'s certificates
@@ -284,11 +280,25 @@ where
     let session = tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| StreamError::HandshakeTimeout(timeout))??;
+    Ok(framed(rd, wr, session, max_payload))
+}
+
+/// The frame reader and writer over an established session's two halves.
+fn framed<R, W>(
+    rd: R,
+    wr: W,
+    session: Session,
+    max_payload: usize,
+) -> (FrameReader<R>, FrameWriter<W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (sealer, opener) = session.split();
-    Ok((
+    (
         FrameReader::new(rd, opener, max_payload),
         FrameWriter::new(wr, sealer),
-    ))
+    )
 }
 
 /// Unix seconds now.

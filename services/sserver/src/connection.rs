@@ -105,6 +105,52 @@ pub struct Shared {
     pub lingering: Arc<Semaphore>,
 }
 
+impl Shared {
+    /// Publishes a miner event; a full queue drops it, counted.
+    pub(crate) fn event(&self, kind: EventKind) {
+        let key = format!("sserver-{}", self.server_id);
+        let event = Event {
+            timestamp_ms: sluice_service::now_ms(),
+            kind,
+        };
+        if self.events.try_send((key, event)).is_err() {
+            self.metrics.events_dropped.inc();
+        }
+    }
+
+    /// The block candidate of `miner`'s share of `job` (whichever protocol
+    /// carried it), logged as found.
+    pub(crate) fn solved_share(
+        &self,
+        job: &ServerJob,
+        miner: &Miner,
+        extranonce1: &[u8],
+        extranonce2: &[u8],
+        checked: &sluice_core::CheckedShare,
+    ) -> SolvedShare {
+        let hash = checked.hash;
+        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found");
+        SolvedShare {
+            job_id: job.job.id,
+            template_id: job.job.template_id,
+            height: job.job.height,
+            header: checked.header,
+            coinbase: sluice_core::coinbase::join_coinbase(
+                &job.work.coinbase1,
+                extranonce1,
+                extranonce2,
+                &job.work.coinbase2,
+            ),
+            block_hash: hash,
+            user_id: miner.user_id,
+            worker_id: miner.worker_id,
+            worker_name: miner.worker.clone(),
+            server_id: self.server_id,
+            timestamp_ms: sluice_service::now_ms(),
+        }
+    }
+}
+
 /// The miner behind an authorized connection (or SV2 channel).
 #[derive(Debug, Clone)]
 pub(crate) struct Miner {
@@ -952,15 +998,8 @@ impl Conn {
                 solved: None,
             };
         };
-        let solved = (status == ShareStatus::Block).then(|| {
-            self.solved_share(
-                &job,
-                miner,
-                &submit.extranonce2,
-                checked.header,
-                checked.hash,
-            )
-        });
+        let solved = (status == ShareStatus::Block)
+            .then(|| shared.solved_share(&job, miner, &extranonce1, &submit.extranonce2, &checked));
         let record = ShareRecord {
             job_id: job.job.id,
             user_id: miner.user_id,
@@ -988,36 +1027,6 @@ impl Conn {
         }
     }
 
-    fn solved_share(
-        &self,
-        job: &ServerJob,
-        miner: &Miner,
-        extranonce2: &[u8],
-        header: bitcoin::block::Header,
-        hash: bitcoin::BlockHash,
-    ) -> SolvedShare {
-        let extranonce1 = self.session.extranonce1();
-        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found");
-        SolvedShare {
-            job_id: job.job.id,
-            template_id: job.job.template_id,
-            height: job.job.height,
-            header,
-            coinbase: sluice_core::coinbase::join_coinbase(
-                &job.work.coinbase1,
-                &extranonce1,
-                extranonce2,
-                &job.work.coinbase2,
-            ),
-            block_hash: hash,
-            user_id: miner.user_id,
-            worker_id: miner.worker_id,
-            worker_name: miner.worker.clone(),
-            server_id: self.shared.server_id,
-            timestamp_ms: sluice_service::now_ms(),
-        }
-    }
-
     fn identity(&self) -> Option<MinerIdentity> {
         let m = self.miner.as_ref()?;
         Some(MinerIdentity {
@@ -1033,14 +1042,7 @@ impl Conn {
     }
 
     fn event(&self, kind: EventKind) {
-        let key = format!("sserver-{}", self.shared.server_id);
-        let event = Event {
-            timestamp_ms: sluice_service::now_ms(),
-            kind,
-        };
-        if self.shared.events.try_send((key, event)).is_err() {
-            self.shared.metrics.events_dropped.inc();
-        }
+        self.shared.event(kind);
     }
 
     async fn send(&mut self, message: ServerMessage) {

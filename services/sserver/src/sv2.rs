@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use serde::Deserialize;
-use sluice_core::record::{Event, EventKind, MinerIdentity, ShareRecord, ShareStatus, SolvedShare};
+use sluice_core::record::{EventKind, MinerIdentity, ShareRecord, ShareStatus};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_sv2::codec::{
     ExtendedJob, OpenChannel, PROTOCOL_MINING, REQUIRES_WORK_SELECTION, SetupConnection,
@@ -39,7 +39,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::connection::{Miner, Shared, admitted, canonical_ip, read_proxy_header};
 use crate::ids::SessionIndex;
-use crate::jobs::{Board, ServerJob, now_secs};
+use crate::jobs::{Board, now_secs};
 use crate::judge::{Rejection, SentJob, ShareWork, judge, target_of};
 use crate::limits::RejectWindow;
 use crate::users::AuthError;
@@ -651,7 +651,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             last_notify: Instant::now(),
             batch: Batch::default(),
         };
-        self.event(EventKind::MinerConnected(self.identity(&ch)));
+        self.shared
+            .event(EventKind::MinerConnected(self.identity(&ch)));
         shared.metrics.sv2_channels.inc();
         let current = ch.vardiff.current();
         self.channels.insert(id, ch);
@@ -877,7 +878,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             protocol: sluice_core::record::MiningProtocol::StratumV2,
         };
         if status == ShareStatus::Block {
-            let solved = solved_share(&shared, &job, &ch.miner, &extranonce1, &en2, checked);
+            let solved = shared.solved_share(&job, &ch.miner, &extranonce1, &en2, &checked);
             let hash = solved.block_hash;
             if shared.solved.send(solved).await.is_err() {
                 tracing::error!(%hash, "solved-share queue closed; candidate not published");
@@ -939,20 +940,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
     }
 
-    fn event(&self, kind: EventKind) {
-        let key = format!("sserver-{}", self.shared.server_id);
-        let event = Event {
-            timestamp_ms: sluice_service::now_ms(),
-            kind,
-        };
-        if self.shared.events.try_send((key, event)).is_err() {
-            self.shared.metrics.events_dropped.inc();
-        }
-    }
-
     fn channel_closed(&self, ch: &Channel) {
         self.shared.metrics.sv2_channels.dec();
-        self.event(EventKind::MinerDisconnected(self.identity(ch)));
+        self.shared
+            .event(EventKind::MinerDisconnected(self.identity(ch)));
     }
 
     fn closed(&mut self, end: &End) {
@@ -981,36 +972,6 @@ fn floor_of(max_target: &sluice_sv2::codec::U256, hardest: f64) -> Option<f64> {
         return None;
     }
     sluice_core::Difficulty::from_target(max_target).map(sluice_core::Difficulty::get)
-}
-
-fn solved_share(
-    shared: &Shared,
-    job: &ServerJob,
-    miner: &Miner,
-    extranonce1: &[u8; 4],
-    extranonce2: &[u8],
-    checked: sluice_core::CheckedShare,
-) -> SolvedShare {
-    let hash = checked.hash;
-    tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found (sv2)");
-    SolvedShare {
-        job_id: job.job.id,
-        template_id: job.job.template_id,
-        height: job.job.height,
-        header: checked.header,
-        coinbase: sluice_core::coinbase::join_coinbase(
-            &job.work.coinbase1,
-            extranonce1,
-            extranonce2,
-            &job.work.coinbase2,
-        ),
-        block_hash: hash,
-        user_id: miner.user_id,
-        worker_id: miner.worker_id,
-        worker_name: miner.worker.clone(),
-        server_id: shared.server_id,
-        timestamp_ms: sluice_service::now_ms(),
-    }
 }
 
 #[cfg(test)]

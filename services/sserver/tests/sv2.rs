@@ -17,7 +17,7 @@ use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::pow::Target;
 use bitcoin::{BlockHash, CompactTarget, TxMerkleNode, Txid};
 use common::{DIFF, Rig, record_where, rig};
-use sluice_core::record::{MiningProtocol, ShareStatus};
+use sluice_core::record::{EventKind, MiningProtocol, ShareStatus};
 use sluice_sv2::codec::{
     OpenChannel, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
     SetupConnection, SubmitShares,
@@ -33,6 +33,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A rig with SV2 on; its authority's public key.
 async fn sv2_rig() -> (Rig, SocketAddr, AuthorityPublicKey) {
+    sv2_rig_with(|_| {}).await
+}
+
+/// [`sv2_rig`] with the rest of the configuration tweaked.
+async fn sv2_rig_with(
+    tweak: impl FnOnce(&mut sserver::Config),
+) -> (Rig, SocketAddr, AuthorityPublicKey) {
     let keys = AuthorityKeys::generate();
     let path = std::env::temp_dir().join(unique_name("sv2-authority-"));
     keys.save_new(&path).unwrap();
@@ -44,6 +51,7 @@ async fn sv2_rig() -> (Rig, SocketAddr, AuthorityPublicKey) {
             cert_backdate_secs: 3600,
             cert_validity_secs: 86_400,
         });
+        tweak(c);
     })
     .await;
     (r, addr, keys.public())
@@ -56,10 +64,20 @@ struct Sv2Miner {
 
 impl Sv2Miner {
     async fn connect(addr: SocketAddr, authority: AuthorityPublicKey) -> Sv2Miner {
-        let tcp = sluice_testkit::eventually(WAIT, "sv2 port listening", || async move {
+        Sv2Miner::connect_after(addr, authority, b"").await
+    }
+
+    /// Connects, writes `preface` (a PROXY header), then the handshake.
+    async fn connect_after(
+        addr: SocketAddr,
+        authority: AuthorityPublicKey,
+        preface: &[u8],
+    ) -> Sv2Miner {
+        let mut tcp = sluice_testkit::eventually(WAIT, "sv2 port listening", || async move {
             TcpStream::connect(addr).await.ok()
         })
         .await;
+        tcp.write_all(preface).await.unwrap();
         let (rd, wr) = tcp.into_split();
         let (rd, wr) = stream::connect(rd, wr, authority, unix_now(), WAIT, 1 << 20)
             .await
@@ -674,4 +692,119 @@ async fn vardiff_raises_a_fast_channel_s_difficulty_with_set_target() {
             break;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_header_and_drained_with_reconnect_as_v1() {
+    let (r, addr, authority) = sv2_rig_with(|c| {
+        c.proxy_protocol = true;
+        c.limits.drain_spread_secs = 0.5;
+    })
+    .await;
+    let shares = r.shares().await;
+    let events = r.events().await;
+    let mut m = Sv2Miner::connect_after(
+        addr,
+        authority,
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 3336\r\n",
+    )
+    .await;
+    assert!(matches!(
+        m.setup(REQUIRES_STANDARD_JOBS).await,
+        Message::SetupConnectionSuccess { .. }
+    ));
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    let Message::OpenStandardMiningChannelSuccess {
+        channel_id, target, ..
+    } = m.recv().await
+    else {
+        panic!("channel not opened");
+    };
+    // The miner's connect event and share carry the address the proxy saw.
+    let connected = record_where(
+        &events,
+        WAIT,
+        "MinerConnected",
+        |e| matches!(&e.kind, EventKind::MinerConnected(who) if who.worker_name == "sv2rig"),
+    )
+    .await;
+    let EventKind::MinerConnected(who) = connected.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (who.user_id, who.client_ip),
+        (r.user_id, std::net::IpAddr::from([203, 0, 113, 7]))
+    );
+    let (job, prev) = m.future_job().await;
+    let (
+        Message::NewMiningJob {
+            job_id,
+            version,
+            merkle_root,
+            ..
+        },
+        Message::SetNewPrevHash {
+            prev_hash,
+            min_ntime,
+            nbits,
+            ..
+        },
+    ) = (job, prev)
+    else {
+        panic!("no work");
+    };
+    let work = Work {
+        job_id,
+        version,
+        merkle_root,
+        prev_hash,
+        ntime: min_ntime,
+        nbits,
+    };
+    let (nonce, _) = grind(&work, Target::from_le_bytes(target), 0, true);
+    m.send(Message::SubmitSharesStandard(SubmitShares {
+        channel_id,
+        sequence_number: 0,
+        job_id,
+        nonce,
+        ntime: work.ntime,
+        version,
+    }))
+    .await;
+    assert!(matches!(
+        m.answer().await,
+        Message::SubmitSharesSuccess { .. }
+    ));
+    let rec = record_where(&shares, WAIT, "the share", |s| s.nonce == nonce).await;
+    assert_eq!(rec.client_ip, std::net::IpAddr::from([203, 0, 113, 7]));
+    assert_eq!(rec.protocol, MiningProtocol::StratumV2);
+
+    // Without a header the connection is closed before any handshake.
+    let mut bare = TcpStream::connect(addr).await.unwrap();
+    bare.write_all(&[0u8; 64]).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut bare, &mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing is answered without a PROXY header");
+
+    // A drain (SIGTERM) asks the miner to reconnect, then closes.
+    r.server_ctx.shutdown.token().cancel();
+    assert!(matches!(
+        m.answer().await,
+        Message::Reconnect { new_port: 0, .. }
+    ));
+    let end = tokio::time::timeout(WAIT, m.rd.next())
+        .await
+        .expect("closed in time");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    record_where(
+        &events,
+        WAIT,
+        "MinerDisconnected",
+        |e| matches!(&e.kind, EventKind::MinerDisconnected(d) if d.worker_name == "sv2rig"),
+    )
+    .await;
 }

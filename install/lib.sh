@@ -64,6 +64,33 @@ build_release() {
         -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator -p tgbot)
 }
 
+# The shared cache grows by one copy of every test binary each time a crate
+# changes (tens of GB in a few days filled this machine's disk once, and the
+# linker died with SIGBUS). Keep the newest build of each executable and drop
+# incremental state once the cache passes $SLUICE_TARGET_CAP_GB (default 30).
+prune_target() {
+    local cap=${SLUICE_TARGET_CAP_GB:-30} used dir
+    [ -d "$CARGO_TARGET_DIR" ] || return 0
+    used=$(du -s --block-size=1G "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1)
+    ((used > cap)) || return 0
+    log "build cache at ${used} GB (cap ${cap}): dropping superseded test binaries and incremental state"
+    for dir in "$CARGO_TARGET_DIR"/debug/deps "$CARGO_TARGET_DIR"/release/deps; do
+        [ -d "$dir" ] || continue
+        # Executables are named NAME-<16 hex>; all but the newest of each NAME go.
+        find "$dir" -maxdepth 1 -type f -perm -u+x -regextype posix-extended -regex '.*-[0-9a-f]{16}' -printf '%T@ %f\n' |
+            sort -rn | {
+                declare -A seen=()
+                while read -r _ name; do
+                    base=${name%-*}
+                    if [ -n "${seen[$base]:-}" ]; then rm -f "$dir/$name" "$dir/$name.d"; fi
+                    seen[$base]=1
+                done
+            }
+    done
+    rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+    log "build cache now $(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1) GB"
+}
+
 SUPERVISOR_CONF="$SLUICE_HOME/deploy/supervisor/supervisord.conf"
 # supervisord refuses to start if minfds exceeds the hard limit: ask for
 # 65536 descriptors (sserver holds one per miner) or whatever the host allows.

@@ -25,6 +25,7 @@ bash install/sv2-translator.sh
 supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd >/dev/null || true
 # Tests make topics of their own (sluice-test-*); the last run's go now.
 "$SLUICE_BIN/sluicectl" delete-topics --prefix sluice-test- >/dev/null
+prune_target
 log "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check

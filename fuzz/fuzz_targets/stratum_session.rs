@@ -14,7 +14,7 @@ use sluice_core::bitcoin::{BlockHash, CompactTarget};
 use sluice_core::share::{Work, check_ntime};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_stratum::session::{ServerSession, Step};
-use sluice_stratum::{LineFramer, Request, ServerMessage};
+use sluice_stratum::{Frame, LineFramer, Request, ServerMessage, agent};
 
 const MAX_LINE: usize = 8192;
 
@@ -59,8 +59,17 @@ fuzz_target!(|data: &[u8]| {
     for piece in bytes.chunks(chunk) {
         framer.push(piece);
         loop {
-            let line = match framer.next_line() {
-                Ok(Some(line)) => line,
+            // With en2 = 8 the stream may carry a farm agent's ex-messages.
+            let line = match framer.next_frame(en2 == 8) {
+                Ok(Some(Frame::Line(line))) => line,
+                Ok(Some(Frame::Ex(frame))) => {
+                    assert!(frame.len() >= agent::HEADER_LEN && frame[0] == agent::MAGIC);
+                    // Decoded or refused; what decodes encodes to the same bytes.
+                    if let Ok(m) = agent::ExMessage::decode(&frame) {
+                        assert_eq!(m.encode(), frame, "{m:?}");
+                    }
+                    continue;
+                }
                 Ok(None) => break,
                 // Too long: sserver answers and closes.
                 Err(_) => return,
@@ -101,6 +110,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = work.check(&sub, session.version_mask(), &target);
                     let _ = check_ntime(submit.ntime, work.min_time, 1_800_000_000);
                 }
+                Step::AgentCapabilities { .. } => {}
                 Step::SuggestDifficulty { difficulty, .. } => {
                     let _ = sluice_core::Difficulty::new(difficulty).map(|d| d.to_target());
                 }

@@ -18,6 +18,19 @@ pub enum FrameError {
     /// The line is not UTF-8.
     #[error("line is not valid UTF-8")]
     NotUtf8,
+    /// An ex-message header declared fewer bytes than the header itself:
+    /// the stream cannot be framed any further.
+    #[error("ex-message length {0} is shorter than its header")]
+    ExLength(u16),
+}
+
+/// A frame of a connection that may carry BTCAgent ex-messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A JSON line, as [`LineFramer::next_line`] gives it.
+    Line(String),
+    /// A whole ex-message, header included ([`crate::agent::ExMessage::decode`]).
+    Ex(Vec<u8>),
 }
 
 /// Splits a byte stream into lines of at most `max_line` bytes.
@@ -102,6 +115,42 @@ impl LineFramer {
         }
     }
 
+    /// The next line or, with `ex_messages`, the next line or ex-message
+    /// (one starting with [`crate::agent::MAGIC`], at most 64 KiB by its
+    /// length field). Without `ex_messages` it is [`Self::next_line`].
+    pub fn next_frame(&mut self, ex_messages: bool) -> Result<Option<Frame>, FrameError> {
+        if ex_messages && !self.discarding {
+            // Blank bytes between frames are nobody's.
+            while self
+                .buf
+                .get(self.start)
+                .is_some_and(|b| b.is_ascii_whitespace())
+            {
+                self.start += 1;
+            }
+            let unread = &self.buf[self.start..];
+            if unread.first() == Some(&crate::agent::MAGIC) {
+                if unread.len() < crate::agent::HEADER_LEN {
+                    self.compact();
+                    return Ok(None);
+                }
+                let len = u16::from_le_bytes([unread[2], unread[3]]);
+                if usize::from(len) < crate::agent::HEADER_LEN {
+                    return Err(FrameError::ExLength(len));
+                }
+                let len = usize::from(len);
+                if unread.len() < len {
+                    self.compact();
+                    return Ok(None);
+                }
+                let frame = unread[..len].to_vec();
+                self.start += len;
+                return Ok(Some(Frame::Ex(frame)));
+            }
+        }
+        self.next_line().map(|l| l.map(Frame::Line))
+    }
+
     fn compact(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
@@ -123,6 +172,46 @@ mod tests {
                 Err(e) => out.push(Err(e)),
             }
         }
+    }
+
+    #[test]
+    fn ex_messages_and_lines_share_the_stream() {
+        let sub = crate::agent::ExMessage::UnregisterWorker { session_id: 0x0A0D }.encode();
+        // The body holds a newline byte (0x0A): framed by length, not by line.
+        let mut bytes = b"{\"id\":1}\n".to_vec();
+        bytes.extend_from_slice(&sub);
+        bytes.extend_from_slice(b"\r\n{\"id\":2}\n");
+        bytes.extend_from_slice(&sub);
+        // Byte by byte: nothing comes out early, nothing is lost.
+        let mut f = LineFramer::new(64);
+        let mut got = vec![];
+        for b in &bytes {
+            f.push(&[*b]);
+            while let Some(frame) = f.next_frame(true).unwrap() {
+                got.push(frame);
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                Frame::Line("{\"id\":1}".into()),
+                Frame::Ex(sub.clone()),
+                Frame::Line("{\"id\":2}".into()),
+                Frame::Ex(sub.clone()),
+            ]
+        );
+        assert_eq!(f.pending(), 0);
+        // A length below the header cannot be framed.
+        f.push(&[0x7F, 0x04, 2, 0]);
+        assert_eq!(f.next_frame(true), Err(FrameError::ExLength(2)));
+        // Without ex-messages the magic byte is just a (bad) line.
+        let mut f = LineFramer::new(64);
+        f.push(&sub);
+        f.push(b"\n");
+        assert!(matches!(
+            f.next_frame(false),
+            Ok(Some(Frame::Line(_))) | Err(_)
+        ));
     }
 
     #[test]

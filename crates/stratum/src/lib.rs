@@ -13,13 +13,14 @@
 //! Byte orders in `mining.notify` are described on [`message::Notify`].
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod client;
 pub mod framing;
 pub mod id;
 pub mod message;
 pub mod session;
 
-pub use framing::{FrameError, LineFramer};
+pub use framing::{Frame, FrameError, LineFramer};
 pub use id::Id;
 pub use message::{
     Call, ClientMessage, ErrorCode, Notification, Notify, Request, Response, ServerMessage,

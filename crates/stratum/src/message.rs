@@ -161,6 +161,9 @@ pub enum Call {
     ExtranonceSubscribe,
     /// `mining.submit`.
     Submit(Submit),
+    /// `agent.get_capabilities [name…]`: a farm agent asks which of the
+    /// BTCAgent capabilities the pool has ([`crate::agent::capability`]).
+    AgentGetCapabilities(Vec<String>),
     /// A method this server does not implement.
     Unknown(String),
 }
@@ -312,6 +315,14 @@ impl Request {
             }
             "mining.extranonce.subscribe" => Call::ExtranonceSubscribe,
             "mining.submit" => Call::Submit(parse_submit(id, params)?),
+            "agent.get_capabilities" => Call::AgentGetCapabilities(
+                params
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .take(16)
+                    .map(|c| c.chars().take(32).collect())
+                    .collect(),
+            ),
             other => Call::Unknown(other.to_owned()),
         })
     }
@@ -353,6 +364,7 @@ impl Request {
                 }
                 ("mining.submit", Value::Array(p))
             }
+            Call::AgentGetCapabilities(c) => ("agent.get_capabilities", json!(c)),
             Call::Unknown(m) => (m.as_str(), json!([])),
         };
         format!(

@@ -59,6 +59,14 @@ pub enum Step {
         /// The difficulty asked for.
         difficulty: f64,
     },
+    /// A farm agent asks for capabilities: answer with
+    /// `{"capabilities": [the ones the server has]}`.
+    AgentCapabilities {
+        /// Request id.
+        id: Id,
+        /// The names asked for.
+        asked: Vec<String>,
+    },
 }
 
 /// `d=` and `md=` from the authorize password (`x`, `d=1024`, `md=64,d=512`…).
@@ -226,6 +234,7 @@ impl ServerSession {
                 )),
                 State::Authorized => Step::Submit { id, submit },
             },
+            Call::AgentGetCapabilities(asked) => Step::AgentCapabilities { id, asked },
             Call::Unknown(method) => reply(Response::error(
                 id,
                 ErrorCode::Other,

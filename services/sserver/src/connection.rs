@@ -19,7 +19,7 @@ use sluice_stratum::Id;
 use sluice_stratum::message::Submit;
 use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
 use sluice_stratum::{
-    ErrorCode, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
+    ErrorCode, Frame, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -37,6 +37,8 @@ use crate::metrics::{ReasonLabel, ServerMetrics};
 use crate::sinks::ShareSink;
 use crate::users::{AuthError, Users};
 use crate::vardiff::{Vardiff, VardiffConfig};
+
+mod agent;
 
 /// Per-connection settings.
 #[derive(Debug, Clone)]
@@ -201,6 +203,8 @@ struct Conn {
     close: bool,
     /// Acknowledgements the queued answers wait for.
     unacked: Vec<oneshot::Receiver<()>>,
+    /// A farm agent's session: its miners (boxed: most sessions have none).
+    agent: Option<Box<agent::AgentSession>>,
 }
 
 /// Why a connection ended (for the log).
@@ -429,13 +433,14 @@ impl Conn {
             started: Instant::now(),
             close: false,
             unacked: Vec::new(),
+            agent: None,
             shared,
         })
     }
 
     /// The session ended: logged, counted, and a MinerDisconnected event
     /// for an authorized miner.
-    fn closed(&self, end: &End) {
+    fn closed(&mut self, end: &End) {
         let session = hex::encode(self.session.extranonce1());
         tracing::debug!(peer = %self.peer, %session, %end, "connection closed");
         self.shared.metrics.connections.dec();
@@ -445,7 +450,9 @@ impl Conn {
             .closed
             .get_or_create(&ReasonLabel { reason })
             .inc();
-        if let Some(identity) = self.identity() {
+        if self.is_agent() {
+            self.agent_closed();
+        } else if let Some(identity) = self.identity() {
             self.event(EventKind::MinerDisconnected(identity));
         }
     }
@@ -700,6 +707,10 @@ impl Conn {
         let c = &self.shared.config;
         let at = if self.session.state() == State::Authorized {
             let mut at = (last_read + c.idle_timeout).min(self.last_notify + c.notify_interval);
+            if self.is_agent() {
+                // A farm's miners: looked at every second (one session, many miners).
+                at = at.min(Instant::now() + Duration::from_secs(1));
+            }
             if let Some(v) = &self.vardiff {
                 at = at.min(self.started + Duration::from_secs_f64(v.window_end().max(0.0)));
             }
@@ -721,8 +732,15 @@ impl Conn {
                     return Some(End::Timeout(Deadline::Idle));
                 }
                 let now = self.started.elapsed().as_secs_f64();
-                let retarget = self.vardiff.as_mut().and_then(|v| v.retarget(now));
-                if retarget.is_some() || self.last_notify.elapsed() >= c.notify_interval {
+                let retarget = if self.is_agent() {
+                    self.agent_retarget()
+                } else {
+                    self.vardiff
+                        .as_mut()
+                        .and_then(|v| v.retarget(now))
+                        .is_some()
+                };
+                if retarget || self.last_notify.elapsed() >= self.shared.config.notify_interval {
                     self.notify_latest(true).await;
                     // Nothing to send yet (no job): the next job wakes the
                     // session anyway; try again an interval later.
@@ -739,9 +757,16 @@ impl Conn {
 
     async fn process(&mut self, framer: &mut LineFramer) -> Result<(), End> {
         loop {
-            match framer.next_line() {
+            match framer.next_frame(self.agent_capable()) {
                 Ok(None) => return Ok(()),
-                Ok(Some(line)) => self.on_line(&line).await?,
+                Ok(Some(Frame::Line(line))) => self.on_line(&line).await?,
+                Ok(Some(Frame::Ex(frame))) => self.on_ex_message(&frame).await?,
+                Err(FrameError::ExLength(len)) => {
+                    self.shared.metrics.bad_lines.inc();
+                    return Err(End::Protocol(format!(
+                        "ex-message length {len} shorter than its header"
+                    )));
+                }
                 Err(FrameError::TooLong { max }) => {
                     self.shared.metrics.bad_lines.inc();
                     self.send(
@@ -797,6 +822,7 @@ impl Conn {
                 self.handle_authorize(id, &login, options).await
             }
             Step::Submit { id, submit } => self.handle_submit(id, submit).await,
+            Step::AgentCapabilities { id, asked } => self.agent_capabilities(id, asked).await,
             Step::SuggestDifficulty { id, difficulty } => {
                 self.send(Response::ok(id).into()).await;
                 self.suggested = Some(difficulty);
@@ -863,7 +889,10 @@ impl Conn {
         }
         self.vardiff = Some(vardiff);
         self.send(Response::ok(id).into()).await;
-        if let Some(identity) = self.identity() {
+        if self.agent_capable() {
+            // Its miners connect one by one, as they register.
+            self.start_agent(start);
+        } else if let Some(identity) = self.identity() {
             self.event(EventKind::MinerConnected(identity));
         }
         self.board.borrow_and_update();
@@ -874,6 +903,9 @@ impl Conn {
     /// preceded by `mining.set_difficulty` when the difficulty changed.
     /// `force`: even if it was already sent.
     async fn notify_latest(&mut self, force: bool) {
+        if self.is_agent() {
+            return self.agent_notify(force).await;
+        }
         let Some(job) = self.board.borrow_and_update().latest().cloned() else {
             return;
         };
@@ -913,11 +945,26 @@ impl Conn {
         // miner's: a farm behind one address sends a burst of them after every
         // block. Only the rest count towards a ban.
         let rejected = matches!(&judged.verdict, Err((code, _)) if *code != ErrorCode::JobNotFound);
-        let reply = match judged.verdict {
+        let reply = match &judged.verdict {
             Ok(()) => Response::ok(id),
-            Err((code, message)) => Response::error(id, code, message),
+            Err((code, message)) => Response::error(id, *code, message.clone()),
         };
         self.send(reply.into()).await;
+        self.record(judged).await;
+        if rejected && self.rejects.reject(Instant::now()) {
+            // A trusted address (a farm's NAT) is not banned: only this
+            // connection pays.
+            let banned = self.shared.admission.ban(self.peer.ip(), Instant::now());
+            if banned {
+                self.shared.metrics.bans.inc();
+            }
+            tracing::warn!(peer = %self.peer, banned, "too many rejected shares; connection closed");
+            self.close = true;
+        }
+    }
+
+    /// Hands a judged share's record and block candidate to the sinks.
+    async fn record(&mut self, judged: Judged) {
         if let Some(solved) = judged.solved {
             let hash = solved.block_hash;
             // One writer logs each candidate to disk, then sends it until acknowledged.
@@ -931,16 +978,6 @@ impl Conn {
             if !self.shared.config.accept_wait.is_zero() {
                 self.unacked.push(acked);
             }
-        }
-        if rejected && self.rejects.reject(Instant::now()) {
-            // A trusted address (a farm's NAT) is not banned: only this
-            // connection pays.
-            let banned = self.shared.admission.ban(self.peer.ip(), Instant::now());
-            if banned {
-                self.shared.metrics.bans.inc();
-            }
-            tracing::warn!(peer = %self.peer, banned, "too many rejected shares; connection closed");
-            self.close = true;
         }
     }
 
@@ -1067,6 +1104,11 @@ impl Outbox {
         self.pending.reserve(line.len() + 1);
         self.pending.extend_from_slice(line.as_bytes());
         self.pending.push(b'\n');
+    }
+
+    /// Queues bytes as they are (ex-messages).
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
     }
 
     fn has_pending(&self) -> bool {

@@ -39,6 +39,9 @@ pub struct SentJob {
     /// is random per process, so no miner can aim for a collision; a chance
     /// one (2^-64 per pair) would refuse one share as a duplicate.
     pub seen: HashSet<u64>,
+    /// The session's number for this sending (a farm agent's short job id
+    /// is it modulo 256); 0 where unused.
+    pub serial: u64,
 }
 
 impl SentJob {
@@ -48,6 +51,7 @@ impl SentJob {
             difficulty,
             previous: None,
             seen: HashSet::new(),
+            serial: 0,
         }
     }
 
@@ -149,6 +153,32 @@ pub fn judge(
     now: Instant,
     unix_now: u32,
 ) -> Judgement {
+    let credit = Credit {
+        difficulty: sent.difficulty,
+        previous: sent.previous,
+    };
+    judge_at(board, sent, credit, work, version_mask, now, unix_now)
+}
+
+/// The difficulty a share is judged at, and the one before a retarget with
+/// when it changed (good for [`RETARGET_GRACE`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Credit {
+    pub difficulty: f64,
+    pub previous: Option<(f64, Instant)>,
+}
+
+/// [`judge`] at a difficulty of the caller's: a farm agent's miners share
+/// one session's jobs, each at its own difficulty.
+pub fn judge_at(
+    board: &Board,
+    sent: &mut SentJob,
+    credit: Credit,
+    work: &ShareWork<'_>,
+    version_mask: u32,
+    now: Instant,
+    unix_now: u32,
+) -> Judgement {
     let expected = sent.job.work.extranonce2_len;
     if work.extranonce2.len() != expected {
         return Judgement::refused(
@@ -156,11 +186,11 @@ pub fn judge(
                 got: work.extranonce2.len(),
                 expected,
             },
-            sent.difficulty,
+            credit.difficulty,
         );
     }
     let Some(job) = board.get(sent.job.job.id).cloned() else {
-        return Judgement::refused(Rejection::JobExpired, sent.difficulty);
+        return Judgement::refused(Rejection::JobExpired, credit.difficulty);
     };
     let mut en2 = [0u8; 8];
     en2[..expected.min(8)].copy_from_slice(&work.extranonce2[..expected.min(8)]);
@@ -171,10 +201,10 @@ pub fn judge(
         work.version_bits.unwrap_or(0),
     );
     if !sent.seen.insert(share_key(key)) {
-        return Judgement::refused(Rejection::Duplicate, sent.difficulty);
+        return Judgement::refused(Rejection::Duplicate, credit.difficulty);
     }
-    let mut difficulty = sent.difficulty;
-    let previous = sent
+    let mut difficulty = credit.difficulty;
+    let previous = credit
         .previous
         .filter(|(_, at)| now.saturating_duration_since(*at) < RETARGET_GRACE)
         .map(|(d, _)| d);

@@ -39,6 +39,10 @@ pub struct ServerMetrics {
     pub sv2_handshake_failures: Counter,
     /// Stratum V2 channels open.
     pub sv2_channels: Gauge,
+    /// Farm-agent sessions open (BTCAgent protocol).
+    pub agent_sessions: Gauge,
+    /// Miners registered through farm agents.
+    pub agent_workers: Gauge,
     /// Submits by outcome.
     pub shares: Family<StatusLabel, Counter>,
     /// Submits, all outcomes.
@@ -106,6 +110,16 @@ impl ServerMetrics {
                 "sserver_sv2_channels",
                 "Stratum V2 channels open",
                 m.sv2_channels.clone(),
+            );
+            r.register(
+                "sserver_agent_sessions",
+                "Farm-agent sessions open",
+                m.agent_sessions.clone(),
+            );
+            r.register(
+                "sserver_agent_workers",
+                "Miners registered through farm agents",
+                m.agent_workers.clone(),
             );
             r.register("sserver_shares", "Submits by outcome", m.shares.clone());
             r.register(

@@ -1,0 +1,469 @@
+//! Farm agents on a V1 session: the BTCAgent protocol
+//! ([`sluice_stratum::agent`]; btcpool's `docs/AGENT.md`).
+//!
+//! A session whose `mining.subscribe` names an agent (`btccom-agent/…`,
+//! `sluice-agent/…`) carries the agent's miners after it authorizes: each
+//! registered miner is a worker of the session's user, with its own vardiff
+//! (set with `MINING_SET_DIFF`, a power of two), its own shares (checked at
+//! its own difficulty, recorded with its worker name and the farm's
+//! address) and its own connect and disconnect events. Jobs go to the agent
+//! once, with short decimal job ids (0–255) as BTCAgent expects; the agent
+//! hands them to every miner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol, ShareRecord, ShareStatus};
+use sluice_core::worker::{parse_login, worker_id};
+use sluice_stratum::agent::{
+    self, ExMessage, ExSubmit, capability, difficulty_of, exponent_for, status,
+};
+use sluice_stratum::{Id, Notification, Response, ServerMessage};
+
+use super::{Conn, End, Judged, Miner, SENT_JOBS};
+use crate::jobs::now_secs;
+use crate::judge::{Credit, RETARGET_GRACE, Rejection, SentJob, ShareWork, judge_at};
+use crate::vardiff::Vardiff;
+
+/// Miners one agent session may register (its 16-bit id space).
+const MAX_WORKERS: usize = agent::MAX_SESSION_ID as usize + 1;
+
+/// What the session knows of its agent.
+#[derive(Debug, Default)]
+pub(super) struct AgentSession {
+    /// Answer each share with `SUBMIT_RESPONSE`.
+    subres: bool,
+    /// `MINING_SET_DIFF` exponents are signed (Sluice's extension).
+    signed: bool,
+    /// The difficulty the agent was told first; it gives it to each miner
+    /// that joins, so a new worker starts there.
+    initial: Option<f64>,
+    workers: HashMap<u16, Worker>,
+    /// The index of the next `SUBMIT_RESPONSE`.
+    submits: u16,
+    /// The serial of the next job sent (its short id is it modulo 256).
+    next_serial: u64,
+}
+
+/// One of the agent's miners.
+#[derive(Debug)]
+struct Worker {
+    miner: Miner,
+    client_agent: String,
+    vardiff: Vardiff,
+    /// The difficulty the agent was told for this miner, and the serial of
+    /// the first job it holds for.
+    difficulty: f64,
+    since: u64,
+    /// The difficulty before, and when it changed.
+    before: Option<(f64, Instant)>,
+}
+
+impl Worker {
+    /// What a share for the job sent as `serial` is judged at.
+    fn credit(&self, serial: u64, now: Instant) -> Credit {
+        if serial >= self.since {
+            Credit {
+                difficulty: self.difficulty,
+                previous: self
+                    .before
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < RETARGET_GRACE),
+            }
+        } else {
+            Credit {
+                difficulty: self.before.map_or(self.difficulty, |(d, _)| d),
+                previous: None,
+            }
+        }
+    }
+}
+
+/// A rejection as a btcpool status.
+fn status_of(r: &Rejection) -> u32 {
+    match r {
+        Rejection::JobExpired | Rejection::Stale => status::JOB_NOT_FOUND_OR_STALE,
+        Rejection::Duplicate => status::DUPLICATE_SHARE,
+        Rejection::LowDifficulty => status::LOW_DIFFICULTY,
+        Rejection::TimeTooOld => status::TIME_TOO_OLD,
+        Rejection::TimeTooNew => status::TIME_TOO_NEW,
+        Rejection::VersionBits { .. } => status::ILLEGAL_VERSION_MASK,
+        Rejection::Extranonce2Size { .. } | Rejection::Invalid(_) => status::ILLEGAL_PARAMS,
+    }
+}
+
+impl Conn {
+    /// Whether this session may carry ex-messages: its subscribe named an
+    /// agent and the pool's extranonce2 has room for the miners' ids.
+    pub(super) fn agent_capable(&self) -> bool {
+        self.shared.config.extranonce2_size == agent::EXTRANONCE2_SIZE
+            && self.session.user_agent().is_some_and(agent::is_agent)
+    }
+
+    /// An authorized agent session.
+    pub(super) fn is_agent(&self) -> bool {
+        self.agent.as_ref().is_some_and(|a| a.initial.is_some())
+    }
+
+    /// `agent.get_capabilities`: the ones asked for that the pool has.
+    /// Asked before subscribing too (BTCAgent probes a pool with it): they
+    /// take effect if the session turns out to be an agent's.
+    pub(super) async fn agent_capabilities(&mut self, id: Id, asked: Vec<String>) {
+        let capable = self.shared.config.extranonce2_size == agent::EXTRANONCE2_SIZE;
+        let a = self.agent.get_or_insert_with(Box::default);
+        let mut have = Vec::new();
+        for c in &asked {
+            match c.as_str() {
+                capability::VERSION_ROLLING => have.push(c.clone()),
+                capability::SUBMIT_RESPONSE if capable => {
+                    a.subres = true;
+                    have.push(c.clone());
+                }
+                // Once the first difficulty went out its exponent's meaning stays.
+                capability::SIGNED_DIFF_EXPONENT
+                    if capable && (a.signed || a.initial.is_none()) =>
+                {
+                    a.signed = true;
+                    have.push(c.clone());
+                }
+                _ => {}
+            }
+        }
+        let answer = Response {
+            id,
+            result: Ok(json!({ "capabilities": have })),
+        };
+        self.send(answer.into()).await;
+    }
+
+    /// After `mining.authorize` of an agent: the session becomes the farm's.
+    pub(super) fn start_agent(&mut self, start: f64) {
+        let c = &self.shared.config;
+        let (min, max) = (c.vardiff.min, c.vardiff.max);
+        let a = self.agent.get_or_insert_with(Box::default);
+        let initial = difficulty_of(exponent_for(start, min, max, a.signed), a.signed);
+        a.initial = Some(initial);
+        // The session itself submits nothing: no vardiff of its own.
+        self.vardiff = None;
+        self.shared.metrics.agent_sessions.inc();
+        tracing::info!(peer = %self.peer, agent = self.session.user_agent().unwrap_or_default(), initial, "farm agent authorized");
+    }
+
+    /// The session ended: its miners leave with it.
+    pub(super) fn agent_closed(&mut self) {
+        let Some(mut a) = self.agent.take() else {
+            return;
+        };
+        if a.initial.is_some() {
+            self.shared.metrics.agent_sessions.dec();
+        }
+        for (sid, w) in std::mem::take(&mut a.workers) {
+            self.shared.metrics.agent_workers.dec();
+            self.event(EventKind::MinerDisconnected(self.worker_identity(sid, &w)));
+        }
+    }
+
+    fn worker_identity(&self, _sid: u16, w: &Worker) -> MinerIdentity {
+        MinerIdentity {
+            user_id: w.miner.user_id,
+            user_name: w.miner.user.clone(),
+            worker_id: w.miner.worker_id,
+            worker_name: w.miner.worker.clone(),
+            server_id: self.shared.server_id,
+            extranonce1: u32::from_be_bytes(self.session.extranonce1()),
+            client_ip: self.peer.ip(),
+            miner_agent: w.client_agent.clone(),
+        }
+    }
+
+    /// One ex-message from the agent.
+    pub(super) async fn on_ex_message(&mut self, frame: &[u8]) -> Result<(), End> {
+        if !self.is_agent() {
+            return self
+                .bad_line(
+                    Id::null(),
+                    "ex-message outside an authorized agent session".into(),
+                )
+                .await;
+        }
+        let message = match ExMessage::decode(frame) {
+            Ok(m) => m,
+            Err(e) => return self.bad_line(Id::null(), e.to_string()).await,
+        };
+        match message {
+            ExMessage::RegisterWorker {
+                session_id,
+                client_agent,
+                worker_name,
+            } => self.register_worker(session_id, client_agent, &worker_name),
+            ExMessage::UnregisterWorker { session_id } => self.unregister_worker(session_id),
+            ExMessage::SubmitShare(s) => self.agent_submit(s).await,
+            ExMessage::MiningSetDiff { .. } | ExMessage::SubmitResponse { .. } => {
+                return self
+                    .bad_line(Id::null(), "ex-message only a pool sends".into())
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn register_worker(&mut self, sid: u16, client_agent: String, name: &str) {
+        let (Some(session_miner), Some(a)) = (self.miner.as_ref(), self.agent.as_ref()) else {
+            return;
+        };
+        if sid > agent::MAX_SESSION_ID
+            || (a.workers.len() >= MAX_WORKERS && !a.workers.contains_key(&sid))
+        {
+            tracing::warn!(peer = %self.peer, sid, "agent: worker session id out of range; ignored");
+            return;
+        }
+        // The name as a miner's own login would give it.
+        let worker = parse_login(&format!("{}.{name}", session_miner.user))
+            .map(|l| l.worker)
+            .unwrap_or_default();
+        let miner = Miner {
+            user_id: session_miner.user_id,
+            user: session_miner.user.clone(),
+            worker_id: worker_id(&worker),
+            worker,
+        };
+        let c = &self.shared.config;
+        let initial = a.initial.unwrap_or(c.default_difficulty);
+        let now = self.started.elapsed().as_secs_f64();
+        let w = Worker {
+            miner,
+            client_agent: client_agent.chars().take(64).collect(),
+            vardiff: Vardiff::new(c.vardiff, initial, now),
+            difficulty: initial,
+            since: 0,
+            before: None,
+        };
+        let joined = self.worker_identity(sid, &w);
+        if let Some(a) = self.agent.as_mut()
+            && let Some(old) = a.workers.insert(sid, w)
+        {
+            // Re-registered: the old miner under that id is gone.
+            let left = self.worker_identity(sid, &old);
+            self.event(EventKind::MinerDisconnected(left));
+        } else {
+            self.shared.metrics.agent_workers.inc();
+        }
+        self.event(EventKind::MinerConnected(joined));
+    }
+
+    fn unregister_worker(&mut self, sid: u16) {
+        let Some(w) = self.agent.as_mut().and_then(|a| a.workers.remove(&sid)) else {
+            return;
+        };
+        self.shared.metrics.agent_workers.dec();
+        self.event(EventKind::MinerDisconnected(self.worker_identity(sid, &w)));
+    }
+
+    async fn agent_submit(&mut self, s: ExSubmit) {
+        let (status, judged) = self.check_agent_share(&s);
+        if let Some(a) = self.agent.as_mut() {
+            let index = a.submits;
+            a.submits = a.submits.wrapping_add(1);
+            if a.subres {
+                self.out
+                    .push_bytes(&ExMessage::SubmitResponse { index, status }.encode());
+            }
+        }
+        // An agent carries a farm: its rejected shares close nothing (the
+        // farm's miners would all go), they are only counted.
+        self.record(judged).await;
+    }
+
+    /// Judges one of the miners' shares at its own difficulty.
+    fn check_agent_share(&mut self, s: &ExSubmit) -> (u32, Judged) {
+        let shared = Arc::clone(&self.shared);
+        let metrics = &shared.metrics;
+        let nothing = |status: u32| {
+            (
+                status,
+                Judged {
+                    verdict: Ok(()),
+                    share: None,
+                    solved: None,
+                },
+            )
+        };
+        let Some(w) = self
+            .agent
+            .as_ref()
+            .and_then(|a| a.workers.get(&s.session_id))
+        else {
+            metrics.share("invalid");
+            return nothing(status::UNAUTHORIZED);
+        };
+        let Some(pos) = self
+            .sent
+            .iter()
+            .position(|j| j.serial % 256 == u64::from(s.job_id))
+        else {
+            metrics.share("job_not_found");
+            return nothing(status::JOB_NOT_FOUND_OR_STALE);
+        };
+        let now = Instant::now();
+        let credit = w.credit(self.sent[pos].serial, now);
+        let board = Arc::clone(&self.board.borrow());
+        let extranonce1 = self.session.extranonce1();
+        let extranonce2 = s.full_extranonce2();
+        // BTCAgent leaves the time out when it is the job's.
+        let ntime = s
+            .time
+            .filter(|&t| t != 0)
+            .unwrap_or(self.sent[pos].job.job.time);
+        let work = ShareWork {
+            extranonce1: &extranonce1,
+            extranonce2: &extranonce2,
+            ntime,
+            nonce: s.nonce,
+            version_bits: s.version_mask.filter(|&v| v != 0),
+        };
+        let judgement = judge_at(
+            &board,
+            &mut self.sent[pos],
+            credit,
+            &work,
+            self.session.version_mask(),
+            now,
+            now_secs(),
+        );
+        metrics.share(judgement.label());
+        let answer = match (&judgement.verdict, judgement.status) {
+            (Ok(()), Some(ShareStatus::Block)) => status::SOLVED,
+            (Ok(()), _) => status::ACCEPT,
+            (Err(r), _) => status_of(r),
+        };
+        let (Some(status), Some(job), Some(checked)) =
+            (judgement.status, judgement.job, judgement.checked)
+        else {
+            return nothing(answer);
+        };
+        let difficulty = judgement.difficulty;
+        let Some(w) = self
+            .agent
+            .as_mut()
+            .and_then(|a| a.workers.get_mut(&s.session_id))
+        else {
+            return nothing(answer);
+        };
+        if status.is_accepted() {
+            metrics.accepted_difficulty.inc_by(difficulty);
+            w.vardiff.on_accepted(difficulty);
+        }
+        let miner = &w.miner;
+        let solved = (status == ShareStatus::Block)
+            .then(|| shared.solved_share(&job, miner, &extranonce1, &extranonce2, &checked));
+        let record = ShareRecord {
+            job_id: job.job.id,
+            user_id: miner.user_id,
+            worker_id: miner.worker_id,
+            worker_name: miner.worker.clone(),
+            server_id: shared.server_id,
+            extranonce1: u32::from_be_bytes(extranonce1),
+            extranonce2: extranonce2.to_vec(),
+            ntime,
+            nonce: s.nonce,
+            version_bits: s.version_mask.unwrap_or(0),
+            share_difficulty: difficulty,
+            network_bits: job.job.bits,
+            height: job.job.height,
+            status,
+            hash: checked.hash,
+            client_ip: self.peer.ip(),
+            timestamp_ms: sluice_service::now_ms(),
+            protocol: MiningProtocol::StratumV1,
+        };
+        (
+            answer,
+            Judged {
+                verdict: Ok(()),
+                share: Some(record),
+                solved,
+            },
+        )
+    }
+
+    /// Retargets the miners whose window ended (or who are much too fast):
+    /// whether any difficulty changed.
+    pub(super) fn agent_retarget(&mut self) -> bool {
+        let now = self.started.elapsed().as_secs_f64();
+        let Some(a) = self.agent.as_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        for w in a.workers.values_mut() {
+            changed |= w.vardiff.retarget(now).is_some();
+        }
+        changed
+    }
+
+    /// The agent's notify: first the session's difficulty (once), then each
+    /// miner's new difficulty in `MINING_SET_DIFF`s (one per exponent), then
+    /// the newest job under a short id. `force`: even if nothing changed.
+    pub(super) async fn agent_notify(&mut self, force: bool) {
+        let Some(job) = self.board.borrow_and_update().latest().cloned() else {
+            return;
+        };
+        let c = &self.shared.config;
+        let (min, max) = (c.vardiff.min, c.vardiff.max);
+        let Some(a) = self.agent.as_mut() else {
+            return;
+        };
+        let Some(initial) = a.initial else {
+            return;
+        };
+        let signed = a.signed;
+        let already = self.sent.back().filter(|s| Arc::ptr_eq(&s.job, &job));
+        let serial = already.map_or(a.next_serial, |s| s.serial);
+        let already = already.is_some();
+        let now = Instant::now();
+        let mut by_exponent: BTreeMap<u8, Vec<u16>> = BTreeMap::new();
+        for (sid, w) in &mut a.workers {
+            let e = exponent_for(w.vardiff.current(), min, max, signed);
+            let d = difficulty_of(e, signed);
+            if d != w.difficulty {
+                w.before = Some((w.difficulty, now));
+                w.difficulty = d;
+                w.since = serial;
+                by_exponent.entry(e).or_default().push(*sid);
+            }
+        }
+        if already && !force && by_exponent.is_empty() {
+            return;
+        }
+        if !already {
+            a.next_serial += 1;
+        }
+        let mut frames = Vec::new();
+        for (e, ids) in &by_exponent {
+            for m in agent::set_diff(*e, ids) {
+                frames.extend_from_slice(&m.encode());
+            }
+        }
+        if self.sent_difficulty.is_none() {
+            self.send(Notification::SetDifficulty(initial).into()).await;
+            self.sent_difficulty = Some(initial);
+        }
+        self.out.push_bytes(&frames);
+        let tip_moved = self.last_tip != Some(job.job.prev_blockhash);
+        self.last_tip = Some(job.job.prev_blockhash);
+        self.last_notify = Instant::now();
+        if !already {
+            if self.sent.len() == SENT_JOBS {
+                self.sent.pop_front();
+            }
+            let mut sent = SentJob::new(Arc::clone(&job), initial);
+            sent.serial = serial;
+            self.sent.push_back(sent);
+        }
+        let mut notify = job.notify.clone();
+        notify.job_id = (serial % 256).to_string();
+        notify.clean = tip_moved;
+        self.send(ServerMessage::from(Notification::Notify(notify)))
+            .await;
+    }
+}

@@ -169,6 +169,16 @@ impl ServerSession {
         self.extranonce_subscribed
     }
 
+    /// Takes over `extranonce1` (a resumed session's) before subscribing;
+    /// false, and nothing changes, once subscribed.
+    pub fn resume_extranonce1(&mut self, extranonce1: [u8; 4]) -> bool {
+        if self.state != State::Connected {
+            return false;
+        }
+        self.extranonce1 = extranonce1;
+        true
+    }
+
     /// Records a successful authorization.
     pub fn authorized(&mut self) {
         self.state = State::Authorized;

@@ -19,7 +19,7 @@ use sluice_stratum::Id;
 use sluice_stratum::message::Submit;
 use sluice_stratum::session::{PasswordOptions, ServerSession, State, Step};
 use sluice_stratum::{
-    ErrorCode, Frame, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
+    Call, ErrorCode, Frame, FrameError, LineFramer, Notification, Request, Response, ServerMessage,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -76,6 +76,8 @@ pub struct ConnConfig {
     pub accepts_per_sec: f64,
     /// New connections accepted at once before the pace applies.
     pub accept_burst: f64,
+    /// How long a dropped farm agent's session may be resumed.
+    pub agent_resume: Duration,
 }
 
 /// What every connection shares.
@@ -105,6 +107,8 @@ pub struct Shared {
     pub drain: CancellationToken,
     /// Room for refused connections delivering their error line.
     pub lingering: Arc<Semaphore>,
+    /// Farm agents' sessions waiting to be resumed, by extranonce1.
+    pub(crate) parked: agent::Parking,
 }
 
 impl Shared {
@@ -185,7 +189,8 @@ const SENT_JOBS: usize = 8;
 struct Conn {
     shared: Arc<Shared>,
     session: ServerSession,
-    index: SessionIndex,
+    /// The session id (None once handed over to a parked agent session).
+    index: Option<SessionIndex>,
     peer: SocketAddr,
     board: watch::Receiver<Arc<Board>>,
     out: Outbox,
@@ -411,7 +416,7 @@ impl Conn {
         Some(Conn {
             board: shared.board.clone(),
             session,
-            index,
+            index: Some(index),
             peer,
             out: Outbox {
                 wr,
@@ -440,7 +445,7 @@ impl Conn {
 
     /// The session ended: logged, counted, and a MinerDisconnected event
     /// for an authorized miner.
-    fn closed(&mut self, end: &End) {
+    fn closed(self, end: &End) {
         let session = hex::encode(self.session.extranonce1());
         tracing::debug!(peer = %self.peer, %session, %end, "connection closed");
         self.shared.metrics.connections.dec();
@@ -451,7 +456,8 @@ impl Conn {
             .get_or_create(&ReasonLabel { reason })
             .inc();
         if self.is_agent() {
-            self.agent_closed();
+            let drained = matches!(end, End::Drained) || self.shared.drain.is_cancelled();
+            self.agent_closed(!drained);
         } else if let Some(identity) = self.identity() {
             self.event(EventKind::MinerDisconnected(identity));
         }
@@ -696,7 +702,8 @@ impl Conn {
         )
         .await;
         let spread = self.shared.config.drain_spread;
-        let offset = spread.mul_f64(f64::from(self.index.get() % 1000) / 1000.0);
+        let index = self.index.as_ref().map_or(0, SessionIndex::get);
+        let offset = spread.mul_f64(f64::from(index % 1000) / 1000.0);
         tokio::time::Instant::now() + offset
     }
 
@@ -809,6 +816,14 @@ impl Conn {
             Ok(r) => r,
             Err(e) => return self.bad_line(e.id, e.error.message).await,
         };
+        if let Call::Subscribe(s) = &request.call
+            && let Some(old) = s.session_id.as_deref()
+            && s.user_agent
+                .as_deref()
+                .is_some_and(sluice_stratum::agent::is_agent)
+        {
+            self.resume_agent(old);
+        }
         match self.session.on_request(request) {
             Step::Reply(messages) => {
                 for m in messages {

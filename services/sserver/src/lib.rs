@@ -210,6 +210,11 @@ pub struct Limits {
     pub max_bad_lines: u32,
     /// On SIGTERM, connections close spread over this long (keep below the grace).
     pub drain_spread_secs: f64,
+    /// A farm agent's session whose connection dropped is kept this long: an
+    /// agent that reconnects within it (subscribing with its old session id)
+    /// gets the same extranonce1 and jobs back, so the shares its miners made
+    /// while the uplink was down still count (0: never kept).
+    pub agent_resume_secs: u64,
     /// Networks (CIDR, e.g. `"10.0.0.0/8"`) exempt from the per-IP rate and
     /// from bans: a farm behind one NAT address, the pool's own proxies.
     pub trusted_networks: Vec<ipnet::IpNet>,
@@ -228,6 +233,7 @@ impl Default for Limits {
             accept_burst: 1000.0,
             preauth_timeout_secs: 30,
             idle_timeout_secs: 900,
+            agent_resume_secs: 300,
             write_timeout_secs: 30,
             max_rejects_per_minute: 300,
             ban_secs: 600,
@@ -354,6 +360,7 @@ impl Config {
             drain_spread: Duration::from_secs_f64(l.drain_spread_secs.max(0.0)),
             max_bad_lines: l.max_bad_lines,
             accept_wait: Duration::from_millis(self.accept_wait_ms),
+            agent_resume: Duration::from_secs(l.agent_resume_secs),
         }
     }
 }
@@ -556,6 +563,7 @@ async fn serve_ids(
             admission: Arc::clone(&parts.admission),
             drain: serving.clone(),
             lingering: Arc::new(Semaphore::new(connection::MAX_LINGERING)),
+            parked: Default::default(),
         });
         let lost = async {
             match &lease {

@@ -135,6 +135,13 @@ impl Agent {
     /// BTCAgent's handshake (`UpSessionBTC.sendInitRequest`), pipelined as
     /// it sends it; its subscribe answer's extranonce1.
     async fn handshake(&mut self, account: &str, caps: &[&str]) {
+        self.handshake_resuming(account, caps, None).await;
+    }
+
+    /// [`Self::handshake`], subscribing with an earlier session's id.
+    async fn handshake_resuming(&mut self, account: &str, caps: &[&str], old: Option<&str>) {
+        let mut subscribe = vec![json!("btccom-agent/2.0.0-mu")];
+        subscribe.extend(old.map(|o| json!(o)));
         self.line(json!({"id":"conn_test","method":"agent.get_capabilities","params":caps}))
             .await;
         let probe = self.response("conn_test").await;
@@ -142,7 +149,7 @@ impl Agent {
         for v in [
             json!({"id":"caps","method":"agent.get_capabilities","params":caps}),
             json!({"id":"conf","method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":0}]}),
-            json!({"id":"sub","method":"mining.subscribe","params":["btccom-agent/2.0.0-mu"]}),
+            json!({"id":"sub","method":"mining.subscribe","params":subscribe}),
             json!({"id":"auth","method":"mining.authorize","params":[account, ""]}),
             json!({"id":"caps_again","method":"agent.get_capabilities","params":caps}),
         ] {
@@ -435,4 +442,54 @@ async fn ex_messages_from_a_plain_miner_or_malformed_are_refused() {
         .await
         .expect("closed in time");
     assert!(n.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_back_within_the_resume_time_gets_its_session_and_jobs_back() {
+    let r: Rig = rig(|_| {}).await;
+    let shares = r.shares().await;
+    let caps = [
+        capability::SUBMIT_RESPONSE,
+        capability::SIGNED_DIFF_EXPONENT,
+    ];
+    let mut a = Agent::connect(r.stratum).await;
+    a.handshake(&r.user, &caps).await;
+    let job = a.first_job().await;
+    a.ex(register(1, "cpuminer", "rig1")).await;
+    let before = a.mine(&job, 1, 1, DIFF, true);
+    a.ex(ExMessage::SubmitShare(before)).await;
+    assert_eq!(a.submit_response().await, (0, status::ACCEPT));
+    // Found while the uplink was down, on the job the agent had.
+    let gap = a.mine(&job, 1, 2, DIFF, true);
+    let old = hex::encode(&a.extranonce1);
+    let events = r.events().await;
+    drop(a);
+    record_where(
+        &events,
+        WAIT,
+        "rig1 left with the agent",
+        |e| matches!(&e.kind, EventKind::MinerDisconnected(m) if m.worker_name == "rig1"),
+    )
+    .await;
+
+    let mut b = Agent::connect(r.stratum).await;
+    b.handshake_resuming(&r.user, &caps, Some(&old)).await;
+    assert_eq!(hex::encode(&b.extranonce1), old, "the same extranonce1");
+    b.ex(register(1, "cpuminer", "rig1")).await;
+    b.first_job().await;
+    b.ex(ExMessage::SubmitShare(gap)).await;
+    assert_eq!(b.submit_response().await, (0, status::ACCEPT));
+    let rec = record_where(&shares, WAIT, "the gap share", |s| s.nonce == gap.nonce).await;
+    assert_eq!(
+        (rec.status, rec.worker_name.as_str()),
+        (ShareStatus::Accepted, "rig1")
+    );
+    // What was accepted before the drop is still known: a duplicate.
+    b.ex(ExMessage::SubmitShare(before)).await;
+    assert_eq!(b.submit_response().await, (1, status::DUPLICATE_SHARE));
+
+    // Another connection cannot take a session that is in use.
+    let mut c = Agent::connect(r.stratum).await;
+    c.handshake_resuming(&r.user, &caps, Some(&old)).await;
+    assert_ne!(hex::encode(&c.extranonce1), old);
 }

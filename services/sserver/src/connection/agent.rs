@@ -10,9 +10,11 @@
 //! once, with short decimal job ids (0–255) as BTCAgent expects; the agent
 //! hands them to every miner.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+use bitcoin::BlockHash;
 
 use serde_json::json;
 use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol, ShareRecord, ShareStatus};
@@ -23,6 +25,7 @@ use sluice_stratum::agent::{
 use sluice_stratum::{Id, Notification, Response, ServerMessage};
 
 use super::{Conn, End, Judged, Miner, SENT_JOBS};
+use crate::ids::SessionIndex;
 use crate::jobs::now_secs;
 use crate::judge::{Credit, RETARGET_GRACE, Rejection, SentJob, ShareWork, judge_at};
 use crate::vardiff::Vardiff;
@@ -45,6 +48,39 @@ pub(super) struct AgentSession {
     submits: u16,
     /// The serial of the next job sent (its short id is it modulo 256).
     next_serial: u64,
+    /// A dropped session of this agent's, taken over at subscribe: its jobs
+    /// come back at authorize if the account is the same.
+    resumed: Option<Box<Parked>>,
+}
+
+/// A dropped agent session kept for its agent to resume.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    /// Keeps the extranonce1 from being handed out meanwhile.
+    index: Option<SessionIndex>,
+    user_id: u32,
+    sent: VecDeque<SentJob>,
+    next_serial: u64,
+    last_tip: Option<BlockHash>,
+    until: Instant,
+}
+
+/// Dropped agent sessions by extranonce1, each until its resume time ends.
+#[derive(Debug, Default)]
+pub(crate) struct Parking(Mutex<HashMap<[u8; 4], Parked>>);
+
+impl Parking {
+    fn park(&self, extranonce1: [u8; 4], parked: Parked) {
+        let now = Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        m.retain(|_, p| p.until > now);
+        m.insert(extranonce1, parked);
+    }
+
+    fn take(&self, extranonce1: [u8; 4]) -> Option<Parked> {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        m.remove(&extranonce1).filter(|p| p.until > Instant::now())
+    }
 }
 
 /// One of the agent's miners.
@@ -141,27 +177,82 @@ impl Conn {
     pub(super) fn start_agent(&mut self, start: f64) {
         let c = &self.shared.config;
         let (min, max) = (c.vardiff.min, c.vardiff.max);
+        let user_id = self.miner.as_ref().map(|m| m.user_id);
         let a = self.agent.get_or_insert_with(Box::default);
         let initial = difficulty_of(exponent_for(start, min, max, a.signed), a.signed);
         a.initial = Some(initial);
+        // A resumed session of the same account gets its jobs back: the
+        // shares its miners found while it was away name them.
+        if let Some(r) = a.resumed.take()
+            && Some(r.user_id) == user_id
+        {
+            a.next_serial = r.next_serial;
+            self.sent = r.sent;
+            self.last_tip = r.last_tip;
+        }
         // The session itself submits nothing: no vardiff of its own.
         self.vardiff = None;
         self.shared.metrics.agent_sessions.inc();
         tracing::info!(peer = %self.peer, agent = self.session.user_agent().unwrap_or_default(), initial, "farm agent authorized");
     }
 
-    /// The session ended: its miners leave with it.
-    pub(super) fn agent_closed(&mut self) {
+    /// The session ended: its miners leave with it. With `park`, the
+    /// session's extranonce1 and jobs are kept for the agent to resume.
+    pub(super) fn agent_closed(mut self, park: bool) {
         let Some(mut a) = self.agent.take() else {
             return;
         };
         if a.initial.is_some() {
             self.shared.metrics.agent_sessions.dec();
         }
+        let resume = self.shared.config.agent_resume;
+        // Parked before its miners' disconnect events go out: whoever sees
+        // those can resume it.
+        if let Some(miner) = self.miner.as_ref()
+            && park
+            && !resume.is_zero()
+        {
+            let extranonce1 = self.session.extranonce1();
+            let parked = Parked {
+                index: self.index.take(),
+                user_id: miner.user_id,
+                sent: std::mem::take(&mut self.sent),
+                next_serial: a.next_serial,
+                last_tip: self.last_tip,
+                until: Instant::now() + resume,
+            };
+            tracing::info!(peer = %self.peer, session = %hex::encode(extranonce1), ?resume, "farm agent dropped; its session is kept for it to resume");
+            self.shared.parked.park(extranonce1, parked);
+        }
         for (sid, w) in std::mem::take(&mut a.workers) {
             self.shared.metrics.agent_workers.dec();
             self.event(EventKind::MinerDisconnected(self.worker_identity(sid, &w)));
         }
+    }
+
+    /// A subscribe naming an earlier session (`mining.subscribe [agent,
+    /// session id]`): that session's extranonce1, if it is kept and free.
+    pub(super) fn resume_agent(&mut self, old: &str) {
+        let Some(extranonce1) = hex::decode(old)
+            .ok()
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        else {
+            return;
+        };
+        if extranonce1[0] != self.shared.server_id {
+            return;
+        }
+        let Some(mut parked) = self.shared.parked.take(extranonce1) else {
+            return;
+        };
+        if !self.session.resume_extranonce1(extranonce1) {
+            self.shared.parked.park(extranonce1, parked);
+            return;
+        }
+        // This connection's own id goes back; the old one is its.
+        self.index = parked.index.take();
+        tracing::info!(peer = %self.peer, session = %old, "farm agent resumes its session");
+        self.agent.get_or_insert_with(Box::default).resumed = Some(Box::new(parked));
     }
 
     fn worker_identity(&self, _sid: u16, w: &Worker) -> MinerIdentity {

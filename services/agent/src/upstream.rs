@@ -506,13 +506,13 @@ impl Upstream {
                     Ok(frames) => {
                         for f in frames {
                             match f {
-                                Frame::Line(l) => match {
+                                Frame::Line(l) => {
                                     tracing::trace!(slot = self.slot, line = %l, "from the pool");
-                                    ServerMessage::parse(&l)
-                                } {
-                                    Ok(m) => self.on_pool_message(m),
-                                    Err(e) => tracing::warn!(error = %e, "unreadable line from the pool"),
-                                },
+                                    match ServerMessage::parse(&l) {
+                                        Ok(m) => self.on_pool_message(m),
+                                        Err(e) => tracing::warn!(error = %e, "unreadable line from the pool"),
+                                    }
+                                }
                                 Frame::Ex(bytes) => match ExMessage::decode(&bytes) {
                                     Ok(m) => self.on_pool_ex(m),
                                     Err(e) => tracing::warn!(error = %e, "unreadable ex-message from the pool"),

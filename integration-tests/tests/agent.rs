@@ -13,14 +13,25 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, all_recorded, start_mining, start_pool_with,
-    statshttpd_credits,
+    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, all_recorded, start_mining, start_mining_until,
+    start_pool_on, start_pool_with, statshttpd_credits,
 };
 use sluice_core::record::{ShareRecord, ShareStatus};
 use sluice_testkit::mysql_url;
+use std::sync::atomic::Ordering;
+use tokio_util::sync::CancellationToken;
 
 /// The agent in this process, in front of `pool`: where miners connect.
 async fn start_agent(pool: &Pool, sessions: usize) -> (SocketAddr, sluice_service::Context) {
+    start_agent_to(pool.stratum, pool, sessions).await
+}
+
+/// [`start_agent`] with the pool reached at `upstream` (a gate in front of it).
+async fn start_agent_to(
+    upstream: SocketAddr,
+    pool: &Pool,
+    sessions: usize,
+) -> (SocketAddr, sluice_service::Context) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config: agent::Config = toml::from_str(&format!(
@@ -31,13 +42,21 @@ pools = ["{}"]
 account = "{}"
 sessions = {sessions}
 "#,
-        pool.stratum, pool.user
+        upstream, pool.user
     ))
     .unwrap();
     sluice_service::Validate::validate(&config).unwrap();
     let ctx = sluice_rig::context();
     tokio::spawn(agent::serve(listener, config, ctx.clone()));
     (addr, ctx)
+}
+
+/// One figure of the agent's `/metrics`.
+fn metric(ctx: &sluice_service::Context, name: &str) -> f64 {
+    let text = ctx.metrics.encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The accepted share records of the run, all of them.
@@ -107,5 +126,83 @@ async fn a_farm_mines_through_the_agent_each_miner_its_own_worker() {
     // Two upstream sessions carried them all.
     let sessions: HashSet<u32> = records.iter().map(|r| r.extranonce1).collect();
     assert_eq!(sessions.len(), 2, "{sessions:?}");
+    agent_ctx.shutdown.token().cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uplink_cut_for_30_s_disconnects_no_miner_and_loses_no_share() {
+    let _one = ONE_POOL_AT_A_TIME.lock().await;
+    // Difficulty 1: no block moves the tip, so the gap's shares stay good.
+    let pool = start_pool_on("1d00ffff", &mysql_url(), InProcess::ALL, |_| {}).await;
+    let gate = sluice_testkit::Gate::start(pool.stratum).await.unwrap();
+    let (agent_addr, agent_ctx) = start_agent_to(gate.addr(), &pool, 2).await;
+    let stop = CancellationToken::new();
+    let (sim, counters) = start_mining_until(&pool, 600.0, stop.clone(), |o| {
+        o.server = agent_addr;
+        o.rate = 100.0;
+    })
+    .await;
+
+    // The uplink goes: both sessions notice; the miners keep mining.
+    gate.close();
+    let ctx = agent_ctx.clone();
+    sluice_testkit::eventually(Duration::from_secs(10), "both sessions down", || {
+        let ctx = ctx.clone();
+        async move { (metric(&ctx, "agent_upstream_connected") == 0.0).then_some(()) }
+    })
+    .await;
+    let answered_at_cut = counters.accepted.load(Ordering::Relaxed);
+    let submitted_at_cut = counters.submitted.load(Ordering::Relaxed);
+    // The outage itself (the scenario, not a wait for anything).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let waiting = metric(&agent_ctx, "agent_gap_shares");
+    let submitted_in_gap = counters.submitted.load(Ordering::Relaxed) - submitted_at_cut;
+    assert_eq!(counters.connected.load(Ordering::Relaxed), MINERS as u64);
+    assert!(
+        waiting > 0.0 && submitted_in_gap > 0,
+        "the miners mined on in the gap"
+    );
+
+    // Back: mining resumes within 2 s, the gap's shares accepted.
+    gate.open();
+    let back = std::time::Instant::now();
+    let c = counters.clone();
+    sluice_testkit::eventually(Duration::from_secs(2), "mining resumed", || {
+        let c = c.clone();
+        async move { (c.accepted.load(Ordering::Relaxed) > answered_at_cut).then_some(()) }
+    })
+    .await;
+    let resumed = back.elapsed();
+    // Every share found before the return is answered.
+    let submitted_at_return = submitted_at_cut + submitted_in_gap;
+    let c = counters.clone();
+    sluice_testkit::eventually(Duration::from_secs(30), "the gap's shares answered", || {
+        let c = c.clone();
+        async move {
+            let answered = c.accepted.load(Ordering::Relaxed) + c.rejected.load(Ordering::Relaxed);
+            (answered >= submitted_at_return).then_some(())
+        }
+    })
+    .await;
+    stop.cancel();
+    let report = sim.await.unwrap().unwrap();
+    eprintln!("{}", report.table());
+    eprintln!(
+        "uplink cut 30 s: {submitted_in_gap} shares found in the gap ({waiting} waiting at the agent); first accepted share {resumed:?} after the uplink's return"
+    );
+    assert_eq!(report.reconnects, 0, "no miner disconnected: {report:?}");
+    assert_eq!(report.connected, MINERS as u64);
+    // Shares in flight at the cut went up again: the pool may have had them.
+    for why in report.rejected_by_reason.keys() {
+        assert!(
+            why.starts_with("22 "),
+            "only re-sent duplicates: {report:?}"
+        );
+    }
+    statshttpd_credits(&pool, &counters).await;
+    let records = accepted_records(&pool).await;
+    assert!(records.len() as u64 >= report.accepted);
+    let distinct: HashSet<_> = records.iter().map(|r| r.hash).collect();
+    assert_eq!(distinct.len(), records.len(), "a share credited twice");
     agent_ctx.shutdown.token().cancel();
 }

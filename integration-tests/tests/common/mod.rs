@@ -77,8 +77,19 @@ pub(crate) async fn start_pool_with(
     in_process: InProcess,
     tweak: impl FnOnce(&mut sserver::Config),
 ) -> Pool {
+    start_pool_on(BITS, mysql, in_process, tweak).await
+}
+
+/// [`start_pool_with`] on a chain of network difficulty `bits` (compact,
+/// hex): `"1d00ffff"` (difficulty 1) for a run that finds no block.
+pub(crate) async fn start_pool_on(
+    bits: &str,
+    mysql: &str,
+    in_process: InProcess,
+    tweak: impl FnOnce(&mut sserver::Config),
+) -> Pool {
     let pipeline = sluice_rig::pipeline(Options {
-        bits: BITS.into(),
+        bits: bits.into(),
         jobmaker: in_process.jobmaker,
         ..Options::default()
     })

@@ -313,12 +313,13 @@ impl Upstream {
                     if self.gap.len() >= self.config.upstream.max_gap_shares {
                         // The oldest waits longest: it goes first.
                         if let Some(old) = self.gap.pop_front() {
+                            self.metrics.gap_shares.dec();
                             self.answer(old.sid, old.id, status::JOB_NOT_FOUND_OR_STALE);
                             self.metrics.share("gap_lost");
                         }
                     }
                     self.gap.push_back(w);
-                    self.metrics.gap_shares.set(self.gap.len() as i64);
+                    self.metrics.gap_shares.inc();
                 }
             }
         }
@@ -341,9 +342,9 @@ impl Upstream {
             for (_, m) in self.miners.drain() {
                 let _ = m.tx.try_send(Down::Reconnect);
             }
+            self.metrics.gap_shares.dec_by(self.gap.len() as i64);
             self.gap.clear();
             self.in_flight.clear();
-            self.metrics.gap_shares.set(0);
         }
     }
 
@@ -456,8 +457,8 @@ impl Upstream {
             v.sort_by_key(|(i, _)| *i);
             v.into_iter().map(|(_, w)| w).collect()
         };
+        self.metrics.gap_shares.dec_by(self.gap.len() as i64);
         waiting.extend(self.gap.drain(..));
-        self.metrics.gap_shares.set(0);
         if !resumed {
             // A new session: the old jobs (and shares on them) mean nothing to it.
             self.jobs.clear();

@@ -21,28 +21,27 @@ use sluice_testkit::mysql_url;
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
-/// The agent in this process, in front of `pool`: where miners connect.
-async fn start_agent(pool: &Pool, sessions: usize) -> (SocketAddr, sluice_service::Context) {
-    start_agent_to(pool.stratum, pool, sessions).await
-}
-
-/// [`start_agent`] with the pool reached at `upstream` (a gate in front of it).
+/// The agent in this process, in front of `pool` reached at `upstreams`
+/// (tried in order: a gate in front of it, a dead address first): where
+/// miners connect.
 async fn start_agent_to(
-    upstream: SocketAddr,
+    upstreams: &[SocketAddr],
     pool: &Pool,
     sessions: usize,
 ) -> (SocketAddr, sluice_service::Context) {
+    let pools: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config: agent::Config = toml::from_str(&format!(
         r#"
 listen = "{addr}"
 [upstream]
-pools = ["{}"]
+pools = [{}]
 account = "{}"
 sessions = {sessions}
 "#,
-        upstream, pool.user
+        pools.join(", "),
+        pool.user
     ))
     .unwrap();
     sluice_service::Validate::validate(&config).unwrap();
@@ -81,7 +80,11 @@ async fn accepted_records(pool: &Pool) -> Vec<ShareRecord> {
 async fn a_farm_mines_through_the_agent_each_miner_its_own_worker() {
     let _one = ONE_POOL_AT_A_TIME.lock().await;
     let pool = start_pool_with(&mysql_url(), InProcess::ALL, |_| {}).await;
-    let (agent_addr, agent_ctx) = start_agent(&pool, 2).await;
+    // The first pool listed is down: the agent fails over to the next.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let (agent_addr, agent_ctx) = start_agent_to(&[dead_addr, pool.stratum], &pool, 2).await;
     let rpc = format!("http://sluice:sluice@{}", pool.pipeline.node.endpoints.rpc);
     let (sim, counters) = start_mining(&pool, 12.0, |o| {
         o.server = agent_addr;
@@ -135,7 +138,7 @@ async fn an_uplink_cut_for_30_s_disconnects_no_miner_and_loses_no_share() {
     // Difficulty 1: no block moves the tip, so the gap's shares stay good.
     let pool = start_pool_on("1d00ffff", &mysql_url(), InProcess::ALL, |_| {}).await;
     let gate = sluice_testkit::Gate::start(pool.stratum).await.unwrap();
-    let (agent_addr, agent_ctx) = start_agent_to(gate.addr(), &pool, 2).await;
+    let (agent_addr, agent_ctx) = start_agent_to(&[gate.addr()], &pool, 2).await;
     let stop = CancellationToken::new();
     let (sim, counters) = start_mining_until(&pool, 600.0, stop.clone(), |o| {
         o.server = agent_addr;

@@ -197,6 +197,8 @@ impl Upstream {
                     tracing::warn!(slot = self.slot, %why, "no pool answered");
                 }
             }
+            // Down too long: the miners go elsewhere.
+            self.past_grace();
             // Wait before the next attempt, serving miners meanwhile.
             let pause = tokio::time::sleep(backoff.take());
             tokio::pin!(pause);

@@ -80,6 +80,12 @@ log "a miner's view of stratum+tcp://127.0.0.1:3333 (subscribe, authorize as dem
 wait_until 20 "a mining.notify from sserver" stratum_probe
 stratum_probe
 echo
+# A farm's agent in front of sserver (deploy/config/agent.toml): its miners
+# connect on 3340 and reach the pool over two upstream sessions.
+supervisorctl_ restart agent >/dev/null
+agent_ready() { curl -sf http://127.0.0.1:9109/health | grep -q '"upstream0":{"ok":true'; }
+wait_until 30 "the farm agent to reach sserver (127.0.0.1:9109/health)" agent_ready
+log "the farm agent: miners on stratum+tcp://127.0.0.1:3340 mine for demo through $(curl -s http://127.0.0.1:9109/metrics | sed -n 's/^agent_upstream_connected //p') upstream sessions"
 supervisorctl_ restart statshttpd >/dev/null
 statshttpd_ready() { curl -sf http://127.0.0.1:8080/ | grep -q '"err_no":0'; }
 wait_until 60 "statshttpd to rebuild its windows and answer (127.0.0.1:8080/)" statshttpd_ready
@@ -135,6 +141,19 @@ import json, sys
 p = json.load(sys.stdin)
 h = p["hashrate"]
 print("  pool: %d users, %d workers, hashrate %.1f / %.1f / %.1f H/s, %s blocks recorded, network height %d" % (p["users"], p["workers"], h["5m"], h["15m"], h["1h"], p["blocks_found"], p["network_height"]))'
+    # A farm through the agent: its miners are each their own worker at the pool.
+    log "a farm: 20 miners as demo.farm-NNNNN through the agent (stratum+tcp://127.0.0.1:3340) for 15 s"
+    "$SLUICE_BIN/simulator" --server 127.0.0.1:3340 -n 20 --rate 10 --duration 15 --user demo \
+        --worker-prefix farm --quiet
+    farm_workers() {
+        curl -sf "http://127.0.0.1:8080/api/v1/users/demo/workers" | python3 -c '
+import json, sys
+n = sum(1 for w in json.load(sys.stdin)["workers"] if w["name"].startswith("farm"))
+sys.exit(0 if n >= 20 else 1)'
+    }
+    wait_until 30 "statshttpd to show the farm's 20 miners as workers" farm_workers
+    log "the agent's books (http://127.0.0.1:9109/metrics):"
+    curl -s http://127.0.0.1:9109/metrics | grep -E '^agent_(miners|upstream_connected|shares_total|uplink_sent_bytes_total|uplink_received_bytes_total)[ {]' | sed 's/^/  /'
 fi
 echo
 # The Telegram bot runs when the operator gave it a token (and chats).
@@ -151,7 +170,7 @@ fi
 # What runs: the pool's services, the local servers unless they are the
 # operator's own, and nodesim unless the operator's node stands in for it.
 # supervisorctl fails if any of these is not running.
-programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd)
+programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd agent)
 [ -z "${SLUICE_TGBOT_TOKEN:-}" ] || programs+=(tgbot)
 [ "${SLUICE_EXTERNAL_INFRA:-0}" = 1 ] || programs=(zookeeper mariadb kafka "${programs[@]}")
 [ -n "$OWN_NODE" ] || programs+=(nodesim)
@@ -159,6 +178,7 @@ supervisorctl_ status "${programs[@]}"
 echo
 log "the dashboard: http://127.0.0.1:8080/pool (also /servers, /blocks and /u/USER, e.g. /u/demo)"
 log "point a miner at stratum+tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):3333 (any user.worker login)"
+log "or a farm's miners at stratum+tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):3340 (the farm agent, for demo)"
 log "or a Stratum V2 miner at $(hostname -I 2>/dev/null | awk '{print $1}'):3336 with the pool's authority key $("$SLUICE_BIN/sluicectl" sv2-keygen --out "$SLUICE_STATE/sv2-authority.toml" 2>/dev/null)"
 echo
 log "the local stack is running; logs in $SLUICE_STATE/log, stop it with: install/stack.sh down"

@@ -78,6 +78,10 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
     let ss: sserver::Config = load(&dir, "sserver.toml");
     assert_eq!((ss.difficulty.min, ss.difficulty.default), (4096.0, 4096.0));
     assert_eq!(ss.mysql.url, "mysql://pool:s3cr%2Ft@db:3306/pool");
+    // The farm agent's example runs as it is (in front of the local pool).
+    let farm: agent::Config = load(&dir, "agent.toml");
+    sluice_service::Validate::validate(&farm).unwrap();
+    assert_eq!(farm.upstream.pools, vec!["127.0.0.1:3333".to_owned()]);
     let blk: blkmaker::Config = load(&dir, "blkmaker.toml");
     assert_eq!(blk.nodes[0].rpc_url, "http://10.0.0.5:8332");
     assert!(blk.nodes[0].cookie_file.is_some());

@@ -14,6 +14,11 @@
 # SLUICE_BENCH_PROTOCOL=v2 runs the miners over Stratum V2 (standard channels).
 # SLUICE_BENCH_TIMELINE=1 also, second by second, the shares sserver answered,
 # those the broker has yet to acknowledge, and sserver's memory.
+# SLUICE_BENCH_AGENT=1 puts the farm agent (services/agent, two upstream
+# sessions) between the miners and sserver, and prints its memory per miner.
+# Either way the uplink (every socket to sserver's port: the miners' own, or
+# the agent's) is measured over one minute from 15 s in (runs of 80 s and
+# more): bytes and TCP segments each way, from the kernel (ss -ti).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -111,6 +116,41 @@ if [ -n "${SLUICE_BENCH_TIMELINE:-}" ]; then
     PIDS+=($!)
 fi
 
+# The farm agent between the miners and sserver.
+if [ -n "${SLUICE_BENCH_AGENT:-}" ]; then
+    cat >"$WORK/agent.toml" <<EOF_AGENT
+listen = "127.0.0.1:3341"
+[service]
+admin_listen = "127.0.0.1:9119"
+[upstream]
+pools = ["127.0.0.1:3334"]
+account = "bench"
+sessions = ${SLUICE_BENCH_AGENT_SESSIONS:-2}
+EOF_AGENT
+    start agent
+    AGENT_PID=${PIDS[-1]}
+    agent_up() { curl -sf http://127.0.0.1:9119/health | grep -q '"upstream0":{"ok":true'; }
+    wait_until 30 "the bench agent to reach sserver" agent_up
+    AGENT_RSS_IDLE=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
+fi
+# The uplink over one minute from 15 s in: bytes and segments of every
+# established socket to sserver's port (client side), both ways.
+uplink() {
+    ss -tinH state established '( dport = :3334 )' |
+        grep -oE '(bytes_sent|bytes_received|segs_out|segs_in):[0-9]+' |
+        awk -F: '{s[$1] += $2} END {printf "%d %d %d %d\n", s["bytes_sent"], s["bytes_received"], s["segs_out"], s["segs_in"]}'
+}
+if [ "$SECONDS_" -ge 80 ]; then
+    (
+        sleep 15
+        uplink >"$WORK/uplink0"
+        sleep 60
+        uplink >"$WORK/uplink1"
+        [ -n "${AGENT_PID:-}" ] && awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status" >"$WORK/agent_rss"
+    ) &
+    PIDS+=($!)
+fi
+
 log "simulator: $MINERS miners, $RATE shares/s, $SECONDS_ s"
 node_args=()
 if [ "$BLOCKS" != 0 ]; then
@@ -121,6 +161,7 @@ proto_args=(--server 127.0.0.1:3334)
 if [ "${SLUICE_BENCH_PROTOCOL:-v1}" = v2 ]; then
     proto_args=(--server 127.0.0.1:3337 --protocol v2 --authority-key "$SV2_KEY")
 fi
+[ -n "${SLUICE_BENCH_AGENT:-}" ] && proto_args=(--server 127.0.0.1:3341)
 TIMEFORMAT="simulator CPU: %U s user, %S s system"
 time "$REL/simulator" "${proto_args[@]}" -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
     --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
@@ -138,4 +179,16 @@ RSS_PEAK=$(cat "$PEAK_FILE")
 echo "sserver RSS: idle $((RSS_IDLE / 1024)) MiB, peak $((RSS_PEAK / 1024)) MiB," \
     "$(( (RSS_PEAK - RSS_IDLE) * 1024 / MINERS )) bytes per connection"
 echo "sserver CPU: $(ps -o times= -p "$SSERVER_PID") s; work files in $WORK"
+if [ -f "$WORK/uplink1" ]; then
+    read -r s0 r0 o0 i0 <"$WORK/uplink0"
+    read -r s1 r1 o1 i1 <"$WORK/uplink1"
+    echo "uplink per minute ($([ -n "${AGENT_PID:-}" ] && echo "the agent's sessions" || echo "the miners' own connections")):" \
+        "$((s1 - s0)) bytes and $((o1 - o0)) segments up, $((r1 - r0)) bytes and $((i1 - i0)) segments down"
+fi
+if [ -n "${AGENT_PID:-}" ] && [ -f "$WORK/agent_rss" ]; then
+    AGENT_RSS=$(cat "$WORK/agent_rss")
+    echo "agent RSS: idle $((AGENT_RSS_IDLE / 1024)) MiB, with $MINERS miners $((AGENT_RSS / 1024)) MiB," \
+        "$(( (AGENT_RSS - AGENT_RSS_IDLE) * 1024 / MINERS )) bytes per miner; agent CPU: $(ps -o times= -p "$AGENT_PID") s"
+    curl -s http://127.0.0.1:9119/metrics | grep -E '^agent_(shares_total|uplink_writes_total|jobs_total)' | sed 's/^/agent: /'
+fi
 [ -f "$WORK/timeline" ] && cat "$WORK/timeline"

@@ -29,6 +29,9 @@ use crate::{AgentMetrics, Config};
 /// follows).
 const DEFAULT_VERSION_MASK: u32 = 0x1fff_e000;
 
+/// A miner that takes none of its lines for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What every miner connection shares.
 pub struct Hub {
     ups: Vec<UpHandle>,
@@ -152,8 +155,11 @@ impl MinerConn {
         loop {
             if !self.out.is_empty() {
                 let out = std::mem::take(&mut self.out);
-                if let Err(e) = wr.write_all(&out).await {
-                    return e.to_string();
+                // A miner that stops reading is dropped, not waited on.
+                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e.to_string(),
+                    Err(_) => return "not reading its answers".into(),
                 }
             }
             let deadline = if self.session.state() == State::Authorized {

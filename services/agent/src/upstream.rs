@@ -632,10 +632,22 @@ impl Upstream {
                 let line: Arc<str> = ServerMessage::from(Notification::SetDifficulty(d))
                     .to_line()
                     .into();
+                // Its job again (not clean): many miners take a new
+                // difficulty only with new work.
+                let job: Option<Arc<str>> = self.jobs.back().map(|j| {
+                    let mut n = j.notify.clone();
+                    n.clean = false;
+                    ServerMessage::from(Notification::Notify(n))
+                        .to_line()
+                        .into()
+                });
                 for sid in session_ids {
                     if let Some(m) = self.miners.get_mut(&sid) {
                         m.difficulty = Some(d);
                         let _ = m.tx.try_send(Down::Line(Arc::clone(&line)));
+                        if let Some(job) = &job {
+                            let _ = m.tx.try_send(Down::Line(Arc::clone(job)));
+                        }
                     }
                 }
             }

@@ -739,15 +739,21 @@ impl Conn {
                     return Some(End::Timeout(Deadline::Idle));
                 }
                 let now = self.started.elapsed().as_secs_f64();
-                let retarget = if self.is_agent() {
-                    self.agent_retarget()
-                } else {
-                    self.vardiff
-                        .as_mut()
-                        .and_then(|v| v.retarget(now))
-                        .is_some()
-                };
-                if retarget || self.last_notify.elapsed() >= self.shared.config.notify_interval {
+                let due = self.last_notify.elapsed() >= self.shared.config.notify_interval;
+                if self.is_agent() {
+                    // A miner's new difficulty goes alone (the agent re-sends
+                    // that miner its job); the whole job only when due.
+                    if self.agent_retarget() || due {
+                        self.agent_notify(due).await;
+                    }
+                    return None;
+                }
+                let retarget = self
+                    .vardiff
+                    .as_mut()
+                    .and_then(|v| v.retarget(now))
+                    .is_some();
+                if retarget || due {
                     self.notify_latest(true).await;
                     // Nothing to send yet (no job): the next job wakes the
                     // session anyway; try again an interval later.

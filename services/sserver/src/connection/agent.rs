@@ -494,7 +494,10 @@ impl Conn {
 
     /// The agent's notify: first the session's difficulty (once), then each
     /// miner's new difficulty in `MINING_SET_DIFF`s (one per exponent), then
-    /// the newest job under a short id. `force`: even if nothing changed.
+    /// the newest job under a short id. The job already sent goes again
+    /// only with `force` (the periodic notify): a new difficulty alone is
+    /// just its `MINING_SET_DIFF`, and the agent gives that miner its job
+    /// again, so a retarget costs the uplink bytes, not a job.
     pub(super) async fn agent_notify(&mut self, force: bool) {
         let Some(job) = self.board.borrow_and_update().latest().cloned() else {
             return;
@@ -523,17 +526,19 @@ impl Conn {
                 by_exponent.entry(e).or_default().push(*sid);
             }
         }
-        if already && !force && by_exponent.is_empty() {
-            return;
-        }
-        if !already {
-            a.next_serial += 1;
-        }
         let mut frames = Vec::new();
         for (e, ids) in &by_exponent {
             for m in agent::set_diff(*e, ids) {
                 frames.extend_from_slice(&m.encode());
             }
+        }
+        if already && !force {
+            // The same job: only the new difficulties (nothing if none).
+            self.out.push_bytes(&frames);
+            return;
+        }
+        if !already {
+            a.next_serial += 1;
         }
         if self.sent_difficulty.is_none() {
             self.send(Notification::SetDifficulty(initial).into()).await;

@@ -178,7 +178,7 @@ fi
 RSS_PEAK=$(cat "$PEAK_FILE")
 echo "sserver RSS: idle $((RSS_IDLE / 1024)) MiB, peak $((RSS_PEAK / 1024)) MiB," \
     "$(( (RSS_PEAK - RSS_IDLE) * 1024 / MINERS )) bytes per connection"
-echo "sserver CPU: $(ps -o times= -p "$SSERVER_PID") s; work files in $WORK"
+echo "sserver CPU: $(cpu_secs "$SSERVER_PID") s; work files in $WORK"
 if [ -f "$WORK/uplink1" ]; then
     read -r s0 r0 o0 i0 <"$WORK/uplink0"
     read -r s1 r1 o1 i1 <"$WORK/uplink1"
@@ -188,7 +188,7 @@ fi
 if [ -n "${AGENT_PID:-}" ] && [ -f "$WORK/agent_rss" ]; then
     AGENT_RSS=$(cat "$WORK/agent_rss")
     echo "agent RSS: idle $((AGENT_RSS_IDLE / 1024)) MiB, with $MINERS miners $((AGENT_RSS / 1024)) MiB," \
-        "$(( (AGENT_RSS - AGENT_RSS_IDLE) * 1024 / MINERS )) bytes per miner; agent CPU: $(ps -o times= -p "$AGENT_PID") s"
+        "$(( (AGENT_RSS - AGENT_RSS_IDLE) * 1024 / MINERS )) bytes per miner; agent CPU: $(cpu_secs "$AGENT_PID") s"
     curl -s http://127.0.0.1:9119/metrics | grep -E '^agent_(shares_total|uplink_writes_total|jobs_total)' | sed 's/^/agent: /'
 fi
-[ -f "$WORK/timeline" ] && cat "$WORK/timeline"
+if [ -f "$WORK/timeline" ]; then cat "$WORK/timeline"; fi

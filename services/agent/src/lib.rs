@@ -77,6 +77,14 @@ pub struct UpstreamConfig {
     /// Shares kept per session while the uplink is down.
     #[serde(default = "default_gap_shares")]
     pub max_gap_shares: usize,
+    /// Milliseconds the miners' shares wait to go up together (0: each at
+    /// once): fewer packets on the uplink for a little more submit latency.
+    #[serde(default = "default_batch_ms")]
+    pub batch_ms: u64,
+}
+
+fn default_batch_ms() -> u64 {
+    50
 }
 
 fn default_sessions() -> usize {
@@ -149,6 +157,9 @@ impl Validate for Config {
         }
         if !(1..=64).contains(&u.sessions) {
             return Err("upstream.sessions must be 1 to 64".into());
+        }
+        if u.batch_ms > 1000 {
+            return Err("upstream.batch_ms must be at most 1000".into());
         }
         if !(u.retry_max_secs > 0.0 && u.retry_max_secs <= 60.0) {
             return Err("upstream.retry_max_secs must be in (0, 60]".into());

@@ -203,12 +203,17 @@ impl MinerConn {
                     if let Err(e) = readable {
                         return e.to_string();
                     }
-                    let mut chunk = [0u8; 4096];
-                    match rd.try_read(&mut chunk) {
+                    // The buffer lives only for the read: an idle miner's
+                    // task holds none.
+                    let read = {
+                        let mut chunk = [0u8; 2048];
+                        rd.try_read(&mut chunk)
+                            .inspect(|&n| framer.push(&chunk[..n]))
+                    };
+                    match read {
                         Ok(0) => return "closed by the miner".into(),
-                        Ok(n) => {
+                        Ok(_) => {
                             last_read = Instant::now();
-                            framer.push(&chunk[..n]);
                             loop {
                                 match framer.next_frame(false) {
                                     Ok(Some(Frame::Line(line))) => self.on_line(&line).await,

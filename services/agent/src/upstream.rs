@@ -33,6 +33,9 @@ pub const USER_AGENT: &str = concat!("sluice-agent/", env!("CARGO_PKG_VERSION"))
 /// Jobs kept for local checks and late shares.
 const JOBS_KEPT: usize = 16;
 
+/// Written at once past this many bytes, whatever the batch window.
+const FLUSH_BYTES: usize = 16 * 1024;
+
 /// What a miner asks of its upstream session.
 #[derive(Debug)]
 pub enum UpCmd {
@@ -488,12 +491,23 @@ impl Upstream {
         for m in hello.early {
             self.on_pool_message(m);
         }
+        // What the miners send waits up to `batch_ms` for company: one
+        // write (and, at the pool, one answer) for many shares.
+        let batch = Duration::from_millis(self.config.upstream.batch_ms);
+        let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
-            if let Err(e) = link.flush(&self.metrics).await {
-                return e;
+            let due = flush_at.is_none_or(|at| tokio::time::Instant::now() >= at)
+                || link.out.len() >= FLUSH_BYTES;
+            if due {
+                if let Err(e) = link.flush(&self.metrics).await {
+                    return e;
+                }
+                flush_at = None;
             }
+            let wait = flush_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 () = token.cancelled() => return "stopping".into(),
+                () = tokio::time::sleep_until(wait), if flush_at.is_some() => {}
                 cmd = self.rx.recv() => {
                     let Some(cmd) = cmd else { return "stopping".into() };
                     self.on_cmd(&mut link, cmd);
@@ -503,6 +517,9 @@ impl Upstream {
                             Ok(cmd) => self.on_cmd(&mut link, cmd),
                             Err(_) => break,
                         }
+                    }
+                    if flush_at.is_none() && !link.out.is_empty() {
+                        flush_at = Some(tokio::time::Instant::now() + batch);
                     }
                 }
                 frames = link.read(&self.metrics) => match frames {

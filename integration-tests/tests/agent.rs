@@ -1,7 +1,7 @@
 //! The farm agent end to end, on the real broker, ZooKeeper and MariaDB,
-//! with nodesim, blkmaker and statshttpd: the simulator's V1 miners (real
-//! proof of work) connect to the agent, which carries them to sserver over
-//! two upstream sessions. Every miner is its own worker at the pool, no two
+//! with nodesim, blkmaker and statshttpd: the simulator's 1,000 V1 miners
+//! (real proof of work) connect to the agent, which carries them to sserver
+//! over two upstream sessions. Every miner is its own worker at the pool, no two
 //! miners do the same work, blocks reach the node, and statshttpd credits
 //! exactly what the miners were told was accepted.
 #![allow(clippy::unwrap_used)]
@@ -18,6 +18,9 @@ use common::{
 };
 use sluice_core::record::{ShareRecord, ShareStatus};
 use sluice_testkit::mysql_url;
+
+/// The farm's machines in the end-to-end run.
+const FARM: usize = 1_000;
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
@@ -86,15 +89,19 @@ async fn a_farm_mines_through_the_agent_each_miner_its_own_worker() {
     drop(dead);
     let (agent_addr, agent_ctx) = start_agent_to(&[dead_addr, pool.stratum], &pool, 2).await;
     let rpc = format!("http://sluice:sluice@{}", pool.pipeline.node.endpoints.rpc);
+    // A farm: 1,000 machines (the pool sees two connections), each with a
+    // share every two seconds.
     let (sim, counters) = start_mining(&pool, 12.0, |o| {
         o.server = agent_addr;
+        o.connections = FARM;
+        o.rate = 500.0;
         o.node_rpc = Some(rpc);
         o.block_interval = 3.0;
     })
     .await;
     let report = sim.await.unwrap().unwrap();
     eprintln!("{}", report.table());
-    assert_eq!(report.connected, MINERS as u64, "{report:?}");
+    assert_eq!(report.connected, FARM as u64, "{report:?}");
     assert!(report.accepted >= 200, "{report:?}");
     for why in report.rejected_by_reason.keys() {
         assert!(
@@ -125,7 +132,30 @@ async fn a_farm_mines_through_the_agent_each_miner_its_own_worker() {
         assert_eq!(*who, r.worker_name, "two miners on one extranonce space");
     }
     let workers: HashSet<&String> = owner.values().collect();
-    assert_eq!(workers.len(), MINERS, "{workers:?}");
+    assert_eq!(workers.len(), FARM, "{workers:?}");
+    // And statshttpd shows each as a worker with its own accepted work; the
+    // workers' credit adds up to what the miners were told was accepted
+    // (their hashrates are that credit over each window).
+    let (status, listed) = common::http_json(
+        pool.api_port,
+        &format!("/api/v1/users/{}/workers", pool.user),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let listed = listed["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), FARM, "every miner a worker");
+    let mut credited = 0.0;
+    for w in listed {
+        assert!(w["accept_count"].as_u64().unwrap() > 0, "{w}");
+        assert!(w["hashrate"]["5m"].as_f64().unwrap() > 0.0, "{w}");
+        credited += w["shares"]["1h"]["accept"].as_f64().unwrap();
+    }
+    let simulated = counters.accepted_difficulty();
+    assert!(
+        credited >= simulated * 0.99 && credited <= simulated * 1.05,
+        "the workers are credited {credited}, the miners were told {simulated}"
+    );
     // Two upstream sessions carried them all.
     let sessions: HashSet<u32> = records.iter().map(|r| r.extranonce1).collect();
     assert_eq!(sessions.len(), 2, "{sessions:?}");

@@ -87,6 +87,10 @@ def render(name: str, text: str, env: dict) -> str:
     if name == "statshttpd.toml" and env.get("SLUICE_TOOLS"):
         dist = f"{env['SLUICE_TOOLS']}/web/node_modules/uplot/dist"
         text = set_key(text, "web_dir", quoted(dist))
+    if name == "agent.toml" and get("SLUICE_NODE_RPC_URL"):
+        # The example asks for nodesim's CPU difficulty; on a real node the
+        # farm starts where the pool says.
+        text = set_key(text, "password", quoted(""))
     if name == "tgbot.toml":
         state = env.get("SLUICE_STATE") or "/var/lib/sluice"
         text = set_key(text, "token_file", quoted(f"{state}/config/tgbot.token"))

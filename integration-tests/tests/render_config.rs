@@ -82,6 +82,8 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
     let farm: agent::Config = load(&dir, "agent.toml");
     sluice_service::Validate::validate(&farm).unwrap();
     assert_eq!(farm.upstream.pools, vec!["127.0.0.1:3333".to_owned()]);
+    // On a real node the farm starts at the pool's difficulty, not nodesim's.
+    assert_eq!(farm.upstream.password, "");
     let blk: blkmaker::Config = load(&dir, "blkmaker.toml");
     assert_eq!(blk.nodes[0].rpc_url, "http://10.0.0.5:8332");
     assert!(blk.nodes[0].cookie_file.is_some());

@@ -65,6 +65,10 @@ pub struct UpstreamConfig {
     /// The pool account every miner mines for; a miner's own `user.worker`
     /// login gives only the worker name.
     pub account: String,
+    /// The authorize password: the pool's options for the whole farm (for
+    /// Sluice, `d=START` sets the difficulty every miner starts at).
+    #[serde(default)]
+    pub password: String,
     /// Upstream sessions to spread the miners over.
     #[serde(default = "default_sessions")]
     pub sessions: usize,

@@ -227,7 +227,8 @@ impl Upstream {
         let timeout = Duration::from_secs(config.upstream.connect_timeout_secs);
         let mut errors = Vec::new();
         for pool in &config.upstream.pools {
-            let attempt = Self::connect(pool, &config.upstream.account, resume, &metrics);
+            let u = &config.upstream;
+            let attempt = Self::connect(pool, &u.account, &u.password, resume, &metrics);
             match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok(link)) => {
                     tracing::info!(%pool, "connected to the pool");
@@ -245,6 +246,7 @@ impl Upstream {
     async fn connect(
         pool: &str,
         account: &str,
+        password: &str,
         resume: Option<[u8; 4]>,
         metrics: &AgentMetrics,
     ) -> Result<(Link, Hello), String> {
@@ -271,7 +273,7 @@ impl Upstream {
             json!({"id": 1, "method": "agent.get_capabilities", "params": caps}),
             json!({"id": 2, "method": "mining.configure", "params": [["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 0}]}),
             json!({"id": 3, "method": "mining.subscribe", "params": subscribe}),
-            json!({"id": 4, "method": "mining.authorize", "params": [account, ""]}),
+            json!({"id": 4, "method": "mining.authorize", "params": [account, password]}),
         ] {
             link.line(&line.to_string());
         }

@@ -78,6 +78,8 @@ pub struct ConnConfig {
     pub accept_burst: f64,
     /// How long a dropped farm agent's session may be resumed.
     pub agent_resume: Duration,
+    /// Farm agents' miners over all sessions, at most.
+    pub max_agent_workers: usize,
 }
 
 /// What every connection shares.

@@ -215,6 +215,10 @@ pub struct Limits {
     /// gets the same extranonce1 and jobs back, so the shares its miners made
     /// while the uplink was down still count (0: never kept).
     pub agent_resume_secs: u64,
+    /// Miners registered through farm agents, over all sessions, at most:
+    /// a registration costs no socket, so one connection must not be able
+    /// to hold memory for tens of thousands of them unbounded.
+    pub max_agent_workers: usize,
     /// Networks (CIDR, e.g. `"10.0.0.0/8"`) exempt from the per-IP rate and
     /// from bans: a farm behind one NAT address, the pool's own proxies.
     pub trusted_networks: Vec<ipnet::IpNet>,
@@ -234,6 +238,7 @@ impl Default for Limits {
             preauth_timeout_secs: 30,
             idle_timeout_secs: 900,
             agent_resume_secs: 300,
+            max_agent_workers: 200_000,
             write_timeout_secs: 30,
             max_rejects_per_minute: 300,
             ban_secs: 600,
@@ -361,6 +366,7 @@ impl Config {
             max_bad_lines: l.max_bad_lines,
             accept_wait: Duration::from_millis(self.accept_wait_ms),
             agent_resume: Duration::from_secs(l.agent_resume_secs),
+            max_agent_workers: l.max_agent_workers,
         }
     }
 }

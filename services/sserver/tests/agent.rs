@@ -493,3 +493,44 @@ async fn an_agent_back_within_the_resume_time_gets_its_session_and_jobs_back() {
     c.handshake_resuming(&r.user, &caps, Some(&old)).await;
     assert_ne!(hex::encode(&c.extranonce1), old);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_register_miners_only_up_to_the_pool_s_limit() {
+    let r: Rig = rig(|c| c.limits.max_agent_workers = 1).await;
+    let events = r.events().await;
+    let mut a = Agent::connect(r.stratum).await;
+    a.handshake(
+        &r.user,
+        &[
+            capability::SUBMIT_RESPONSE,
+            capability::SIGNED_DIFF_EXPONENT,
+        ],
+    )
+    .await;
+    let job = a.first_job().await;
+    a.ex(register(1, "cpuminer", "first")).await;
+    a.ex(register(2, "cpuminer", "second")).await;
+    let one = a.mine(&job, 1, 1, DIFF, true);
+    let two = a.mine(&job, 2, 1, DIFF, true);
+    a.ex(ExMessage::SubmitShare(one)).await;
+    a.ex(ExMessage::SubmitShare(two)).await;
+    assert_eq!(a.submit_response().await, (0, status::ACCEPT));
+    assert_eq!(a.submit_response().await, (1, status::UNAUTHORIZED));
+    record_where(
+        &events,
+        WAIT,
+        "the first miner connected",
+        |e| matches!(&e.kind, EventKind::MinerConnected(m) if m.worker_name == "first"),
+    )
+    .await;
+    // The one over the limit never connected.
+    assert!(
+        events
+            .next_matching(Duration::from_secs(2), |e| {
+                matches!(&e.kind, EventKind::MinerConnected(m) if m.worker_name == "second")
+            })
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -309,6 +309,12 @@ impl Conn {
             tracing::warn!(peer = %self.peer, sid, "agent: worker session id out of range; ignored");
             return;
         }
+        let registered = usize::try_from(self.shared.metrics.agent_workers.get()).unwrap_or(0);
+        if registered >= self.shared.config.max_agent_workers && !a.workers.contains_key(&sid) {
+            // Its shares are answered "unauthorized" (24): the agent hears why.
+            tracing::warn!(peer = %self.peer, sid, registered, "agent: limits.max_agent_workers reached; worker not registered");
+            return;
+        }
         // The name as a miner's own login would give it.
         let worker = parse_login(&format!("{}.{name}", session_miner.user))
             .map(|l| l.worker)

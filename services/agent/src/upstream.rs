@@ -108,8 +108,6 @@ pub struct Upstream {
     initial: Option<f64>,
     signed: bool,
     version_mask: u32,
-    /// The newest job's line, for miners that join.
-    last_notify: Option<Arc<str>>,
     /// Sent up, not answered: by submit index.
     in_flight: HashMap<u16, Waiting>,
     next_index: u16,
@@ -146,7 +144,6 @@ impl Upstream {
             initial: None,
             signed: false,
             version_mask: 0,
-            last_notify: None,
             in_flight: HashMap::new(),
             next_index: 0,
             gap: VecDeque::new(),
@@ -175,7 +172,10 @@ impl Upstream {
                         () = token.cancelled() => return,
                         link = &mut connecting => break link,
                         cmd = self.rx.recv() => match cmd {
-                            Some(cmd) => self.offline(cmd),
+                            Some(cmd) => {
+                                self.on_cmd(None, cmd);
+                                self.past_grace();
+                            }
                             None => return,
                         },
                     }
@@ -210,7 +210,10 @@ impl Upstream {
                     () = token.cancelled() => return,
                     () = &mut pause => break,
                     cmd = self.rx.recv() => match cmd {
-                        Some(cmd) => self.offline(cmd),
+                        Some(cmd) => {
+                            self.on_cmd(None, cmd);
+                            self.past_grace();
+                        }
                         None => return,
                     },
                 }
@@ -300,39 +303,6 @@ impl Upstream {
         }
     }
 
-    /// A command while the uplink is down.
-    fn offline(&mut self, cmd: UpCmd) {
-        match cmd {
-            UpCmd::Register {
-                sid,
-                client_agent,
-                worker,
-                version_rolling,
-                tx,
-            } => {
-                self.add_miner(sid, client_agent, worker, version_rolling, tx);
-            }
-            UpCmd::Unregister { sid } => {
-                self.miners.remove(&sid);
-            }
-            UpCmd::Submit { sid, id, share } => {
-                if let Some(w) = self.checked(sid, id, share) {
-                    if self.gap.len() >= self.config.upstream.max_gap_shares {
-                        // The oldest waits longest: it goes first.
-                        if let Some(old) = self.gap.pop_front() {
-                            self.metrics.gap_shares.dec();
-                            self.answer(old.sid, old.id, status::JOB_NOT_FOUND_OR_STALE);
-                            self.metrics.share("gap_lost");
-                        }
-                    }
-                    self.gap.push_back(w);
-                    self.metrics.gap_shares.inc();
-                }
-            }
-        }
-        self.past_grace();
-    }
-
     /// Past the grace without an uplink: the miners are sent elsewhere.
     fn past_grace(&mut self) {
         let grace = Duration::from_secs(self.config.miners.reconnect_grace_secs);
@@ -362,7 +332,7 @@ impl Upstream {
         worker: String,
         version_rolling: bool,
         tx: mpsc::Sender<Down>,
-    ) -> Option<ExMessage> {
+    ) -> ExMessage {
         // What a joining miner needs before its first share: the mask,
         // its difficulty and the newest job.
         if version_rolling && self.version_mask != 0 {
@@ -395,7 +365,7 @@ impl Upstream {
                 difficulty: None,
             },
         );
-        Some(register)
+        register
     }
 
     /// Checks a share locally: a known job, the miner's difficulty met.
@@ -469,7 +439,6 @@ impl Upstream {
         if !resumed {
             // A new session: the old jobs (and shares on them) mean nothing to it.
             self.jobs.clear();
-            self.last_notify = None;
             for w in waiting.drain(..) {
                 self.metrics.share("gap_lost");
                 self.answer(w.sid, w.id, status::JOB_NOT_FOUND_OR_STALE);
@@ -512,11 +481,11 @@ impl Upstream {
                 () = tokio::time::sleep_until(wait), if flush_at.is_some() => {}
                 cmd = self.rx.recv() => {
                     let Some(cmd) = cmd else { return "stopping".into() };
-                    self.on_cmd(&mut link, cmd);
+                    self.on_cmd(Some(&mut link), cmd);
                     // Whatever else is queued goes in the same write.
                     for _ in 0..1024 {
                         match self.rx.try_recv() {
-                            Ok(cmd) => self.on_cmd(&mut link, cmd),
+                            Ok(cmd) => self.on_cmd(Some(&mut link), cmd),
                             Err(_) => break,
                         }
                     }
@@ -548,7 +517,10 @@ impl Upstream {
         }
     }
 
-    fn on_cmd(&mut self, link: &mut Link, cmd: UpCmd) {
+    /// One miner's command: sent up on `link`, or, while the uplink is down
+    /// (`None`), remembered: registrations for the next session, shares in
+    /// the gap (bounded).
+    fn on_cmd(&mut self, link: Option<&mut Link>, cmd: UpCmd) {
         match cmd {
             UpCmd::Register {
                 sid,
@@ -557,21 +529,38 @@ impl Upstream {
                 version_rolling,
                 tx,
             } => {
-                if let Some(r) = self.add_miner(sid, client_agent, worker, version_rolling, tx) {
-                    link.out.extend_from_slice(&r.encode());
+                let register = self.add_miner(sid, client_agent, worker, version_rolling, tx);
+                if let Some(link) = link {
+                    link.out.extend_from_slice(&register.encode());
                 }
             }
             UpCmd::Unregister { sid } => {
-                if self.miners.remove(&sid).is_some() {
+                if self.miners.remove(&sid).is_some()
+                    && let Some(link) = link
+                {
                     link.out.extend_from_slice(
                         &ExMessage::UnregisterWorker { session_id: sid }.encode(),
                     );
                 }
             }
             UpCmd::Submit { sid, id, share } => {
-                if let Some(w) = self.checked(sid, id, share) {
+                let Some(w) = self.checked(sid, id, share) else {
+                    return;
+                };
+                if let Some(link) = link {
                     self.send_share(link, w);
+                    return;
                 }
+                if self.gap.len() >= self.config.upstream.max_gap_shares {
+                    // The oldest waits longest: it goes first.
+                    if let Some(old) = self.gap.pop_front() {
+                        self.metrics.gap_shares.dec();
+                        self.answer(old.sid, old.id, status::JOB_NOT_FOUND_OR_STALE);
+                        self.metrics.share("gap_lost");
+                    }
+                }
+                self.gap.push_back(w);
+                self.metrics.gap_shares.inc();
             }
         }
     }
@@ -627,7 +616,6 @@ impl Upstream {
             notify: n,
             network,
         });
-        self.last_notify = Some(Arc::clone(&line));
         let mut gone = Vec::new();
         for (sid, m) in &self.miners {
             if let Err(mpsc::error::TrySendError::Closed(_)) =

@@ -224,9 +224,9 @@ impl Conn {
             tracing::info!(peer = %self.peer, session = %hex::encode(extranonce1), ?resume, "farm agent dropped; its session is kept for it to resume");
             self.shared.parked.park(extranonce1, parked);
         }
-        for (sid, w) in std::mem::take(&mut a.workers) {
+        for w in std::mem::take(&mut a.workers).into_values() {
             self.shared.metrics.agent_workers.dec();
-            self.event(EventKind::MinerDisconnected(self.worker_identity(sid, &w)));
+            self.event(EventKind::MinerDisconnected(self.worker_identity(&w)));
         }
     }
 
@@ -255,7 +255,7 @@ impl Conn {
         self.agent.get_or_insert_with(Box::default).resumed = Some(Box::new(parked));
     }
 
-    fn worker_identity(&self, _sid: u16, w: &Worker) -> MinerIdentity {
+    fn worker_identity(&self, w: &Worker) -> MinerIdentity {
         MinerIdentity {
             user_id: w.miner.user_id,
             user_name: w.miner.user.clone(),
@@ -336,12 +336,12 @@ impl Conn {
             since: 0,
             before: None,
         };
-        let joined = self.worker_identity(sid, &w);
+        let joined = self.worker_identity(&w);
         if let Some(a) = self.agent.as_mut()
             && let Some(old) = a.workers.insert(sid, w)
         {
             // Re-registered: the old miner under that id is gone.
-            let left = self.worker_identity(sid, &old);
+            let left = self.worker_identity(&old);
             self.event(EventKind::MinerDisconnected(left));
         } else {
             self.shared.metrics.agent_workers.inc();
@@ -354,7 +354,7 @@ impl Conn {
             return;
         };
         self.shared.metrics.agent_workers.dec();
-        self.event(EventKind::MinerDisconnected(self.worker_identity(sid, &w)));
+        self.event(EventKind::MinerDisconnected(self.worker_identity(&w)));
     }
 
     async fn agent_submit(&mut self, s: ExSubmit) {

@@ -15,7 +15,10 @@ KAFKA_HOME=$SLUICE_TOOLS/kafka
 SLUICE_KAFKA_BROKERS=${SLUICE_KAFKA_BROKERS:-127.0.0.1:9092}
 SLUICE_ZK=${SLUICE_ZK:-127.0.0.1:2181}
 SLUICE_MYSQL_URL=${SLUICE_MYSQL_URL:-mysql://sluice:sluice@127.0.0.1:3306/sluice}
-export SLUICE_HOME SLUICE_STATE SLUICE_TOOLS KAFKA_HOME SLUICE_KAFKA_BROKERS SLUICE_ZK SLUICE_MYSQL_URL
+# The address this host's MariaDB listens on (install/cluster.sh gives each
+# test host its own).
+SLUICE_BIND=${SLUICE_BIND:-127.0.0.1}
+export SLUICE_HOME SLUICE_STATE SLUICE_TOOLS KAFKA_HOME SLUICE_KAFKA_BROKERS SLUICE_ZK SLUICE_MYSQL_URL SLUICE_BIND
 
 log() { printf '[sluice %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -209,6 +209,42 @@ pub async fn list_topics(config: &BusConfig) -> Result<Vec<String>, BusError> {
     .map_err(|e| admin_error("metadata")(e.to_string()))?
 }
 
+/// Partitions of `topic` with fewer replicas in sync than assigned, as
+/// `(partition, replicas, in sync)`; empty when every copy has caught up.
+pub async fn under_replicated(
+    config: &BusConfig,
+    topic: &str,
+) -> Result<Vec<(i32, usize, usize)>, BusError> {
+    let consumer: BaseConsumer = config
+        .finish(config.client_config())
+        .create()
+        .map_err(BusError::Config)?;
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(Some(&name), Timeout::After(Duration::from_secs(10)))
+            .map_err(|e| admin_error("metadata")(e.to_string()))?;
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| admin_error("metadata")(format!("no topic {name}")))?;
+        if let Some(err) = t.error() {
+            return Err(admin_error("metadata")(format!(
+                "topic {name}: {}",
+                RDKafkaErrorCode::from(err)
+            )));
+        }
+        Ok(t.partitions()
+            .iter()
+            .filter(|p| p.isr().len() < p.replicas().len())
+            .map(|p| (p.id(), p.replicas().len(), p.isr().len()))
+            .collect())
+    })
+    .await
+    .map_err(|e| admin_error("metadata")(e.to_string()))?
+}
+
 /// The partition ids of `topic`; an error if the topic does not exist.
 pub async fn fetch_partitions(config: &BusConfig, topic: &str) -> Result<Vec<i32>, BusError> {
     Ok(fetch_watermarks(config, topic)
@@ -216,6 +252,23 @@ pub async fn fetch_partitions(config: &BusConfig, topic: &str) -> Result<Vec<i32
         .into_iter()
         .map(|(p, _, _)| p)
         .collect())
+}
+
+/// How long [`fetch_watermarks`] asks again while a partition has no leader.
+const WATERMARK_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Errors of a partition whose leadership is being settled: worth asking again.
+fn leader_moving(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::NotEnoughReplicas
+                | RDKafkaErrorCode::RequestTimedOut
+        )
+    )
 }
 
 /// `(partition, low, high)` watermarks of every partition of `topic`. Blocking
@@ -249,15 +302,31 @@ pub async fn fetch_watermarks(
                 RDKafkaErrorCode::from(err)
             )));
         }
+        // A partition whose leader is moving (a new topic, a broker lost)
+        // answers "not leader" for a moment: asked again until the deadline.
+        let deadline = std::time::Instant::now() + WATERMARK_PATIENCE;
         t.partitions()
             .iter()
             .map(|p| {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic_name, p.id(), timeout)
-                    .map_err(|e| {
-                        admin_err(format!("watermarks of {topic_name}/{}: {e}", p.id()))
-                    })?;
-                Ok((p.id(), low, high))
+                let mut pause = Duration::from_millis(20);
+                loop {
+                    match consumer.fetch_watermarks(&topic_name, p.id(), timeout) {
+                        Ok((low, high)) => return Ok((p.id(), low, high)),
+                        Err(e)
+                            if leader_moving(e.rdkafka_error_code())
+                                && std::time::Instant::now() + pause < deadline =>
+                        {
+                            std::thread::sleep(pause);
+                            pause = (pause * 2).min(Duration::from_millis(500));
+                        }
+                        Err(e) => {
+                            return Err(admin_err(format!(
+                                "watermarks of {topic_name}/{}: {e}",
+                                p.id()
+                            )));
+                        }
+                    }
+                }
             })
             .collect()
     })

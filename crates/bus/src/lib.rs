@@ -25,6 +25,7 @@ use std::marker::PhantomData;
 
 pub use admin::{
     TopicsApplied, create_topics, delete_topics, fetch_partitions, fetch_watermarks, list_topics,
+    under_replicated,
 };
 pub use config::{BusConfig, TopicNames};
 pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};

@@ -293,8 +293,18 @@ async fn list(config: &Config) -> anyhow::Result<()> {
         let marks = sluice_bus::fetch_watermarks(&config.kafka, name).await?;
         let written: i64 = marks.iter().map(|(_, _, high)| high).sum();
         let retained: i64 = marks.iter().map(|(_, low, high)| high - low).sum();
+        let lagging = sluice_bus::under_replicated(&config.kafka, name).await?;
+        let sync = if lagging.is_empty() {
+            "every replica in sync".to_owned()
+        } else {
+            let parts: Vec<String> = lagging
+                .iter()
+                .map(|(p, replicas, isr)| format!("{p} ({isr} of {replicas} in sync)"))
+                .collect();
+            format!("under-replicated: {}", parts.join(", "))
+        };
         out!(
-            "{name}: {} partitions, {written} messages written, {retained} retained",
+            "{name}: {} partitions, {written} messages written, {retained} retained, {sync}",
             marks.len()
         );
     }

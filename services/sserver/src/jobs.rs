@@ -153,6 +153,8 @@ pub struct FeedConfig {
     pub extranonce2_size: usize,
     /// Seconds a job stays valid for shares.
     pub max_job_lifetime_secs: u32,
+    /// Counts jobs fenced off by epoch.
+    pub fenced: prometheus_client::metrics::counter::Counter,
 }
 
 /// Follows the Job topic until `token` is cancelled, publishing boards.
@@ -198,6 +200,7 @@ pub async fn feed(
                 continue;
             }
             if !fence.admit(&job) {
+                config.fenced.inc();
                 tracing::warn!(job = %job.id, epoch = job.leader_epoch, "job from a deposed jobmaker ignored");
                 continue;
             }

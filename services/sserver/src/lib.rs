@@ -478,6 +478,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             kafka: config.kafka.clone(),
             extranonce2_size: config.extranonce2_size,
             max_job_lifetime_secs: config.jobs.max_job_lifetime_secs,
+            fenced: metrics.jobs_fenced.clone(),
         },
         board_tx,
         ctx.health.clone(),

@@ -62,6 +62,8 @@ pub struct ServerMetrics {
     pub answered_unacknowledged: Counter,
     /// Events dropped because their queue was full.
     pub events_dropped: Counter,
+    /// Jobs ignored because a newer jobmaker leader's epoch was seen.
+    pub jobs_fenced: Counter,
     /// Connections closed, by why.
     pub closed: Family<ReasonLabel, Counter>,
 }
@@ -151,6 +153,11 @@ impl ServerMetrics {
                 "sserver_shares_in_flight",
                 "Shares awaiting the broker's ack",
                 m.shares_in_flight.clone(),
+            );
+            r.register(
+                "sserver_jobs_fenced",
+                "Jobs from a deposed jobmaker leader ignored (an epoch below the newest seen)",
+                m.jobs_fenced.clone(),
             );
             r.register(
                 "sserver_events_dropped",

@@ -235,6 +235,9 @@ def drill_broker(user: str) -> dict:
     goes_on = mining_goes_on(miners, 30, "mining with a broker cut off")
     remaining = 60 - (time.monotonic() - cut_at)
     time.sleep(max(0.0, remaining))  # the scenario: the broker stays away 60 s
+    # The cut was real for Kafka: the cluster took the broker out of every
+    # in-sync set (after replica.lag.time.max.ms, 30 s).
+    check(under_replicated(), f"no partition under-replicated with {victim['name']} cut off for 60 s")
     cluster("heal", victim["name"])
     healed = time.monotonic()
     caught_up = until(180, "no under-replicated partition", lambda: not under_replicated())

@@ -154,6 +154,9 @@ def service_config(name: str, host: dict, f: dict, state: str, layout: dict) -> 
         if name == "gbtmaker":
             text = set_in(text, "nodes", "zmq_hashblock", quoted(node["zmq_hashblock"]))
     if name == "nodesim":
+        bits = layout.get("nodesim", {}).get("bits")
+        if bits:
+            text = set_in(text, "", "bits", quoted(bits))
         text = set_in(text, "", "rpc_listen", quoted(f"{addr}:{NODE_RPC_PORT}"))
         text = set_in(text, "", "zmq_hashblock", quoted(f"tcp://{addr}:{NODE_ZMQ_PORT}"))
     if name == "sserver":
@@ -161,6 +164,10 @@ def service_config(name: str, host: dict, f: dict, state: str, layout: dict) -> 
         text = set_in(text, "", "listen", quoted(f"{addr}:{port}"))
         text = set_in(text, "", "proxy_protocol", "true")
         text = set_in(text, "sv2", "listen", quoted(f"{addr}:{SV2_PORT}"))
+        pinned = layout.get("sserver", {}).get("pin_difficulty")
+        if pinned:
+            for key in ("default", "min", "max"):
+                text = set_in(text, "difficulty", key, str(pinned))
     if name == "statshttpd":
         text = set_in(text, "", "listen", quoted(f"{addr}:{API_PORT}"))
     if name == "blkmaker":
@@ -277,8 +284,17 @@ def main() -> None:
     p.add_argument("layout", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--state", help="each host's state directory on the host (default OUT/<host>)")
+    p.add_argument("--nodesim-bits", help="nodesim's compact target (deploy/config/nodesim.toml's otherwise)")
+    p.add_argument("--pin-difficulty", type=float,
+                   help="every sserver's difficulty, fixed (no vardiff: for throughput benchmarks)")
     args = p.parse_args()
     layout = load(args.layout)
+    if args.pin_difficulty:
+        layout.setdefault("sserver", {})["pin_difficulty"] = args.pin_difficulty
+    if args.nodesim_bits:
+        if not re.fullmatch(r"[0-9a-f]{8}", args.nodesim_bits):
+            fail(f"--nodesim-bits {args.nodesim_bits!r}: 8 hex digits, e.g. 1d00ffff")
+        layout.setdefault("nodesim", {})["bits"] = args.nodesim_bits
     f = facts(layout)
     summary = {"subnet": layout["network"]["subnet"], "brokers": f["brokers"],
                "zookeeper": f["zookeeper"], "mysql_url": f["mysql_url"],

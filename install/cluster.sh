@@ -17,6 +17,9 @@
 #   install/cluster.sh partition "A B…" "C D…"   drop all traffic between two groups of hosts
 #   install/cluster.sh unpartition   end every partition
 #
+# SLUICE_CLUSTER_NODESIM_BITS=1d00ffff makes nodesim's blocks hard to find (no
+# simulated share is then a block) and SLUICE_CLUSTER_PIN_DIFFICULTY=2e-10
+# fixes every sserver's difficulty (no vardiff): for throughput benchmarks.
 # State and logs: $SLUICE_CLUSTER_DIR (default /var/tmp/sluice-cluster), one
 # directory per host (its SLUICE_STATE; logs in <host>/log/).
 set -euo pipefail
@@ -113,7 +116,9 @@ unpartition() {
 prepare_hosts() {
     local host cluster_id addr
     rm -rf "$CLUSTER"
-    python3 "$SLUICE_HOME/install/cluster-render.py" "$LAYOUT" "$CLUSTER"
+    python3 "$SLUICE_HOME/install/cluster-render.py" "$LAYOUT" "$CLUSTER" \
+        ${SLUICE_CLUSTER_NODESIM_BITS:+--nodesim-bits "$SLUICE_CLUSTER_NODESIM_BITS"} \
+        ${SLUICE_CLUSTER_PIN_DIFFICULTY:+--pin-difficulty "$SLUICE_CLUSTER_PIN_DIFFICULTY"}
     # One KRaft cluster id for every broker.
     cluster_id=$(java -Xmx128m -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null)
     for host in $(with_role kafka); do

@@ -222,9 +222,9 @@ down() {
             ctl "$host" shutdown >/dev/null 2>&1 || true
         done < <(hosts)
     fi
+    # Whatever still runs in a test host (a program supervisord could not
+    # stop) is killed with it; nothing outside the namespaces is touched.
     remove_network
-    # supervisord and its programs ran in the namespaces: none is left.
-    pkill -9 -f "supervisord -c $SUPERVISOR_CONF" 2>/dev/null || true
     rm -rf "$CLUSTER"
     log "test hosts removed"
 }

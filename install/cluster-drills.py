@@ -18,13 +18,22 @@ Drills (in this order by default):
   jobmaker    the leading jobmaker's host cut off: the other leads within
               10 s, new blocks reach the miners; back, the old one's jobs
               are fenced by epoch and it stands by
+  jobmaker-frozen
+              the leading jobmaker frozen 20 s (SIGSTOP) and thawed: the other
+              leads within 10 s; thawed, the old one stands by, any job it
+              sent meanwhile is dropped by every sserver (epoch fence)
   sserver     an sserver's host cut off: HAProxy takes it out, its miners are
               mining on the others within 30 s; their work is credited once
   partition   every sserver host cut from every broker for 30 s: the miners
               keep mining the last job, every accepted share and block
               candidate is delivered afterwards
   blkmaker    the host of the blkmaker taking solved shares cut off: the other
-              takes them; each block is submitted to the node and recorded once
+              takes them; each block is recorded once
+
+In every drill each block found reaches the node (nodesim's submitblock
+answers, counted): as a block once; "submitted again" counts the submissions
+the node had already seen, which only a blkmaker's replay after losing its
+host may cause (at least once: never a block lost, sometimes sent twice).
 
 Results: a Markdown table on stdout and in $SLUICE_CLUSTER_DIR/../cluster-drills-<time>.md.
 """
@@ -338,6 +347,34 @@ def drill_jobmaker(user: str) -> dict:
                                    f"mining on after {goes_on:.1f} s; {fenced() - fenced_before:.0f} deposed jobs fenced"}
 
 
+def drill_jobmaker_frozen(user: str) -> dict:
+    """The leader frozen (SIGSTOP, as a long GC pause or a hung VM) past its
+    session, then thawed: it wakes believing it leads. Jobs it sends before
+    it learns otherwise carry its old epoch, and every sserver drops them."""
+    start = sluicectl("offsets", "share")
+    miners = Miners(user, 75)
+    leader, epoch = until(10, "a jobmaker leader", leader_of_jobmakers)
+    fenced_before = fenced()
+    cluster("ctl", leader["name"], "signal", "STOP", "jobmaker")
+    frozen_at = time.monotonic()
+    new = until(30, "another jobmaker to lead",
+                lambda: (l := leader_of_jobmakers()) and l[0]["name"] != leader["name"] and l)
+    took_over = time.monotonic() - frozen_at
+    check(new[1] > epoch and took_over <= 10, f"new leader {new} {took_over:.1f} s after the freeze")
+    time.sleep(max(0.0, 20 - (time.monotonic() - frozen_at)))  # frozen 20 s
+    cluster("ctl", leader["name"], "signal", "CONT", "jobmaker")
+    until(60, f"the thawed jobmaker on {leader['name']} standing by",
+          lambda: "standby" in json.dumps(health(leader, "jobmaker") or {}))
+    goes_on = mining_goes_on(miners, 30, "mining after the thaw")
+    still = leader_of_jobmakers()
+    check(still is not None and still[0]["name"] == new[0]["name"], f"leadership moved back: {still}")
+    report = miners.report()
+    figures = account(user, start, report)
+    return {**figures, "recovery": f"new leader (epoch {epoch} → {new[1]}) {took_over:.1f} s into the freeze; "
+                                   f"thawed, the old one stood by; {fenced() - fenced_before:.0f} of its jobs "
+                                   f"dropped by the sservers; mining on ({goes_on:.1f} s)"}
+
+
 def connections() -> dict[str, float]:
     out = {}
     for h in hosts("sserver"):
@@ -445,7 +482,46 @@ def drill_blkmaker(user: str) -> dict:
     return {**figures, "recovery": f"{other} took the solved shares {took_over:.1f} s after {taker} was cut"}
 
 
+def node_submits() -> dict[str, float]:
+    """nodesim's submitblock answers so far, by answer."""
+    node = hosts("nodesim")
+    m = metrics(node[0], "nodesim") if node else None
+    if m is None:
+        return {}
+    out = {}
+    for key, v in m.items():
+        found = re.fullmatch(r'nodesim_submitblock_total\{answer="([^"]+)"\}', key)
+        if found:
+            out[found.group(1)] = v
+    return out
+
+
+def submits_since(before: dict[str, float], blocks: int) -> tuple[int, int]:
+    """Every block found reached the node once as a block (a new tip, or a
+    side branch when two miners found one at the same height); the
+    submissions the node had already seen (a block taken again after a
+    blkmaker's host was lost) as the second figure."""
+    seen = {}
+
+    def settled():
+        now = node_submits()
+        seen.update({k: now.get(k, 0) - before.get(k, 0) for k in set(now) | set(before)})
+        return seen.get("accepted", 0) + seen.get("inconclusive", 0) >= blocks
+
+    if hosts("nodesim"):
+        try:
+            until(60, "every block found submitted to the node", settled)
+        except DrillFailed:
+            raise DrillFailed(f"{blocks} blocks found, the node took {seen}")
+        check(seen.get("accepted", 0) + seen.get("inconclusive", 0) == blocks,
+              f"{blocks} blocks found, the node took {seen}")
+        check(not seen.get("rejected", 0) and not seen.get("duplicate-invalid", 0),
+              f"the node refused blocks: {seen}")
+    return blocks, int(seen.get("duplicate", 0))
+
+
 DRILLS = {"broker": drill_broker, "zookeeper": drill_zookeeper, "jobmaker": drill_jobmaker,
+          "jobmaker-frozen": drill_jobmaker_frozen,
           "sserver": drill_sserver, "partition": drill_partition, "blkmaker": drill_blkmaker}
 
 
@@ -460,22 +536,27 @@ def main() -> int:
         user = f"drill{int(time.time())}{name}"
         log(f"{name}: {MINERS} miners at {RATE:.0f} shares/s as {user}")
         t0 = time.monotonic()
+        node_before = node_submits()
         try:
             r = DRILLS[name](user)
+            _, again = submits_since(node_before, r["blocks"])
             rows.append(f"| {name} | {r['recovery']} | {r['accepted']:,} / {r['records']:,} | "
-                        f"{r['blocks']} / 0 | 0 | {r['reconnects']} | pass |")
+                        f"{r['blocks']} / 0 | {again} | 0 | {r['reconnects']} | pass |")
         except DrillFailed as e:
             failed += 1
-            rows.append(f"| {name} | | | | | | **FAIL**: {e} |")
+            rows.append(f"| {name} | | | | | | | **FAIL**: {e} |")
         finally:
             cluster("unpartition")
             cluster("heal", "all")
+            for h in hosts("jobmaker"):
+                subprocess.run(["bash", str(HOME / "install" / "cluster.sh"), "ctl", h["name"], "signal", "CONT",
+                                "jobmaker"], capture_output=True)
         log(f"{name}: {rows[-1]} ({time.monotonic() - t0:.0f} s)")
     table = "\n".join([
         f"install/cluster.sh drills {' '.join(names)} ({MINERS} miners, {RATE:.0f} shares/s; "
         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC)", "",
-        "| drill | recovery | shares accepted (miners / Share topic) | blocks found / unrecorded | duplicates | reconnects | result |",
-        "|---|---|---|---|---|---|---|", *rows])
+        "| drill | recovery | shares accepted (miners / Share topic) | blocks found / unrecorded | blocks submitted again | duplicate shares | reconnects | result |",
+        "|---|---|---|---|---|---|---|---|", *rows])
     print(table)
     (CLUSTER.parent / f"cluster-drills-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(table + "\n")
     return 1 if failed else 0

@@ -49,7 +49,7 @@ ADMIN = {"gbtmaker": 9101, "jobmaker": 9102, "sserver": 9103, "blkmaker": 9104,
 # the lost member, short enough that a lost jobmaker leader's standby leads
 # within 10 s (its session ends first). A lost sserver's id is only held
 # longer.
-SESSION_MS = {"sserver": 10000, "jobmaker": 6000}
+SESSION_MS = {"sserver": 10000, "jobmaker": 5000}
 KAFKA_PORT, CONTROLLER_PORT, ZK_PORT, MYSQL_PORT = 9092, 9093, 2181, 3306
 NODE_RPC_PORT, NODE_ZMQ_PORT, SV2_PORT, API_PORT = 18443, 28332, 3336, 8080
 MYSQL_USER = "sluice"
@@ -221,7 +221,7 @@ def zoo_cfg(host: dict, layout: dict, state: str) -> tuple[str, int]:
     return (f"""# Member {myid} of the ensemble ({host['name']}), written by install/cluster-render.py.
 # A follower gives up on a lost leader after syncLimit ticks (2 s), and the
 # other two elect a new one in well under a second: shorter than any
-# client's session (sserver 10 s, jobmaker 6 s), so no session ends when a
+# client's session (sserver 10 s, jobmaker 5 s), so no session ends when a
 # member is lost, even one whose clients were on that member.
 tickTime=1000
 initLimit=10

@@ -221,28 +221,40 @@ pub async fn under_replicated(
         .map_err(BusError::Config)?;
     let name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let metadata = consumer
-            .fetch_metadata(Some(&name), Timeout::After(Duration::from_secs(10)))
-            .map_err(|e| admin_error("metadata")(e.to_string()))?;
-        let t = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| admin_error("metadata")(format!("no topic {name}")))?;
-        if let Some(err) = t.error() {
-            return Err(admin_error("metadata")(format!(
-                "topic {name}: {}",
-                RDKafkaErrorCode::from(err)
-            )));
-        }
-        Ok(t.partitions()
-            .iter()
-            .filter(|p| p.isr().len() < p.replicas().len())
-            .map(|p| (p.id(), p.replicas().len(), p.isr().len()))
-            .collect())
+        with_topic(&consumer, &name, |t| {
+            Ok(t.partitions()
+                .iter()
+                .filter(|p| p.isr().len() < p.replicas().len())
+                .map(|p| (p.id(), p.replicas().len(), p.isr().len()))
+                .collect())
+        })
     })
     .await
     .map_err(|e| admin_error("metadata")(e.to_string()))?
+}
+
+/// Calls `f` with `name`'s metadata; an error if the topic does not exist
+/// or the cluster reports one for it.
+fn with_topic<R>(
+    consumer: &BaseConsumer,
+    name: &str,
+    f: impl FnOnce(&rdkafka::metadata::MetadataTopic) -> Result<R, BusError>,
+) -> Result<R, BusError> {
+    let metadata = consumer
+        .fetch_metadata(Some(name), Timeout::After(Duration::from_secs(10)))
+        .map_err(|e| admin_error("metadata")(e.to_string()))?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == name)
+        .ok_or_else(|| admin_error("metadata")(format!("no topic {name}")))?;
+    if let Some(err) = t.error() {
+        return Err(admin_error("metadata")(format!(
+            "topic {name}: {}",
+            RDKafkaErrorCode::from(err)
+        )));
+    }
+    f(t)
 }
 
 /// The partition ids of `topic`; an error if the topic does not exist.
@@ -288,47 +300,35 @@ pub async fn fetch_watermarks(
             op: "metadata",
             detail,
         };
-        let metadata = consumer
-            .fetch_metadata(Some(&topic_name), timeout)
-            .map_err(|e| admin_err(e.to_string()))?;
-        let t = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic_name)
-            .ok_or_else(|| admin_err(format!("no topic {topic_name}")))?;
-        if let Some(err) = t.error() {
-            return Err(admin_err(format!(
-                "topic {topic_name}: {}",
-                RDKafkaErrorCode::from(err)
-            )));
-        }
-        // A partition whose leader is moving (a new topic, a broker lost)
-        // answers "not leader" for a moment: asked again until the deadline.
-        let deadline = std::time::Instant::now() + WATERMARK_PATIENCE;
-        t.partitions()
-            .iter()
-            .map(|p| {
-                let mut pause = Duration::from_millis(20);
-                loop {
-                    match consumer.fetch_watermarks(&topic_name, p.id(), timeout) {
-                        Ok((low, high)) => return Ok((p.id(), low, high)),
-                        Err(e)
-                            if leader_moving(e.rdkafka_error_code())
-                                && std::time::Instant::now() + pause < deadline =>
-                        {
-                            std::thread::sleep(pause);
-                            pause = (pause * 2).min(Duration::from_millis(500));
-                        }
-                        Err(e) => {
-                            return Err(admin_err(format!(
-                                "watermarks of {topic_name}/{}: {e}",
-                                p.id()
-                            )));
+        with_topic(&consumer, &topic_name, |t| {
+            // A partition whose leader is moving (a new topic, a broker lost)
+            // answers "not leader" for a moment: asked again until the deadline.
+            let deadline = std::time::Instant::now() + WATERMARK_PATIENCE;
+            t.partitions()
+                .iter()
+                .map(|p| {
+                    let mut pause = Duration::from_millis(20);
+                    loop {
+                        match consumer.fetch_watermarks(&topic_name, p.id(), timeout) {
+                            Ok((low, high)) => return Ok((p.id(), low, high)),
+                            Err(e)
+                                if leader_moving(e.rdkafka_error_code())
+                                    && std::time::Instant::now() + pause < deadline =>
+                            {
+                                std::thread::sleep(pause);
+                                pause = (pause * 2).min(Duration::from_millis(500));
+                            }
+                            Err(e) => {
+                                return Err(admin_err(format!(
+                                    "watermarks of {topic_name}/{}: {e}",
+                                    p.id()
+                                )));
+                            }
                         }
                     }
-                }
-            })
-            .collect()
+                })
+                .collect()
+        })
     })
     .await
     .map_err(|e| BusError::Admin {

@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{BlockHash, CompactTarget};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use sluice_service::{CommonConfig, Context, Validate};
 use tokio::sync::{broadcast, watch};
@@ -125,6 +128,8 @@ impl Config {
 #[derive(Debug)]
 pub(crate) struct Node {
     chain: Mutex<Chain>,
+    /// `submitblock` calls by answer.
+    submits: Family<AnswerLabel, Counter>,
     /// The tip, for long polls.
     tip: watch::Sender<BlockHash>,
     /// Every new tip, for ZMQ (a watch would coalesce blocks).
@@ -132,7 +137,20 @@ pub(crate) struct Node {
     longpoll_timeout: Duration,
 }
 
+/// The `answer` label of `nodesim_submitblock`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AnswerLabel {
+    /// accepted (a new tip), inconclusive (a side branch), duplicate,
+    /// duplicate-invalid, rejected
+    pub(crate) answer: &'static str,
+}
+
 impl Node {
+    /// Counts one `submitblock` answer.
+    pub(crate) fn count_submit(&self, answer: &'static str) {
+        self.submits.get_or_create(&AnswerLabel { answer }).inc();
+    }
+
     fn chain(&self) -> MutexGuard<'_, Chain> {
         self.chain.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -173,8 +191,17 @@ pub async fn start(config: Config, ctx: &Context) -> anyhow::Result<Endpoints> {
     let genesis = chain.tip().block.block_hash();
     let (tip, _) = watch::channel(genesis);
     let (blocks, _) = broadcast::channel(1024);
+    let submits = Family::<AnswerLabel, Counter>::default();
+    ctx.metrics.register(|r| {
+        r.register(
+            "nodesim_submitblock",
+            "submitblock calls by answer: accepted (a new tip), inconclusive, duplicate, duplicate-invalid, rejected",
+            submits.clone(),
+        );
+    });
     let node = Arc::new(Node {
         chain: Mutex::new(chain),
+        submits,
         tip,
         blocks,
         longpoll_timeout: Duration::from_secs(config.longpoll_timeout_secs),

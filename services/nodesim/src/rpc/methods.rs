@@ -165,16 +165,18 @@ fn submit_block(node: &Arc<Node>, params: &[Value]) -> RpcResult {
     let hash = block.block_hash();
     let outcome = node.chain().submit(block, now(), true);
     tracing::info!(%hash, ?outcome, "submitblock");
-    Ok(match outcome {
+    let (answer, value) = match outcome {
         Submitted::NewTip => {
             node.announce(hash);
-            Value::Null
+            ("accepted", Value::Null)
         }
-        Submitted::SideBranch => json!("inconclusive"),
-        Submitted::Duplicate => json!("duplicate"),
-        Submitted::DuplicateInvalid => json!("duplicate-invalid"),
-        Submitted::Rejected(reason) => json!(reason),
-    })
+        Submitted::SideBranch => ("inconclusive", json!("inconclusive")),
+        Submitted::Duplicate => ("duplicate", json!("duplicate")),
+        Submitted::DuplicateInvalid => ("duplicate-invalid", json!("duplicate-invalid")),
+        Submitted::Rejected(reason) => ("rejected", json!(reason)),
+    };
+    node.count_submit(answer);
+    Ok(value)
 }
 
 fn get_block_hash(node: &Arc<Node>, params: &[Value]) -> RpcResult {

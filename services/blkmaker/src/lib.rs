@@ -436,6 +436,18 @@ impl Blkmaker {
                 return Ok(a);
             }
         }
+        // Not the node's current one either: perhaps on RawGbt but not yet
+        // here (this feed lags after a network cut).
+        let kept = i64::try_from(self.config.templates_kept).unwrap_or(i64::MAX);
+        let within = Duration::from_secs(self.config.rpc_timeout_secs.max(10));
+        if let Some(template) =
+            templates::look_up(&self.config.kafka, &share.template_id, kept, within).await
+        {
+            self.templates.insert(template.clone());
+            tracing::warn!(hash = %share.block_hash, template = %share.template_id,
+                "recovered: the template was on RawGbt, not yet in this blkmaker's feed");
+            return assemble(share, Some(&template));
+        }
         Err(AssembleError::TemplateUnknown)
     }
 

@@ -89,6 +89,45 @@ impl Templates {
     }
 }
 
+/// Looks `id` up on RawGbt itself: the last `n` messages, read on fresh
+/// connections until the topic's end as it is now (at most `within`). For a
+/// share whose template the feed has not brought yet: after this host was
+/// cut off, the feed's old connections can take tens of seconds to come back
+/// while the solved shares already flow again.
+pub(crate) async fn look_up(
+    kafka: &BusConfig,
+    id: &TemplateId,
+    n: i64,
+    within: Duration,
+) -> Option<BlockTemplate> {
+    let topic = Topic::<BlockTemplate>::new(kafka.topics.raw_gbt.clone());
+    let search = async {
+        let ends = sluice_bus::fetch_watermarks(kafka, topic.name())
+            .await
+            .ok()?;
+        let mut left: HashMap<i32, i64> = ends
+            .into_iter()
+            .filter(|(_, low, high)| high > low)
+            .map(|(p, _, high)| (p, high))
+            .collect();
+        let consumer = TailConsumer::new(kafka, &topic, n).await.ok()?;
+        while !left.is_empty() {
+            let r = consumer.next().await.ok()?;
+            if left
+                .get(&r.partition)
+                .is_some_and(|&high| r.offset + 1 >= high)
+            {
+                left.remove(&r.partition);
+            }
+            if r.value.id == *id && r.value.check().is_ok() {
+                return Some(r.value);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(within, search).await.ok().flatten()
+}
+
 /// Feeds `templates` from RawGbt (its last `capacity` messages, then the
 /// new ones) until `token` is cancelled, waiting for the broker if needed;
 /// `kept` shows how many are kept.
@@ -209,5 +248,46 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    /// The lookup reads RawGbt itself (the real broker of the local stack):
+    /// a template there is found whatever this process's feed holds; one
+    /// never published is reported missing once the topic's end is read,
+    /// not after the whole patience.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_on_raw_gbt_is_found_by_looking_it_up() {
+        use sluice_bus::{BusConfig, Producer, Topic, TopicSpec, create_topics};
+
+        let name = sluice_testkit::unique_name("sluice-test-rawgbt-");
+        let mut kafka = BusConfig {
+            brokers: sluice_testkit::kafka_brokers(),
+            client_id: sluice_testkit::unique_name("blkmaker-test-"),
+            ..BusConfig::default()
+        };
+        kafka.topics.raw_gbt = name.clone();
+        create_topics(&kafka, &[TopicSpec::scratch(&name, 1)])
+            .await
+            .expect("the local stack's broker");
+        let topic = Topic::<BlockTemplate>::new(name);
+        let producer = Producer::new(&kafka, 0).unwrap();
+        let mut sent = Vec::new();
+        for n in 1..=3 {
+            let mut t = template(n);
+            t.coinbase_value = Amount::from_sat(5_000_000_000);
+            t.id = t.compute_id();
+            assert_eq!(t.check(), Ok(()));
+            producer.send(&topic, b"k", &t).await.unwrap();
+            sent.push(t);
+        }
+        let patience = Duration::from_secs(20);
+        let found = super::look_up(&kafka, &sent[1].id, 3, patience).await;
+        assert_eq!(found.as_ref(), Some(&sent[1]));
+        let started = std::time::Instant::now();
+        assert!(
+            super::look_up(&kafka, &TemplateId([7; 32]), 3, patience)
+                .await
+                .is_none()
+        );
+        assert!(started.elapsed() < patience / 2, "{:?}", started.elapsed());
     }
 }

@@ -28,6 +28,15 @@ fn admin_error(op: &'static str) -> impl Fn(String) -> BusError {
     move |detail| BusError::Admin { op, detail }
 }
 
+/// A plain consumer for metadata and watermark queries (no group, no
+/// subscription).
+fn metadata_consumer(config: &BusConfig) -> Result<BaseConsumer, BusError> {
+    config
+        .finish(config.client_config())
+        .create()
+        .map_err(BusError::Config)
+}
+
 fn admin_client(config: &BusConfig) -> Result<AdminClient<DefaultClientContext>, BusError> {
     config
         .finish(config.client_config())
@@ -188,10 +197,7 @@ pub async fn delete_topics(config: &BusConfig, names: &[&str]) -> Result<(), Bus
 
 /// The names of every topic on the cluster but Kafka's internal ones.
 pub async fn list_topics(config: &BusConfig) -> Result<Vec<String>, BusError> {
-    let consumer: BaseConsumer = config
-        .finish(config.client_config())
-        .create()
-        .map_err(BusError::Config)?;
+    let consumer = metadata_consumer(config)?;
     tokio::task::spawn_blocking(move || {
         let metadata = consumer
             .fetch_metadata(None, Timeout::After(Duration::from_secs(10)))
@@ -215,10 +221,7 @@ pub async fn under_replicated(
     config: &BusConfig,
     topic: &str,
 ) -> Result<Vec<(i32, usize, usize)>, BusError> {
-    let consumer: BaseConsumer = config
-        .finish(config.client_config())
-        .create()
-        .map_err(BusError::Config)?;
+    let consumer = metadata_consumer(config)?;
     let name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         with_topic(&consumer, &name, |t| {
@@ -289,17 +292,10 @@ pub async fn fetch_watermarks(
     config: &BusConfig,
     topic: &str,
 ) -> Result<Vec<(i32, i64, i64)>, BusError> {
-    let consumer: BaseConsumer = config
-        .finish(config.client_config())
-        .create()
-        .map_err(BusError::Config)?;
+    let consumer = metadata_consumer(config)?;
     let topic_name = topic.to_owned();
     let timeout = Timeout::After(Duration::from_secs(10));
     tokio::task::spawn_blocking(move || {
-        let admin_err = |detail: String| BusError::Admin {
-            op: "metadata",
-            detail,
-        };
         with_topic(&consumer, &topic_name, |t| {
             // A partition whose leader is moving (a new topic, a broker lost)
             // answers "not leader" for a moment: asked again until the deadline.
@@ -319,7 +315,7 @@ pub async fn fetch_watermarks(
                                 pause = (pause * 2).min(Duration::from_millis(500));
                             }
                             Err(e) => {
-                                return Err(admin_err(format!(
+                                return Err(admin_error("metadata")(format!(
                                     "watermarks of {topic_name}/{}: {e}",
                                     p.id()
                                 )));
@@ -331,8 +327,5 @@ pub async fn fetch_watermarks(
         })
     })
     .await
-    .map_err(|e| BusError::Admin {
-        op: "metadata",
-        detail: e.to_string(),
-    })?
+    .map_err(|e| admin_error("metadata")(e.to_string()))?
 }

@@ -151,21 +151,35 @@ fn decode<T: Payload>(msg: &BorrowedMessage<'_>) -> Result<Record<T>, sluice_pro
 /// Nothing is committed: a restart reads the tail again.
 pub struct TailConsumer<T> {
     stream: TypedStream<T>,
+    /// `(partition, start, end)`: where each partition was read from, and
+    /// its end when the consumer was made.
+    bounds: Vec<(i32, i64, i64)>,
 }
 
 impl<T: Payload> TailConsumer<T> {
     /// Starts `n` messages before the end of every partition of `topic`.
     pub async fn new(config: &BusConfig, topic: &Topic<T>, n: i64) -> Result<Self, BusError> {
-        let starts: Vec<(i32, i64)> = fetch_watermarks(config, topic.name())
+        let bounds: Vec<(i32, i64, i64)> = fetch_watermarks(config, topic.name())
             .await?
             .into_iter()
-            .map(|(partition, low, high)| (partition, (high - n.max(0)).max(low)))
+            .map(|(partition, low, high)| (partition, (high - n.max(0)).max(low), high))
             .collect();
+        let starts: Vec<(i32, i64)> = bounds.iter().map(|&(p, start, _)| (p, start)).collect();
         // librdkafka wants a group id even for manual assignment; none is
         // committed.
         let group = format!("{}-tail", config.client_id);
         let stream = TypedStream::assigned(config, topic, &group, &starts, "latest")?;
-        Ok(TailConsumer { stream })
+        Ok(TailConsumer { stream, bounds })
+    }
+
+    /// The partitions that had messages to read from the start, with the
+    /// offset just past the last one then: reading until each is reached
+    /// reads the tail asked for, and no more.
+    pub fn ends(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.bounds
+            .iter()
+            .filter(|(_, start, end)| end > start)
+            .map(|&(p, _, end)| (p, end))
     }
 
     /// The next message.

@@ -102,15 +102,8 @@ pub(crate) async fn look_up(
 ) -> Option<BlockTemplate> {
     let topic = Topic::<BlockTemplate>::new(kafka.topics.raw_gbt.clone());
     let search = async {
-        let ends = sluice_bus::fetch_watermarks(kafka, topic.name())
-            .await
-            .ok()?;
-        let mut left: HashMap<i32, i64> = ends
-            .into_iter()
-            .filter(|(_, low, high)| high > low)
-            .map(|(p, _, high)| (p, high))
-            .collect();
         let consumer = TailConsumer::new(kafka, &topic, n).await.ok()?;
+        let mut left: HashMap<i32, i64> = consumer.ends().collect();
         while !left.is_empty() {
             let r = consumer.next().await.ok()?;
             if left

@@ -40,6 +40,7 @@ Results: a Markdown table on stdout and in $SLUICE_CLUSTER_DIR/../cluster-drills
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,16 @@ def metrics(h: dict, service: str) -> dict[str, float] | None:
     return out
 
 
+def by_host(role: str, name: str, missing: float = -1.0) -> dict[str, float]:
+    """Metric `name` of the `role` service on each host that runs it (the
+    role's name is the service's); `missing` where /metrics does not answer."""
+    out = {}
+    for h in hosts(role):
+        m = metrics(h, role)
+        out[h["name"]] = m.get(name, 0.0) if m is not None else missing
+    return out
+
+
 def health(h: dict, service: str) -> dict | None:
     got = http(h["admin"][service], "/health")
     if not got:
@@ -150,15 +161,13 @@ def leader_of_jobmakers() -> tuple[dict, int] | None:
 class Miners:
     """The simulator on this host, mining through HAProxy as `user`."""
 
-    def __init__(self, user: str, seconds: int, n: int = MINERS, rate: float = RATE, extra=()):
-        self.user, self.n = user, n
+    def __init__(self, user: str, seconds: int):
         self.progress = CLUSTER / f"{user}.progress"
-        self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [str(BIN / "simulator"), "--server", INFO["stratum"], "-n", str(n), "--rate", str(rate),
-             "--duration", str(seconds), "--user", user, "--password", PASSWORD, "--json", *extra],
+            [str(BIN / "simulator"), "--server", INFO["stratum"], "-n", str(MINERS), "--rate", str(RATE),
+             "--duration", str(seconds), "--user", user, "--password", PASSWORD, "--json"],
             stdout=subprocess.PIPE, stderr=open(self.progress, "w"), text=True)
-        until(60, f"{n} miners connected", lambda: self.connected() == n)
+        until(60, f"{MINERS} miners connected", lambda: self.connected() == MINERS)
 
     def line(self) -> str:
         text = self.progress.read_text().replace("\r", "\n").strip().splitlines()
@@ -179,8 +188,8 @@ class Miners:
 
 
 def mining_goes_on(miners: Miners, secs: float, what: str) -> float:
-    """Seconds until the miners' accepted count has grown by 2% of a
-    second's rate, twice in a row (mining, not a last answer)."""
+    """Seconds until the miners' accepted count has grown by half a second's
+    worth of shares (at least 2): mining, not a last answer."""
     t0 = time.monotonic()
     first = miners.accepted()
     until(secs, what, lambda: miners.accepted() > first + max(2, RATE * 0.5))
@@ -188,13 +197,9 @@ def mining_goes_on(miners: Miners, secs: float, what: str) -> float:
 
 
 def in_flight() -> float:
-    total = 0.0
-    for h in hosts("sserver"):
-        m = metrics(h, "sserver")
-        if m is None:
-            return -1
-        total += m.get("sserver_shares_in_flight", 0)
-    return total
+    """Shares every sserver holds unacknowledged; -1 while one does not answer."""
+    held = by_host("sserver", "sserver_shares_in_flight").values()
+    return -1 if any(v < 0 for v in held) else sum(held)
 
 
 def account(user: str, start: str, report: dict) -> dict:
@@ -266,7 +271,6 @@ def under_replicated() -> bool:
 
 
 def zk_mode(h: dict) -> str:
-    import socket
     try:
         with socket.create_connection((h["address"], 2181), timeout=2) as s:
             s.sendall(b"srvr")
@@ -280,11 +284,7 @@ def zk_mode(h: dict) -> str:
 
 
 def server_ids() -> dict[str, float]:
-    out = {}
-    for h in hosts("sserver"):
-        m = metrics(h, "sserver") or {}
-        out[h["name"]] = m.get("sserver_server_id", 0)
-    return out
+    return by_host("sserver", "sserver_server_id", missing=0)
 
 
 def drill_zookeeper(user: str) -> dict:
@@ -315,10 +315,7 @@ def drill_zookeeper(user: str) -> dict:
 
 
 def fenced() -> float:
-    total = 0.0
-    for h in hosts("sserver"):
-        total += (metrics(h, "sserver") or {}).get("sserver_jobs_fenced_total", 0)
-    return total
+    return sum(by_host("sserver", "sserver_jobs_fenced_total", missing=0).values())
 
 
 def drill_jobmaker(user: str) -> dict:
@@ -376,11 +373,7 @@ def drill_jobmaker_frozen(user: str) -> dict:
 
 
 def connections() -> dict[str, float]:
-    out = {}
-    for h in hosts("sserver"):
-        m = metrics(h, "sserver")
-        out[h["name"]] = m.get("sserver_connections", 0) if m else -1
-    return out
+    return by_host("sserver", "sserver_connections")
 
 
 def drill_sserver(user: str) -> dict:
@@ -413,7 +406,7 @@ def drill_sserver(user: str) -> dict:
                                    f"mining after {mining_at:.1f} s; statshttpd credits each share once"}
 
 
-def statshttpd_credits(user: str, records: int) -> int:
+def statshttpd_credits(user: str, records: int) -> None:
     """statshttpd counts each accepted share of `user` once: its count
     reaches the Share topic's and stays there."""
     seen = {}
@@ -429,7 +422,6 @@ def statshttpd_credits(user: str, records: int) -> int:
         until(60, "statshttpd to count every accepted share", count)
     except DrillFailed:
         raise DrillFailed(f"statshttpd counts {seen.get('count')} accepted shares, the Share topic has {records}")
-    return records
 
 
 def drill_partition(user: str) -> dict:
@@ -456,8 +448,7 @@ def drill_partition(user: str) -> dict:
 
 def solved_taken() -> dict[str, float]:
     """Solved shares each blkmaker has taken (one consumer group: one takes them)."""
-    return {h["name"]: (metrics(h, "blkmaker") or {}).get("blkmaker_solved_shares_total", -1)
-            for h in hosts("blkmaker")}
+    return by_host("blkmaker", "blkmaker_solved_shares_total")
 
 
 def taking(before: dict[str, float], exclude: str | None = None) -> str | None:
@@ -496,11 +487,11 @@ def node_submits() -> dict[str, float]:
     return out
 
 
-def submits_since(before: dict[str, float], blocks: int) -> tuple[int, int]:
+def submits_since(before: dict[str, float], blocks: int) -> int:
     """Every block found reached the node once as a block (a new tip, or a
     side branch when two miners found one at the same height); the
     submissions the node had already seen (a block taken again after a
-    blkmaker's host was lost) as the second figure."""
+    blkmaker's host was lost) are returned."""
     seen = {}
 
     def settled():
@@ -517,7 +508,7 @@ def submits_since(before: dict[str, float], blocks: int) -> tuple[int, int]:
               f"{blocks} blocks found, the node took {seen}")
         check(not seen.get("rejected", 0) and not seen.get("duplicate-invalid", 0),
               f"the node refused blocks: {seen}")
-    return blocks, int(seen.get("duplicate", 0))
+    return int(seen.get("duplicate", 0))
 
 
 DRILLS = {"broker": drill_broker, "zookeeper": drill_zookeeper, "jobmaker": drill_jobmaker,
@@ -539,7 +530,7 @@ def main() -> int:
         node_before = node_submits()
         try:
             r = DRILLS[name](user)
-            _, again = submits_since(node_before, r["blocks"])
+            again = submits_since(node_before, r["blocks"])
             rows.append(f"| {name} | {r['recovery']} | {r['accepted']:,} / {r['records']:,} | "
                         f"{r['blocks']} / 0 | {again} | 0 | {r['reconnects']} | pass |")
         except DrillFailed as e:

@@ -109,6 +109,10 @@ def with_role(layout: dict, role: str) -> list[dict]:
     return [h for h in layout["hosts"] if role in h["roles"]]
 
 
+def stratum_port(layout: dict) -> int:
+    return int(layout.get("sserver", {}).get("stratum_port", 3333))
+
+
 def facts(layout: dict) -> dict:
     """Where each shared thing is, as every service reads it."""
     kafka = with_role(layout, "kafka")
@@ -122,12 +126,15 @@ def facts(layout: dict) -> dict:
     else:
         node = dict(layout["node"])
         node.setdefault("name", node["rpc_url"].split("//")[-1])
+    replication = int(layout.get("kafka", {}).get("replication", min(3, len(kafka))))
+    if not 1 <= replication <= len(kafka):
+        fail(f"[kafka] replication = {replication} with {len(kafka)} brokers")
     return {
         "brokers": ",".join(f"{h['address']}:{KAFKA_PORT}" for h in kafka),
         "zookeeper": ",".join(f"{h['address']}:{ZK_PORT}" for h in zk),
         "mysql_url": f"mysql://{MYSQL_USER}:{MYSQL_USER}@{db['address']}:{MYSQL_PORT}/sluice",
         "node": node,
-        "replication": int(layout.get("kafka", {}).get("replication", min(3, len(kafka)))),
+        "replication": replication,
     }
 
 
@@ -160,8 +167,7 @@ def service_config(name: str, host: dict, f: dict, state: str, layout: dict) -> 
         text = set_in(text, "", "rpc_listen", quoted(f"{addr}:{NODE_RPC_PORT}"))
         text = set_in(text, "", "zmq_hashblock", quoted(f"tcp://{addr}:{NODE_ZMQ_PORT}"))
     if name == "sserver":
-        port = layout.get("sserver", {}).get("stratum_port", 3333)
-        text = set_in(text, "", "listen", quoted(f"{addr}:{port}"))
+        text = set_in(text, "", "listen", quoted(f"{addr}:{stratum_port(layout)}"))
         text = set_in(text, "", "proxy_protocol", "true")
         text = set_in(text, "sv2", "listen", quoted(f"{addr}:{SV2_PORT}"))
         pinned = layout.get("sserver", {}).get("pin_difficulty")
@@ -179,11 +185,13 @@ def service_config(name: str, host: dict, f: dict, state: str, layout: dict) -> 
     return text
 
 
-def kafka_properties(host: dict, layout: dict, state: str) -> str:
+def kafka_properties(host: dict, layout: dict, f: dict, state: str) -> str:
     kafka = with_role(layout, "kafka")
     node_id = kafka.index(host) + 1
     n = len(kafka)
-    rf = min(n, 3)
+    # Kafka's internal topics keep as many copies as the pool's (sluicectl
+    # create-topics, the same rule: two in sync from three copies up).
+    rf = f["replication"]
     isr = 2 if rf >= 3 else 1
     voters = ",".join(f"{i + 1}@{h['address']}:{CONTROLLER_PORT}" for i, h in enumerate(kafka))
     a = host["address"]
@@ -237,7 +245,7 @@ admin.enableServer=false
 
 
 def haproxy_cfg(host: dict, layout: dict) -> str:
-    port = layout.get("sserver", {}).get("stratum_port", 3333)
+    port = stratum_port(layout)
     stratum = with_role(layout, "sserver")
 
     def backend(name: str, p: int) -> str:
@@ -313,7 +321,7 @@ def main() -> None:
                 service_config(name, host, f, state, layout))
         if "kafka" in roles:
             (out / "kafka" / "tmp").mkdir(parents=True, exist_ok=True)
-            (out / "kafka" / "server.properties").write_text(kafka_properties(host, layout, state))
+            (out / "kafka" / "server.properties").write_text(kafka_properties(host, layout, f, state))
         if "zookeeper" in roles:
             cfg, myid = zoo_cfg(host, layout, state)
             (out / "zookeeper" / "data").mkdir(parents=True, exist_ok=True)
@@ -332,7 +340,7 @@ def main() -> None:
             "admin": {s: f"{host['address']}:{ADMIN[s]}" for s in services if s in ADMIN},
         })
     lb = with_role(layout, "haproxy")
-    port = layout.get("sserver", {}).get("stratum_port", 3333)
+    port = stratum_port(layout)
     summary["stratum"] = (f"{lb[0]['address']}:{port}" if lb
                           else f"{with_role(layout, 'sserver')[0]['address']}:{port}")
     summary["api"] = f"{with_role(layout, 'statshttpd')[0]['address']}:{API_PORT}"

@@ -1,23 +1,25 @@
 //! Drills with SIGKILL under a mining pool: the jobmaker leader and then
 //! blkmaker, each its own process as supervisord runs them, are killed while
 //! 50 simulated miners mine and blocks arrive from outside. The standby
-//! jobmaker leads within 10 s with a higher epoch and every miner still gets
-//! every outside block as a clean job; the restarted blkmaker records every
+//! jobmaker leads within 10 s with a higher epoch, every miner has shares
+//! accepted on its jobs, and every miner still gets every outside block as a
+//! clean job; the restarted blkmaker records every
 //! block candidate sserver logged, the ones found while it was dead
 //! included; statshttpd credits every accepted share.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    InProcess, MINERS, Pool, accepted_at_least, all_recorded, candidates_all_sent, http_json,
+    InProcess, MINERS, Pool, all_recorded, candidates_all_sent, http_json,
     pool_blocks_on_best_chain, start_mining, start_pool, statshttpd_credits,
 };
+use sluice_core::record::ShareRecord;
 use sluice_testkit::{eventually, free_port, mysql_url, spawn_service, unique_name};
 
 /// Children killed when the test ends, however it ends.
@@ -211,20 +213,44 @@ async fn a_killed_jobmaker_leader_and_a_killed_blkmaker_lose_nothing() {
     })
     .await;
 
-    // kill -9 the leader: b leads within 10 s, with a higher epoch, and the
-    // miners keep having shares accepted.
+    // kill -9 the leader: b leads within 10 s, with a higher epoch, and
+    // every miner has shares accepted on b's jobs.
     let leader = &mut children.0[0];
     leader.kill().unwrap();
     leader.wait().unwrap();
     let killed = Instant::now();
+    // Job ids begin with their second: one made after this second is b's.
+    let killed_secs = u32::try_from(sluice_service::now_ms() / 1000).unwrap();
     let epoch_b = eventually(Duration::from_secs(10), "jobmaker b to lead", || async {
         leader_epoch(&zookeeper_status(admin_b).await?)
     })
     .await;
     let takeover = killed.elapsed();
     assert!(epoch_b > epoch_a, "epoch {epoch_b} after {epoch_a}");
-    let accepted = counters.accepted.load(Ordering::Relaxed);
-    accepted_at_least(&counters, accepted + 200).await;
+    // Vardiff aims each miner at a share every 10 s: three each in 30 s.
+    let shares = pool
+        .pipeline
+        .tail::<ShareRecord>(&pool.pipeline.kafka.topics.share, 100_000)
+        .await;
+    let mut on_b = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while on_b.len() < MINERS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = shares
+            .next_matching(left, |r: &ShareRecord| {
+                r.status.is_accepted() && r.job_id.created_secs() > killed_secs
+            })
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "30 s after b led, {} of {MINERS} miners had a share accepted on its jobs",
+                    on_b.len()
+                )
+            });
+        on_b.insert(share.worker_name);
+    }
+    let all_on_b = killed.elapsed();
 
     // kill -9 blkmaker once it has taken candidates; more are found while it
     // is dead; the restarted one (same consumer group) takes them all.
@@ -255,7 +281,8 @@ async fn a_killed_jobmaker_leader_and_a_killed_blkmaker_lose_nothing() {
 
     let report = sim.await.unwrap().unwrap();
     eprintln!(
-        "kill drill: takeover {takeover:?} (epoch {epoch_a} -> {epoch_b}); {}",
+        "kill drill: takeover {takeover:?} (epoch {epoch_a} -> {epoch_b}), every miner's shares \
+         accepted on the new leader's jobs {all_on_b:?} after the kill; {}",
         report.table()
     );
     assert_eq!(report.connected, MINERS as u64, "{report:?}");

@@ -1,10 +1,11 @@
 //! Standing for election, and one term as leader.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::ScriptBuf;
-use sluice_bus::{Producer, TailConsumer, Topic};
+use sluice_bus::{BusConfig, Producer, Record, TailConsumer, Topic};
 use sluice_coord::{Candidate, Coord};
 use sluice_core::{BlockTemplate, Job};
 use sluice_service::Context;
@@ -18,6 +19,28 @@ use sluice_service::now_ms;
 
 /// Templates read back from the tail when a term starts, to find the best.
 const TEMPLATE_BACKLOG: i64 = 50;
+
+/// How long a new term reads the tail back at most before its first job.
+const BACKLOG_READ_LIMIT: Duration = Duration::from_secs(2);
+
+/// A template read from RawGbt, or `None` for one to skip: one no node
+/// made (poison, counted and logged) or one older than `stale` (read back
+/// from the tail).
+fn admit(
+    record: Record<BlockTemplate>,
+    kafka: &BusConfig,
+    stale: Duration,
+) -> Option<BlockTemplate> {
+    let t = record.value;
+    if let Err(why) = t.check() {
+        sluice_bus::count_poison(&kafka.topics.raw_gbt);
+        tracing::error!(topic = kafka.topics.raw_gbt, partition = record.partition,
+            offset = record.offset, template = %t.id, why,
+            "skipping a template that cannot be a node's");
+        return None;
+    }
+    (now_ms().saturating_sub(t.created_at_ms) <= stale.as_millis() as u64).then_some(t)
+}
 
 /// Campaigns on `coord` and leads whenever elected, until shutdown (Ok) or
 /// until the session is unusable (Err: the caller reconnects).
@@ -95,7 +118,7 @@ async fn lead(
         config.pool_tag.as_bytes().to_vec(),
         payout.clone(),
         epoch,
-        last_job,
+        last_job.as_ref().map(|j| j.id),
     );
     let templates = TailConsumer::<BlockTemplate>::new(
         kafka,
@@ -103,7 +126,7 @@ async fn lead(
         TEMPLATE_BACKLOG,
     )
     .await?;
-    tracing::info!(epoch, last_job = ?last_job.map(|j| j.to_string()), "leading");
+    tracing::info!(epoch, last_job = ?last_job.as_ref().map(|j| j.id.to_string()), "leading");
 
     let job_interval = Duration::from_secs(config.job_interval_secs);
     let stale = Duration::from_secs(config.stale_template_secs);
@@ -111,35 +134,58 @@ async fn lead(
     let mut last_template_at = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(job_interval);
     ticker.reset();
+    // The tail of RawGbt is read through before the term's first job: the
+    // best template in it is chosen without a job for each one on the way
+    // (a clean job for every older tip would send miners to it and make
+    // shares on the newest tip look stale for a moment). The first job is
+    // clean only when its tip is not the one the last leader's newest job
+    // was on: on the same tip, miners keep the work they have.
+    let mut backlog: HashMap<i32, i64> = templates.ends().collect();
+    let backlog_read_by = tokio::time::Instant::now() + BACKLOG_READ_LIMIT;
+    let last_tip = last_job.map(|j| j.prev_blockhash);
+    let mut first_job = true;
     ctx.health
         .set("templates", false, "waiting for the first template");
     loop {
         let clean = tokio::select! {
             () = term.cancelled() => return Ok(()),
-            record = templates.next() => {
-                let record = record?;
-                let t = record.value;
-                if let Err(why) = t.check() {
-                    sluice_bus::count_poison(&kafka.topics.raw_gbt);
-                    tracing::error!(topic = kafka.topics.raw_gbt, partition = record.partition,
-                        offset = record.offset, template = %t.id, why,
-                        "skipping a template that cannot be a node's");
+            // A tail that ends in records that never come (skipped as
+            // poison, or a broker that stalls) does not hold the term up.
+            () = tokio::time::sleep_until(backlog_read_by), if !backlog.is_empty() => {
+                backlog.clear();
+                if current.is_none() {
                     continue;
                 }
-                let now = now_ms();
-                if now.saturating_sub(t.created_at_ms) > stale.as_millis() as u64 {
-                    continue; // an old template read back from the tail
-                }
-                last_template_at = tokio::time::Instant::now();
-                ctx.health.set("templates", true, format!("height {} from {}", t.height, t.node_id));
-                match judge(current.as_ref(), &t, now, job_interval) {
-                    Verdict::Ignore => continue,
-                    Verdict::Refresh => { current = Some(t); continue; }
-                    Verdict::Fill => { current = Some(t); ticker.reset(); false }
-                    Verdict::NewTip => { current = Some(t); ticker.reset(); true }
-                }
+                ticker.reset();
+                true
             }
-            _ = ticker.tick() => {
+            record = templates.next() => {
+                let record = record?;
+                let reading_backlog = !backlog.is_empty();
+                if backlog.get(&record.partition).is_some_and(|&end| record.offset + 1 >= end) {
+                    backlog.remove(&record.partition);
+                }
+                let publish = match admit(record, kafka, stale) {
+                    None => None,
+                    Some(t) => {
+                        last_template_at = tokio::time::Instant::now();
+                        ctx.health.set("templates", true, format!("height {} from {}", t.height, t.node_id));
+                        match judge(current.as_ref(), &t, now_ms(), job_interval) {
+                            Verdict::Ignore => None,
+                            Verdict::Refresh => { current = Some(t); None }
+                            Verdict::Fill => { current = Some(t); Some(false) }
+                            Verdict::NewTip => { current = Some(t); Some(true) }
+                        }
+                    }
+                };
+                if !backlog.is_empty() {
+                    continue;
+                }
+                let Some(clean) = publish.or(reading_backlog.then_some(true)) else { continue };
+                ticker.reset();
+                clean
+            }
+            _ = ticker.tick(), if backlog.is_empty() => {
                 if last_template_at.elapsed() > stale {
                     ctx.health.set("templates", false, format!(
                         "no template for {}s: issuing jobs from the last one", last_template_at.elapsed().as_secs()));
@@ -148,6 +194,11 @@ async fn lead(
             }
         };
         let Some(template) = &current else { continue };
+        let clean = if first_job {
+            last_tip != Some(template.prev_blockhash)
+        } else {
+            clean
+        };
         let job = match factory.make(template, clean, now_ms()) {
             Ok(job) => job,
             Err(error) => {
@@ -170,6 +221,7 @@ async fn lead(
         };
         match sent {
             Ok(_) => {
+                first_job = false;
                 metrics.published(clean);
                 if clean {
                     let age_ms = now_ms().saturating_sub(template.created_at_ms);
@@ -182,8 +234,9 @@ async fn lead(
     }
 }
 
-/// The newest job on the Job topic, so ids keep increasing across leaders.
-async fn newest_job(config: &Config) -> anyhow::Result<Option<sluice_core::JobId>> {
+/// The newest job on the Job topic: ids keep increasing across leaders, and
+/// the first job is clean only on another tip.
+async fn newest_job(config: &Config) -> anyhow::Result<Option<Job>> {
     let tail = TailConsumer::<Job>::new(
         &config.kafka,
         &Topic::new(config.kafka.topics.job.clone()),
@@ -194,5 +247,5 @@ async fn newest_job(config: &Config) -> anyhow::Result<Option<sluice_core::JobId
         .await
         .ok()
         .and_then(Result::ok)
-        .map(|r| r.value.id))
+        .map(|r| r.value))
 }

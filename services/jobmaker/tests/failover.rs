@@ -1,5 +1,7 @@
 //! Two jobmaker processes: SIGKILL the leader and the standby takes over
-//! within 10 s with a higher epoch; the old leader, restarted, stays standby.
+//! within 10 s with a higher epoch, its first job on the newest template
+//! (clean only on another tip than the last leader's); the old leader,
+//! restarted, stays standby.
 
 #![allow(clippy::unwrap_used)]
 
@@ -82,6 +84,9 @@ async fn sigkill_of_the_leader_hands_over_within_seconds_and_the_old_leader_stay
 
     drop(a); // SIGKILL: no resignation, ZooKeeper must notice the dead session
     let killed = Instant::now();
+    // A block while nobody leads: the new leader finds its template at the
+    // end of RawGbt's tail, behind the ones of height 1.
+    rig.generate().await;
     let taken_over = common::job_where(&jobs, Duration::from_secs(10), "from a new leader", |j| {
         j.leader_epoch > epoch_a
     })
@@ -90,7 +95,14 @@ async fn sigkill_of_the_leader_hands_over_within_seconds_and_the_old_leader_stay
         "SIGKILL of the leader to a job from the standby: {:?}",
         killed.elapsed()
     );
-    assert!(taken_over.clean, "a new leader starts with a clean job");
+    assert_eq!(
+        taken_over.height, 2,
+        "the new leader's first job is on the tail's best template, not on each one before it"
+    );
+    assert!(
+        taken_over.clean,
+        "on a tip the last leader's jobs were not on, the first job is clean"
+    );
     assert!(
         taken_over.id > first.id,
         "job ids keep increasing across leaders"
@@ -103,10 +115,25 @@ async fn sigkill_of_the_leader_hands_over_within_seconds_and_the_old_leader_stay
     wait_health(&a2, "standby").await;
     rig.generate().await;
     let next = common::job_where(&jobs, Duration::from_secs(10), "for the new block", |j| {
-        j.height == 2
+        j.height == 3
     })
     .await;
     assert_eq!(next.leader_epoch, epoch_b, "B still leads");
+
+    // B killed on a quiet tip: A2 leads on the tip B's jobs were on, and
+    // its first job lets miners keep the work they have.
     drop(b);
+    let third = common::job_where(&jobs, Duration::from_secs(10), "from a third leader", |j| {
+        j.leader_epoch > epoch_b
+    })
+    .await;
+    assert_eq!(
+        (third.height, third.prev_blockhash),
+        (next.height, next.prev_blockhash)
+    );
+    assert!(
+        !third.clean,
+        "on the tip the last leader's jobs were on, miners keep their work"
+    );
     drop(a2);
 }

@@ -77,6 +77,50 @@ struct Slot {
     version_rolling: bool,
     /// The pool's difficulty for this miner (None: the session's).
     difficulty: Option<f64>,
+    /// The difficulty before the last change, and when it changed.
+    before: Option<(f64, Instant)>,
+}
+
+/// How long after a miner's difficulty changed a share meeting only the old
+/// one still goes up: the miner found it before it read the new one, and
+/// the pool credits it at the old one for as long (sserver's retarget grace).
+const RETARGET_GRACE: Duration = Duration::from_secs(10);
+
+/// The difficulty a share hashing to `hash` goes up at: `current`; the one
+/// `before` a change within [`RETARGET_GRACE`] of `now` when only that one
+/// is met; `None` when neither is (and it is no block).
+fn credited(
+    hash: bitcoin::BlockHash,
+    current: f64,
+    before: Option<(f64, Instant)>,
+    network: Target,
+    now: Instant,
+) -> Option<f64> {
+    let meets = |d: f64| {
+        Difficulty::new(d)
+            .map_or(sluice_core::DIFF1_TARGET, Difficulty::to_target)
+            .is_met_by(hash)
+    };
+    if meets(current) || network.is_met_by(hash) {
+        return Some(current);
+    }
+    before
+        .filter(|&(old, at)| now.saturating_duration_since(at) < RETARGET_GRACE && meets(old))
+        .map(|(old, _)| old)
+}
+
+impl Slot {
+    /// The difficulty a share is checked at: the miner's, else `session`'s.
+    fn difficulty(&self, session: Option<f64>) -> f64 {
+        self.difficulty.or(session).unwrap_or(1.0)
+    }
+
+    /// The difficulty changes to `new` (from `old`) now.
+    fn retarget(&mut self, old: f64, new: f64) {
+        if old != new {
+            self.before = Some((old, Instant::now()));
+        }
+    }
 }
 
 struct Job {
@@ -363,6 +407,7 @@ impl Upstream {
                 worker,
                 version_rolling,
                 difficulty: None,
+                before: None,
             },
         );
         register
@@ -373,7 +418,6 @@ impl Upstream {
     fn checked(&mut self, sid: u16, id: Id, share: ExSubmit) -> Option<Waiting> {
         // A miner the grace already sent away: nobody to answer.
         let miner = self.miners.get(&sid)?;
-        let difficulty = miner.difficulty.or(self.initial).unwrap_or(1.0);
         let Some(job) = self.jobs.iter().find(|j| j.short_id == share.job_id) else {
             self.metrics.share("unknown_job");
             self.answer(sid, id, status::JOB_NOT_FOUND_OR_STALE);
@@ -390,13 +434,17 @@ impl Upstream {
             self.version_mask,
         );
         let hash = h.block_hash();
-        let target =
-            Difficulty::new(difficulty).map_or(sluice_core::DIFF1_TARGET, Difficulty::to_target);
-        if !target.is_met_by(hash) && !job.network.is_met_by(hash) {
+        let Some(difficulty) = credited(
+            hash,
+            miner.difficulty(self.initial),
+            miner.before,
+            job.network,
+            Instant::now(),
+        ) else {
             self.metrics.share("low_difficulty");
             self.answer(sid, id, status::LOW_DIFFICULTY);
             return None;
-        }
+        };
         Some(Waiting {
             sid,
             id,
@@ -570,11 +618,13 @@ impl Upstream {
             ServerMessage::Notification(Notification::Notify(n)) => self.on_job(n),
             ServerMessage::Notification(Notification::SetDifficulty(d)) => {
                 // The session's: every miner without one of its own has it.
+                let old = self.initial;
                 self.initial = Some(d);
                 let line: Arc<str> = ServerMessage::from(Notification::SetDifficulty(d))
                     .to_line()
                     .into();
-                for m in self.miners.values().filter(|m| m.difficulty.is_none()) {
+                for m in self.miners.values_mut().filter(|m| m.difficulty.is_none()) {
+                    m.retarget(m.difficulty(old), d);
                     let _ = m.tx.try_send(Down::Line(Arc::clone(&line)));
                 }
             }
@@ -650,6 +700,7 @@ impl Upstream {
                 });
                 for sid in session_ids {
                     if let Some(m) = self.miners.get_mut(&sid) {
+                        m.retarget(m.difficulty(self.initial), d);
                         m.difficulty = Some(d);
                         let _ = m.tx.try_send(Down::Line(Arc::clone(&line)));
                         if let Some(job) = &job {
@@ -784,5 +835,55 @@ impl Link {
                 Err(e) => return Err(e.to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    /// A hash meeting difficulty 2^k and no more (k ≥ 0): the difficulty-1
+    /// target shifted right by k bits, minus one.
+    fn hash_at(k: u32) -> bitcoin::BlockHash {
+        let target = Difficulty::new(2f64.powi(k as i32)).unwrap().to_target();
+        let mut le = target.to_le_bytes();
+        // one below the target: met at 2^k, not at 2^(k+1)
+        for b in le.iter_mut() {
+            if *b == 0 {
+                *b = 0xff;
+            } else {
+                *b -= 1;
+                break;
+            }
+        }
+        bitcoin::BlockHash::from_byte_array(le)
+    }
+
+    const HARD: Target = Target::ZERO;
+
+    #[test]
+    fn a_share_meeting_only_the_old_difficulty_counts_at_it_within_the_grace() {
+        let now = Instant::now();
+        let h = hash_at(4); // meets 16, not 32
+        assert_eq!(credited(h, 16.0, None, HARD, now), Some(16.0));
+        assert_eq!(credited(h, 32.0, None, HARD, now), None);
+        let changed = Some((16.0, now));
+        assert_eq!(
+            credited(h, 32.0, changed, HARD, now + Duration::from_secs(9)),
+            Some(16.0)
+        );
+        assert_eq!(
+            credited(h, 32.0, changed, HARD, now + RETARGET_GRACE),
+            None,
+            "grace over"
+        );
+        assert_eq!(
+            credited(hash_at(3), 32.0, changed, HARD, now),
+            None,
+            "the old difficulty not met either"
+        );
+        // A block goes up whatever the miner's difficulty.
+        assert_eq!(credited(h, 32.0, None, Target::MAX, now), Some(32.0));
     }
 }

@@ -53,6 +53,14 @@ pub enum CoordError {
         /// Highest id tried.
         last: u32,
     },
+    /// The session thread could not take the connect (it is gone).
+    #[error("zookeeper at {addr}: the session thread is gone ({why})")]
+    SessionThread {
+        /// The connect string.
+        addr: String,
+        /// Why.
+        why: String,
+    },
     /// The root path is not absolute or ends with a slash.
     #[error("zookeeper root {0:?} must start with '/' and not end with one")]
     BadRoot(String),
@@ -133,18 +141,60 @@ pub struct Coord {
     root: String,
 }
 
+/// The runtime every session's client runs on: one thread of its own, so a
+/// service busy with thousands of miners (sserver accepting a reconnect
+/// storm: thousands of handshakes queued on its runtime) never delays its
+/// ZooKeeper pings past the session timeout and loses its id to load.
+fn session_runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("zookeeper".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        let _ = tx.send(Some(runtime.handle().clone()));
+                        runtime.block_on(std::future::pending::<()>());
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "no runtime for ZooKeeper sessions; they share the service's");
+                        let _ = tx.send(None);
+                    }
+                }
+            })
+            .ok()
+            .and_then(|_| rx.recv().ok().flatten())
+            .unwrap_or_else(tokio::runtime::Handle::current)
+    })
+}
+
 impl Coord {
     /// Opens a session.
     pub async fn connect(config: &CoordConfig) -> Result<Self, CoordError> {
         if !config.root.starts_with('/') || config.root.ends_with('/') {
             return Err(CoordError::BadRoot(config.root.clone()));
         }
-        let client = Client::connector()
-            .with_session_timeout(config.session_timeout)
-            .with_connection_timeout(Duration::from_secs(5))
-            .with_fail_eagerly()
-            .connect(&config.connect)
+        let (addr, timeout) = (config.connect.clone(), config.session_timeout);
+        // The client serves its session (pings, reconnects) on the runtime
+        // it is connected from: this one has a thread to itself.
+        let connecting = session_runtime().spawn(async move {
+            Client::connector()
+                .with_session_timeout(timeout)
+                .with_connection_timeout(Duration::from_secs(5))
+                .with_fail_eagerly()
+                .connect(&addr)
+                .await
+        });
+        let client = connecting
             .await
+            .map_err(|e| CoordError::SessionThread {
+                addr: config.connect.clone(),
+                why: e.to_string(),
+            })?
             .map_err(|source| CoordError::Connect {
                 addr: config.connect.clone(),
                 source,

@@ -127,6 +127,16 @@ async fn drill(protocol: simulator::Protocol) {
         restarted.elapsed()
     );
     assert!(counters.reconnects.load(Ordering::Relaxed) >= MINERS);
+    // The reconnect storm (thousands of handshakes queued at once) does not
+    // starve the new server's ZooKeeper session: it keeps its id.
+    let log = std::fs::read_to_string(dir.join("second.log")).unwrap_or_default();
+    assert!(
+        !log.contains("server id lost"),
+        "the restarted server lost its ZooKeeper session: {:?}",
+        log.lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+    );
     stop.cancel();
     let report = sim.await.unwrap().unwrap();
     // Only shares for jobs the new server never sent (V1 miners submit the

@@ -2,7 +2,11 @@
 //!
 //! Allocated round-robin over 2^24 so a freed index is not reused at once (a
 //! late share from a closed session can never be credited to a new one), and
-//! freed when the connection's guard drops.
+//! freed when the connection's guard drops. A process starts at a random
+//! index: a restarted server (same server id) would otherwise hand its
+//! predecessor's extranonce1s out again, in nearly the same order, and a
+//! miner that restarts its extranonce2 and nonces from zero on a job both
+//! processes hold would repeat work the dead one already credited.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -48,6 +52,23 @@ impl Drop for SessionIndex {
 }
 
 impl SessionIds {
+    /// An allocator starting at a random index.
+    pub fn new() -> Self {
+        use std::hash::BuildHasher;
+        let random = std::hash::RandomState::new().hash_one(std::time::SystemTime::now());
+        Self::starting_at((random % u64::from(SPACE)) as u32)
+    }
+
+    /// An allocator whose first index is `start` (mod 2^24).
+    pub fn starting_at(start: u32) -> Self {
+        SessionIds {
+            inner: Arc::new(Mutex::new(Inner {
+                next: start % SPACE,
+                used: HashSet::new(),
+            })),
+        }
+    }
+
     /// The next free index, or `None` when all 2^24 are taken.
     pub fn allocate(&self) -> Option<SessionIndex> {
         let mut inner = self
@@ -85,12 +106,20 @@ mod tests {
 
     #[test]
     fn round_robin_and_released_on_drop() {
-        let ids = SessionIds::default();
+        let ids = SessionIds::starting_at(SPACE - 1);
         let a = ids.allocate().expect("free");
         let b = ids.allocate().expect("free");
-        assert_eq!((a.get(), b.get()), (0, 1));
+        assert_eq!((a.get(), b.get()), (SPACE - 1, 0), "wraps within 2^24");
         drop(a);
         assert_eq!(ids.in_use(), 1);
-        assert_eq!(ids.allocate().expect("free").get(), 2, "not reused at once");
+        assert_eq!(ids.allocate().expect("free").get(), 1, "not reused at once");
+    }
+
+    #[test]
+    fn a_new_process_does_not_start_where_its_predecessor_did() {
+        let starts: HashSet<u32> = (0..4)
+            .map(|_| SessionIds::new().allocate().expect("free").get())
+            .collect();
+        assert_eq!(starts.len(), 4, "{starts:?}");
     }
 }

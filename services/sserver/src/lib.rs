@@ -492,7 +492,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         solved: solved_tx,
         events: event_tx,
         metrics: metrics.clone(),
-        ids: ids::SessionIds::default(),
+        ids: ids::SessionIds::new(),
         admission: Arc::new(Admission::new(LimitsConfig {
             connections_per_ip_per_sec: config.limits.connections_per_ip_per_sec,
             connection_burst_per_ip: config.limits.connection_burst_per_ip,

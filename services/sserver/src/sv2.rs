@@ -11,7 +11,8 @@
 //! vardiff sent as `SetTarget`, and the board's jobs: a new tip as a future
 //! job plus `SetNewPrevHash`, a refresh on the same tip as a job active at
 //! once. Extended channels roll the V1 extranonce2; standard channels get one
-//! merkle root per job computed here with a fixed extranonce2 of zeros.
+//! merkle root per job computed here with a fixed extranonce2, random per
+//! channel.
 //! Accepted shares are answered in batches (one `SubmitShares.Success` per
 //! channel for all a read brought, after the broker acknowledged them, as V1
 //! answers wait); rejections at once with the spec's error codes.
@@ -266,12 +267,29 @@ enum Kind {
 }
 
 /// One open channel: what a V1 session is.
+/// A standard channel's extranonce2, `len` bytes: random, so a restarted
+/// server giving the same extranonce1 out again never hands a device the
+/// work it already did on a job both processes hold (a device starts its
+/// nonces from zero on every new channel).
+fn standard_extranonce2(len: usize) -> Vec<u8> {
+    use std::hash::BuildHasher;
+    let mut en2 = vec![0u8; len];
+    for (i, chunk) in en2.chunks_mut(8).enumerate() {
+        let random = std::hash::RandomState::new().hash_one((i, std::time::SystemTime::now()));
+        chunk.copy_from_slice(&random.to_be_bytes()[..chunk.len()]);
+    }
+    en2
+}
+
 struct Channel {
     id: u32,
     kind: Kind,
     /// Holds the extranonce prefix's session id.
     _index: SessionIndex,
     extranonce1: [u8; 4],
+    /// A standard channel's extranonce2 (the pool fixes it; empty for an
+    /// extended channel, whose device rolls its own).
+    extranonce2: Vec<u8>,
     miner: Miner,
     vardiff: Vardiff,
     /// Jobs sent, by their SV2 job id.
@@ -613,12 +631,16 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         self.next_channel_id = self.next_channel_id.wrapping_add(1).max(1);
         let target = sluice_sv2::target_bytes(target_of(vardiff.current()));
         let en2 = c.extranonce2_size;
+        let extranonce2 = match kind {
+            Kind::Standard => standard_extranonce2(en2),
+            Kind::Extended => Vec::new(),
+        };
         self.queue(&match kind {
             Kind::Standard => Message::OpenStandardMiningChannelSuccess {
                 request_id: open.request_id,
                 channel_id: id,
                 target,
-                extranonce_prefix: [&extranonce1[..], &vec![0u8; en2]].concat(),
+                extranonce_prefix: [&extranonce1[..], &extranonce2[..]].concat(),
                 group_channel_id: 0,
             },
             Kind::Extended => Message::OpenExtendedMiningChannelSuccess {
@@ -641,6 +663,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             kind,
             _index: index,
             extranonce1,
+            extranonce2,
             miner,
             vardiff,
             sent: VecDeque::new(),
@@ -740,8 +763,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         coinbase_tx_suffix: job.work.coinbase2.clone(),
                     }),
                     Kind::Standard => {
-                        let zeros = vec![0u8; job.work.extranonce2_len];
-                        let txid = job.work.coinbase_txid(&ch.extranonce1, &zeros);
+                        let txid = job.work.coinbase_txid(&ch.extranonce1, &ch.extranonce2);
                         let root = sluice_core::merkle::merkle_root(txid, &job.job.merkle_branch);
                         Message::NewMiningJob {
                             channel_id: id,
@@ -793,7 +815,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         };
         let en2 = match (ch.kind, extranonce) {
             (Kind::Extended, Some(e)) => e,
-            (Kind::Standard, None) => vec![0u8; shared.config.extranonce2_size],
+            (Kind::Standard, None) => ch.extranonce2.clone(),
             // A standard share on an extended channel or the reverse.
             _ => {
                 metrics.share("invalid");

@@ -386,6 +386,11 @@ async fn a_standard_channel_gets_merkle_roots_and_each_new_tip() {
         4 + 8,
         "extranonce1 and a fixed extranonce2"
     );
+    assert_ne!(
+        extranonce_prefix[4..],
+        [0u8; 8],
+        "the fixed extranonce2 is the channel's own (random), not zeros"
+    );
     let target = Target::from_le_bytes(target);
     let mut tips = Vec::new();
     for round in 0..2 {
@@ -433,7 +438,11 @@ async fn a_standard_channel_gets_merkle_roots_and_each_new_tip() {
         );
         let record = record_where(&shares, WAIT, "a share record", |_| true).await;
         assert_eq!((record.status, record.hash), (ShareStatus::Accepted, hash));
-        assert_eq!(record.extranonce2, vec![0u8; 8]);
+        assert_eq!(
+            record.extranonce2,
+            extranonce_prefix[4..],
+            "the share's extranonce2 is the one the channel was given"
+        );
         if round == 0 {
             // A block found elsewhere: the channel moves to the new tip.
             r.generate().await;

@@ -54,9 +54,7 @@ impl Drop for SessionIndex {
 impl SessionIds {
     /// An allocator starting at a random index.
     pub fn new() -> Self {
-        use std::hash::BuildHasher;
-        let random = std::hash::RandomState::new().hash_one(std::time::SystemTime::now());
-        Self::starting_at((random % u64::from(SPACE)) as u32)
+        Self::starting_at(rand::random_range(0..SPACE))
     }
 
     /// An allocator whose first index is `start` (mod 2^24).

@@ -266,21 +266,17 @@ enum Kind {
     Extended,
 }
 
-/// One open channel: what a V1 session is.
 /// A standard channel's extranonce2, `len` bytes: random, so a restarted
 /// server giving the same extranonce1 out again never hands a device the
 /// work it already did on a job both processes hold (a device starts its
 /// nonces from zero on every new channel).
 fn standard_extranonce2(len: usize) -> Vec<u8> {
-    use std::hash::BuildHasher;
     let mut en2 = vec![0u8; len];
-    for (i, chunk) in en2.chunks_mut(8).enumerate() {
-        let random = std::hash::RandomState::new().hash_one((i, std::time::SystemTime::now()));
-        chunk.copy_from_slice(&random.to_be_bytes()[..chunk.len()]);
-    }
+    rand::fill(&mut en2[..]);
     en2
 }
 
+/// One open channel: what a V1 session is.
 struct Channel {
     id: u32,
     kind: Kind,

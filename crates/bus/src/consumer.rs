@@ -172,14 +172,17 @@ impl<T: Payload> TailConsumer<T> {
         Ok(TailConsumer { stream, bounds })
     }
 
-    /// The partitions that had messages to read from the start, with the
-    /// offset just past the last one then: reading until each is reached
-    /// reads the tail asked for, and no more.
-    pub fn ends(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
-        self.bounds
-            .iter()
-            .filter(|(_, start, end)| end > start)
-            .map(|&(p, _, end)| (p, end))
+    /// The tail asked for, to tick off as it is read: each partition that
+    /// had messages to read from the start, up to its end then.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            left: self
+                .bounds
+                .iter()
+                .filter(|(_, start, end)| end > start)
+                .map(|&(p, _, end)| (p, end))
+                .collect(),
+        }
     }
 
     /// The next message.
@@ -215,6 +218,31 @@ impl<T: Payload> TailConsumer<T> {
     /// Transient errors waited out (broker down, connection lost).
     pub fn transient_errors(&self) -> u64 {
         self.stream.transient_errors()
+    }
+}
+
+/// What is left to read of the tail a [`TailConsumer`] started with.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// Partition → the offset just past its last message at the start.
+    left: std::collections::HashMap<i32, i64>,
+}
+
+impl Backlog {
+    /// Ticks off a record read from `partition` at `offset`.
+    pub fn read(&mut self, partition: i32, offset: i64) {
+        if self
+            .left
+            .get(&partition)
+            .is_some_and(|&end| offset + 1 >= end)
+        {
+            self.left.remove(&partition);
+        }
+    }
+
+    /// Whether every partition's tail has been read (or there was none).
+    pub fn is_read(&self) -> bool {
+        self.left.is_empty()
     }
 }
 

@@ -28,7 +28,7 @@ pub use admin::{
     under_replicated,
 };
 pub use config::{BusConfig, TopicNames};
-pub use consumer::{GroupConsumer, LogConsumer, Record, Start, TailConsumer};
+pub use consumer::{Backlog, GroupConsumer, LogConsumer, Record, Start, TailConsumer};
 pub use heartbeat::{HEARTBEAT_INTERVAL, Identity, heartbeat, start_heartbeat};
 pub use metrics::{count_poison, register_metrics};
 pub use producer::{Delivery, Producer, watch_delivery};

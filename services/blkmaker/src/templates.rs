@@ -103,15 +103,10 @@ pub(crate) async fn look_up(
     let topic = Topic::<BlockTemplate>::new(kafka.topics.raw_gbt.clone());
     let search = async {
         let consumer = TailConsumer::new(kafka, &topic, n).await.ok()?;
-        let mut left: HashMap<i32, i64> = consumer.ends().collect();
-        while !left.is_empty() {
+        let mut backlog = consumer.backlog();
+        while !backlog.is_read() {
             let r = consumer.next().await.ok()?;
-            if left
-                .get(&r.partition)
-                .is_some_and(|&high| r.offset + 1 >= high)
-            {
-                left.remove(&r.partition);
-            }
+            backlog.read(r.partition, r.offset);
             if r.value.id == *id && r.value.check().is_ok() {
                 return Some(r.value);
             }

@@ -1,11 +1,10 @@
 //! Standing for election, and one term as leader.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::ScriptBuf;
-use sluice_bus::{BusConfig, Producer, Record, TailConsumer, Topic};
+use sluice_bus::{Backlog, BusConfig, Producer, Record, TailConsumer, Topic};
 use sluice_coord::{Candidate, Coord};
 use sluice_core::{BlockTemplate, Job};
 use sluice_service::Context;
@@ -140,7 +139,7 @@ async fn lead(
     // shares on the newest tip look stale for a moment). The first job is
     // clean only when its tip is not the one the last leader's newest job
     // was on: on the same tip, miners keep the work they have.
-    let mut backlog: HashMap<i32, i64> = templates.ends().collect();
+    let mut backlog = templates.backlog();
     let backlog_read_by = tokio::time::Instant::now() + BACKLOG_READ_LIMIT;
     let last_tip = last_job.map(|j| j.prev_blockhash);
     let mut first_job = true;
@@ -151,20 +150,18 @@ async fn lead(
             () = term.cancelled() => return Ok(()),
             // A tail that ends in records that never come (skipped as
             // poison, or a broker that stalls) does not hold the term up.
-            () = tokio::time::sleep_until(backlog_read_by), if !backlog.is_empty() => {
-                backlog.clear();
+            () = tokio::time::sleep_until(backlog_read_by), if !backlog.is_read() => {
+                backlog = Backlog::default();
                 if current.is_none() {
                     continue;
                 }
                 ticker.reset();
-                true
+                true // the term's first job: `first_job` below sets its flag
             }
             record = templates.next() => {
                 let record = record?;
-                let reading_backlog = !backlog.is_empty();
-                if backlog.get(&record.partition).is_some_and(|&end| record.offset + 1 >= end) {
-                    backlog.remove(&record.partition);
-                }
+                let reading_backlog = !backlog.is_read();
+                backlog.read(record.partition, record.offset);
                 let publish = match admit(record, kafka, stale) {
                     None => None,
                     Some(t) => {
@@ -178,14 +175,16 @@ async fn lead(
                         }
                     }
                 };
-                if !backlog.is_empty() {
+                if !backlog.is_read() {
                     continue;
                 }
+                // The tail read through: the term's first job (its flag set
+                // by `first_job` below), else what the verdict asked for.
                 let Some(clean) = publish.or(reading_backlog.then_some(true)) else { continue };
                 ticker.reset();
                 clean
             }
-            _ = ticker.tick(), if backlog.is_empty() => {
+            _ = ticker.tick(), if backlog.is_read() => {
                 if last_template_at.elapsed() > stale {
                     ctx.health.set("templates", false, format!(
                         "no template for {}s: issuing jobs from the last one", last_template_at.elapsed().as_secs()));

@@ -62,6 +62,13 @@ impl Difficulty {
     }
 }
 
+/// A difficulty's target (difficulty 1's for a value that is not one).
+pub fn target_of(difficulty: f64) -> Target {
+    Difficulty::new(difficulty)
+        .map(Difficulty::to_target)
+        .unwrap_or(DIFF1_TARGET)
+}
+
 impl std::fmt::Display for Difficulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::Target;
 use serde_json::{Value, json};
-use sluice_core::Difficulty;
+use sluice_core::target_of;
 use sluice_service::{Backoff, Context};
 use sluice_stratum::agent::{self, ExMessage, ExSubmit, capability, status};
 use sluice_stratum::client::header;
@@ -96,11 +96,7 @@ fn credited(
     network: Target,
     now: Instant,
 ) -> Option<f64> {
-    let meets = |d: f64| {
-        Difficulty::new(d)
-            .map_or(sluice_core::DIFF1_TARGET, Difficulty::to_target)
-            .is_met_by(hash)
-    };
+    let meets = |d: f64| target_of(d).is_met_by(hash);
     if meets(current) || network.is_met_by(hash) {
         return Some(current);
     }
@@ -846,7 +842,7 @@ mod tests {
     /// A hash meeting difficulty 2^k and no more (k ≥ 0): the difficulty-1
     /// target shifted right by k bits, minus one.
     fn hash_at(k: u32) -> bitcoin::BlockHash {
-        let target = Difficulty::new(2f64.powi(k as i32)).unwrap().to_target();
+        let target = target_of(2f64.powi(k as i32));
         let mut le = target.to_le_bytes();
         // one below the target: met at 2^k, not at 2^(k+1)
         for b in le.iter_mut() {

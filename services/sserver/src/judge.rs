@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use sluice_core::record::ShareStatus;
 use sluice_core::share::{SubmissionError, check_ntime};
-use sluice_core::{CheckedShare, Difficulty, ShareOutcome, Submission};
+pub use sluice_core::target_of;
+use sluice_core::{CheckedShare, ShareOutcome, Submission};
 
 use crate::jobs::{Board, ServerJob};
 
@@ -254,13 +255,6 @@ pub fn judge_at(
         job: Some(job),
         checked: checked.ok(),
     }
-}
-
-/// A difficulty's target (difficulty 1's for a value that is not one).
-pub fn target_of(difficulty: f64) -> bitcoin::pow::Target {
-    Difficulty::new(difficulty)
-        .map(Difficulty::to_target)
-        .unwrap_or(sluice_core::DIFF1_TARGET)
 }
 
 /// The label of a share status in `sserver_shares_total{status}`.

@@ -216,8 +216,9 @@ user_identity = "{user}"
     // translator forwarded reached sserver and was judged there, and each
     // one the miners saw accepted was forwarded or dropped by the
     // translator (and perhaps a few more: a share sent just before the
-    // miners hung up is forwarded with no answer anyone reads); the pool refused hardly any (a target, job or time the two
-    // sides read differently would show here); and statshttpd has on its
+    // miners hung up is forwarded with no answer anyone reads); the pool
+    // refused hardly any (a target, job or time the two sides read
+    // differently would show here); and statshttpd has on its
     // books exactly the shares sserver accepted or found stale, at the
     // pool's difficulty.
     drop(counters);

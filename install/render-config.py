@@ -17,11 +17,17 @@ $SLUICE_STATE/config). Unset variables keep the example's value.
                                                         alerts (ids, comma-separated)
   SLUICE_TGBOT_API_URL                                  the Bot API server (default Telegram's)
 
+Every path the services write under /var/lib/sluice in the examples (the
+share log, the solved-share log, the bot's subscriptions, the SV2 key) is
+moved under $SLUICE_STATE: a pool started with its own state directory
+never reads or writes another's.
+
 The bot's token is never written into a config: install/run.sh puts
 SLUICE_TGBOT_TOKEN into $SLUICE_STATE/config/tgbot.token (mode 0600), which
 tgbot.toml names.
 
-nodesim.toml is copied as is: it is the stand-in, not the operator's node.
+nodesim.toml is copied with only its paths moved: it is the stand-in, not the
+operator's node.
 """
 import json
 import os
@@ -31,7 +37,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 HOME = Path(__file__).resolve().parent.parent
-NODE_FILES = {"gbtmaker.toml", "blkmaker.toml", "statshttpd.toml"}
+NODE_FILES = {"gbtmaker.toml", "jobmaker.toml", "jobmaker-standby.toml", "blkmaker.toml",
+              "statshttpd.toml"}
 
 
 def quoted(value: str) -> str:
@@ -52,10 +59,22 @@ def node_name(env: dict) -> str | None:
     return urlsplit(url).netloc.rsplit("@", 1)[-1] or url if url else None
 
 
+def state_dir(env: dict) -> str:
+    return env.get("SLUICE_STATE") or "/var/lib/sluice"
+
+
+def in_state(text: str, env: dict) -> str:
+    """The examples' /var/lib/sluice paths, under SLUICE_STATE."""
+    state = state_dir(env).rstrip("/") or "/"
+    return re.sub(r"/var/lib/sluice(?=[/\"])", state, text)
+
+
 def render(name: str, text: str, env: dict) -> str:
     def get(var):
         v = env.get(var, "")
         return v if v else None
+
+    text = in_state(text, env)
 
     strings = {
         "brokers": get("SLUICE_KAFKA_BROKERS"),
@@ -92,9 +111,6 @@ def render(name: str, text: str, env: dict) -> str:
         # farm starts where the pool says.
         text = set_key(text, "password", quoted(""))
     if name == "tgbot.toml":
-        state = env.get("SLUICE_STATE") or "/var/lib/sluice"
-        text = set_key(text, "token_file", quoted(f"{state}/config/tgbot.token"))
-        text = set_key(text, "state_file", quoted(f"{state}/tgbot/subscriptions.json"))
         chats = get("SLUICE_TGBOT_CHATS")
         if chats is not None:
             try:
@@ -106,8 +122,6 @@ def render(name: str, text: str, env: dict) -> str:
         if api is not None:
             text = set_key(text, "api_url", quoted(api))
     if name == "sserver.toml":
-        state = env.get("SLUICE_STATE") or "/var/lib/sluice"
-        text = set_key(text, "authority_key_file", quoted(f"{state}/sv2-authority.toml"))
         low = get("SLUICE_MIN_DIFFICULTY")
         start = get("SLUICE_START_DIFFICULTY")
         for var, v in (("SLUICE_MIN_DIFFICULTY", low), ("SLUICE_START_DIFFICULTY", start)):
@@ -128,12 +142,14 @@ def render(name: str, text: str, env: dict) -> str:
 
 
 def main() -> None:
-    state = os.environ.get("SLUICE_STATE", "/var/lib/sluice")
+    state = state_dir(os.environ)
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(state) / "config"
     out.mkdir(parents=True, exist_ok=True)
     for src in sorted((HOME / "deploy" / "config").glob("*.toml")):
         text = src.read_text()
-        if src.name != "nodesim.toml":
+        if src.name == "nodesim.toml":
+            text = in_state(text, os.environ)
+        else:
             text = render(src.name, text, os.environ)
         (out / src.name).write_text(text)
     print(f"configs written to {out}", file=sys.stderr)

@@ -90,7 +90,17 @@ stale_template_secs = {stale}
 instance = "{instance}"
 admin_listen = "127.0.0.1:{admin}"
 shutdown_grace_secs = 5
-{kafka}{zookeeper}"#,
+{kafka}{zookeeper}
+[[nodes]]
+name = "{node}"
+rpc_url = "{rpc_url}"
+rpc_user = "{rpc_user}"
+rpc_password = "{rpc_password}"
+"#,
+        node = c.nodes[0].name,
+        rpc_url = c.nodes[0].rpc_url,
+        rpc_user = c.nodes[0].rpc_user,
+        rpc_password = c.nodes[0].rpc_password,
         payout = c.payout_address,
         network = c.network,
         tag = c.pool_tag,

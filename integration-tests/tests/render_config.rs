@@ -74,6 +74,13 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
             (payout, "mainnet")
         );
         assert_eq!(job.zookeeper.connect, "zk-1:2181");
+        // jobmaker mines only on its nodes' templates: the operator's node.
+        assert_eq!(job.nodes.len(), 1);
+        assert_eq!(
+            (job.nodes[0].name.as_str(), job.nodes[0].rpc_url.as_str()),
+            ("10.0.0.5:8332", "http://10.0.0.5:8332")
+        );
+        assert!(job.nodes[0].cookie_file.is_some());
     }
     let ss: sserver::Config = load(&dir, "sserver.toml");
     assert_eq!((ss.difficulty.min, ss.difficulty.default), (4096.0, 4096.0));
@@ -91,7 +98,8 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
     assert_eq!(stats.network, "mainnet");
     assert_eq!(stats.nodes[0].rpc_url, "http://10.0.0.5:8332");
     // Health and logs name the node by its address, not the example's name.
-    for node in [&gbt.nodes[0], &blk.nodes[0], &stats.nodes[0]] {
+    let job: jobmaker::Config = load(&dir, "jobmaker.toml");
+    for node in [&gbt.nodes[0], &job.nodes[0], &blk.nodes[0], &stats.nodes[0]] {
         assert_eq!(node.name, "10.0.0.5:8332");
     }
     // nodesim is the stand-in, not the operator's node: untouched.
@@ -99,6 +107,32 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
         std::fs::read_to_string(dir.join("nodesim.toml")).unwrap(),
         std::fs::read_to_string(repo().join("deploy/config/nodesim.toml")).unwrap()
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn every_path_a_service_writes_follows_sluice_state() {
+    let state = "/srv/pool-b";
+    let (dir, output) = render(&[("SLUICE_STATE", state)]);
+    assert!(output.status.success(), "{output:?}");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("/var/lib/sluice"),
+            "{path:?} still names the default state directory:\n{text}"
+        );
+    }
+    let stats: statshttpd::Config = load(&dir, "statshttpd.toml");
+    assert_eq!(stats.data_dir, Path::new("/srv/pool-b/sharelog"));
+    let ss: sserver::Config = load(&dir, "sserver.toml");
+    assert_eq!(ss.solved_log, Path::new("/srv/pool-b/sserver-solved.log"));
+    let bot = std::fs::read_to_string(dir.join("tgbot.toml")).unwrap();
+    assert!(
+        bot.contains("\"/srv/pool-b/tgbot/subscriptions.json\""),
+        "{bot}"
+    );
+    assert!(bot.contains("\"/srv/pool-b/config/tgbot.token\""), "{bot}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -38,6 +38,8 @@ fn template() -> BlockTemplate {
         coinbase_value: Amount::from_sat(312_600_000),
         default_witness_commitment: Some(ScriptBuf::from_bytes(vec![0x6a; 38])),
         transactions: vec![tx(1), tx(2), tx(3)],
+        network: Some(bitcoin::Network::Bitcoin),
+        chain_work: Some(bitcoin::pow::Work::from_be_bytes([3; 32])),
     };
     t.id = t.compute_id();
     t

@@ -124,6 +124,14 @@ impl From<&BlockTemplate> for pb::RawGbt {
                     weight: tx.weight.to_wu(),
                 })
                 .collect(),
+            chain: t
+                .network
+                .map(|n| sluice_core::network::chain_name(n).to_owned())
+                .unwrap_or_default(),
+            chain_work: t
+                .chain_work
+                .map(|w| w.to_be_bytes().to_vec())
+                .unwrap_or_default(),
         }
     }
 }
@@ -159,6 +167,24 @@ impl TryFrom<pb::RawGbt> for BlockTemplate {
             default_witness_commitment: (!m.default_witness_commitment.is_empty())
                 .then(|| ScriptBuf::from_bytes(m.default_witness_commitment)),
             transactions,
+            network: match m.chain.as_str() {
+                "" => None,
+                chain => Some(
+                    sluice_core::network::network_of_chain(chain).ok_or_else(|| {
+                        ProtoError::Value {
+                            field: "chain",
+                            value: format!("{chain:?}"),
+                        }
+                    })?,
+                ),
+            },
+            chain_work: match m.chain_work.len() {
+                0 => None,
+                _ => Some(bitcoin::pow::Work::from_be_bytes(hash32(
+                    "chain_work",
+                    &m.chain_work,
+                )?)),
+            },
         })
     }
 }

@@ -49,6 +49,12 @@ prop_compose! {
         cur_time in any::<u32>(), min_time in any::<u32>(), value in any::<u64>(),
         commitment in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..60)),
         transactions in proptest::collection::vec(template_tx(), 0..20),
+        network in proptest::option::of(prop_oneof![
+            Just(bitcoin::Network::Bitcoin), Just(bitcoin::Network::Testnet),
+            Just(bitcoin::Network::Testnet4), Just(bitcoin::Network::Signet),
+            Just(bitcoin::Network::Regtest),
+        ]),
+        chain_work in proptest::option::of(bytes32()),
     ) -> BlockTemplate {
         BlockTemplate {
             id: TemplateId(id), node_id, created_at_ms, height,
@@ -57,7 +63,8 @@ prop_compose! {
             bits: CompactTarget::from_consensus(bits),
             cur_time, min_time, coinbase_value: Amount::from_sat(value),
             default_witness_commitment: commitment.map(ScriptBuf::from_bytes),
-            transactions,
+            transactions, network,
+            chain_work: chain_work.map(bitcoin::pow::Work::from_be_bytes),
         }
     }
 }
@@ -298,6 +305,46 @@ fn wrong_hash_length_names_the_field() {
             ProtoError::Length {
                 field: "hash",
                 got: 31,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_template_of_an_unknown_chain_or_a_short_chain_work_is_refused() {
+    let good = pb::RawGbt {
+        template_id: vec![0; 32],
+        prev_hash: vec![0; 32],
+        ..Default::default()
+    };
+    let decoded = BlockTemplate::decode_from(&good.encode_to_vec()).unwrap();
+    assert_eq!(
+        (decoded.network, decoded.chain_work),
+        (None, None),
+        "a record from before both"
+    );
+    let m = pb::RawGbt {
+        chain: "mainnet".into(),
+        ..good.clone()
+    };
+    let err = BlockTemplate::decode_from(&m.encode_to_vec()).unwrap_err();
+    assert!(
+        matches!(err, ProtoError::Value { field: "chain", .. }),
+        "{err}"
+    );
+    let m = pb::RawGbt {
+        chain_work: vec![1; 8],
+        ..good
+    };
+    let err = BlockTemplate::decode_from(&m.encode_to_vec()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProtoError::Length {
+                field: "chain_work",
+                got: 8,
                 ..
             }
         ),

@@ -17,6 +17,32 @@ pub fn parse_network(name: &str) -> Result<Network, String> {
     }
 }
 
+/// The network `getblockchaininfo`'s `chain` names (`main`, `test`,
+/// `testnet4`, `signet`, `regtest`), or `None` for a chain this build does
+/// not know.
+pub fn network_of_chain(chain: &str) -> Option<Network> {
+    match chain {
+        "main" => Some(Network::Bitcoin),
+        "test" => Some(Network::Testnet),
+        "testnet4" => Some(Network::Testnet4),
+        "signet" => Some(Network::Signet),
+        "regtest" => Some(Network::Regtest),
+        _ => None,
+    }
+}
+
+/// The name Bitcoin Core's `getblockchaininfo` gives `network`'s chain: the
+/// inverse of [`network_of_chain`].
+pub fn chain_name(network: Network) -> &'static str {
+    match network {
+        Network::Bitcoin => "main",
+        Network::Testnet => "test",
+        Network::Testnet4 => "testnet4",
+        Network::Signet => "signet",
+        Network::Regtest => "regtest",
+    }
+}
+
 /// The block subsidy (fees excluded) at `height`: 50 BTC halved every
 /// 210,000 blocks, every 150 on regtest (Bitcoin Core's `GetBlockSubsidy`).
 pub fn block_subsidy(network: Network, height: u32) -> Amount {
@@ -53,6 +79,16 @@ mod tests {
         );
         assert_eq!(block_subsidy(Network::Regtest, 150 * 64), Amount::ZERO);
         assert_eq!(parse_network("mainnet"), Ok(Network::Bitcoin));
+        for n in [
+            Network::Bitcoin,
+            Network::Testnet,
+            Network::Testnet4,
+            Network::Signet,
+            Network::Regtest,
+        ] {
+            assert_eq!(network_of_chain(chain_name(n)), Some(n));
+        }
+        assert_eq!(network_of_chain("mainnet"), None, "Core says main");
         assert!(parse_network("main").unwrap_err().contains("regtest"));
     }
 }

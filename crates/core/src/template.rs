@@ -8,7 +8,8 @@ use std::fmt;
 
 use bitcoin::block::Version;
 use bitcoin::hashes::{Hash, HashEngine, sha256d};
-use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, Txid, Weight, Wtxid};
+use bitcoin::pow::Work;
+use bitcoin::{Amount, BlockHash, CompactTarget, Network, ScriptBuf, Txid, Weight, Wtxid};
 
 /// Identifies a template: the double-SHA256 of its defining fields and
 /// transaction ids, so the same template from two gbtmakers has one id.
@@ -63,11 +64,19 @@ pub struct BlockTemplate {
     pub default_witness_commitment: Option<ScriptBuf>,
     /// The transactions, in block order.
     pub transactions: Vec<TemplateTx>,
+    /// The node's network (`getblockchaininfo`'s `chain`), where gbtmaker
+    /// told it: jobmaker never mines on a template of another network.
+    pub network: Option<Network>,
+    /// The work of the chain ending at `prev_blockhash` (Core's `chainwork`
+    /// of that block), where gbtmaker told it: of two tips, the one with
+    /// more work is the best, whatever their heights.
+    pub chain_work: Option<Work>,
 }
 
 impl BlockTemplate {
     /// Computes the content id of these fields (everything but `id`,
-    /// `node_id` and `created_at_ms`).
+    /// `node_id`, `created_at_ms` and what is known of the node's chain:
+    /// `network` and `chain_work` follow from `prev_blockhash`).
     pub fn compute_id(&self) -> TemplateId {
         let mut e = sha256d::Hash::engine();
         e.input(&self.height.to_le_bytes());
@@ -117,6 +126,17 @@ impl BlockTemplate {
         Ok(())
     }
 
+    /// Whether this template's tip is better than `other`'s: more chain
+    /// work where both carry it (a reorganization may lead to a lower
+    /// height), else a greater height (templates published before chain
+    /// work was).
+    pub fn has_more_work_than(&self, other: &BlockTemplate) -> bool {
+        match (self.chain_work, other.chain_work) {
+            (Some(mine), Some(theirs)) => mine > theirs,
+            _ => self.height > other.height,
+        }
+    }
+
     /// The txids of the transactions, in block order (for the merkle branch).
     pub fn txids(&self) -> Vec<Txid> {
         self.transactions.iter().map(|t| t.txid).collect()
@@ -147,9 +167,37 @@ mod tests {
                 fee: Amount::from_sat(1_000),
                 weight: Weight::from_wu(240),
             }],
+            network: Some(Network::Bitcoin),
+            chain_work: None,
         };
         t.id = t.compute_id();
         t
+    }
+
+    fn work(n: u64) -> Work {
+        let mut be = [0u8; 32];
+        be[24..].copy_from_slice(&n.to_be_bytes());
+        Work::from_be_bytes(be)
+    }
+
+    #[test]
+    fn the_best_tip_has_the_most_chain_work_not_the_greatest_height() {
+        let (mut short, mut long) = (template(), template());
+        long.height = short.height + 100;
+        // Without chain work (records from before it was published): height.
+        assert!(long.has_more_work_than(&short));
+        assert!(!short.has_more_work_than(&long));
+        // A shorter chain of harder blocks has more work: it is the best.
+        short.chain_work = Some(work(2_000));
+        long.chain_work = Some(work(1_999));
+        assert!(short.has_more_work_than(&long));
+        assert!(!long.has_more_work_than(&short));
+        // Equal work is no better: the first seen stays.
+        long.chain_work = Some(work(2_000));
+        assert!(!long.has_more_work_than(&short) && !short.has_more_work_than(&long));
+        // Only one side knows its work: height decides.
+        long.chain_work = None;
+        assert!(long.has_more_work_than(&short));
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //! testnets' minimum-difficulty rule) there is no empty template.
 
 use bitcoin::block::Version;
+use bitcoin::pow::Work;
 use bitcoin::{BlockHash, CompactTarget, Network};
 use serde::Deserialize;
+pub use sluice_core::network::network_of_chain;
 use sluice_core::{BlockTemplate, TemplateId};
 
 /// Blocks between difficulty adjustments on every network but regtest.
@@ -33,19 +35,9 @@ pub struct HeaderInfo {
     /// block's time must exceed it.
     #[serde(rename = "mediantime")]
     pub median_time: u32,
-}
-
-/// The network `getblockchaininfo`'s `chain` names (`main`, `test`,
-/// `testnet4`, `signet`, `regtest`).
-pub fn network_of_chain(chain: &str) -> Option<Network> {
-    match chain {
-        "main" => Some(Network::Bitcoin),
-        "test" => Some(Network::Testnet),
-        "testnet4" => Some(Network::Testnet4),
-        "signet" => Some(Network::Signet),
-        "regtest" => Some(Network::Regtest),
-        _ => None,
-    }
+    /// The work of the chain ending with it.
+    #[serde(rename = "chainwork", with = "crate::chain_work")]
+    pub chain_work: Work,
 }
 
 /// The `bits` of the block after `tip`, where the tip's header tells it:
@@ -92,6 +84,8 @@ pub fn empty_template(
         coinbase_value: sluice_core::network::block_subsidy(network, height),
         default_witness_commitment: None,
         transactions: Vec::new(),
+        network: Some(network),
+        chain_work: Some(tip.chain_work),
     };
     template.id = template.compute_id();
     Some(template)
@@ -108,6 +102,7 @@ mod tests {
             height,
             bits: "1703a30c".into(),
             median_time: 1_700_000_000,
+            chain_work: Work::from_be_bytes([1; 32]),
         }
     }
 
@@ -128,6 +123,10 @@ mod tests {
         assert!(t.transactions.is_empty() && t.default_witness_commitment.is_none());
         assert_eq!((t.min_time, t.cur_time), (1_700_000_001, 1_700_000_100));
         assert_eq!(t.id, t.compute_id());
+        assert_eq!(
+            (t.network, t.chain_work),
+            (Some(Network::Bitcoin), Some(tip(0).chain_work))
+        );
     }
 
     #[test]
@@ -152,12 +151,5 @@ mod tests {
         let mut bad = tip(1);
         bad.bits = "zz".into();
         assert!(empty_template("n", Network::Regtest, &bad, v, 0).is_none());
-    }
-
-    #[test]
-    fn chain_names_are_core_s() {
-        assert_eq!(network_of_chain("main"), Some(Network::Bitcoin));
-        assert_eq!(network_of_chain("testnet4"), Some(Network::Testnet4));
-        assert_eq!(network_of_chain("mainnet"), None);
     }
 }

@@ -8,6 +8,7 @@
 //! `longpollid` is passed for long polls, and responses are checked rather
 //! than trusted (bits and hashes must parse).
 
+pub mod chain_work;
 mod empty;
 
 pub use empty::{HeaderInfo, empty_template, network_of_chain};
@@ -24,6 +25,22 @@ use bitcoincore_rpc::{Client, RpcApi};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_core::{BlockTemplate, TemplateId, TemplateTx};
+
+/// What a node says of its best chain (`getblockchaininfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChainTip {
+    /// Core's name of the chain: `main`, `test`, `testnet4`, `signet`,
+    /// `regtest`.
+    pub chain: String,
+    /// The best block (the most work the node has validated).
+    #[serde(rename = "bestblockhash")]
+    pub best: bitcoin::BlockHash,
+    /// Its height.
+    pub blocks: u32,
+    /// The work of the chain ending with it.
+    #[serde(rename = "chainwork", with = "chain_work")]
+    pub chain_work: bitcoin::pow::Work,
+}
 
 /// One bitcoind (or nodesim): the same `[[nodes]]` block serves gbtmaker and
 /// blkmaker.
@@ -194,12 +211,12 @@ impl NodeRpc {
     /// `getblockchaininfo`'s `chain`: `main`, `test`, `testnet4`, `signet`
     /// or `regtest`.
     pub async fn chain(&self) -> Result<String, NodeError> {
-        #[derive(Deserialize)]
-        struct Info {
-            chain: String,
-        }
-        let info: Info = self.call("getblockchaininfo", vec![]).await?;
-        Ok(info.chain)
+        Ok(self.tip().await?.chain)
+    }
+
+    /// `getblockchaininfo`: the node's chain, best block and its work.
+    pub async fn tip(&self) -> Result<ChainTip, NodeError> {
+        self.call("getblockchaininfo", vec![]).await
     }
 
     /// `getblockcount`: the height of the node's best chain.
@@ -327,6 +344,8 @@ pub fn to_template(
         coinbase_value: gbt.coinbase_value,
         default_witness_commitment: (!commitment.is_empty()).then_some(commitment),
         transactions,
+        network: None,
+        chain_work: None,
     };
     template.id = template.compute_id();
     Ok(template)
@@ -334,7 +353,33 @@ pub fn to_template(
 
 #[cfg(test)]
 mod tests {
-    use super::SubmitAnswer;
+    use super::{ChainTip, SubmitAnswer, chain_work};
+
+    #[test]
+    fn core_s_chainwork_reads_as_a_256_bit_number() {
+        let w =
+            chain_work::parse("0000000000000000000000000000000000000000000000000000000000000102")
+                .expect("hex");
+        let mut be = [0u8; 32];
+        be[30..].copy_from_slice(&[1, 2]);
+        assert_eq!(w, bitcoin::pow::Work::from_be_bytes(be));
+        assert_eq!(chain_work::parse("102"), Some(w), "short hex is padded");
+        for bad in ["", "xyz", &"1".repeat(65)] {
+            assert_eq!(chain_work::parse(bad), None, "{bad:?}");
+        }
+        // getblockchaininfo as Bitcoin Core 27 answers it on regtest.
+        let info: ChainTip = serde_json::from_str(
+            r#"{"chain":"regtest","blocks":110,"headers":110,
+            "bestblockhash":"1b5a6a5a2c1f5f3bcb0b4e2b3e6e0a9d0d0c7ad8e06d8c1a5b37e3bd1f2e4a10",
+            "difficulty":4.656542373906925e-10,"time":1733500000,"mediantime":1733499000,
+            "verificationprogress":1,"initialblockdownload":false,
+            "chainwork":"00000000000000000000000000000000000000000000000000000000000000de",
+            "size_on_disk":33000,"pruned":false,"warnings":[]}"#,
+        )
+        .expect("Core's answer reads");
+        assert_eq!((info.chain.as_str(), info.blocks), ("regtest", 110));
+        assert_eq!(Some(info.chain_work), chain_work::parse("de"));
+    }
 
     #[test]
     fn submitblock_answers_read_as_bip22_says() {

@@ -68,6 +68,55 @@ impl Node {
         Node { ctx, endpoints }
     }
 
+    /// Starts nodesim as tests do: every port chosen by the OS, regtest's
+    /// easiest blocks, a chain of its own from genesis.
+    pub async fn ephemeral() -> Node {
+        Node::start(nodesim::Config::ephemeral()).await
+    }
+
+    /// Stops this nodesim and starts a fresh one (a chain of its own from
+    /// genesis, blocks of `bits`) where it listened, once its ports are free
+    /// again: a node replaced under the same address (30 s at most).
+    pub async fn replace(&mut self, bits: &str) {
+        let rpc = self.endpoints.rpc;
+        let zmq = self.endpoints.zmq.clone();
+        self.ctx.shutdown.token().cancel();
+        let config = nodesim::Config {
+            rpc_listen: rpc,
+            zmq_hashblock: zmq,
+            bits: bits.to_owned(),
+            ..nodesim::Config::ephemeral()
+        };
+        let started = sluice_testkit::eventually(
+            Duration::from_secs(30),
+            "the old node's ports free",
+            || {
+                let config = config.clone();
+                async move {
+                    let ctx = context();
+                    match nodesim::start(config, &ctx).await {
+                        Ok(endpoints) => Some((ctx, endpoints)),
+                        Err(_) => {
+                            // What did bind (ZMQ, first) lets go of its port.
+                            ctx.shutdown.token().cancel();
+                            None
+                        }
+                    }
+                }
+            },
+        );
+        (self.ctx, self.endpoints) = started.await;
+    }
+
+    /// `n` blocks mined outside the pool; the last one's hash.
+    pub async fn generate_n(&self, n: u32) -> BlockHash {
+        let mut last = self.generate().await;
+        for _ in 1..n {
+            last = self.generate().await;
+        }
+        last
+    }
+
     /// A `[[nodes]]` entry for it, called `name`.
     pub fn config(&self, name: &str) -> gbtmaker::NodeConfig {
         node_config(name, &self.endpoints)
@@ -211,18 +260,7 @@ pub async fn pipeline(opts: Options) -> Pipeline {
     create_topics(&kafka, &specs)
         .await
         .expect("the local stack's broker is up (install/stack.sh up)");
-    let gbt_ctx = context();
-    tokio::spawn(gbtmaker::run(
-        gbtmaker::Config {
-            service: local(),
-            kafka: kafka.clone(),
-            nodes: vec![node.config("sim")],
-            poll_interval_ms: opts.poll_ms,
-            rpc_timeout_secs: 10,
-            empty_block_jobs: opts.empty_block_jobs,
-        },
-        gbt_ctx.clone(),
-    ));
+    let gbt_ctx = start_gbtmaker(&kafka, node.config("sim"), &opts);
     let mut pipeline = Pipeline {
         ctxs: vec![gbt_ctx],
         node,
@@ -241,7 +279,34 @@ pub async fn pipeline(opts: Options) -> Pipeline {
     pipeline
 }
 
+/// A gbtmaker taking templates from `node` to `kafka`'s RawGbt.
+fn start_gbtmaker(kafka: &BusConfig, node: gbtmaker::NodeConfig, opts: &Options) -> Context {
+    let ctx = context();
+    tokio::spawn(gbtmaker::run(
+        gbtmaker::Config {
+            service: local(),
+            kafka: kafka.clone(),
+            nodes: vec![node],
+            poll_interval_ms: opts.poll_ms,
+            rpc_timeout_secs: 10,
+            empty_block_jobs: opts.empty_block_jobs,
+        },
+        ctx.clone(),
+    ));
+    ctx
+}
+
 impl Pipeline {
+    /// Another gbtmaker on this pipeline's topics, taking templates from
+    /// `node` every `poll_ms`; it stops when its context is cancelled.
+    pub fn start_gbtmaker(&self, node: gbtmaker::NodeConfig, poll_ms: u64) -> Context {
+        let opts = Options {
+            poll_ms,
+            ..Options::default()
+        };
+        start_gbtmaker(&self.kafka, node, &opts)
+    }
+
     /// A jobmaker configuration for this pipeline.
     pub fn jobmaker_config(&self) -> jobmaker::Config {
         jobmaker::Config {
@@ -253,6 +318,7 @@ impl Pipeline {
             pool_tag: "/sluice-test/".into(),
             payout_address: PAYOUT.into(),
             network: "regtest".into(),
+            nodes: vec![self.node.config("sim")],
         }
     }
 

@@ -186,6 +186,8 @@ mod tests {
                     weight: t.weight(),
                 })
                 .collect(),
+            network: None,
+            chain_work: None,
         }
     }
 

@@ -202,6 +202,8 @@ mod tests {
             coinbase_value: Amount::ZERO,
             default_witness_commitment: None,
             transactions: Vec::new(),
+            network: None,
+            chain_work: None,
         }
     }
 

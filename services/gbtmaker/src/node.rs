@@ -1,11 +1,18 @@
 //! One node's loop: fetch a template when the poll interval elapses, at once
 //! when ZMQ announces a block (or a long poll returns, where ZMQ is not
 //! configured), publish it, and back off while the node or Kafka fails.
+//!
+//! Every template carries what jobmaker needs to tell the best tip and the
+//! right chain: the node's network (`getblockchaininfo`, asked once per
+//! connection) and the chain work of the block it builds on
+//! (`getblockheader`, once per tip: on a ZMQ announcement asked together
+//! with the template, so it costs the new block's path no time).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitcoin::BlockHash;
+use bitcoin::pow::Work;
+use bitcoin::{BlockHash, Network};
 use sluice_bus::{Producer, Topic};
 use sluice_core::BlockTemplate;
 use sluice_service::{Backoff, Health};
@@ -59,7 +66,7 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
     let mut next = Duration::ZERO;
     let mut last_prev: Option<BlockHash> = None;
     let mut announced: Option<BlockHash> = None;
-    let mut empty = EmptyBlocks::default();
+    let mut chain = Chain::default();
     loop {
         let trigger = tokio::select! {
             () = token.cancelled() => return,
@@ -71,13 +78,13 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
             if shared.empty_block_jobs {
                 tokio::select! {
                     () = token.cancelled() => return,
-                    () = empty.publish(&node, &shared, hb) => {}
+                    () = chain.publish_empty(&node, &shared, hb) => {}
                 }
             }
         }
         let fetched = tokio::select! {
             () = token.cancelled() => return,
-            fetched = fetch_and_publish(&node, &shared, trigger) => fetched,
+            fetched = fetch_and_publish(&node, &shared, trigger, &mut chain) => fetched,
         };
         match fetched {
             Ok(template) => {
@@ -99,9 +106,11 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
                     reconnect.notify_one();
                 }
                 last_prev = Some(template.prev_blockhash);
-                empty.version = Some(template.version);
+                chain.version = Some(template.version);
             }
             Err(error) => {
+                // The node may come back as another one (another network).
+                chain.network = None;
                 shared.health.set(&component, false, error.to_string());
                 next = backoff.take();
                 tracing::warn!(node = %node.name, %error, retry_in = ?next, "no template");
@@ -110,33 +119,70 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
     }
 }
 
-/// What an empty-block template needs besides the announced header: the
-/// node's network (asked once) and the version its last template had.
+/// What is known of a node's chain: its network (asked once), the work of
+/// the last tip a template built on, and the version its last template had
+/// (what an empty-block template needs besides the announced header).
 #[derive(Default)]
-struct EmptyBlocks {
-    network: Option<bitcoin::Network>,
+struct Chain {
+    network: Option<Network>,
+    tip_work: Option<(BlockHash, Work)>,
     version: Option<bitcoin::block::Version>,
 }
 
-impl EmptyBlocks {
+impl Chain {
+    /// The node's network, asked once (`None` for a chain this build does
+    /// not know, or a node that does not answer: told, not fatal).
+    async fn network(&mut self, node: &NodeConfig, rpc: &NodeRpc) -> Option<Network> {
+        if self.network.is_none() {
+            match rpc.chain().await {
+                Ok(chain) => {
+                    self.network = sluice_node::network_of_chain(&chain);
+                    if self.network.is_none() {
+                        tracing::warn!(node = %node.name, chain, "unknown chain: templates go out without a network");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(node = %node.name, %error, "cannot ask the node's chain")
+                }
+            }
+        }
+        self.network
+    }
+
+    /// Remembers the work of a header the node described.
+    fn learn(&mut self, header: &sluice_node::HeaderInfo) {
+        self.tip_work = Some((header.hash, header.chain_work));
+    }
+
+    /// The chain work of `tip`, asked of the node unless known (`None`,
+    /// told, when it does not answer: the template goes out without it).
+    async fn work_of(&mut self, node: &NodeConfig, rpc: &NodeRpc, tip: BlockHash) -> Option<Work> {
+        if self.tip_work.is_none_or(|(hash, _)| hash != tip) {
+            match rpc.header(tip).await {
+                Ok(header) => self.learn(&header),
+                Err(error) => {
+                    tracing::warn!(node = %node.name, %tip, %error, "cannot ask the tip's chain work");
+                    return None;
+                }
+            }
+        }
+        self.tip_work
+            .filter(|(hash, _)| *hash == tip)
+            .map(|(_, work)| work)
+    }
+
     /// Publishes a template for an empty block on the announced one, unless
     /// its `bits` cannot be known or nothing is known of the node yet. A
     /// failure only costs the head start: the full template follows.
-    async fn publish(&mut self, node: &NodeConfig, shared: &Shared, hb: HashBlock) {
+    async fn publish_empty(&mut self, node: &NodeConfig, shared: &Shared, hb: HashBlock) {
         let Some(version) = self.version else { return };
         let made = async {
             let rpc = NodeRpc::new(node, shared.rpc_timeout)?;
-            if self.network.is_none() {
-                let chain = rpc.chain().await?;
-                self.network = sluice_node::network_of_chain(&chain);
-                if self.network.is_none() {
-                    tracing::warn!(node = %node.name, chain, "unknown chain: no empty-block templates");
-                }
-            }
-            let Some(network) = self.network else {
+            let Some(network) = self.network(node, &rpc).await else {
                 return Ok(None);
             };
             let tip = rpc.header(hb.hash).await?;
+            self.learn(&tip);
             let Some(template) = sluice_node::empty_template(
                 &node.name,
                 network,
@@ -170,6 +216,7 @@ async fn fetch_and_publish(
     node: &NodeConfig,
     shared: &Shared,
     trigger: Trigger,
+    chain: &mut Chain,
 ) -> anyhow::Result<BlockTemplate> {
     let since = match trigger {
         Trigger::Poll => Instant::now(),
@@ -177,18 +224,30 @@ async fn fetch_and_publish(
     };
     // A fresh client per fetch re-reads a cookie file a restarted node rewrote.
     let rpc = NodeRpc::new(node, shared.rpc_timeout)?;
-    let gbt = rpc.template(None).await?;
-    publish(node, shared, gbt, since).await
+    let gbt = match trigger {
+        // The announced block's work is asked beside its template.
+        Trigger::Block(hb) if chain.tip_work.is_none_or(|(h, _)| h != hb.hash) => {
+            let (gbt, header) = tokio::join!(rpc.template(None), rpc.header(hb.hash));
+            if let Ok(header) = header {
+                chain.learn(&header);
+            }
+            gbt?
+        }
+        _ => rpc.template(None).await?,
+    };
+    let mut template = to_template(&node.name, gbt, sluice_service::now_ms())?;
+    template.network = chain.network(node, &rpc).await;
+    template.chain_work = chain.work_of(node, &rpc, template.prev_blockhash).await;
+    publish(node, shared, template, since).await
 }
 
-/// Converts, publishes keyed by template id, records the latency from `since`.
+/// Publishes keyed by template id, records the latency from `since`.
 async fn publish(
     node: &NodeConfig,
     shared: &Shared,
-    gbt: bitcoincore_rpc::json::GetBlockTemplateResult,
+    template: BlockTemplate,
     since: Instant,
 ) -> anyhow::Result<BlockTemplate> {
-    let template = to_template(&node.name, gbt, sluice_service::now_ms())?;
     // While the broker is away this waits; /health reports it (lib.rs).
     shared
         .producer

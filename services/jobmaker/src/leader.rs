@@ -1,20 +1,21 @@
 //! Standing for election, and one term as leader.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitcoin::ScriptBuf;
+use bitcoin::{BlockHash, Network, ScriptBuf};
 use sluice_bus::{Backlog, BusConfig, Producer, Record, TailConsumer, Topic};
 use sluice_coord::{Candidate, Coord};
 use sluice_core::{BlockTemplate, Job};
-use sluice_service::Context;
+use sluice_service::{Context, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::jobs::JobFactory;
 use crate::metrics::JobMetrics;
-use crate::select::{Verdict, judge};
-use sluice_service::now_ms;
+use crate::nodes::Nodes;
+use crate::select::{Refusal, Verdict, admit, judge};
 
 /// Templates read back from the tail when a term starts, to find the best.
 const TEMPLATE_BACKLOG: i64 = 50;
@@ -22,23 +23,79 @@ const TEMPLATE_BACKLOG: i64 = 50;
 /// How long a new term reads the tail back at most before its first job.
 const BACKLOG_READ_LIMIT: Duration = Duration::from_secs(2);
 
-/// A template read from RawGbt, or `None` for one to skip: one no node
-/// made (poison, counted and logged) or one older than `stale` (read back
-/// from the tail).
-fn admit(
-    record: Record<BlockTemplate>,
-    kafka: &BusConfig,
-    stale: Duration,
-) -> Option<BlockTemplate> {
-    let t = record.value;
-    if let Err(why) = t.check() {
-        sluice_bus::count_poison(&kafka.topics.raw_gbt);
-        tracing::error!(topic = kafka.topics.raw_gbt, partition = record.partition,
-            offset = record.offset, template = %t.id, why,
-            "skipping a template that cannot be a node's");
-        return None;
+/// What a term lets through from RawGbt: [`admit`]'s rules, told in the
+/// log once per node and counted.
+struct Gate<'a> {
+    kafka: &'a BusConfig,
+    metrics: &'a JobMetrics,
+    nodes: &'a Nodes,
+    network: Network,
+    stale_ms: u64,
+    /// Nodes whose templates were refused (told once a term).
+    told: HashSet<String>,
+}
+
+impl Gate<'_> {
+    /// The template of `record`, or `None` for one not to mine on.
+    fn admit(&mut self, record: Record<BlockTemplate>) -> Option<BlockTemplate> {
+        let t = record.value;
+        let refusal = match admit(
+            &t,
+            self.nodes.names(),
+            self.network,
+            now_ms(),
+            self.stale_ms,
+        ) {
+            Ok(()) => return Some(t),
+            Err(refusal) => refusal,
+        };
+        self.metrics.skipped(refusal.label());
+        let first = self.told.insert(t.node_id.clone());
+        match refusal {
+            Refusal::Impossible(why) => {
+                sluice_bus::count_poison(&self.kafka.topics.raw_gbt);
+                tracing::error!(topic = self.kafka.topics.raw_gbt, partition = record.partition,
+                    offset = record.offset, template = %t.id, why,
+                    "skipping a template that cannot be a node's");
+            }
+            Refusal::Stale => {}
+            Refusal::UnknownNode if first => {
+                tracing::warn!(node = t.node_id, height = t.height, tip = %t.prev_blockhash,
+                    configured = ?self.nodes.names(),
+                    "skipping templates of a node that is not in [[nodes]]");
+            }
+            Refusal::OtherNetwork(other) if first => {
+                tracing::error!(node = t.node_id, height = t.height, template = ?other,
+                    configured = ?self.network,
+                    "skipping templates of another network");
+            }
+            Refusal::UnknownNode | Refusal::OtherNetwork(_) => {}
+        }
+        None
     }
-    (now_ms().saturating_sub(t.created_at_ms) <= stale.as_millis() as u64).then_some(t)
+}
+
+/// Whether a template read back from the tail when the term began may be
+/// mined on: its node says its tip is its best block (`tips`, asked when the
+/// term began), or it was made since then. The tail may hold another chain's
+/// templates: the pool ran on another node before this term.
+fn confirmed(t: &BlockTemplate, tips: &HashMap<String, BlockHash>, term_began_ms: u64) -> bool {
+    t.created_at_ms >= term_began_ms || tips.get(&t.node_id) == Some(&t.prev_blockhash)
+}
+
+/// A rival tip (no more work than the current one) is followed at once
+/// only when the current template's node holds the rival's tip as its best
+/// block: the node was replaced (another chain under the same name) or
+/// reorganized. Otherwise it waits for the stale rule.
+async fn settle_rival(nodes: &Nodes, current: &BlockTemplate, rival: &BlockTemplate) -> Verdict {
+    if nodes.best_block(&current.node_id).await == Some(rival.prev_blockhash) {
+        tracing::warn!(node = current.node_id, from = %current.prev_blockhash,
+            from_height = current.height, to = %rival.prev_blockhash, to_height = rival.height,
+            "the node left the tip we mined on: following it");
+        Verdict::NewTip
+    } else {
+        Verdict::Ignore
+    }
 }
 
 /// Campaigns on `coord` and leads whenever elected, until shutdown (Ok) or
@@ -125,10 +182,21 @@ async fn lead(
         TEMPLATE_BACKLOG,
     )
     .await?;
-    tracing::info!(epoch, last_job = ?last_job.as_ref().map(|j| j.id.to_string()), "leading");
-
     let job_interval = Duration::from_secs(config.job_interval_secs);
+    let nodes = Nodes::new(&config.nodes);
+    let mut gate = Gate {
+        kafka,
+        metrics,
+        nodes: &nodes,
+        network: sluice_core::network::parse_network(&config.network)
+            .map_err(anyhow::Error::msg)?,
+        stale_ms: config.stale_template_secs * 1000,
+        told: HashSet::new(),
+    };
     let stale = Duration::from_secs(config.stale_template_secs);
+    let term_began_ms = now_ms();
+    let tips = nodes.best_blocks().await;
+    tracing::info!(epoch, last_job = ?last_job.as_ref().map(|j| j.id.to_string()), ?tips, "leading");
     let mut current: Option<BlockTemplate> = None;
     let mut last_template_at = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(job_interval);
@@ -136,7 +204,8 @@ async fn lead(
     // The tail of RawGbt is read through before the term's first job: the
     // best template in it is chosen without a job for each one on the way
     // (a clean job for every older tip would send miners to it and make
-    // shares on the newest tip look stale for a moment). The first job is
+    // shares on the newest tip look stale for a moment), among those whose
+    // tip their node holds as its best block (`confirmed`). The first job is
     // clean only when its tip is not the one the last leader's newest job
     // was on: on the same tip, miners keep the work they have.
     let mut backlog = templates.backlog();
@@ -162,13 +231,23 @@ async fn lead(
                 let record = record?;
                 let reading_backlog = !backlog.is_read();
                 backlog.read(record.partition, record.offset);
-                let publish = match admit(record, kafka, stale) {
+                let publish = match gate.admit(record) {
                     None => None,
+                    Some(t) if reading_backlog && !confirmed(&t, &tips, term_began_ms) => {
+                        metrics.skipped("unconfirmed_tip");
+                        tracing::info!(node = t.node_id, height = t.height, tip = %t.prev_blockhash,
+                            "skipping a template from the tail: its tip is not its node's best block");
+                        None
+                    }
                     Some(t) => {
                         last_template_at = tokio::time::Instant::now();
                         ctx.health.set("templates", true, format!("height {} from {}", t.height, t.node_id));
-                        match judge(current.as_ref(), &t, now_ms(), job_interval) {
-                            Verdict::Ignore => None,
+                        let verdict = match (judge(current.as_ref(), &t, now_ms(), job_interval), &current) {
+                            (Verdict::Rival, Some(cur)) => settle_rival(&nodes, cur, &t).await,
+                            (verdict, _) => verdict,
+                        };
+                        match verdict {
+                            Verdict::Ignore | Verdict::Rival => None,
                             Verdict::Refresh => { current = Some(t); None }
                             Verdict::Fill => { current = Some(t); Some(false) }
                             Verdict::NewTip => { current = Some(t); Some(true) }

@@ -1,8 +1,10 @@
 //! jobmaker: Stratum jobs from block templates, by exactly one elected leader.
 //!
 //! Every instance campaigns in ZooKeeper (`<root>/jobmaker/election`); the
-//! leader reads templates from RawGbt, picks one with btcpool's anti-jitter
-//! rules (`select.rs`), and publishes Jobs built with crates/core
+//! leader reads templates from RawGbt, keeps those of its `[[nodes]]` on its
+//! network whose tip the node holds (`nodes.rs`), picks one by chain work
+//! with btcpool's anti-jitter rules (`select.rs`), and publishes Jobs built
+//! with crates/core
 //! (`jobs.rs`): a clean job at once on a new block, otherwise one every
 //! `job_interval_secs` from the current template, even if gbtmaker goes
 //! quiet (reported in /health). Every Job carries the leader's epoch, so
@@ -12,6 +14,7 @@
 mod jobs;
 mod leader;
 mod metrics;
+mod nodes;
 mod select;
 
 use std::str::FromStr;
@@ -23,6 +26,7 @@ use sluice_bus::{BusConfig, Producer, start_heartbeat};
 use sluice_coord::Coord;
 pub use sluice_coord::ZkConfig;
 use sluice_core::record::Figure;
+pub use sluice_node::NodeConfig;
 use sluice_service::{Backoff, CommonConfig, Context, Validate};
 
 /// jobmaker's configuration (deploy/config/jobmaker.toml).
@@ -49,8 +53,14 @@ pub struct Config {
     pub pool_tag: String,
     /// Where block rewards go.
     pub payout_address: String,
-    /// `mainnet`, `testnet`, `testnet4`, `signet` or `regtest`: the address must belong to it.
+    /// `mainnet`, `testnet`, `testnet4`, `signet` or `regtest`: the address
+    /// must belong to it, and templates of another network are skipped.
     pub network: String,
+    /// The nodes whose templates are mined on (gbtmaker's `[[nodes]]`):
+    /// a template from another node is skipped, and one read back from
+    /// RawGbt's tail only if its node holds its tip as the best block.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
 }
 
 fn default_job_interval() -> u64 {
@@ -81,6 +91,9 @@ impl Validate for Config {
         if self.job_interval_secs == 0 || self.stale_template_secs == 0 {
             return Err("job_interval_secs and stale_template_secs must be positive".into());
         }
+        sluice_node::validate_nodes(&self.nodes).map_err(|e| {
+            format!("{e} (jobmaker mines only on templates of its nodes: list gbtmaker's)")
+        })?;
         self.zookeeper.validate()?;
         Ok(())
     }

@@ -13,10 +13,17 @@ pub(crate) struct CleanLabel {
     pub(crate) clean: &'static str,
 }
 
+/// Why a template was not mined on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
 /// Jobs, leadership and the template → job latency.
 #[derive(Clone)]
 pub(crate) struct JobMetrics {
     pub(crate) jobs: Family<CleanLabel, Counter>,
+    pub(crate) skipped: Family<ReasonLabel, Counter>,
     pub(crate) leader: Gauge,
     /// Seconds from the template's creation at gbtmaker to the broker's ack
     /// of the clean job made from it.
@@ -30,6 +37,7 @@ impl JobMetrics {
         ];
         let m = JobMetrics {
             jobs: Family::default(),
+            skipped: Family::default(),
             leader: Gauge::default(),
             latency: Histogram::new(buckets),
         };
@@ -38,6 +46,11 @@ impl JobMetrics {
                 "jobmaker_jobs_published",
                 "Jobs acknowledged by the broker, clean (new block) or not",
                 m.jobs.clone(),
+            );
+            r.register(
+                "jobmaker_templates_skipped",
+                "Templates not mined on, by reason: impossible, stale, unknown_node (not in [[nodes]]), other_network, unconfirmed_tip (from the tail, not its node's best block)",
+                m.skipped.clone(),
             );
             r.register(
                 "jobmaker_leader",
@@ -56,5 +69,9 @@ impl JobMetrics {
     pub(crate) fn published(&self, clean: bool) {
         let clean = if clean { "true" } else { "false" };
         self.jobs.get_or_create(&CleanLabel { clean }).inc();
+    }
+
+    pub(crate) fn skipped(&self, reason: &'static str) {
+        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
     }
 }

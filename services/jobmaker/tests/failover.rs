@@ -31,13 +31,15 @@ fn spawn(rig: &common::Rig, name: &str) -> Proc {
         "payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\nnetwork = \"regtest\"\n\
          [service]\ninstance = \"{name}\"\nadmin_listen = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 2\n\
          [kafka]\nbrokers = \"{}\"\nclient_id = \"{name}\"\n[kafka.topics]\nraw_gbt = \"{}\"\njob = \"{}\"\nevent = \"{}\"\n\
-         [zookeeper]\nconnect = \"{}\"\nroot = \"{}\"\nsession_timeout_ms = 3000\n",
+         [zookeeper]\nconnect = \"{}\"\nroot = \"{}\"\nsession_timeout_ms = 3000\n\
+         [[nodes]]\nname = \"sim\"\nrpc_url = \"http://{}\"\nrpc_user = \"sluice\"\nrpc_password = \"sluice\"\n",
         rig.kafka.brokers,
         t.raw_gbt,
         t.job,
         t.event,
         sluice_testkit::zookeeper(),
-        rig.zk.root
+        rig.zk.root,
+        rig.node.endpoints.rpc,
     );
     let path = std::env::temp_dir().join(format!(
         "jobmaker-{}-{name}-{port}.toml",

@@ -161,22 +161,35 @@ async fn an_empty_block_job_comes_first_and_the_full_one_replaces_it() {
     ctx.shutdown.token().cancel();
 }
 
+/// One node, as the tests' configs list it.
+const NODES: &str = "[[nodes]]\nname = \"core\"\nrpc_url = \"http://127.0.0.1:18443\"\n";
+
 #[test]
 fn payout_addresses_must_match_the_network() {
     use sluice_service::Validate;
     let base = "payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
-    let ok: jobmaker::Config = toml::from_str(&format!("{base}network = \"regtest\"\n")).unwrap();
+    let ok: jobmaker::Config =
+        toml::from_str(&format!("{base}network = \"regtest\"\n{NODES}")).unwrap();
     assert!(ok.validate().is_ok());
     let wrong: jobmaker::Config =
-        toml::from_str(&format!("{base}network = \"mainnet\"\n")).unwrap();
+        toml::from_str(&format!("{base}network = \"mainnet\"\n{NODES}")).unwrap();
     assert!(
         wrong
             .validate()
             .unwrap_err()
             .contains("is not a mainnet address")
     );
-    let unknown: jobmaker::Config = toml::from_str(&format!("{base}network = \"moon\"\n")).unwrap();
+    let unknown: jobmaker::Config =
+        toml::from_str(&format!("{base}network = \"moon\"\n{NODES}")).unwrap();
     assert!(unknown.validate().unwrap_err().contains("network \"moon\""));
+    // Without its nodes, jobmaker could not tell whose templates to mine on.
+    let nodeless: jobmaker::Config =
+        toml::from_str(&format!("{base}network = \"regtest\"\n")).unwrap();
+    let why = nodeless.validate().unwrap_err();
+    assert!(
+        why.contains("[[nodes]]") && why.contains("gbtmaker"),
+        "{why}"
+    );
 }
 
 /// The commented example configs (the leader's and the local standby's)

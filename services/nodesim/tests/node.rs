@@ -477,6 +477,20 @@ async fn a_longer_side_branch_reorganizes_the_chain() {
         .await
         .unwrap();
     assert_eq!(a1_info.confirmations, -1, "A1 was reorganized away");
+    // chainwork is each block's own chain's, side branches included.
+    let b2_hash = b2.block_hash();
+    let b2_info = sim
+        .rpc(move |c| c.get_block_header_info(&b2_hash))
+        .await
+        .unwrap();
+    assert_eq!(
+        a1_info.chainwork, info.chainwork,
+        "one block on genesis each"
+    );
+    assert!(
+        b2_info.chainwork > a1_info.chainwork,
+        "B2 has one block more"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

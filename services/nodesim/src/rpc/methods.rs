@@ -189,13 +189,20 @@ fn get_block_hash(node: &Arc<Node>, params: &[Value]) -> RpcResult {
         .ok_or_else(|| RpcError::new(code::INVALID_PARAMETER, "Block height out of range"))
 }
 
-fn chainwork(chain: &Chain, upto: u32) -> String {
-    let work = chain.active[..=upto as usize]
-        .iter()
-        .map(|h| chain.blocks[h].block.header.target().to_work())
-        .fold(None::<Work>, |acc, w| Some(acc.map_or(w, |a| a + w)))
-        .expect("genesis at least");
-    hex::encode(work.to_be_bytes())
+/// The work of the chain ending with `hash` (Core's `chainwork`): the sum
+/// over the block and its ancestors, side branches included.
+fn chainwork(chain: &Chain, hash: BlockHash) -> String {
+    let mut work: Option<Work> = None;
+    let mut at = chain.blocks.get(&hash);
+    while let Some(stored) = at {
+        let w = stored.block.header.target().to_work();
+        work = Some(work.map_or(w, |sum| sum + w));
+        if stored.height == 0 {
+            break;
+        }
+        at = chain.blocks.get(&stored.block.header.prev_blockhash);
+    }
+    hex::encode(work.expect("a stored block at least").to_be_bytes())
 }
 
 fn difficulty(stored: &Stored) -> f64 {
@@ -216,7 +223,7 @@ fn blockchain_info(chain: &Chain) -> Value {
         "mediantime": chain.median_time_past(&hash),
         "verificationprogress": 1.0,
         "initialblockdownload": false,
-        "chainwork": chainwork(chain, tip.height),
+        "chainwork": chainwork(chain, hash),
         "size_on_disk": 0,
         "pruned": false,
         "warnings": "",
@@ -260,7 +267,7 @@ fn header_json(chain: &Chain, stored: &Stored) -> Value {
         "nonce": h.nonce,
         "bits": format!("{:08x}", h.bits.to_consensus()),
         "difficulty": difficulty(stored),
-        "chainwork": chainwork(chain, stored.height.min(chain.height())),
+        "chainwork": chainwork(chain, hash),
         "nTx": stored.block.txdata.len(),
     });
     if stored.height > 0 {

@@ -53,6 +53,11 @@ pub(crate) async fn watch(blk: Arc<Blkmaker>, token: CancellationToken) {
             () = token.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if blk.wrong_chain.load(std::sync::atomic::Ordering::SeqCst)
+            && crate::chain::newest_job_on_a_held_tip(&blk.config.kafka, &nodes).await == Some(true)
+        {
+            blk.right_chain("the newest job builds on a block the nodes hold".into());
+        }
         match round(&blk, &nodes).await {
             Ok(summary) => {
                 tracing::debug!(summary, "confirmation round");
@@ -63,6 +68,7 @@ pub(crate) async fn watch(blk: Arc<Blkmaker>, token: CancellationToken) {
                 blk.health.set("confirmations", false, error);
             }
         }
+        blk.metrics.confirmation_rounds.inc();
     }
 }
 

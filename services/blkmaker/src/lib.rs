@@ -22,8 +22,12 @@
 //!   each later one, idempotent on the block hash (per-node results merge), so
 //!   replays and a second blkmaker never duplicate it. MySQL being down
 //!   delays the row (retried with backoff), never the submission.
+//! - The chain (`chain.rs`): a block every node refuses as
+//!   `prev-blk-not-found` means the pool mines on a chain its nodes do not
+//!   hold: `wrong_chain` in /health until it is seen mining on theirs.
 
 mod assemble;
+mod chain;
 mod confirm;
 mod metrics;
 mod offsets;
@@ -31,6 +35,7 @@ mod submit;
 mod templates;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -213,6 +218,8 @@ struct Blkmaker {
     recent: Mutex<Recent>,
     health: Health,
     metrics: BlkMetrics,
+    /// Raised while the pool mines on a chain the nodes do not hold.
+    wrong_chain: AtomicBool,
     /// Cancelled only when the drain gives up: unfinished shares stay
     /// unacknowledged and are replayed at the next start.
     abandon: CancellationToken,
@@ -253,11 +260,17 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         recent: Mutex::default(),
         health: ctx.health.clone(),
         metrics: metrics.clone(),
+        wrong_chain: AtomicBool::new(false),
         abandon: CancellationToken::new(),
         config,
     });
     ctx.health
         .set("solved", true, format!("waiting in group {group}"));
+    ctx.health.set(
+        chain::COMPONENT,
+        true,
+        "no block refused for a parent the nodes lack",
+    );
     start_heartbeat(
         &ctx,
         events,
@@ -501,6 +514,7 @@ impl Blkmaker {
                     );
                     tracing::info!(%hash, height = share.height, worker = %share.worker_name,
                         txs = assembled.tx_count, "BLOCK ACCEPTED");
+                    self.right_chain(format!("a node accepted block {hash}"));
                 } else {
                     self.metrics.rejected.inc();
                     self.health.set(
@@ -509,6 +523,14 @@ impl Blkmaker {
                         format!("block {hash} refused by every node"),
                     );
                     tracing::error!(%hash, height = share.height, ?results, "BLOCK REFUSED BY EVERY NODE");
+                    if chain::builds_on_unknown_block(&results) {
+                        self.metrics.wrong_chain.inc();
+                        self.wrong_chain.store(true, Ordering::SeqCst);
+                        let problem = chain::problem(share);
+                        tracing::error!(%hash, height = share.height, prev = %share.header.prev_blockhash,
+                            "MINING ON THE WRONG CHAIN: {problem}");
+                        self.health.set(chain::COMPONENT, false, problem);
+                    }
                 }
                 self.publish(share, assembled.reward.to_sat(), valid);
             }
@@ -524,6 +546,15 @@ impl Blkmaker {
             first = false;
         }
         true
+    }
+
+    /// The pool is seen mining on a chain the nodes hold (`why`): a raised
+    /// `wrong_chain` ends.
+    fn right_chain(&self, why: String) {
+        if self.wrong_chain.swap(false, Ordering::SeqCst) {
+            tracing::warn!(why, "mining on a chain the nodes hold again");
+            self.health.set(chain::COMPONENT, true, why);
+        }
     }
 
     fn row(

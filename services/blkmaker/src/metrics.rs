@@ -22,10 +22,12 @@ pub(crate) struct BlkMetrics {
     pub(crate) submitted: Counter,
     pub(crate) accepted: Counter,
     pub(crate) rejected: Counter,
+    pub(crate) wrong_chain: Counter,
     pub(crate) template_unknown: Counter,
     pub(crate) unassembled: Counter,
     pub(crate) too_old: Counter,
     pub(crate) recorded: Counter,
+    pub(crate) confirmation_rounds: Counter,
     pub(crate) in_flight: Gauge,
     pub(crate) templates: Gauge,
     /// Seconds from the share's server time to the first node's answer.
@@ -45,10 +47,12 @@ impl BlkMetrics {
             submitted: Counter::default(),
             accepted: Counter::default(),
             rejected: Counter::default(),
+            wrong_chain: Counter::default(),
             template_unknown: Counter::default(),
             unassembled: Counter::default(),
             too_old: Counter::default(),
             recorded: Counter::default(),
+            confirmation_rounds: Counter::default(),
             in_flight: Gauge::default(),
             templates: Gauge::default(),
             latency: Histogram::new(buckets),
@@ -82,6 +86,11 @@ impl BlkMetrics {
                     &m.rejected,
                 ),
                 (
+                    "blkmaker_blocks_wrong_chain",
+                    "Blocks every node refused as prev-blk-not-found: mined on a chain the nodes do not hold",
+                    &m.wrong_chain,
+                ),
+                (
                     "blkmaker_template_unknown",
                     "Solved shares whose template was not kept",
                     &m.template_unknown,
@@ -97,6 +106,11 @@ impl BlkMetrics {
                     &m.too_old,
                 ),
                 ("blkmaker_rows_recorded", "found_blocks writes", &m.recorded),
+                (
+                    "blkmaker_confirmation_rounds",
+                    "Rounds of the confirmation watch (found blocks and the chain looked up on the nodes)",
+                    &m.confirmation_rounds,
+                ),
             ];
             for (name, help, c) in counters {
                 r.register(name, help, c.clone());

@@ -302,3 +302,62 @@ async fn with_mysql_away_the_block_is_submitted_and_recorded_when_it_is_back() {
     .await;
     assert_eq!(rig.store.found_block_count(&hash).await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_on_a_chain_no_node_holds_raises_wrong_chain_until_the_jobs_are_on_theirs() {
+    let mut rig = rig().await;
+    let user_id = user(&rig.store).await;
+    // The pool's jobs are nodesim A's; blkmaker's only node is B, a chain
+    // of its own (an operator who moved the pool to another node while the
+    // jobs still came from the old one).
+    let other = Node::ephemeral().await;
+    let ctx = rig.start(rig.config(vec![other.config("sim")]));
+    rig.pipeline.generate().await;
+    let job = rig.job_at(2).await;
+    // The jobs stop here: the newest job builds on A's block 1, which B lacks.
+    for c in &rig.pipeline.ctxs {
+        c.shutdown.token().cancel();
+    }
+    let share = solve(&job, user_id, "rig1");
+    rig.send(&share).await;
+    let problem = eventually(Duration::from_secs(30), "wrong_chain raised", || async {
+        let c = ctx.health.snapshot().get("wrong_chain").cloned()?;
+        (!c.ok).then_some(c.detail)
+    })
+    .await;
+    assert!(
+        problem.contains("prev-blk-not-found") && problem.contains(&share.block_hash.to_string()),
+        "{problem}"
+    );
+    assert_eq!(counter(&ctx, "blkmaker_blocks_wrong_chain"), 1);
+    let row = rig
+        .row_where(&share, "the row with B's answer", |r| {
+            !results(r).is_empty()
+        })
+        .await;
+    assert_eq!(results(&row)["sim"], "rejected: prev-blk-not-found");
+    // Confirmation rounds (every second) find the newest job still on A's tip.
+    let rounds = counter(&ctx, "blkmaker_confirmation_rounds");
+    eventually(
+        Duration::from_secs(10),
+        "two confirmation rounds",
+        || async { (counter(&ctx, "blkmaker_confirmation_rounds") >= rounds + 2).then_some(()) },
+    )
+    .await;
+    assert!(
+        !ctx.health.snapshot()["wrong_chain"].ok,
+        "still on a chain B lacks"
+    );
+
+    // A job on B's tip: the pool mines on a chain its node holds again.
+    let mut on_b = job.clone();
+    on_b.prev_blockhash = best(&other.endpoints).await;
+    on_b.id = sluice_core::JobId(job.id.0 + 1);
+    rig.send_job(&on_b).await;
+    let cleared = eventually(Duration::from_secs(30), "wrong_chain cleared", || async {
+        let c = ctx.health.snapshot().get("wrong_chain").cloned()?;
+        c.ok.then_some(c.detail)
+    })
+    .await;
+    assert!(cleared.contains("newest job"), "{cleared}");
+}

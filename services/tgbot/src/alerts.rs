@@ -186,12 +186,27 @@ impl Watch {
                         ),
                     );
                 }
+                // blkmaker's: blocks refused for a parent no node has.
+                let wrong_chain: Vec<&String> = s
+                    .problems
+                    .iter()
+                    .filter(|p| p.starts_with("wrong_chain"))
+                    .collect();
+                if !wrong_chain.is_empty() {
+                    out.insert(
+                        format!("wrong chain {service} {instance}"),
+                        format!(
+                            "the pool is mining on the WRONG CHAIN (its nodes do not hold it), says {service} {instance}: {}",
+                            join(&wrong_chain)
+                        ),
+                    );
+                }
                 let other: Vec<&String> = s
                     .problems
                     .iter()
-                    .filter(|p| !p.starts_with("kafka"))
+                    .filter(|p| !p.starts_with("kafka") && !p.starts_with("wrong_chain"))
                     .collect();
-                if !other.is_empty() || broker.is_empty() {
+                if !other.is_empty() || (broker.is_empty() && wrong_chain.is_empty()) {
                     out.insert(
                         format!("unhealthy {service} {instance}"),
                         format!("{service} {instance} is unhealthy: {}", join(&other)),
@@ -438,6 +453,29 @@ mod tests {
                 "ALERT sserver ss-b is gone: it stopped",
                 "ALERT jobmaker jm is unhealthy: templates: no template for 75s",
             ]
+        );
+    }
+
+    #[test]
+    fn blocks_on_a_chain_the_nodes_lack_are_told_as_the_wrong_chain() {
+        let mut w = Watch::new(AlertConfig::default());
+        let problem = "wrong_chain: block 00ab at height 229 builds on 00cd, which no node has \
+            (prev-blk-not-found from every node): the pool is mining on a chain its nodes do not hold";
+        w.heartbeat(T0, beat("blkmaker", "b", false, &[problem]));
+        assert!(w.evaluate(T0).is_empty(), "held first");
+        assert_eq!(
+            texts(w.evaluate(T0 + 20 * S)),
+            [format!(
+                "ALERT the pool is mining on the WRONG CHAIN (its nodes do not hold it), says blkmaker b: {problem}"
+            )],
+            "one alert, not a second one as a plain unhealthy service"
+        );
+        w.heartbeat(T0 + 30 * S, beat("blkmaker", "b", true, &[]));
+        let told = texts(w.evaluate(T0 + 30 * S));
+        assert_eq!(told.len(), 1);
+        assert!(
+            told[0].starts_with("RECOVERED the pool is mining on the WRONG CHAIN"),
+            "{told:?}"
         );
     }
 

@@ -96,6 +96,18 @@ impl Rig {
             .unwrap();
     }
 
+    /// Publishes `job` on the Job topic as jobmaker does.
+    pub async fn send_job(&self, job: &Job) {
+        self.producer
+            .send(
+                &Topic::new(self.pipeline.kafka.topics.job.clone()),
+                &job.leader_epoch.to_be_bytes(),
+                job,
+            )
+            .await
+            .unwrap();
+    }
+
     /// `share`'s block as listed (with its standing) once `pred` holds.
     pub async fn listed_where(
         &self,

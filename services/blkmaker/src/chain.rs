@@ -100,7 +100,9 @@ mod tests {
     fn a_wrong_chain_is_every_answering_node_missing_the_parent() {
         let missing = refused(PREV_NOT_FOUND);
         let unreachable = Outcome::Unreachable("connection refused".into());
-        assert!(builds_on_unknown_block(&results(&[missing.clone()])));
+        assert!(builds_on_unknown_block(&results(std::slice::from_ref(
+            &missing
+        ))));
         assert!(builds_on_unknown_block(&results(&[
             missing.clone(),
             unreachable.clone()

@@ -195,6 +195,66 @@ pub async fn delete_topics(config: &BusConfig, names: &[&str]) -> Result<(), Bus
     Ok(())
 }
 
+/// Which cluster's topic a local file holds records of (statshttpd's share
+/// log, sserver's solved-share log): written in the file's header and
+/// checked when it is opened, so a pool never counts another pool's records
+/// (another state directory, a broker formatted anew).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOwner {
+    /// The Kafka cluster's id ([`cluster_id`]).
+    pub cluster_id: String,
+    /// The topic's name.
+    pub topic: String,
+}
+
+impl TopicOwner {
+    /// `topic` of the cluster `config` reaches.
+    pub async fn of(config: &BusConfig, topic: &str) -> Result<Self, BusError> {
+        Ok(TopicOwner {
+            cluster_id: cluster_id(config).await?,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// One line of text: `kafka-cluster=<id> topic=<name>`.
+    pub fn to_line(&self) -> String {
+        format!("kafka-cluster={} topic={}", self.cluster_id, self.topic)
+    }
+
+    /// The inverse of [`TopicOwner::to_line`].
+    pub fn from_line(line: &str) -> Option<Self> {
+        let (cluster, topic) = line.trim_end().split_once(' ')?;
+        Some(TopicOwner {
+            cluster_id: cluster.strip_prefix("kafka-cluster=")?.to_owned(),
+            topic: topic.strip_prefix("topic=")?.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for TopicOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "topic {} of Kafka cluster {}",
+            self.topic, self.cluster_id
+        )
+    }
+}
+
+/// The cluster's id (KRaft's, fixed when its storage was formatted): what
+/// tells one Kafka cluster from another behind the same addresses.
+pub async fn cluster_id(config: &BusConfig) -> Result<String, BusError> {
+    let consumer = metadata_consumer(config)?;
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .client()
+            .fetch_cluster_id(Timeout::After(Duration::from_secs(10)))
+            .ok_or_else(|| admin_error("cluster id")("the cluster did not say its id".into()))
+    })
+    .await
+    .map_err(|e| admin_error("cluster id")(e.to_string()))?
+}
+
 /// The names of every topic on the cluster but Kafka's internal ones.
 pub async fn list_topics(config: &BusConfig) -> Result<Vec<String>, BusError> {
     let consumer = metadata_consumer(config)?;

@@ -221,6 +221,34 @@ impl<T: Payload> TailConsumer<T> {
     }
 }
 
+/// The record at `offset` of `topic`'s `partition`: `Ok(None)` when the
+/// partition no longer holds that offset (before its start: retention; at
+/// or past its end: the topic was recreated, or it is another topic's
+/// offset) or it does not come within `within`. A record that does not
+/// decode there is skipped, so the one returned may lie after `offset`: the
+/// caller compares.
+pub async fn record_at<T: Payload>(
+    config: &BusConfig,
+    topic: &Topic<T>,
+    partition: i32,
+    offset: i64,
+    within: std::time::Duration,
+) -> Result<Option<Record<T>>, BusError> {
+    let held = fetch_watermarks(config, topic.name())
+        .await?
+        .into_iter()
+        .any(|(p, low, high)| p == partition && low <= offset && offset < high);
+    if !held {
+        return Ok(None);
+    }
+    let group = format!("{}-lookup", config.client_id);
+    let stream = TypedStream::assigned(config, topic, &group, &[(partition, offset)], "latest")?;
+    match tokio::time::timeout(within, stream.next()).await {
+        Ok(record) => record.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
 /// What is left to read of the tail a [`TailConsumer`] started with.
 #[derive(Debug, Clone, Default)]
 pub struct Backlog {

@@ -24,11 +24,11 @@ mod topics;
 use std::marker::PhantomData;
 
 pub use admin::{
-    TopicsApplied, create_topics, delete_topics, fetch_partitions, fetch_watermarks, list_topics,
-    under_replicated,
+    TopicOwner, TopicsApplied, cluster_id, create_topics, delete_topics, fetch_partitions,
+    fetch_watermarks, list_topics, under_replicated,
 };
 pub use config::{BusConfig, TopicNames};
-pub use consumer::{Backlog, GroupConsumer, LogConsumer, Record, Start, TailConsumer};
+pub use consumer::{Backlog, GroupConsumer, LogConsumer, Record, Start, TailConsumer, record_at};
 pub use heartbeat::{HEARTBEAT_INTERVAL, Identity, heartbeat, start_heartbeat};
 pub use metrics::{count_poison, register_metrics};
 pub use producer::{Delivery, Producer, watch_delivery};

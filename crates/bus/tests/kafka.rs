@@ -55,6 +55,59 @@ async fn topics_are_created_with_their_partitions() {
     assert_eq!(partitions, vec![0, 1, 2, 3]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_says_its_id_and_a_topic_owner_reads_back_from_its_line() {
+    let config = config();
+    let owner = sluice_bus::TopicOwner::of(&config, "BtcShare")
+        .await
+        .unwrap();
+    // KRaft's cluster ids are 16 bytes in URL-safe base64: 22 characters.
+    assert_eq!(owner.cluster_id.len(), 22, "{owner}");
+    assert_eq!(
+        sluice_bus::cluster_id(&config).await.unwrap(),
+        owner.cluster_id,
+        "the same cluster, the same id"
+    );
+    let line = owner.to_line();
+    assert_eq!(
+        sluice_bus::TopicOwner::from_line(&line),
+        Some(owner.clone())
+    );
+    assert_eq!(sluice_bus::TopicOwner::from_line("solved 00ff"), None);
+    // A broker nobody listens at: an error naming the request, not a hang.
+    let nowhere = BusConfig {
+        brokers: "127.0.0.1:1".into(),
+        ..config
+    };
+    let err = sluice_bus::cluster_id(&nowhere).await.unwrap_err();
+    assert!(err.to_string().contains("cluster id"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_is_looked_up_by_its_offset_and_one_the_partition_lacks_is_none() {
+    let config = config();
+    let topic = new_topic(&config, 1).await;
+    let producer = Producer::new(&config, 0).unwrap();
+    for n in 0..5 {
+        producer.send(&topic, b"k", &event(n)).await.unwrap();
+    }
+    let within = Duration::from_secs(10);
+    let third = sluice_bus::record_at(&config, &topic, 0, 2, within)
+        .await
+        .unwrap()
+        .expect("offset 2 is held");
+    assert_eq!((third.offset, third.value), (2, event(2)));
+    for (partition, offset) in [(0, 5), (0, 2_037), (0, -1), (3, 0)] {
+        assert!(
+            sluice_bus::record_at(&config, &topic, partition, offset, within)
+                .await
+                .unwrap()
+                .is_none(),
+            "{partition}/{offset} is not held"
+        );
+    }
+}
+
 /// A current-thread runtime on purpose: no blocking call may panic it.
 #[tokio::test]
 async fn tail_consumer_starts_n_from_the_end_then_follows() {

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use sluice_bus::{BusConfig, Producer, Topic, start_heartbeat};
+use sluice_bus::{BusConfig, Producer, Topic, TopicOwner, start_heartbeat};
 use sluice_coord::{Coord, IdLease, ZkConfig};
 use sluice_core::record::Figure;
 use sluice_service::{Backoff, CommonConfig, Context, Validate};
@@ -424,6 +424,23 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     };
 
     let topics = &config.kafka.topics;
+    // The solved-share log is this cluster's topic's: which one is asked
+    // before it is opened (and nothing is served without the broker's jobs).
+    let owner = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
+        .retry(
+            &token,
+            || TopicOwner::of(&config.kafka, &topics.solved_share),
+            |error, retry_in| {
+                ctx.health
+                    .set("kafka_blocks", false, format!("cluster id: {error}"));
+                tracing::warn!(%error, ?retry_in, "cannot ask the broker which cluster it is yet");
+            },
+        )
+        .await;
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    let solved_log = sinks::SolvedLog::open(&config.solved_log, owner)?;
     // Both producers wait out an away broker; /health says when they do.
     // Shares linger 1 ms: answers wait for their acknowledgement, and 1 ms
     // against 5 halved the submit round trip with the same saturated
@@ -452,7 +469,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
     tracker.spawn(sinks::solved_writer(
         solved_producer,
         Topic::new(topics.solved_share.clone()),
-        sinks::SolvedLog::new(&config.solved_log),
+        solved_log,
         solved_rx,
         metrics.clone(),
         abandon.clone(),

@@ -11,7 +11,9 @@
 //! - Block candidates: appended and fsynced to a local log first, then sent
 //!   with acks=all and no batching, retried until the broker takes them, and
 //!   marked sent in the log. At start, candidates in the log not marked sent
-//!   are sent again (blkmaker is idempotent on the block hash).
+//!   are sent again (blkmaker is idempotent on the block hash). The log's
+//!   first line names the topic and Kafka cluster it sends to; a log of
+//!   another is refused ([`SolvedLog::open`]), never sent to this one.
 //! - Events: best effort through a bounded queue (a full queue drops and counts).
 
 use std::convert::Infallible;
@@ -19,7 +21,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_bus::{BusError, Producer, Topic};
+use sluice_bus::{BusError, Producer, Topic, TopicOwner};
 use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_proto::Payload;
 use sluice_service::Backoff;
@@ -111,12 +113,67 @@ pub async fn event_writer(
 #[derive(Debug)]
 pub struct SolvedLog {
     path: PathBuf,
+    /// The topic (and cluster) its candidates go to: its first line.
+    owner: TopicOwner,
 }
 
+/// Why the solved-share log cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SolvedLogError {
+    /// Reading it failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The log.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It holds another topic's candidates (another pool's log).
+    #[error(
+        "{path} holds the block candidates of {found}, not of {expected} that this sserver \
+         sends to: another pool's solved-share log (give this pool a solved_log of its own, or \
+         move the file away)"
+    )]
+    Foreign {
+        /// The log.
+        path: PathBuf,
+        /// Whose candidates it holds.
+        found: TopicOwner,
+        /// Whose this sserver sends.
+        expected: TopicOwner,
+    },
+}
+
+/// The first line of a log, naming its owner.
+const OWNER_PREFIX: &str = "owner ";
+
 impl SolvedLog {
-    /// The log at `path` (created on first write).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        SolvedLog { path: path.into() }
+    /// The log at `path` for `owner`'s candidates (created on first write).
+    /// A log whose first line names another owner is refused; one of the
+    /// first format, which named none, is taken as this pool's.
+    pub fn open(path: impl Into<PathBuf>, owner: TopicOwner) -> Result<Self, SolvedLogError> {
+        let path = path.into();
+        let first = match std::fs::File::open(&path) {
+            Ok(f) => std::io::BufReader::new(f).lines().next().transpose(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| SolvedLogError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let found = first
+            .as_deref()
+            .and_then(|l| l.strip_prefix(OWNER_PREFIX))
+            .and_then(TopicOwner::from_line);
+        match found {
+            Some(found) if found != owner => Err(SolvedLogError::Foreign {
+                path,
+                found,
+                expected: owner,
+            }),
+            _ => Ok(SolvedLog { path, owner }),
+        }
     }
 
     fn append(&self, line: &str) -> std::io::Result<()> {
@@ -170,6 +227,7 @@ impl SolvedLog {
         let tmp = self.path.with_extension("tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{OWNER_PREFIX}{}", self.owner.to_line())?;
             for s in &pending {
                 writeln!(f, "solved {}", hex::encode(s.encode_to_vec()))?;
             }
@@ -281,23 +339,63 @@ mod tests {
         }
     }
 
+    fn owner() -> TopicOwner {
+        TopicOwner {
+            cluster_id: "6rW4jFrsRXOpvKwNx8rDjg".into(),
+            topic: "BtcSolvedShare".into(),
+        }
+    }
+
     #[test]
     fn candidates_not_marked_sent_survive_a_restart() {
         let path = std::env::temp_dir().join(format!("sluice-solved-{}.log", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let log = SolvedLog::new(&path);
+        let log = SolvedLog::open(&path, owner()).expect("no file yet");
         assert_eq!(log.unsent().expect("no file yet"), vec![]);
         let (a, b) = (solved(1), solved(2));
         log.record(&a).expect("writes");
         log.record(&b).expect("writes");
         log.mark_sent(&a).expect("writes");
         // A new process reads what was left.
-        let again = SolvedLog::new(&path);
+        let again = SolvedLog::open(&path, owner()).expect("its own log");
         assert_eq!(again.unsent().expect("reads"), vec![b.clone()]);
         // The log was compacted to that one candidate; reading twice is stable.
         assert_eq!(again.unsent().expect("reads"), vec![b.clone()]);
         again.mark_sent(&b).expect("writes");
         assert_eq!(again.unsent().expect("reads"), vec![]);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn another_pool_s_log_is_refused_naming_both_and_an_unowned_one_is_adopted() {
+        let path =
+            std::env::temp_dir().join(format!("sluice-solved-owner-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        // The first format: candidates, no owner line. Adopted and named.
+        std::fs::write(
+            &path,
+            format!("solved {}\n", hex::encode(solved(1).encode_to_vec())),
+        )
+        .expect("writes");
+        let log = SolvedLog::open(&path, owner()).expect("an unowned log is this pool's");
+        assert_eq!(log.unsent().expect("reads"), vec![solved(1)]);
+        let text = std::fs::read_to_string(&path).expect("reads");
+        assert_eq!(
+            text.lines().next(),
+            Some(format!("owner {}", owner().to_line()).as_str())
+        );
+        // Another pool's sserver pointed at the same file.
+        let other = TopicOwner {
+            cluster_id: "pool-b-cluster-id-xxxxx".into(),
+            ..owner()
+        };
+        let e = SolvedLog::open(&path, other.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&owner().to_string()) && e.contains(&other.to_string()),
+            "names both: {e}"
+        );
         let _ = std::fs::remove_file(&path);
     }
 }

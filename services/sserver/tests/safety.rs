@@ -1,7 +1,8 @@
 //! sserver's limits and lifecycle over TCP on the real pipeline: bans for
 //! invalid-share floods, per-IP connection rate, malformed-line limits,
 //! vardiff raising a fast miner's difficulty, PROXY protocol addresses in
-//! share records, miner events, and the drain's `client.reconnect`.
+//! share records, miner events, the drain's `client.reconnect`, and another
+//! pool's solved-share log refused.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -239,4 +240,43 @@ async fn sigterm_drains_with_client_reconnect() {
         let mut late = common::Miner::new(s);
         assert!(late.until_closed().await.is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solved_share_log_of_another_pool_is_refused_naming_both() {
+    let rig = common::rig(|_| {}).await;
+    let kafka = &rig.config.kafka;
+    let ours = sluice_bus::TopicOwner::of(kafka, &kafka.topics.solved_share)
+        .await
+        .unwrap();
+    let theirs = sluice_bus::TopicOwner {
+        cluster_id: "AnotherPoolsClusterId0".into(),
+        ..ours.clone()
+    };
+    let log = std::env::temp_dir().join(sluice_testkit::unique_name("foreign-solved-"));
+    std::fs::write(&log, format!("owner {}\n", theirs.to_line())).unwrap();
+    let config = sserver::Config {
+        listen: format!("127.0.0.1:{}", sluice_testkit::free_port())
+            .parse()
+            .unwrap(),
+        solved_log: log.clone(),
+        ..rig.config.clone()
+    };
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sserver::run(config, sluice_rig::context()),
+    )
+    .await
+    .expect("refused at once, not served");
+    let why = format!("{:#}", ended.unwrap_err());
+    assert!(
+        why.contains(&ours.to_string()) && why.contains(&theirs.to_string()),
+        "names both: {why}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("owner {}\n", theirs.to_line()),
+        "the other pool's log is left as it was"
+    );
+    std::fs::remove_file(&log).unwrap();
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sluice_bus::{LogConsumer, Topic};
+use sluice_bus::{LogConsumer, Topic, TopicOwner};
 use sluice_core::record::ShareRecord;
 use sluice_service::Backoff;
 use tokio_util::sync::CancellationToken;
@@ -23,10 +23,28 @@ const QUIET_INITIALIZED: Duration = Duration::from_secs(30);
 
 /// Rebuilds from the share log, then follows the topic until shutdown.
 pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::Result<()> {
-    let dir = stats.config.data_dir.clone();
-    let mut writer = Writer::new(&dir)?;
-    let resume = tokio::task::block_in_place(|| rebuild(&stats))?;
     let topic = Topic::<ShareRecord>::new(stats.config.kafka.topics.share.clone());
+    // The share log is this cluster's topic's: which one is asked first.
+    let owner = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
+        .retry(
+            &token,
+            || TopicOwner::of(&stats.config.kafka, topic.name()),
+            |error, retry_in| {
+                stats
+                    .health
+                    .set("kafka", false, format!("cluster id: {error}"));
+                tracing::warn!(%error, ?retry_in, "cannot ask the broker which cluster it is yet");
+            },
+        )
+        .await;
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    let dir = stats.config.data_dir.clone();
+    let mut writer = Writer::new(&dir, owner.clone())?;
+    let rebuilt = tokio::task::block_in_place(|| rebuild(&stats, &owner))?;
+    check_against_topic(&stats, &topic, &rebuilt).await?;
+    let resume = rebuilt.resume;
     let group = stats.config.group();
     let opened = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
         .retry(
@@ -179,25 +197,100 @@ fn mark_initialized_if(stats: &Stats, done: bool) {
     }
 }
 
-/// Counts yesterday's and today's share logs into the windows and totals;
-/// returns, per partition, the offset after the last share they hold (the
-/// last written, not the highest: after a topic was recreated the log goes
-/// on with the new topic's lower offsets).
-fn rebuild(stats: &Stats) -> anyhow::Result<HashMap<i32, i64>> {
+/// What the share log gave the windows and totals at start.
+pub(crate) struct Rebuilt {
+    /// Per partition, the offset after the last share the files hold (the
+    /// last written, not the highest: after a topic was recreated the log
+    /// goes on with the new topic's lower offsets).
+    pub(crate) resume: HashMap<i32, i64>,
+    /// Per partition, the last share the files hold, and whether its file
+    /// named its owner (the first format did not).
+    last: HashMap<i32, (i64, ShareRecord, bool)>,
+}
+
+/// Counts yesterday's and today's share logs into the windows and totals,
+/// once their headers say they hold `owner`'s shares (else the error names
+/// both: another pool's share log is never counted).
+fn rebuild(stats: &Stats, owner: &TopicOwner) -> anyhow::Result<Rebuilt> {
     let now = stats.clock.now_ms();
     let started = Instant::now();
-    let mut resume: HashMap<i32, i64> = HashMap::new();
+    let days = [day_of(now.saturating_sub(DAY_MS)), day_of(now)];
+    let paths: Vec<_> = days
+        .iter()
+        .map(|&day| sharelog::path_of(&stats.config.data_dir, day))
+        .collect();
+    let owned: Vec<bool> = paths
+        .iter()
+        .map(|p| sharelog::check_owner(p, owner).map(|h| h != sharelog::Header::Legacy))
+        .collect::<Result<_, _>>()?;
+    let mut rebuilt = Rebuilt {
+        resume: HashMap::new(),
+        last: HashMap::new(),
+    };
     let mut shares = 0u64;
-    for day in [day_of(now.saturating_sub(DAY_MS)), day_of(now)] {
-        let path = sharelog::path_of(&stats.config.data_dir, day);
-        sharelog::read(&path, |e| {
-            resume.insert(e.partition, e.offset + 1);
+    for (path, owned) in paths.iter().zip(owned) {
+        sharelog::read(path, |e| {
+            rebuilt.resume.insert(e.partition, e.offset + 1);
             count(stats, &e.share);
             shares += 1;
+            rebuilt.last.insert(e.partition, (e.offset, e.share, owned));
         })?;
     }
-    tracing::info!(shares, took = ?started.elapsed(), ?resume, "windows and totals rebuilt from the share log");
-    Ok(resume)
+    tracing::info!(shares, took = ?started.elapsed(), resume = ?rebuilt.resume, %owner,
+        "windows and totals rebuilt from the share log");
+    Ok(rebuilt)
+}
+
+/// How long the topic has to hand over one record it holds.
+const LOOKUP_WITHIN: Duration = Duration::from_secs(10);
+
+/// Checks the rebuilt figures against the records they came from: the last
+/// share each partition's file holds must be the topic's record at that
+/// offset. One that differs means the log is not this topic's: refused. One
+/// the topic no longer holds (recreated since) is told; from a file of the
+/// first format, which names no owner, nothing then vouches for it: refused.
+async fn check_against_topic(
+    stats: &Stats,
+    topic: &Topic<ShareRecord>,
+    rebuilt: &Rebuilt,
+) -> anyhow::Result<()> {
+    for (&partition, (offset, logged, owned)) in &rebuilt.last {
+        let on_topic = sluice_bus::record_at(
+            &stats.config.kafka,
+            topic,
+            partition,
+            *offset,
+            LOOKUP_WITHIN,
+        )
+        .await?;
+        let at = format!("{}/{partition} offset {offset}", topic.name());
+        match on_topic {
+            Some(r) if r.offset == *offset && r.value == *logged => {}
+            Some(r) => anyhow::bail!(
+                "the share log in {} is not {}'s: its last share of {at} ({} by user {}) is not the topic's ({}): \
+                 another pool's share log (give this pool a data_dir of its own, or move it away)",
+                stats.config.data_dir.display(),
+                topic.name(),
+                logged.hash,
+                logged.user_id,
+                if r.offset == *offset {
+                    r.value.hash.to_string()
+                } else {
+                    "undecodable".into()
+                },
+            ),
+            None if *owned => tracing::warn!(
+                at,
+                "the topic no longer holds the share log's last share (recreated since): the rebuilt figures rest on the share log alone"
+            ),
+            None => anyhow::bail!(
+                "the share log in {} names no owner and {at}, its last share, is not on the topic: \
+                 nothing says it is this pool's (move it away, or give this pool a data_dir of its own)",
+                stats.config.data_dir.display(),
+            ),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

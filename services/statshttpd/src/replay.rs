@@ -114,6 +114,8 @@ pub struct Verified {
 /// the Job topic) and checks its hash. `version_mask` is the sserver's
 /// `version_mask` (the negotiated mask is at most that).
 pub async fn verify(config: &Config, day: u32, version_mask: u32) -> anyhow::Result<Verified> {
+    let owner = sluice_bus::TopicOwner::of(&config.kafka, &config.kafka.topics.share).await?;
+    sharelog::check_owner(&sharelog::path_of(&config.data_dir, day), &owner)?;
     let jobs = read_jobs(config).await?;
     let mut v = Verified::default();
     sharelog::read(&sharelog::path_of(&config.data_dir, day), |e| {

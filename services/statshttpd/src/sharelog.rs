@@ -1,9 +1,14 @@
 //! The share log: every share, in daily files, in the order it was counted.
 //!
 //! `<dir>/sharelog-YYYY-MM-DD.bin`, by the UTC day of the share's timestamp.
-//! A file is a 16-byte magic line (`SLUICE-SHARELOG1`) and then records:
-//! `u32 LE length ‖ i32 LE partition ‖ i64 LE offset ‖ Share protobuf`
-//! (`length` counts the protobuf bytes). The Kafka partition and offset make
+//! A file is a 16-byte magic line (`SLUICE-SHARELOG2`), the topic it holds
+//! the shares of (`u16 LE length ‖ kafka-cluster=<id> topic=<name>`), and
+//! then records: `u32 LE length ‖ i32 LE partition ‖ i64 LE offset ‖ Share
+//! protobuf` (`length` counts the protobuf bytes). A file is written only
+//! from its own topic: opened for another cluster's or topic's shares it is
+//! refused ([`ShareLogError::Foreign`]), so a pool never counts another's.
+//! Files of the first format (`SLUICE-SHARELOG1`, no owner) are read, and
+//! appended to, as they are. The Kafka partition and offset make
 //! each share's place in the topic part of the file: a writer that restarts
 //! skips what the file already holds, so a share is written once even when
 //! the topic delivers it twice. A torn record at the end (a crash mid-write)
@@ -17,13 +22,18 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use sluice_bus::TopicOwner;
 use sluice_core::record::ShareRecord;
 use sluice_proto::Payload;
 
 use crate::clock::day_of;
 
-const MAGIC: &[u8; 16] = b"SLUICE-SHARELOG1";
+const MAGIC: &[u8; 16] = b"SLUICE-SHARELOG2";
+/// The first format: no owner after the magic.
+const MAGIC_V1: &[u8; 16] = b"SLUICE-SHARELOG1";
 const HEADER: usize = 16;
+/// An owner line is a cluster id and a topic name; anything longer is not one.
+const MAX_OWNER: u16 = 1024;
 /// A Share message is a few hundred bytes; anything near this is corruption.
 const MAX_RECORD: u32 = 64 * 1024;
 /// Files kept open for appending: today, yesterday and one straggler.
@@ -50,6 +60,30 @@ pub enum ShareLogError {
         /// Where.
         at: u64,
     },
+    /// The file holds another topic's shares (another pool's share log).
+    #[error(
+        "{path} holds the shares of {found}, not of {expected} that this statshttpd reads: \
+         another pool's share log (give this pool a data_dir of its own, or move the file away)"
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// Whose shares it holds.
+        found: TopicOwner,
+        /// Whose this statshttpd counts.
+        expected: TopicOwner,
+    },
+}
+
+/// Whose shares a file holds, as its header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    /// No file, or nothing complete in it yet.
+    Missing,
+    /// The first format, which named no owner.
+    Legacy,
+    /// The topic (and cluster) its shares come from.
+    Owned(TopicOwner),
 }
 
 /// One record of the log.
@@ -77,14 +111,95 @@ pub fn path_of(dir: &Path, day: u32) -> PathBuf {
 /// the byte length of the complete part (a torn last record is not an
 /// error: it is where a crash stopped a write). A missing file reads as
 /// empty.
-pub fn read(path: &Path, mut each: impl FnMut(Entry)) -> Result<u64, ShareLogError> {
+pub fn read(path: &Path, each: impl FnMut(Entry)) -> Result<u64, ShareLogError> {
+    read_with_header(path, each).map(|(_, complete)| complete)
+}
+
+/// Whose shares `path` holds.
+pub fn header(path: &Path) -> Result<Header, ShareLogError> {
+    let io = |source| ShareLogError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match File::open(path) {
+        Ok(f) => read_header(path, &mut BufReader::new(f)).map(|(h, _)| h),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Header::Missing),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Fails unless `path` is missing, of the first format, or `expected`'s.
+pub fn check_owner(path: &Path, expected: &TopicOwner) -> Result<Header, ShareLogError> {
+    match header(path)? {
+        Header::Owned(found) if found != *expected => Err(ShareLogError::Foreign {
+            path: path.to_owned(),
+            found,
+            expected: expected.clone(),
+        }),
+        header => Ok(header),
+    }
+}
+
+/// The header of the file `r` reads and the bytes it takes; an incomplete
+/// header (a crash while the file was begun) reads as [`Header::Missing`].
+fn read_header(path: &Path, r: &mut impl Read) -> Result<(Header, u64), ShareLogError> {
+    let io = |source| ShareLogError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |what: String, at: u64| ShareLogError::Corrupt {
+        path: path.to_owned(),
+        what,
+        at,
+    };
+    let mut magic = [0u8; HEADER];
+    match read_full(r, &mut magic).map_err(io)? {
+        0 => return Ok((Header::Missing, 0)),
+        HEADER if &magic == MAGIC_V1 => return Ok((Header::Legacy, HEADER as u64)),
+        HEADER if &magic == MAGIC => {}
+        _ => return Err(corrupt("not a share log (bad magic)".into(), 0)),
+    }
+    let mut len = [0u8; 2];
+    if read_full(r, &mut len).map_err(io)? < len.len() {
+        return Ok((Header::Missing, 0));
+    }
+    let len = u16::from_le_bytes(len);
+    if len > MAX_OWNER {
+        return Err(corrupt(format!("owner length {len}"), HEADER as u64));
+    }
+    let mut line = vec![0u8; usize::from(len)];
+    if read_full(r, &mut line).map_err(io)? < line.len() {
+        return Ok((Header::Missing, 0));
+    }
+    let owner = std::str::from_utf8(&line)
+        .ok()
+        .and_then(TopicOwner::from_line)
+        .ok_or_else(|| corrupt("unreadable owner".into(), HEADER as u64 + 2))?;
+    Ok((Header::Owned(owner), (HEADER + 2) as u64 + u64::from(len)))
+}
+
+/// The header of a new file owned by `owner`.
+fn header_bytes(owner: &TopicOwner) -> Vec<u8> {
+    let line = owner.to_line();
+    let mut out = Vec::with_capacity(HEADER + 2 + line.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(line.len() as u16).to_le_bytes());
+    out.extend_from_slice(line.as_bytes());
+    out
+}
+
+/// [`read`], with the file's header.
+pub fn read_with_header(
+    path: &Path,
+    mut each: impl FnMut(Entry),
+) -> Result<(Header, u64), ShareLogError> {
     let io = |source| ShareLogError::Io {
         path: path.to_owned(),
         source,
     };
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Header::Missing, 0)),
         Err(e) => return Err(io(e)),
     };
     let mut r = BufReader::with_capacity(1 << 20, file);
@@ -93,18 +208,15 @@ pub fn read(path: &Path, mut each: impl FnMut(Entry)) -> Result<u64, ShareLogErr
         what: what.to_owned(),
         at,
     };
-    let mut magic = [0u8; HEADER];
-    match read_full(&mut r, &mut magic).map_err(io)? {
-        0 => return Ok(0),
-        HEADER if &magic == MAGIC => {}
-        _ => return Err(corrupt("not a share log (bad magic)", 0)),
+    let (header, mut at) = read_header(path, &mut r)?;
+    if header == Header::Missing {
+        return Ok((header, 0));
     }
-    let mut at = HEADER as u64;
     let mut head = [0u8; 16];
     let mut body = Vec::new();
     loop {
         if read_full(&mut r, &mut head).map_err(io)? < head.len() {
-            return Ok(at);
+            return Ok((header, at));
         }
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         if len > MAX_RECORD {
@@ -116,7 +228,7 @@ pub fn read(path: &Path, mut each: impl FnMut(Entry)) -> Result<u64, ShareLogErr
         let offset = i64::from_le_bytes(o);
         body.resize(len as usize, 0);
         if read_full(&mut r, &mut body).map_err(io)? < body.len() {
-            return Ok(at);
+            return Ok((header, at));
         }
         let share = ShareRecord::decode_from(&body)
             .map_err(|e| corrupt(&format!("undecodable share: {e}"), at))?;
@@ -153,6 +265,8 @@ struct OpenDay {
 /// Appends shares to their day's file, each (partition, offset) once.
 pub struct Writer {
     dir: PathBuf,
+    /// The topic whose shares are written: a file of another is refused.
+    owner: TopicOwner,
     open: Vec<OpenDay>,
     tick: u64,
     /// Partitions whose logged offsets belong to an older log of the topic
@@ -161,14 +275,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Writes into `dir` (created if missing).
-    pub fn new(dir: &Path) -> Result<Self, ShareLogError> {
+    /// Writes `owner`'s shares into `dir` (created if missing).
+    pub fn new(dir: &Path, owner: TopicOwner) -> Result<Self, ShareLogError> {
         std::fs::create_dir_all(dir).map_err(|source| ShareLogError::Io {
             path: dir.to_owned(),
             source,
         })?;
         Ok(Writer {
             dir: dir.to_owned(),
+            owner,
             open: Vec::new(),
             tick: 0,
             forgotten: std::collections::HashSet::new(),
@@ -249,6 +364,10 @@ impl Writer {
             self.open.swap_remove(lru);
         }
         let path = path_of(&self.dir, day);
+        if check_owner(&path, &self.owner)? == Header::Legacy {
+            tracing::warn!(path = %path.display(), owner = %self.owner,
+                "appending to a share log of the first format, which names no owner");
+        }
         // The last entry of each partition, not the highest: after a topic
         // was recreated the file goes on with the new log's lower offsets.
         let mut last = HashMap::new();
@@ -270,7 +389,7 @@ impl Writer {
             .map_err(io)?;
         if complete == 0 {
             file.set_len(0).map_err(io)?;
-            file.write_all(MAGIC).map_err(io)?;
+            file.write_all(&header_bytes(&self.owner)).map_err(io)?;
         } else {
             let len = file.metadata().map_err(io)?.len();
             if len > complete {
@@ -303,6 +422,13 @@ mod tests {
         d
     }
 
+    fn owner() -> TopicOwner {
+        TopicOwner {
+            cluster_id: "6rW4jFrsRXOpvKwNx8rDjg".into(),
+            topic: "BtcShare".into(),
+        }
+    }
+
     fn entries(path: &Path) -> Vec<Entry> {
         let mut v = Vec::new();
         read(path, |e| v.push(e)).unwrap();
@@ -312,7 +438,7 @@ mod tests {
     #[test]
     fn shares_go_to_their_day_once() {
         let d = dir("days");
-        let mut w = Writer::new(&d).unwrap();
+        let mut w = Writer::new(&d, owner()).unwrap();
         let a = share(1, 11, 3, ShareStatus::Accepted, 2.0, T0);
         let b = share(1, 12, 3, ShareStatus::Stale, 4.0, T0 + 86_400_000);
         assert!(w.append(0, 5, &a).unwrap());
@@ -324,7 +450,7 @@ mod tests {
         w.sync().unwrap();
         drop(w);
         // A new writer (a restart) knows what the files hold.
-        let mut w = Writer::new(&d).unwrap();
+        let mut w = Writer::new(&d, owner()).unwrap();
         assert!(!w.append(0, 4, &a).unwrap());
         assert!(w.append(0, 6, &a).unwrap());
         w.sync().unwrap();
@@ -350,7 +476,7 @@ mod tests {
     #[test]
     fn a_torn_record_is_cut_off_and_garbage_is_refused() {
         let d = dir("torn");
-        let mut w = Writer::new(&d).unwrap();
+        let mut w = Writer::new(&d, owner()).unwrap();
         let a = share(1, 11, 3, ShareStatus::Accepted, 2.0, T0);
         w.append(0, 1, &a).unwrap();
         w.append(0, 2, &a).unwrap();
@@ -365,7 +491,7 @@ mod tests {
             1,
             "the torn second record is not read"
         );
-        let mut w = Writer::new(&d).unwrap();
+        let mut w = Writer::new(&d, owner()).unwrap();
         assert!(w.append(0, 2, &a).unwrap(), "and is written again");
         w.sync().unwrap();
         assert_eq!(entries(&path).len(), 2);
@@ -373,6 +499,78 @@ mod tests {
         let e = read(&path, |_| {}).unwrap_err().to_string();
         assert!(e.contains("bad magic"), "{e}");
         assert_eq!(read(&d.join("missing.bin"), |_| {}).unwrap(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_cluster_or_topic_is_refused_naming_both() {
+        let d = dir("foreign");
+        let a = share(1, 11, 3, ShareStatus::Accepted, 2.0, T0);
+        let mut w = Writer::new(&d, owner()).unwrap();
+        w.append(0, 1, &a).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let path = path_of(&d, 20_261_121);
+        assert_eq!(header(&path).unwrap(), Header::Owned(owner()));
+        assert_eq!(entries(&path).len(), 1, "the owner line is no record");
+        for other in [
+            TopicOwner {
+                cluster_id: "pool-b-cluster-id-xxxxx".into(),
+                ..owner()
+            },
+            TopicOwner {
+                topic: "OtherShare".into(),
+                ..owner()
+            },
+        ] {
+            let mut w = Writer::new(&d, other.clone()).unwrap();
+            let e = w.append(0, 2, &a).unwrap_err().to_string();
+            assert!(
+                e.contains(&owner().to_string()) && e.contains(&other.to_string()),
+                "names both: {e}"
+            );
+            assert!(check_owner(&path, &other).is_err());
+        }
+        assert_eq!(
+            check_owner(&path, &owner()).unwrap(),
+            Header::Owned(owner())
+        );
+        assert_eq!(entries(&path).len(), 1, "nothing written to it");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_the_first_format_is_read_and_appended_to() {
+        let d = dir("legacy");
+        std::fs::create_dir_all(&d).unwrap();
+        let a = share(1, 11, 3, ShareStatus::Accepted, 2.0, T0);
+        let body = a.encode_to_vec();
+        let mut old = MAGIC_V1.to_vec();
+        old.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        old.extend_from_slice(&0i32.to_le_bytes());
+        old.extend_from_slice(&7i64.to_le_bytes());
+        old.extend_from_slice(&body);
+        let path = path_of(&d, 20_261_121);
+        std::fs::write(&path, &old).unwrap();
+        assert_eq!(header(&path).unwrap(), Header::Legacy);
+        assert_eq!(entries(&path)[0].offset, 7);
+        let mut w = Writer::new(&d, owner()).unwrap();
+        assert!(!w.append(0, 7, &a).unwrap(), "already held");
+        assert!(w.append(0, 8, &a).unwrap());
+        w.sync().unwrap();
+        assert_eq!(
+            entries(&path).iter().map(|e| e.offset).collect::<Vec<_>>(),
+            vec![7, 8]
+        );
+        // A file begun by a crash before its owner line was whole: begun anew.
+        let torn = path_of(&d, 20_261_122);
+        std::fs::write(&torn, &header_bytes(&owner())[..20]).unwrap();
+        assert_eq!(header(&torn).unwrap(), Header::Missing);
+        let tomorrow = share(1, 11, 3, ShareStatus::Accepted, 2.0, T0 + 86_400_000);
+        assert!(w.append(0, 9, &tomorrow).unwrap());
+        w.sync().unwrap();
+        assert_eq!(header(&torn).unwrap(), Header::Owned(owner()));
+        assert_eq!(entries(&torn).len(), 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -175,6 +175,17 @@ impl Rig {
         self.running = Some((ctx, handle));
     }
 
+    /// Waits (30 s at most) for statshttpd to stop by itself with an error:
+    /// the error.
+    pub async fn refused(&mut self) -> String {
+        let (_, handle) = self.running.take().unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("statshttpd stopped within 30 s")
+            .unwrap();
+        format!("{:#}", ended.expect_err("statshttpd refused to start"))
+    }
+
     /// Stops it as SIGTERM would, and waits for it.
     pub async fn stop(&mut self) {
         let (ctx, handle) = self.running.take().unwrap();

@@ -8,6 +8,7 @@ mod blocks;
 mod migrate;
 mod status;
 mod users;
+mod workers;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
 pub use migrate::{MIGRATIONS, Migration};
 pub use status::{DbStatus, TableSize};
 pub use users::User;
+pub use workers::KnownWorker;
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

@@ -108,6 +108,44 @@ async fn an_edited_applied_migration_is_refused() {
 }
 
 #[tokio::test]
+async fn a_user_s_known_workers_are_listed_newest_first_with_their_last_share_in_utc() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    let mut conn = db.store.pool().get_conn().await.unwrap();
+    // statshttpd writes last_share_time as UTC literals.
+    conn.query_drop(
+        "INSERT INTO mining_workers (user_id, worker_id, worker_name, accept_count, \
+         last_share_ip, last_share_time) VALUES \
+         (7, 0, '', 30, '', '2026-12-06 10:00:00'), \
+         (7, 11, 'rig1', 10, '192.0.2.1', '2026-12-06 09:00:00'), \
+         (7, 12, 'rig2', 20, '192.0.2.2', '2026-12-06 10:00:00'), \
+         (7, 13, 'never', 0, '', NULL), \
+         (7, 14, 'old', 5, '', '2026-11-01 00:00:00'), \
+         (8, 21, 'not-yours', 1, '', '2026-12-06 10:00:00')",
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let ten_utc = 1_796_551_200; // 2026-12-06T10:00:00Z
+    let since = ten_utc - 7 * 86_400;
+    let listed = db.store.known_workers(7, since, 100).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|w| w.worker_name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["rig2", "rig1"],
+        "newest first, the user row, the never seen and the old left out"
+    );
+    assert_eq!(listed[0].last_share_secs, Some(ten_utc));
+    assert_eq!(listed[1].last_share_secs, Some(ten_utc - 3_600));
+    assert_eq!(
+        (listed[1].accept_count, listed[1].last_share_ip.as_str()),
+        (10, "192.0.2.1")
+    );
+    assert_eq!(db.store.known_workers(7, since, 1).await.unwrap().len(), 1);
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn users_are_found_case_insensitively() {
     let db = TestDb::new().await;
     db.store.migrate().await.unwrap();

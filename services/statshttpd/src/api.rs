@@ -3,7 +3,7 @@
 //! Errors are JSON too: 400 for bad parameters, 404 for unknown users or
 //! paths, 503 while initializing or when MySQL does not answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -433,14 +433,36 @@ async fn user(State(stats): Shared, Path(name): Path<String>) -> Response {
     reply(&stats, StatusCode::OK, &Value::Object(m))
 }
 
+/// Workers that went quiet stay listed (with their last share) this long.
+const OFFLINE_LISTED_SECS: u64 = 30 * 86_400;
+/// At most this many quiet workers are listed, the most recently seen first.
+const OFFLINE_LISTED_MAX: u32 = 1_000;
+
+/// A user's workers: those with a share in the last hour from the live
+/// windows, and those quiet since (offline: no hashrate, their last share)
+/// from `mining_workers`, for `OFFLINE_LISTED_SECS`.
 async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Response {
     let id = match find_user(&stats, &name).await {
         Ok(id) => id,
         Err(r) => return r,
     };
     let now = stats.clock.now_ms();
-    let workers: Vec<Value> = lock(&stats.live)
-        .workers_of(id, now)
+    let live = lock(&stats.live).workers_of(id, now);
+    let since = (now / 1000).saturating_sub(OFFLINE_LISTED_SECS);
+    let known = match stats
+        .store
+        .known_workers(id, since, OFFLINE_LISTED_MAX)
+        .await
+    {
+        Ok(known) => known,
+        Err(error) => {
+            // The live workers are still worth an answer.
+            tracing::warn!(%error, user = name, "offline workers not listed: MySQL did not answer");
+            Vec::new()
+        }
+    };
+    let online: HashSet<i64> = live.iter().map(|(worker_id, _, _)| *worker_id).collect();
+    let mut workers: Vec<Value> = live
         .into_iter()
         .map(|(worker_id, worker_name, f)| {
             let mut m = figures_json(&f);
@@ -450,6 +472,17 @@ async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Respons
             Value::Object(m)
         })
         .collect();
+    for w in known.into_iter().filter(|w| !online.contains(&w.worker_id)) {
+        let mut m = figures_json(&Figures {
+            accept_count: w.accept_count,
+            last_share_ms: w.last_share_secs.unwrap_or(0) * 1000,
+            ..empty()
+        });
+        m.insert("worker_id".into(), json!(w.worker_id));
+        m.insert("name".into(), json!(w.worker_name));
+        m.insert("last_share_ip".into(), json!(w.last_share_ip));
+        workers.push(Value::Object(m));
+    }
     reply(
         &stats,
         StatusCode::OK,

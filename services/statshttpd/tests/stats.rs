@@ -667,3 +667,78 @@ async fn a_recreated_share_topic_is_counted_from_its_start_once() {
     assert_eq!(accepted_1h(&pool), 7.0, "after another restart: {pool}");
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_quiet_for_an_hour_stays_listed_offline_with_its_last_share() {
+    let mut rig = Rig::new().await;
+    let (t0, name) = (rig.t0, rig.user.1.clone());
+    let (last1, last2) = (t0 + 19 * MINUTE, t0 + 18 * MINUTE);
+    rig.send(&rig.share(1, Accepted, 4.0, last1)).await;
+    rig.send(&rig.share(2, Accepted, 0.5, last2)).await;
+    rig.start();
+    rig.initialized().await;
+    for worker in [1, 2] {
+        sluice_testkit::eventually(Duration::from_secs(30), "the worker's row", || async {
+            rig.worker_row(worker).await.filter(|r| r.accept_count == 1)
+        })
+        .await;
+    }
+    // An hour and a minute without a share: the live windows forget both.
+    rig.clock.set(last1 + 61 * MINUTE);
+    rig.get_when(
+        &format!("/api/v1/users/{name}"),
+        "no worker online",
+        |s, v| s == 200 && v["workers"] == 0,
+    )
+    .await;
+    let (status, body) = rig
+        .get(&format!("/api/v1/users/{name}/workers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list = body["workers"].as_array().unwrap();
+    let listed: Vec<(&str, f64, f64, &str)> = list
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap(),
+                num(&w["last_share_time"]),
+                num(&w["hashrate"]["5m"]) + num(&w["hashrate"]["1h"]),
+                w["last_share_ip"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("rig1", (last1 / 1000) as f64, 0.0, "192.0.2.1"),
+            ("rig2", (last2 / 1000) as f64, 0.0, "192.0.2.2"),
+        ],
+        "both still listed, offline, with their last share: {body}"
+    );
+    assert_eq!(num(&list[0]["accept_count"]), 1.0);
+    // A share brings one back online, listed once.
+    rig.send(&rig.share(2, Accepted, 0.5, last1 + 61 * MINUTE))
+        .await;
+    let body = rig
+        .get_when(
+            &format!("/api/v1/users/{name}/workers"),
+            "rig2 online again",
+            |s, v| {
+                s == 200
+                    && v["workers"].as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|w| w["name"] == "rig2" && num(&w["hashrate"]["5m"]) > 0.0)
+                    })
+            },
+        )
+        .await;
+    let names: Vec<&str> = body["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rig2", "rig1"], "online first, each once: {body}");
+    rig.stop().await;
+}

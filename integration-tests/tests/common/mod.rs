@@ -34,6 +34,8 @@ pub(crate) struct Pool {
     pub(crate) stats: statshttpd::Config,
     /// sserver's, to start it again.
     pub(crate) sserver: sserver::Config,
+    /// blkmaker's, to start it again (on other nodes, in the same group).
+    pub(crate) blkmaker: blkmaker::Config,
     pub(crate) solved_log: std::path::PathBuf,
     /// sserver's, blkmaker's (unused when it runs as a process) and
     /// statshttpd's, in this order.
@@ -168,7 +170,7 @@ pub(crate) async fn start_pool_on(
     let ctxs: Vec<_> = (0..3).map(|_| sluice_rig::context()).collect();
     tokio::spawn(sserver::run(sserver.clone(), ctxs[0].clone()));
     if in_process.blkmaker {
-        tokio::spawn(blkmaker::run(blkmaker, ctxs[1].clone()));
+        tokio::spawn(blkmaker::run(blkmaker.clone(), ctxs[1].clone()));
     }
     tokio::spawn(statshttpd::run(stats.clone(), ctxs[2].clone()));
 
@@ -182,6 +184,7 @@ pub(crate) async fn start_pool_on(
         stats,
         solved_log: sserver.solved_log.clone(),
         sserver,
+        blkmaker,
         ctxs,
     }
 }

@@ -3,9 +3,10 @@
 # tests, the adapter tests against the real ZooKeeper, MariaDB and Apache
 # Kafka that install/stack.sh starts, each fuzz target for seconds, the
 # cluster drills on test hosts (install/cluster.sh), and last README command
-# 1 itself
-# (install/run.sh: the whole pool under supervisord, mining for a minute; it
-# fails unless blocks are found, recorded and credited), and the Grafana
+# 1 itself (install/run.sh: the whole pool under supervisord, mining for a
+# minute; it fails unless blocks are found, recorded and credited): on an
+# operator's own node, with a fresh SLUICE_STATE beside the old one
+# (install/check-own-state.sh), and as it is; then the Grafana
 # dashboard's queries through a real Prometheus on that pool. Leaves the stack
 # running for the next run (install/stack.sh down stops it); .ci/run stops it
 # afterwards.
@@ -90,6 +91,9 @@ log "no credential of the operator's in a log, an HTTP answer or a Kafka message
 SLUICE_SECRET_LOGS="$own/run.log $own/nodesim.log" bash install/check-secrets.sh "$rpc_secret" "$db_secret" "$bot_secret"
 kill "$own_node" "$telegram"
 rm -rf "$own"
+# Command 1 again with a state directory of its own beside this one: a whole
+# new pool that shows only its own shares (run.sh below brings this one back).
+bash install/check-own-state.sh
 log "README command 1: install/run.sh"
 bash install/run.sh
 log "the Grafana dashboard's queries against the pool command 1 left running"

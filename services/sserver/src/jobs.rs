@@ -303,4 +303,20 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b.latest().map(|j| j.job.id), Some(JobId(103 << 32 | 5)));
     }
+
+    #[test]
+    fn a_newer_job_on_another_chain_s_lower_tip_makes_the_old_chain_s_jobs_stale() {
+        // Jobs on a chain no node holds (height 229), then the jobmaker's
+        // first job on the nodes' real tip, lower (height 111).
+        let b = Board::default().with(job(100, 1, 229, 1), 300, 100);
+        let b = b.with(job(100, 2, 229, 1), 300, 100);
+        let wrong = Arc::clone(b.latest().expect("a job"));
+        let b = b.with(job(101, 3, 111, 2), 300, 101);
+        assert_eq!(b.latest().map(|j| j.job.height), Some(111), "the newest job leads");
+        assert_eq!(b.tip(), Some(BlockHash::from_byte_array([2; 32])));
+        assert!(b.is_stale(&wrong), "a share on the old chain is stale, not accepted");
+        assert!(b.get(wrong.job.id).is_some(), "and known: stale, not unknown");
+        let right = Arc::clone(b.latest().expect("a job"));
+        assert!(!b.is_stale(&right));
+    }
 }

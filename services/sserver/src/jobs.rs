@@ -312,10 +312,20 @@ mod tests {
         let b = b.with(job(100, 2, 229, 1), 300, 100);
         let wrong = Arc::clone(b.latest().expect("a job"));
         let b = b.with(job(101, 3, 111, 2), 300, 101);
-        assert_eq!(b.latest().map(|j| j.job.height), Some(111), "the newest job leads");
+        assert_eq!(
+            b.latest().map(|j| j.job.height),
+            Some(111),
+            "the newest job leads"
+        );
         assert_eq!(b.tip(), Some(BlockHash::from_byte_array([2; 32])));
-        assert!(b.is_stale(&wrong), "a share on the old chain is stale, not accepted");
-        assert!(b.get(wrong.job.id).is_some(), "and known: stale, not unknown");
+        assert!(
+            b.is_stale(&wrong),
+            "a share on the old chain is stale, not accepted"
+        );
+        assert!(
+            b.get(wrong.job.id).is_some(),
+            "and known: stale, not unknown"
+        );
         let right = Arc::clone(b.latest().expect("a job"));
         assert!(!b.is_stale(&right));
     }

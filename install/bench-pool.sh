@@ -56,7 +56,7 @@ topics < deploy/config/gbtmaker.toml | sed -e 's/127.0.0.1:18443/127.0.0.1:18543
     -e 's/127.0.0.1:9101/127.0.0.1:9111/' \
     -e "s/^empty_block_jobs = .*/empty_block_jobs = $EMPTY_BLOCKS/" \
     > "$WORK/gbtmaker.toml"
-topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/' > "$WORK/jobmaker.toml"
+topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/; s/127.0.0.1:18443/127.0.0.1:18543/' > "$WORK/jobmaker.toml"
 # Every hash a share (difficulty 2e-10 saturates the target), never a retarget.
 topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/0.0.0.0:3336/127.0.0.1:3337/; s/127.0.0.1:9103/127.0.0.1:9113/' \
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \

@@ -16,6 +16,7 @@ mod leader;
 mod metrics;
 mod nodes;
 mod select;
+mod term;
 
 use std::str::FromStr;
 use std::time::Duration;

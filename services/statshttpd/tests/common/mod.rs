@@ -178,11 +178,13 @@ impl Rig {
     /// Waits (30 s at most) for statshttpd to stop by itself with an error:
     /// the error.
     pub async fn refused(&mut self) -> String {
-        let (_, handle) = self.running.take().unwrap();
+        let (ctx, handle) = self.running.take().unwrap();
         let ended = tokio::time::timeout(Duration::from_secs(30), handle)
             .await
             .expect("statshttpd stopped within 30 s")
             .unwrap();
+        // Its API server lets go of the port before the next start.
+        assert!(sluice_service::drain(&ctx.shutdown, Duration::from_secs(10)).await);
         format!("{:#}", ended.expect_err("statshttpd refused to start"))
     }
 

@@ -112,7 +112,13 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
                 // The node may come back as another one (another network).
                 chain.network = None;
                 shared.health.set(&component, false, error.to_string());
-                next = backoff.take();
+                // Only a scheduled retry backs off further: announcements
+                // queued while the node was away, each failing at once, took
+                // the backoff to its 30 s in milliseconds, and a node back
+                // (or replaced, with another chain) waited that long.
+                if matches!(trigger, Trigger::Poll) || next == shared.poll_interval {
+                    next = backoff.take();
+                }
                 tracing::warn!(node = %node.name, %error, retry_in = ?next, "no template");
             }
         }

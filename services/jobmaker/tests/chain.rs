@@ -12,6 +12,21 @@ use std::time::{Duration, Instant};
 
 use sluice_rig::Node;
 
+/// Waits (a minute at most: gbtmaker finds a node when its backoff lets
+/// it) for a template on `tip`.
+async fn template_on(
+    templates: &sluice_bus::TailConsumer<sluice_core::BlockTemplate>,
+    tip: bitcoin::BlockHash,
+) {
+    common::job_where(
+        templates,
+        Duration::from_secs(60),
+        "from the new node",
+        |t| t.prev_blockhash == tip,
+    )
+    .await;
+}
+
 /// A job on `tip` within `within`; how long it took. Panics naming any job
 /// made on another tip first.
 async fn first_job_on(
@@ -47,13 +62,7 @@ async fn a_new_leader_mines_on_its_node_s_tip_not_the_tail_s_other_chain() {
     let other = Node::ephemeral().await;
     let tip = other.generate_n(2).await;
     let _gbt = rig.start_gbtmaker(other.config("sim"), 500);
-    common::job_where(
-        &templates,
-        Duration::from_secs(60),
-        "from the new node",
-        |t| t.prev_blockhash == tip,
-    )
-    .await;
+    template_on(&templates, tip).await;
     rig.node = other;
 
     let jobs = rig.jobs().await;
@@ -89,13 +98,7 @@ async fn a_leader_follows_its_node_replaced_by_one_on_a_shorter_chain() {
     // jobmaker's, within seconds, not the two job intervals (60 s) a stale
     // tip takes.
     let templates = rig.templates().await;
-    common::job_where(
-        &templates,
-        Duration::from_secs(60),
-        "from the new node",
-        |t| t.prev_blockhash == tip,
-    )
-    .await;
+    template_on(&templates, tip).await;
     let seen = Instant::now();
     let job = common::job_where(
         &jobs,

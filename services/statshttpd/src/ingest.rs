@@ -25,18 +25,10 @@ const QUIET_INITIALIZED: Duration = Duration::from_secs(30);
 pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::Result<()> {
     let topic = Topic::<ShareRecord>::new(stats.config.kafka.topics.share.clone());
     // The share log is this cluster's topic's: which one is asked first.
-    let owner = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
-        .retry(
-            &token,
-            || TopicOwner::of(&stats.config.kafka, topic.name()),
-            |error, retry_in| {
-                stats
-                    .health
-                    .set("kafka", false, format!("cluster id: {error}"));
-                tracing::warn!(%error, ?retry_in, "cannot ask the broker which cluster it is yet");
-            },
-        )
-        .await;
+    let owner = until_the_broker_answers(&stats, &token, "cluster id", || {
+        TopicOwner::of(&stats.config.kafka, topic.name())
+    })
+    .await;
     let Some(owner) = owner else {
         return Ok(());
     };
@@ -46,18 +38,10 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
     check_against_topic(&stats, &topic, &rebuilt).await?;
     let resume = rebuilt.resume;
     let group = stats.config.group();
-    let opened = Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
-        .retry(
-            &token,
-            || LogConsumer::new(&stats.config.kafka, &topic, &group, &resume),
-            |error, retry_in| {
-                stats
-                    .health
-                    .set("kafka", false, format!("Share topic: {error}"));
-                tracing::warn!(%error, ?retry_in, "cannot read the Share topic yet");
-            },
-        )
-        .await;
+    let opened = until_the_broker_answers(&stats, &token, "Share topic", || {
+        LogConsumer::new(&stats.config.kafka, &topic, &group, &resume)
+    })
+    .await;
     let Some((consumer, starts)) = opened else {
         return Ok(());
     };
@@ -141,6 +125,25 @@ pub(crate) async fn run(stats: Arc<Stats>, token: CancellationToken) -> anyhow::
         tracing::warn!(%error, "last commit of Share offsets failed");
     }
     Ok(())
+}
+
+/// `ask` again and again, with backoff, until the broker answers it or
+/// `token` is cancelled (`None`); /health's `kafka` says why meanwhile.
+async fn until_the_broker_answers<T, Fut>(
+    stats: &Stats,
+    token: &CancellationToken,
+    what: &str,
+    ask: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, sluice_bus::BusError>>,
+{
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
+        .retry(token, ask, |error, retry_in| {
+            stats.health.set("kafka", false, format!("{what}: {error}"));
+            tracing::warn!(%error, ?retry_in, what, "the broker does not answer yet");
+        })
+        .await
 }
 
 /// How far ahead of this clock a share's time may be (sserver's clock).

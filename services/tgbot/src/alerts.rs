@@ -172,41 +172,38 @@ impl Watch {
             // Unhealthy with nothing reported yet is a service starting.
             let starting = s.problems.is_empty() && s.uptime_secs < STARTING_SECS;
             if !s.healthy && !starting {
-                let broker: Vec<&String> = s
-                    .problems
-                    .iter()
-                    .filter(|p| p.starts_with("kafka"))
-                    .collect();
-                if !broker.is_empty() {
-                    out.insert(
-                        format!("broker {service} {instance}"),
-                        format!(
-                            "the broker is not acknowledging {service} {instance}: {}",
-                            join(&broker)
-                        ),
-                    );
-                }
-                // blkmaker's: blocks refused for a parent no node has.
-                let wrong_chain: Vec<&String> = s
-                    .problems
-                    .iter()
-                    .filter(|p| p.starts_with("wrong_chain"))
-                    .collect();
-                if !wrong_chain.is_empty() {
-                    out.insert(
-                        format!("wrong chain {service} {instance}"),
-                        format!(
-                            "the pool is mining on the WRONG CHAIN (its nodes do not hold it), says {service} {instance}: {}",
-                            join(&wrong_chain)
-                        ),
-                    );
+                // Problems told as incidents of their own: the broker not
+                // acknowledging, and blkmaker's blocks refused for a parent
+                // no node has; the rest is "unhealthy".
+                let special = [
+                    ("kafka", "broker", "the broker is not acknowledging"),
+                    (
+                        "wrong_chain",
+                        "wrong chain",
+                        "the pool is mining on the WRONG CHAIN (its nodes do not hold it), says",
+                    ),
+                ];
+                let mut told = false;
+                for (prefix, key, says) in special {
+                    let these: Vec<&String> = s
+                        .problems
+                        .iter()
+                        .filter(|p| p.starts_with(prefix))
+                        .collect();
+                    if !these.is_empty() {
+                        told = true;
+                        out.insert(
+                            format!("{key} {service} {instance}"),
+                            format!("{says} {service} {instance}: {}", join(&these)),
+                        );
+                    }
                 }
                 let other: Vec<&String> = s
                     .problems
                     .iter()
-                    .filter(|p| !p.starts_with("kafka") && !p.starts_with("wrong_chain"))
+                    .filter(|p| !special.iter().any(|(prefix, _, _)| p.starts_with(prefix)))
                     .collect();
-                if !other.is_empty() || (broker.is_empty() && wrong_chain.is_empty()) {
+                if !other.is_empty() || !told {
                     out.insert(
                         format!("unhealthy {service} {instance}"),
                         format!("{service} {instance} is unhealthy: {}", join(&other)),

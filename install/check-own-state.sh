@@ -2,7 +2,8 @@
 # README command 1 with a fresh SLUICE_STATE beside an old one shows only its
 # own shares. The local stack stops; install/run.sh runs a whole new pool
 # (its own ZooKeeper, MariaDB and Kafka cluster) from a new state directory
-# and mines for 40 s (about eight blocks: run.sh fails without one); then:
+# and mines with 200 miners for 20 s (about eight blocks: run.sh fails
+# without one); then:
 #   - no config the new pool runs with names the old state directory;
 #   - the new pool's share log names its own Kafka cluster, not the old one's;
 #   - statshttpd's figures are exactly the accepted work its own share log
@@ -31,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 log "README command 1 with SLUICE_STATE=$fresh beside $old"
-if ! SLUICE_STATE=$fresh SLUICE_SIM_SECONDS=40 bash install/run.sh >"$fresh.log" 2>&1; then
+if ! SLUICE_STATE=$fresh SLUICE_SIM_MINERS=200 SLUICE_SIM_SECONDS=20 bash install/run.sh >"$fresh.log" 2>&1; then
     tail -40 "$fresh.log" >&2
     die "install/run.sh with a fresh SLUICE_STATE failed (its output above, all of it in $fresh.log)"
 fi

@@ -74,6 +74,7 @@ pub(crate) async fn lead(
                 .map_err(anyhow::Error::msg)?,
             stale_ms: config.stale_template_secs * 1000,
             told: HashSet::new(),
+            refused: None,
         },
         nodes: &nodes,
         factory: JobFactory::new(
@@ -166,7 +167,17 @@ impl Leader<'_> {
         record: Record<BlockTemplate>,
         from_tail: Option<(&HashMap<String, BlockHash>, u64)>,
     ) -> Option<bool> {
-        let t = self.gate.admit(record)?;
+        let Some(t) = self.gate.admit(record) else {
+            // With nothing to mine on yet, /health says whose templates come.
+            if let (None, Some(why)) = (&self.current, &self.gate.refused) {
+                self.ctx.health.set(
+                    "templates",
+                    false,
+                    format!("no template of [[nodes]] yet: {why}"),
+                );
+            }
+            return None;
+        };
         if let Some((tips, began_ms)) = from_tail
             && !confirmed(&t, tips, began_ms)
         {
@@ -270,6 +281,8 @@ struct Gate<'a> {
     stale_ms: u64,
     /// Nodes whose templates were refused (told once a term).
     told: HashSet<String>,
+    /// Why the last template of a node not to mine on was refused.
+    refused: Option<String>,
 }
 
 impl Gate<'_> {
@@ -287,27 +300,30 @@ impl Gate<'_> {
             Err(refusal) => refusal,
         };
         self.metrics.skipped(refusal.label());
-        let first = self.told.insert(t.node_id.clone());
-        match refusal {
+        let why = match refusal {
             Refusal::Impossible(why) => {
                 sluice_bus::count_poison(&self.kafka.topics.raw_gbt);
                 tracing::error!(topic = self.kafka.topics.raw_gbt, partition = record.partition,
                     offset = record.offset, template = %t.id, why,
                     "skipping a template that cannot be a node's");
+                return None;
             }
-            Refusal::Stale => {}
-            Refusal::UnknownNode if first => {
-                tracing::warn!(node = t.node_id, height = t.height, tip = %t.prev_blockhash,
-                    configured = ?self.nodes.names(),
-                    "skipping templates of a node that is not in [[nodes]]");
-            }
-            Refusal::OtherNetwork(other) if first => {
-                tracing::error!(node = t.node_id, height = t.height, template = ?other,
-                    configured = ?self.network,
-                    "skipping templates of another network");
-            }
-            Refusal::UnknownNode | Refusal::OtherNetwork(_) => {}
+            Refusal::Stale => return None,
+            Refusal::UnknownNode => format!(
+                "node {:?} is not in [[nodes]] ({:?})",
+                t.node_id,
+                self.nodes.names()
+            ),
+            Refusal::OtherNetwork(other) => format!(
+                "node {:?} is on {other:?}, this pool on {:?}",
+                t.node_id, self.network
+            ),
+        };
+        if self.told.insert(t.node_id.clone()) {
+            tracing::warn!(height = t.height, tip = %t.prev_blockhash, why,
+                "skipping templates of a node not to mine on");
         }
+        self.refused = Some(why);
         None
     }
 }

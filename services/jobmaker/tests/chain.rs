@@ -115,3 +115,35 @@ async fn a_leader_follows_its_node_replaced_by_one_on_a_shorter_chain() {
     );
     ctx.shutdown.token().cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_of_a_node_not_in_its_config_are_never_mined_on_and_health_says_why() {
+    let rig = common::rig(500).await;
+    let mut config = rig.jobmaker_config();
+    // gbtmaker calls its node "sim"; this jobmaker knows only another.
+    config.nodes[0].name = "core-fra-1".into();
+    let ctx = common::context();
+    tokio::spawn(jobmaker::run(config, ctx.clone()));
+    let why = sluice_testkit::eventually(Duration::from_secs(30), "health to say why", || {
+        let health = ctx.health.snapshot();
+        async move {
+            let t = health.get("templates")?;
+            (!t.ok && t.detail.contains("not in [[nodes]]")).then(|| t.detail.clone())
+        }
+    })
+    .await;
+    assert!(why.contains("\"sim\"") && why.contains("core-fra-1"), "{why}");
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains("jobmaker_templates_skipped_total{reason=\"unknown_node\"}"),
+        "{text}"
+    );
+    let marks = sluice_bus::fetch_watermarks(&rig.kafka, &rig.kafka.topics.job)
+        .await
+        .unwrap();
+    assert!(
+        marks.iter().all(|(_, _, high)| *high == 0),
+        "no job was made: {marks:?}"
+    );
+    ctx.shutdown.token().cancel();
+}

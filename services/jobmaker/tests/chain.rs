@@ -132,7 +132,10 @@ async fn templates_of_a_node_not_in_its_config_are_never_mined_on_and_health_say
         }
     })
     .await;
-    assert!(why.contains("\"sim\"") && why.contains("core-fra-1"), "{why}");
+    assert!(
+        why.contains("\"sim\"") && why.contains("core-fra-1"),
+        "{why}"
+    );
     let text = ctx.metrics.encode();
     assert!(
         text.contains("jobmaker_templates_skipped_total{reason=\"unknown_node\"}"),

@@ -53,23 +53,33 @@ pub(crate) async fn watch(blk: Arc<Blkmaker>, token: CancellationToken) {
             () = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if blk.wrong_chain.load(std::sync::atomic::Ordering::SeqCst)
-            && crate::chain::newest_job_on_a_held_tip(&blk.config.kafka, &nodes).await == Some(true)
-        {
-            blk.right_chain("the newest job builds on a block the nodes hold".into());
+        // A round under way ends with the service: the next start repeats it.
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = look(&blk, &nodes) => {}
         }
-        match round(&blk, &nodes).await {
-            Ok(summary) => {
-                tracing::debug!(summary, "confirmation round");
-                blk.health.set("confirmations", true, summary);
-            }
-            Err(error) => {
-                tracing::warn!(error, "confirmation watch round failed; next round retries");
-                blk.health.set("confirmations", false, error);
-            }
-        }
-        blk.metrics.confirmation_rounds.inc();
     }
+}
+
+/// One round: the chain, if the pool was seen on the wrong one, and every
+/// unsettled block.
+async fn look(blk: &Blkmaker, nodes: &[NodeRpc]) {
+    if blk.wrong_chain.load(std::sync::atomic::Ordering::SeqCst)
+        && crate::chain::newest_job_on_a_held_tip(&blk.config.kafka, nodes).await == Some(true)
+    {
+        blk.right_chain("the newest job builds on a block the nodes hold".into());
+    }
+    match round(blk, nodes).await {
+        Ok(summary) => {
+            tracing::debug!(summary, "confirmation round");
+            blk.health.set("confirmations", true, summary);
+        }
+        Err(error) => {
+            tracing::warn!(error, "confirmation watch round failed; next round retries");
+            blk.health.set("confirmations", false, error);
+        }
+    }
+    blk.metrics.confirmation_rounds.inc();
 }
 
 /// What one node says of one block.

@@ -296,9 +296,8 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         nodes = blk.config.nodes.len(),
         "blkmaker consuming solved shares"
     );
-    ctx.shutdown
-        .tracker()
-        .spawn(confirm::watch(blk.clone(), token.clone()));
+    // Awaited before the end: it holds the service's state too.
+    let watch = tokio::spawn(confirm::watch(blk.clone(), token.clone()));
 
     let tasks = TaskTracker::new();
     loop {
@@ -338,6 +337,9 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         );
         blk.abandon.cancel();
         tasks.wait().await;
+    }
+    if let Err(error) = watch.await {
+        tracing::error!(%error, "the confirmation watch failed");
     }
     let blk =
         Arc::into_inner(blk).ok_or_else(|| anyhow::anyhow!("share tasks outlived the drain"))?;

@@ -161,8 +161,10 @@ pub enum Call {
     ExtranonceSubscribe,
     /// `mining.submit`.
     Submit(Submit),
-    /// `agent.get_capabilities [name…]`: a farm agent asks which of the
+    /// `agent.get_capabilities [[name…]]`: a farm agent asks which of the
     /// BTCAgent capabilities the pool has ([`crate::agent::capability`]).
+    /// BTCAgent and btcpool nest the names in one array; a flat list of
+    /// names is read too. Written nested.
     AgentGetCapabilities(Vec<String>),
     /// A method this server does not implement.
     Unknown(String),
@@ -188,6 +190,23 @@ fn hex_u32(id: &Id, what: &str, v: Option<&Value>) -> Result<u32, ParseError> {
         return Err(illegal(id, format!("{what} must be 1 to 8 hex digits")));
     }
     u32::from_str_radix(s, 16).map_err(|_| illegal(id, format!("{what} {s:?} is not hex")))
+}
+
+/// The names `agent.get_capabilities` asks for: `[["verrol","subres"]]` as
+/// BTCAgent sends them (its Go `SetParams(JSONRPCArray{…})` nests the list),
+/// or `["verrol","subres"]`. Anything else in the params is ignored; at most
+/// 16 names of at most 32 characters are kept.
+fn capabilities(params: &[Value]) -> Vec<String> {
+    params
+        .iter()
+        .flat_map(|p| match p {
+            Value::Array(names) => names.as_slice(),
+            name => std::slice::from_ref(name),
+        })
+        .filter_map(Value::as_str)
+        .take(16)
+        .map(|c| c.chars().take(32).collect())
+        .collect()
 }
 
 fn opt_string(v: Option<&Value>) -> Option<String> {
@@ -315,14 +334,7 @@ impl Request {
             }
             "mining.extranonce.subscribe" => Call::ExtranonceSubscribe,
             "mining.submit" => Call::Submit(parse_submit(id, params)?),
-            "agent.get_capabilities" => Call::AgentGetCapabilities(
-                params
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .take(16)
-                    .map(|c| c.chars().take(32).collect())
-                    .collect(),
-            ),
+            "agent.get_capabilities" => Call::AgentGetCapabilities(capabilities(params)),
             other => Call::Unknown(other.to_owned()),
         })
     }
@@ -364,7 +376,7 @@ impl Request {
                 }
                 ("mining.submit", Value::Array(p))
             }
-            Call::AgentGetCapabilities(c) => ("agent.get_capabilities", json!(c)),
+            Call::AgentGetCapabilities(c) => ("agent.get_capabilities", json!([c])),
             Call::Unknown(m) => (m.as_str(), json!([])),
         };
         format!(
@@ -942,6 +954,44 @@ mod tests {
 
     fn error(line: &str) -> ParseError {
         Request::parse(line).expect_err("refused")
+    }
+
+    /// The lines btccom's BTCAgent writes: Go's `json.Marshal` of its
+    /// request struct (`id`, `method`, `params`) whose params were set with
+    /// `SetParams(JSONRPCArray{CapVersionRolling, CapSubmitResponse})`, so the
+    /// list is nested; "conn_test" probes, "caps" and "caps_again" (after
+    /// authorize) follow, with or without subres as configured.
+    #[test]
+    fn btcagent_capability_requests_read_every_name() {
+        let both = vec!["verrol".to_owned(), "subres".to_owned()];
+        for id in ["conn_test", "caps", "caps_again"] {
+            let line = format!(
+                r#"{{"id":"{id}","method":"agent.get_capabilities","params":[["verrol","subres"]]}}"#
+            );
+            assert_eq!(call(&line), Call::AgentGetCapabilities(both.clone()));
+        }
+        assert_eq!(
+            call(r#"{"id":"caps","method":"agent.get_capabilities","params":[["verrol"]]}"#),
+            Call::AgentGetCapabilities(vec!["verrol".into()])
+        );
+        // A flat list, as Sluice's agent wrote it before, still reads.
+        assert_eq!(
+            call(r#"{"id":1,"method":"agent.get_capabilities","params":["verrol","subres"]}"#),
+            Call::AgentGetCapabilities(both.clone())
+        );
+        assert_eq!(
+            call(r#"{"id":1,"method":"agent.get_capabilities","params":[[1,{"a":"b"}],"verrol"]}"#),
+            Call::AgentGetCapabilities(vec!["verrol".into()])
+        );
+        // Written as BTCAgent writes it, so btcpool's sserver reads it too.
+        let asked = Request {
+            id: Id::from_value(&json!("caps")),
+            call: Call::AgentGetCapabilities(both),
+        };
+        assert_eq!(
+            asked.to_line(),
+            r#"{"id":"caps","method":"agent.get_capabilities","params":[["verrol","subres"]]}"#
+        );
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl Upstream {
             subscribe.push(json!(hex::encode(en1)));
         }
         for line in [
-            json!({"id": 1, "method": "agent.get_capabilities", "params": caps}),
+            json!({"id": 1, "method": "agent.get_capabilities", "params": [caps]}),
             json!({"id": 2, "method": "mining.configure", "params": [["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 0}]}),
             json!({"id": 3, "method": "mining.subscribe", "params": subscribe}),
             json!({"id": 4, "method": "mining.authorize", "params": [account, password]}),

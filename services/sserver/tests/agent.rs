@@ -58,9 +58,26 @@ impl Agent {
     }
 
     async fn line(&mut self, v: Value) {
-        let mut l = v.to_string();
-        l.push('\n');
-        self.wr.write_all(l.as_bytes()).await.unwrap();
+        self.raw(&v.to_string()).await;
+    }
+
+    async fn raw(&mut self, line: &str) {
+        self.wr
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// `agent.get_capabilities` byte for byte as BTCAgent writes it
+    /// (`UpSessionBTC.getAgentGetCapsRequest`: Go's `json.Marshal` of
+    /// `{ID, Method, Params}` with the names nested in one array).
+    async fn ask_capabilities(&mut self, id: &str, caps: &[&str]) {
+        let names: Vec<String> = caps.iter().map(|c| format!("\"{c}\"")).collect();
+        let line = format!(
+            r#"{{"id":"{id}","method":"agent.get_capabilities","params":[[{}]]}}"#,
+            names.join(",")
+        );
+        self.raw(&line).await;
     }
 
     async fn ex(&mut self, m: ExMessage) {
@@ -142,19 +159,18 @@ impl Agent {
     async fn handshake_resuming(&mut self, account: &str, caps: &[&str], old: Option<&str>) {
         let mut subscribe = vec![json!("btccom-agent/2.0.0-mu")];
         subscribe.extend(old.map(|o| json!(o)));
-        self.line(json!({"id":"conn_test","method":"agent.get_capabilities","params":caps}))
-            .await;
+        self.ask_capabilities("conn_test", caps).await;
         let probe = self.response("conn_test").await;
         assert_eq!(probe.result.unwrap()["capabilities"], json!(caps));
+        self.ask_capabilities("caps", caps).await;
         for v in [
-            json!({"id":"caps","method":"agent.get_capabilities","params":caps}),
             json!({"id":"conf","method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":0}]}),
             json!({"id":"sub","method":"mining.subscribe","params":subscribe}),
             json!({"id":"auth","method":"mining.authorize","params":[account, ""]}),
-            json!({"id":"caps_again","method":"agent.get_capabilities","params":caps}),
         ] {
             self.line(v).await;
         }
+        self.ask_capabilities("caps_again", caps).await;
         let sub = self.response("sub").await.result.unwrap();
         assert_eq!(sub[2], json!(8), "BTCAgent needs 8 bytes of extranonce2");
         self.extranonce1 = hex::decode(sub[1].as_str().unwrap()).unwrap();

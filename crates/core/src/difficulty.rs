@@ -69,6 +69,21 @@ pub fn target_of(difficulty: f64) -> Target {
         .unwrap_or(DIFF1_TARGET)
 }
 
+/// The hashes expected to meet `target`: `floor(2^256 / (target + 1))`,
+/// Bitcoin Core's block proof (`GetBlockProof`, rust-bitcoin's
+/// [`Target::to_work`]). A share's work and a block's are measured alike, as
+/// whole numbers, so sums of them are exact (payouts split by them).
+/// Saturates at `u128::MAX`, beyond any target a share or a block can have
+/// (difficulty 1 is 2^32 hashes; 2^128 is difficulty 2^96).
+pub fn hashes_of(target: Target) -> u128 {
+    let be = target.to_work().to_be_bytes();
+    let (high, low) = be.split_at(16);
+    if high.iter().any(|&b| b != 0) {
+        return u128::MAX;
+    }
+    u128::from_be_bytes(low.try_into().expect("split_at(16) of 32 bytes"))
+}
+
 impl std::fmt::Display for Difficulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
@@ -193,6 +208,25 @@ mod tests {
         let mut be = t.to_le_bytes();
         be.reverse();
         be.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn hashes_of_a_target_are_core_s_block_proof() {
+        // Difficulty 1: 2^256 / (0xffff·2^208 + 1) = 2^32 + 2^16 + 1 (rounded down).
+        assert_eq!(hashes_of(DIFF1_TARGET), 4_295_032_833);
+        // Regtest's easiest target (0x207fffff): 2 hashes a block, as Core's chainwork says.
+        assert_eq!(
+            hashes_of(Target::from_compact(CompactTarget::from_consensus(
+                0x207f_ffff
+            ))),
+            2
+        );
+        // Mainnet block 840,000 (bits 0x17034219): chainwork grows by 0x0000…4a6ad3d4ebe3c5f2a54 ≈ 3.76e23.
+        let halving = hashes_of(Target::from_compact(CompactTarget::from_consensus(
+            0x1703_4219,
+        )));
+        assert!((3.7e23..3.8e23).contains(&(halving as f64)), "{halving}");
+        assert_eq!(hashes_of(Target::ZERO), u128::MAX);
     }
 
     #[test]

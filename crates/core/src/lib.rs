@@ -22,7 +22,7 @@ pub mod worker;
 
 pub use bitcoin;
 pub use coinbase::{CoinbaseError, CoinbaseParams, CoinbaseSplit};
-pub use difficulty::{DIFF1_TARGET, Difficulty, DifficultyError, target_of};
+pub use difficulty::{DIFF1_TARGET, Difficulty, DifficultyError, hashes_of, target_of};
 pub use job::{EpochFence, Job};
 pub use job_id::{JobId, JobIdGenerator};
 pub use merkle::{merkle_branch, merkle_root};

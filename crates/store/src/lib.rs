@@ -5,6 +5,7 @@
 //! deployed service migrates without the source tree.
 
 mod blocks;
+mod ledger;
 mod migrate;
 mod status;
 mod users;
@@ -16,6 +17,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
+pub use ledger::{BlockToCredit, CreditedBlock, Settling, WorkBatch};
 pub use migrate::{MIGRATIONS, Migration};
 pub use status::{DbStatus, TableSize};
 pub use users::User;
@@ -60,6 +62,18 @@ pub enum StoreError {
     /// Another process held the migration lock for too long.
     #[error("could not take the migration lock within {0:?}")]
     LockTimeout(Duration),
+    /// Another writer changed what this write was based on (two payers at
+    /// once): nothing was written.
+    #[error("{0}: another writer got there first; nothing written")]
+    Conflict(String),
+    /// A stored value is not what the schema promises.
+    #[error("{table}: {what}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 /// The `[mysql]` section of a service's configuration.

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004", "stats"),
     migration!(5, "0005", "users_updated"),
     migration!(6, "0006", "block_status"),
+    migration!(7, "0007", "payouts"),
 ];
 
 const LOCK_NAME: &str = "sluice.schema_migrations";

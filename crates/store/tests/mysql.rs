@@ -6,51 +6,9 @@
 
 use mysql_async::prelude::Queryable;
 use sluice_store::{BlockStatus, BlockWork, MIGRATIONS, Migration, Store, StoreError};
-use sluice_testkit::{mysql_url, unique_name};
 
-/// A fresh database `sluice_test_<random>` and a store pointed at it.
-struct TestDb {
-    name: String,
-    admin: Store,
-    store: Store,
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let admin = Store::new(&mysql_url()).unwrap();
-        let name = unique_name("sluice_test_");
-        admin
-            .pool()
-            .get_conn()
-            .await
-            .expect("MariaDB of the local stack is reachable (install/stack.sh up)")
-            .query_drop(format!("CREATE DATABASE `{name}`"))
-            .await
-            .unwrap();
-        let base = mysql_url();
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-        TestDb {
-            name,
-            admin,
-            store: Store::new(&url).unwrap(),
-        }
-    }
-
-    async fn tables(&self) -> Vec<String> {
-        let mut conn = self.store.pool().get_conn().await.unwrap();
-        conn.query("SHOW TABLES").await.unwrap()
-    }
-
-    async fn drop(self) {
-        self.store.close().await;
-        let mut conn = self.admin.pool().get_conn().await.unwrap();
-        conn.query_drop(format!("DROP DATABASE `{}`", self.name))
-            .await
-            .unwrap();
-        drop(conn);
-        self.admin.close().await;
-    }
-}
+mod common;
+use common::TestDb;
 
 #[tokio::test]
 async fn migrations_create_every_table_once() {

@@ -146,7 +146,7 @@ pub(crate) async fn start_pool_on(
         rpc_timeout_secs: 10,
         max_share_age_secs: 3_600,
         confirm_interval_secs: 2,
-        mature_confirmations: 100,
+        mature_confirmations: 101,
         watch_hours: 1,
     };
     let api_port = sluice_testkit::free_port();

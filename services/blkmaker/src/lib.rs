@@ -99,7 +99,8 @@ pub struct Config {
     /// recently orphaned ones).
     #[serde(default = "default_confirm_interval")]
     pub confirm_interval_secs: u64,
-    /// Confirmations that make a block confirmed (Core's coinbase maturity).
+    /// Confirmations that make a block confirmed: 101, when Bitcoin Core's
+    /// wallet can spend its coinbase (`COINBASE_MATURITY` 100 blocks on top).
     #[serde(default = "default_mature")]
     pub mature_confirmations: u32,
     /// How long after it was found a block is watched (pending ones until
@@ -127,7 +128,7 @@ fn default_confirm_interval() -> u64 {
     30
 }
 fn default_mature() -> u32 {
-    100
+    101
 }
 fn default_watch_hours() -> u32 {
     7 * 24

@@ -60,7 +60,7 @@ impl Rig {
             rpc_timeout_secs: 5,
             max_share_age_secs: 3_600,
             confirm_interval_secs: 1,
-            mature_confirmations: 100,
+            mature_confirmations: 101,
             watch_hours: 1,
         }
     }

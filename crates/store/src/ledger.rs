@@ -1,0 +1,513 @@
+//! The payer's tables (`sql/0007_payouts.sql`): work read from the Share
+//! topic with the offsets it was read to, block shares, the double-entry
+//! books and the credited blocks. Work and PPS values are whole numbers
+//! beyond 64 bits, stored as `DECIMAL(39,0)`: written through
+//! `CAST(? AS DECIMAL(39,0))` from their decimal text (a string in MySQL
+//! arithmetic would be a double) and read back as text.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mysql_async::prelude::{Query, Queryable, WithParams};
+use mysql_async::{Params, Transaction, TxOpts, Value};
+use sluice_ledger::books::{Account, Kind, Txn};
+use sluice_ledger::pplns::Minute;
+
+use crate::{Store, StoreError};
+
+/// What one read of the Share topic adds, written at once or not at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkBatch {
+    /// The topic read.
+    pub topic: String,
+    /// Work and shares per (minute, user, height, network bits).
+    pub work: BTreeMap<(u32, u32, u32, u32), (u128, u32)>,
+    /// PPS value (2^-64 satoshi) per user.
+    pub pps: BTreeMap<u32, u128>,
+    /// Block shares: hash → (time ms, height, network bits, user).
+    pub found: BTreeMap<String, (u64, u32, u32, u32)>,
+    /// Per partition: the next offset before the batch (`None`: never read),
+    /// the next offset after it, and the newest share time in it.
+    pub offsets: BTreeMap<i32, (Option<i64>, i64, u64)>,
+}
+
+/// A found block the payer has not credited: its share was read and
+/// blkmaker recorded it (pending or confirmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockToCredit {
+    /// Block hash, hex.
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// Its coinbase outputs, satoshis.
+    pub reward: u64,
+    /// Its share's time, unix ms.
+    pub timestamp_ms: u64,
+    /// The network target it met.
+    pub network_bits: u32,
+}
+
+/// A block's credit as `ledger_blocks` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditedBlock {
+    /// Block hash, hex.
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// `pplns` (or the scheme that paid the block's finder's pool).
+    pub scheme: String,
+    /// Reward split, satoshis.
+    pub reward: u64,
+    /// Pool fee, basis points.
+    pub fee_bps: u32,
+    /// The block's work, hashes.
+    pub block_work: u128,
+    /// The window's size, hashes.
+    pub window_size: u128,
+    /// Oldest minute counted.
+    pub first_minute: u32,
+    /// Newest minute counted.
+    pub last_minute: u32,
+    /// Work counted.
+    pub window_work: u128,
+    /// Whether the window reached its size.
+    pub filled: bool,
+    /// The Share topic read when it was split: partition → next offset.
+    pub cut: BTreeMap<i32, i64>,
+    /// Each user's work and credit.
+    pub users: BTreeMap<u32, (u128, u64)>,
+}
+
+/// A credited block whose standing at the nodes changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settling {
+    /// Block hash, hex.
+    pub hash: String,
+    /// `immature` or `mature` in the books.
+    pub state: String,
+    /// `confirmed` or `orphaned` in found_blocks.
+    pub status: String,
+}
+
+const CHUNK: usize = 500;
+
+fn text(v: u128) -> String {
+    v.to_string()
+}
+
+fn decimal(table: &'static str, s: &str) -> Result<u128, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        what: format!("{s:?} is not a whole number of at most 39 digits"),
+    })
+}
+
+/// `rows` inserted `CHUNK` at a time as `head (…), (…)… tail`.
+async fn insert_rows(
+    conn: &mut impl Queryable,
+    head: &str,
+    row: &str,
+    tail: &str,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), mysql_async::Error> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(CHUNK).collect();
+        let placeholders = vec![row; chunk.len()].join(", ");
+        let params: Vec<Value> = chunk.into_iter().flatten().collect();
+        conn.exec_drop(
+            format!("{head} {placeholders} {tail}"),
+            Params::Positional(params),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Where the payer's reading of `topic` stands: partition → next offset.
+    pub async fn payout_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+        let rows: Vec<(i32, i64)> = "SELECT part, next_offset FROM payout_offsets WHERE topic = ?"
+            .with((topic,))
+            .fetch(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The newest share time read per partition of `topic`.
+    pub async fn payout_newest(&self, topic: &str) -> Result<HashMap<i32, u64>, StoreError> {
+        let rows: Vec<(i32, u64)> = "SELECT part, newest_ms FROM payout_offsets WHERE topic = ?"
+            .with((topic,))
+            .fetch(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Writes `batch` in one transaction. The offsets move only from where
+    /// the batch says they stood: if another writer moved them, nothing is
+    /// written ([`StoreError::Conflict`]).
+    pub async fn apply_work(&self, batch: &WorkBatch) -> Result<(), StoreError> {
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| self.err(e))?;
+        for (&part, &(before, after, newest)) in &batch.offsets {
+            let moved = match before {
+                Some(before) => {
+                    tx.exec_drop(
+                        "UPDATE payout_offsets SET next_offset = ?, newest_ms = GREATEST(newest_ms, ?) \
+                         WHERE topic = ? AND part = ? AND next_offset = ?",
+                        (after, newest, &batch.topic, part, before),
+                    )
+                    .await
+                    .map_err(|e| self.err(e))?;
+                    tx.affected_rows() == 1
+                }
+                None => tx
+                    .exec_drop(
+                        "INSERT IGNORE INTO payout_offsets (topic, part, next_offset, newest_ms) \
+                         VALUES (?, ?, ?, ?)",
+                        (&batch.topic, part, after, newest),
+                    )
+                    .await
+                    .map(|()| tx.affected_rows() == 1)
+                    .map_err(|e| self.err(e))?,
+            };
+            if !moved {
+                return Err(StoreError::Conflict(format!(
+                    "payout_offsets {}[{part}] is no longer at {before:?}",
+                    batch.topic
+                )));
+            }
+        }
+        let work = batch
+            .work
+            .iter()
+            .map(|(&(minute, user, height, bits), &(work, shares))| {
+                vec![
+                    minute.into(),
+                    user.into(),
+                    height.into(),
+                    bits.into(),
+                    text(work).into(),
+                    shares.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO payout_work (minute, user_id, height, network_bits, work, shares) VALUES",
+            "(?, ?, ?, ?, CAST(? AS DECIMAL(39,0)), ?)",
+            "ON DUPLICATE KEY UPDATE work = work + VALUES(work), shares = shares + VALUES(shares)",
+            work,
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let pps = batch
+            .pps
+            .iter()
+            .map(|(&user, &value)| vec![user.into(), text(value).into()])
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO pps_accrued (user_id, value) VALUES",
+            "(?, CAST(? AS DECIMAL(39,0)))",
+            "ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
+            pps,
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let found = batch
+            .found
+            .iter()
+            .map(|(hash, &(ms, height, bits, user))| {
+                vec![
+                    hash.as_str().into(),
+                    ms.into(),
+                    height.into(),
+                    bits.into(),
+                    user.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT IGNORE INTO payout_found (hash, timestamp_ms, height, network_bits, user_id) VALUES",
+            "(?, ?, ?, ?, ?)",
+            "",
+            found,
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Minutes of work up to `last` and after `after`, newest first.
+    pub async fn work_minutes(&self, after: u32, last: u32) -> Result<Vec<Minute>, StoreError> {
+        let rows: Vec<(u32, u32, String)> =
+            "SELECT minute, user_id, CAST(SUM(work) AS CHAR) FROM payout_work \
+             WHERE minute <= ? AND minute > ? GROUP BY minute, user_id ORDER BY minute DESC, user_id"
+                .with((last, after))
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        let mut out: Vec<Minute> = Vec::new();
+        for (minute, user, work) in rows {
+            let work = decimal("payout_work", &work)?;
+            match out.last_mut() {
+                Some(m) if m.minute == minute => {
+                    m.work.insert(user, work);
+                }
+                _ => out.push(Minute {
+                    minute,
+                    work: [(user, work)].into_iter().collect(),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The oldest minute of work kept, if any.
+    pub async fn oldest_work_minute(&self) -> Result<Option<u32>, StoreError> {
+        "SELECT MIN(minute) FROM payout_work"
+            .with(())
+            .first::<Option<u32>, _>(self.pool())
+            .await
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Found blocks whose share was read and that blkmaker recorded on the
+    /// nodes' chain, not yet credited; the oldest first.
+    pub async fn blocks_to_credit(&self, limit: u32) -> Result<Vec<BlockToCredit>, StoreError> {
+        let rows: Vec<(String, u32, u64, u64, u32)> =
+            "SELECT p.hash, f.height, f.reward, p.timestamp_ms, p.network_bits \
+             FROM payout_found p JOIN found_blocks f ON f.hash = p.hash \
+             LEFT JOIN ledger_blocks l ON l.hash = p.hash \
+             WHERE l.hash IS NULL AND f.status IN ('pending', 'confirmed') \
+             ORDER BY p.timestamp_ms LIMIT ?"
+                .with((limit,))
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(hash, height, reward, timestamp_ms, network_bits)| BlockToCredit {
+                    hash,
+                    height,
+                    reward,
+                    timestamp_ms,
+                    network_bits,
+                },
+            )
+            .collect())
+    }
+
+    /// Records a block's credit: its row, its users and its transaction, at
+    /// once. False if it was credited already (nothing written).
+    pub async fn credit_block(&self, block: &CreditedBlock, txn: &Txn) -> Result<bool, StoreError> {
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| self.err(e))?;
+        let cut: Vec<String> = block
+            .cut
+            .iter()
+            .map(|(p, o)| format!("\"{p}\":{o}"))
+            .collect();
+        tx.exec_drop(
+            "INSERT IGNORE INTO ledger_blocks (hash, height, scheme, reward, fee_bps, block_work, \
+             window_size, first_minute, last_minute, window_work, filled, cut, state) VALUES \
+             (?, ?, ?, ?, ?, CAST(? AS DECIMAL(39,0)), CAST(? AS DECIMAL(39,0)), ?, ?, \
+             CAST(? AS DECIMAL(39,0)), ?, ?, 'immature')",
+            Params::Positional(vec![
+                block.hash.as_str().into(),
+                block.height.into(),
+                block.scheme.as_str().into(),
+                block.reward.into(),
+                block.fee_bps.into(),
+                text(block.block_work).into(),
+                text(block.window_size).into(),
+                block.first_minute.into(),
+                block.last_minute.into(),
+                text(block.window_work).into(),
+                block.filled.into(),
+                format!("{{{}}}", cut.join(",")).into(),
+            ]),
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        if tx.affected_rows() == 0 {
+            return Ok(false);
+        }
+        let users = block
+            .users
+            .iter()
+            .map(|(&user, &(work, credit))| {
+                vec![
+                    block.hash.as_str().into(),
+                    user.into(),
+                    text(work).into(),
+                    credit.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO ledger_block_users (hash, user_id, work, credit) VALUES",
+            "(?, ?, CAST(? AS DECIMAL(39,0)), ?)",
+            "",
+            users,
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        if !write_txn(&mut tx, txn).await.map_err(|e| self.err(e))? {
+            return Err(StoreError::Conflict(format!(
+                "{} {}",
+                txn.kind.name(),
+                txn.reference
+            )));
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Credited blocks whose standing changed: immature ones now confirmed
+    /// or orphaned, mature ones orphaned.
+    pub async fn blocks_to_settle(&self, limit: u32) -> Result<Vec<Settling>, StoreError> {
+        let rows: Vec<(String, String, String)> =
+            "SELECT l.hash, l.state, f.status FROM ledger_blocks l JOIN found_blocks f ON f.hash = l.hash \
+             WHERE (l.state = 'immature' AND f.status IN ('confirmed', 'orphaned')) \
+             OR (l.state = 'mature' AND f.status = 'orphaned') LIMIT ?"
+                .with((limit,))
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(hash, state, status)| Settling {
+                hash,
+                state,
+                status,
+            })
+            .collect())
+    }
+
+    /// Moves block `hash` from `from` to `to` in the books with `txn`, at
+    /// once. False if it had moved already.
+    pub async fn settle_block(
+        &self,
+        hash: &str,
+        from: &str,
+        to: &str,
+        txn: &Txn,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.exec_drop(
+            "UPDATE ledger_blocks SET state = ?, settled_at = NOW(3) WHERE hash = ? AND state = ?",
+            (to, hash, from),
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        if tx.affected_rows() == 0 || !write_txn(&mut tx, txn).await.map_err(|e| self.err(e))? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// The transaction of `kind` and `reference`, if recorded.
+    pub async fn ledger_txn(&self, kind: Kind, reference: &str) -> Result<Option<Txn>, StoreError> {
+        let rows: Vec<(u8, u32, i64)> = "SELECT e.account, e.user_id, e.amount FROM ledger_txns t \
+             JOIN ledger_entries e ON e.txn_id = t.id WHERE t.kind = ? AND t.reference = ?"
+            .with((kind.name(), reference))
+            .fetch(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut entries = BTreeMap::new();
+        for (code, user, amount) in rows {
+            let account = Account::from_code(code, user).ok_or_else(|| StoreError::Corrupt {
+                table: "ledger_entries",
+                what: format!("account {code} is none of the books' accounts"),
+            })?;
+            entries.insert(account, amount);
+        }
+        Ok(Some(Txn {
+            kind,
+            reference: reference.to_owned(),
+            entries,
+        }))
+    }
+
+    /// Every account's balance: the sum of its entries.
+    pub async fn ledger_balances(&self) -> Result<BTreeMap<Account, i64>, StoreError> {
+        self.balances_where("", ()).await
+    }
+
+    /// User `user`'s balances.
+    pub async fn user_balances(&self, user: u32) -> Result<BTreeMap<Account, i64>, StoreError> {
+        self.balances_where("WHERE user_id = ?", (user,)).await
+    }
+
+    async fn balances_where(
+        &self,
+        filter: &str,
+        params: impl Into<Params> + Send,
+    ) -> Result<BTreeMap<Account, i64>, StoreError> {
+        let rows: Vec<(u8, u32, i64)> = format!(
+            "SELECT account, user_id, CAST(SUM(amount) AS SIGNED) FROM ledger_entries {filter} \
+             GROUP BY account, user_id"
+        )
+        .with(params)
+        .fetch(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, v)| *v != 0)
+            .filter_map(|(code, user, v)| Account::from_code(code, user).map(|a| (a, v)))
+            .collect())
+    }
+}
+
+/// Writes `txn` unless its (kind, reference) is recorded: true if written.
+async fn write_txn(conn: &mut Transaction<'_>, txn: &Txn) -> Result<bool, mysql_async::Error> {
+    debug_assert!(txn.is_balanced(), "{txn:?}");
+    conn.exec_drop(
+        "INSERT IGNORE INTO ledger_txns (kind, reference) VALUES (?, ?)",
+        (txn.kind.name(), &txn.reference),
+    )
+    .await?;
+    if conn.affected_rows() == 0 {
+        return Ok(false);
+    }
+    let id = conn.last_insert_id().unwrap_or_default();
+    let rows = txn
+        .entries
+        .iter()
+        .map(|(account, &amount)| {
+            let (code, user) = account.code();
+            vec![id.into(), code.into(), user.into(), amount.into()]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO ledger_entries (txn_id, account, user_id, amount) VALUES",
+        "(?, ?, ?, ?)",
+        "",
+        rows,
+    )
+    .await?;
+    Ok(true)
+}

@@ -106,6 +106,18 @@ CREATE TABLE pps_accrued (
     PRIMARY KEY (user_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+-- Each PPS credit and the Share topic read when it was made: every user's
+-- PPS credits up to it are the whole satoshis of the value of their shares
+-- before the cut.
+CREATE TABLE pps_credits (
+    reference       VARCHAR(80)     NOT NULL,
+    cut             TEXT            NOT NULL,
+    users           INT UNSIGNED    NOT NULL,
+    total           BIGINT UNSIGNED NOT NULL,
+    created_at      DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    PRIMARY KEY (reference)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 -- Where a user is paid and from what balance on (NULL: the pool's).
 CREATE TABLE payout_settings (
     user_id         INT UNSIGNED    NOT NULL,

@@ -80,7 +80,7 @@ pub enum Kind {
     BlockMature,
     /// A block's credits taken back: it left the best chain (reference: hash).
     BlockOrphaned,
-    /// PPS value credited (reference: the last minute it covers).
+    /// PPS value credited (reference: the unix ms it was credited at).
     PpsCredit,
     /// A payout signed: balances into flight (reference: payout id).
     Payout,
@@ -212,9 +212,9 @@ pub fn block_orphaned(credit: &Txn, matured: bool) -> Txn {
     t
 }
 
-/// PPS credits for the period ending at `last_minute`: payable at once.
-pub fn pps_credit(last_minute: u32, credits: &BTreeMap<u32, u64>) -> Txn {
-    let mut t = Txn::new(Kind::PpsCredit, last_minute.to_string());
+/// PPS credits (named by `reference`): payable at once.
+pub fn pps_credit(reference: &str, credits: &BTreeMap<u32, u64>) -> Txn {
+    let mut t = Txn::new(Kind::PpsCredit, reference);
     for (&user, &v) in credits {
         t.post(Account::Pps, -sat(v));
         t.post(Account::Balance(user), sat(v));
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn pps_credits_are_payable_at_once_and_codes_round_trip() {
-        let t = pps_credit(29_000_000, &[(3, 17u64)].into_iter().collect());
+        let t = pps_credit("1740000000000", &[(3, 17u64)].into_iter().collect());
         assert!(t.is_balanced());
         assert_eq!(t.entries[&Account::Balance(3)], 17);
         for a in [

@@ -12,10 +12,12 @@ pub mod books;
 pub mod pplns;
 pub mod pps;
 pub mod split;
+pub mod tally;
 mod wide;
 
 pub use books::{Account, Kind, Txn};
 pub use split::{Credit, Split, SplitError, split};
+pub use tally::{Found, PpsTerms, Tally};
 pub use wide::mul_div;
 
 /// A share's work in hashes: Bitcoin Core's block proof of the target its

@@ -46,7 +46,7 @@ impl Window {
 }
 
 /// The window's size: `factor_milli / 1000` times `block_work` hashes.
-pub fn size(block_work: u128, factor_milli: u32) -> u128 {
+pub fn size(block_work: u128, factor_milli: u64) -> u128 {
     mul_div(block_work, u128::from(factor_milli), 1000).unwrap_or(u128::MAX)
 }
 

@@ -16,11 +16,14 @@ use crate::wide::mul_div;
 /// Fractional bits of a [`value`].
 pub const FRACTION_BITS: u32 = 64;
 
-/// The value of `work` hashes at `block_work` hashes a block paying
+/// The value of `work` hashes (at most `block_work`) at `block_work` hashes a block paying
 /// `reward` satoshis, the pool taking `fee_bps`, in 2^-64 satoshi; `None`
 /// if the numbers are out of any real range (a fee over 100 %, no block
 /// work, or a value beyond 2^64 satoshis).
 pub fn value(work: u128, block_work: u128, reward: u64, fee_bps: u32) -> Option<u128> {
+    // A share is worth at most a block (btcpool's min(1, d / D)): on a test
+    // chain easier than the shares, each share is a block.
+    let work = work.min(block_work);
     let kept = BPS.checked_sub(u64::from(fee_bps))?;
     // reward < 2^64 and kept ≤ 2^14: the fixed-point factor is below 2^142
     // only if reward is; real rewards are below 2^51, so shift by 64 fits.

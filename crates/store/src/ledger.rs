@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use mysql_async::prelude::{Query, Queryable, WithParams};
 use mysql_async::{Params, Transaction, TxOpts, Value};
-use sluice_ledger::books::{Account, Kind, Txn};
+use sluice_ledger::Tally;
+use sluice_ledger::books::{self, Account, Kind, Txn};
 use sluice_ledger::pplns::Minute;
+use sluice_ledger::pps;
 
 use crate::{Store, StoreError};
 
@@ -19,12 +21,8 @@ use crate::{Store, StoreError};
 pub struct WorkBatch {
     /// The topic read.
     pub topic: String,
-    /// Work and shares per (minute, user, height, network bits).
-    pub work: BTreeMap<(u32, u32, u32, u32), (u128, u32)>,
-    /// PPS value (2^-64 satoshi) per user.
-    pub pps: BTreeMap<u32, u128>,
-    /// Block shares: hash → (time ms, height, network bits, user).
-    pub found: BTreeMap<String, (u64, u32, u32, u32)>,
+    /// Its shares' work, value and blocks.
+    pub tally: Tally,
     /// Per partition: the next offset before the batch (`None`: never read),
     /// the next offset after it, and the newest share time in it.
     pub offsets: BTreeMap<i32, (Option<i64>, i64, u64)>,
@@ -99,6 +97,30 @@ fn decimal(table: &'static str, s: &str) -> Result<u128, StoreError> {
         table,
         what: format!("{s:?} is not a whole number of at most 39 digits"),
     })
+}
+
+/// `{"partition":next_offset,…}`.
+fn cut_json(cut: &BTreeMap<i32, i64>) -> String {
+    let parts: Vec<String> = cut.iter().map(|(p, o)| format!("\"{p}\":{o}")).collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// (minute, user, work) rows, minutes descending, as minutes.
+fn group_minutes(rows: Vec<(u32, u32, String)>) -> Result<Vec<Minute>, StoreError> {
+    let mut out: Vec<Minute> = Vec::new();
+    for (minute, user, work) in rows {
+        let work = decimal("payout_work", &work)?;
+        match out.last_mut() {
+            Some(m) if m.minute == minute => {
+                m.work.insert(user, work);
+            }
+            _ => out.push(Minute {
+                minute,
+                work: [(user, work)].into_iter().collect(),
+            }),
+        }
+    }
+    Ok(out)
 }
 
 /// `rows` inserted `CHUNK` at a time as `head (…), (…)… tail`.
@@ -183,6 +205,7 @@ impl Store {
             }
         }
         let work = batch
+            .tally
             .work
             .iter()
             .map(|(&(minute, user, height, bits), &(work, shares))| {
@@ -206,6 +229,7 @@ impl Store {
         .await
         .map_err(|e| self.err(e))?;
         let pps = batch
+            .tally
             .pps
             .iter()
             .map(|(&user, &value)| vec![user.into(), text(value).into()])
@@ -220,15 +244,16 @@ impl Store {
         .await
         .map_err(|e| self.err(e))?;
         let found = batch
+            .tally
             .found
             .iter()
-            .map(|(hash, &(ms, height, bits, user))| {
+            .map(|(hash, f)| {
                 vec![
                     hash.as_str().into(),
-                    ms.into(),
-                    height.into(),
-                    bits.into(),
-                    user.into(),
+                    f.timestamp_ms.into(),
+                    f.height.into(),
+                    f.network_bits.into(),
+                    f.user_id.into(),
                 ]
             })
             .collect();
@@ -253,20 +278,62 @@ impl Store {
                 .fetch(self.pool())
                 .await
                 .map_err(|e| self.err(e))?;
-        let mut out: Vec<Minute> = Vec::new();
-        for (minute, user, work) in rows {
-            let work = decimal("payout_work", &work)?;
-            match out.last_mut() {
-                Some(m) if m.minute == minute => {
-                    m.work.insert(user, work);
-                }
-                _ => out.push(Minute {
-                    minute,
-                    work: [(user, work)].into_iter().collect(),
-                }),
+        group_minutes(rows)
+    }
+
+    /// What a block's PPLNS window is taken from, as of one instant: the
+    /// offsets `topic` was read to, and the minutes of work up to `last`,
+    /// newest first, until they add up to `size` hashes or run out.
+    pub async fn work_snapshot(
+        &self,
+        topic: &str,
+        last: u32,
+        size: u128,
+    ) -> Result<(BTreeMap<i32, i64>, Vec<Minute>), StoreError> {
+        const SPAN: u32 = 720;
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        let mut opts = TxOpts::default();
+        opts.with_consistent_snapshot(true).with_readonly(true);
+        let mut tx = conn
+            .start_transaction(opts)
+            .await
+            .map_err(|e| self.err(e))?;
+        let cut: Vec<(i32, i64)> = tx
+            .exec(
+                "SELECT part, next_offset FROM payout_offsets WHERE topic = ?",
+                (topic,),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let oldest: Option<u32> = tx
+            .query_first("SELECT MIN(minute) FROM payout_work")
+            .await
+            .map_err(|e| self.err(e))?
+            .flatten();
+        let mut minutes: Vec<Minute> = Vec::new();
+        let (mut hi, mut total) = (last, 0u128);
+        while let Some(oldest) = oldest.filter(|&o| o <= hi && total < size) {
+            let lo = hi.saturating_sub(SPAN).max(oldest.saturating_sub(1));
+            let rows: Vec<(u32, u32, String)> = tx
+                .exec(
+                    "SELECT minute, user_id, CAST(SUM(work) AS CHAR) FROM payout_work \
+                     WHERE minute <= ? AND minute > ? GROUP BY minute, user_id \
+                     ORDER BY minute DESC, user_id",
+                    (hi, lo),
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            for m in group_minutes(rows)? {
+                total = total.saturating_add(m.work.values().sum());
+                minutes.push(m);
             }
+            if lo == 0 || lo < oldest {
+                break;
+            }
+            hi = lo;
         }
-        Ok(out)
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((cut.into_iter().collect(), minutes))
     }
 
     /// The oldest minute of work kept, if any.
@@ -314,11 +381,7 @@ impl Store {
             .start_transaction(TxOpts::default())
             .await
             .map_err(|e| self.err(e))?;
-        let cut: Vec<String> = block
-            .cut
-            .iter()
-            .map(|(p, o)| format!("\"{p}\":{o}"))
-            .collect();
+
         tx.exec_drop(
             "INSERT IGNORE INTO ledger_blocks (hash, height, scheme, reward, fee_bps, block_work, \
              window_size, first_minute, last_minute, window_work, filled, cut, state) VALUES \
@@ -336,7 +399,7 @@ impl Store {
                 block.last_minute.into(),
                 text(block.window_work).into(),
                 block.filled.into(),
-                format!("{{{}}}", cut.join(",")).into(),
+                cut_json(&block.cut).into(),
             ]),
         )
         .await
@@ -374,6 +437,71 @@ impl Store {
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(true)
+    }
+
+    /// Credits every user the whole satoshis of their PPS value not yet
+    /// credited, as transaction `reference`, with the Share topic's offsets
+    /// at that instant (the value and the offsets are read locked, so they
+    /// agree). The users credited and the satoshis, or `None` if nobody had
+    /// a whole satoshi due.
+    pub async fn credit_pps(
+        &self,
+        topic: &str,
+        reference: &str,
+    ) -> Result<Option<(usize, u64)>, StoreError> {
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| self.err(e))?;
+        let cut: Vec<(i32, i64)> = tx
+            .exec(
+                "SELECT part, next_offset FROM payout_offsets WHERE topic = ? FOR UPDATE",
+                (topic,),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(u32, String, u64)> = tx
+            .query("SELECT user_id, CAST(value AS CHAR), credited FROM pps_accrued FOR UPDATE")
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut due = BTreeMap::new();
+        for (user, value, credited) in rows {
+            let whole = u64::try_from(decimal("pps_accrued", &value)? >> pps::FRACTION_BITS)
+                .unwrap_or(u64::MAX);
+            if whole > credited {
+                due.insert(user, whole - credited);
+            }
+        }
+        if due.is_empty() {
+            return Ok(None);
+        }
+        let txn = books::pps_credit(reference, &due);
+        if !write_txn(&mut tx, &txn).await.map_err(|e| self.err(e))? {
+            return Err(StoreError::Conflict(format!("pps_credit {reference}")));
+        }
+        for (&user, &sat) in &due {
+            tx.exec_drop(
+                "UPDATE pps_accrued SET credited = credited + ? WHERE user_id = ?",
+                (sat, user),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        let total: u64 = due.values().sum();
+        tx.exec_drop(
+            "INSERT INTO pps_credits (reference, cut, users, total) VALUES (?, ?, ?, ?)",
+            (
+                reference,
+                cut_json(&cut.into_iter().collect()),
+                due.len(),
+                total,
+            ),
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Some((due.len(), total)))
     }
 
     /// Credited blocks whose standing changed: immature ones now confirmed

@@ -5,23 +5,22 @@
 // Test helpers unwrap: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-
 use sluice_ledger::books::{self, Account, Kind, POOL};
-use sluice_ledger::split;
+use sluice_ledger::{Found, Tally, split};
 use sluice_store::{BlockStatus, CreditedBlock, FoundBlock, StoreError, WorkBatch};
 
 mod common;
 use common::TestDb;
 
 fn batch(before: Option<i64>, after: i64, work: u128) -> WorkBatch {
+    let mut tally = Tally::default();
+    tally
+        .work
+        .insert((29_000_000, 5, 100, 0x207f_ffff), (work, 1));
+    tally.pps.insert(5, u128::MAX / 4);
     WorkBatch {
         topic: "BtcShare".into(),
-        work: [((29_000_000, 5, 100, 0x207f_ffff), (work, 1))]
-            .into_iter()
-            .collect(),
-        pps: [(5, u128::MAX / 4)].into_iter().collect(),
-        found: BTreeMap::new(),
+        tally,
         offsets: [(0, (before, after, 1_740_000_000_000))]
             .into_iter()
             .collect(),
@@ -67,8 +66,13 @@ async fn a_block_is_credited_once_and_settles_once() {
     db.store.migrate().await.unwrap();
     let hash = "00".repeat(31) + "0b";
     let mut b = batch(None, 1, 10);
-    b.found
-        .insert(hash.clone(), (1_740_000_000_000, 100, 0x207f_ffff, 5));
+    let found = Found {
+        timestamp_ms: 1_740_000_000_000,
+        height: 100,
+        network_bits: 0x207f_ffff,
+        user_id: 5,
+    };
+    b.tally.found.insert(hash.clone(), found);
     db.store.apply_work(&b).await.unwrap();
     // Not credited before blkmaker recorded it.
     assert!(db.store.blocks_to_credit(10).await.unwrap().is_empty());

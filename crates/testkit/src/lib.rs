@@ -2,7 +2,10 @@
 //! is (the same environment variables install/ and the services read), unique
 //! names so tests never collide, and polling with a deadline instead of sleeps.
 
+mod database;
 pub mod telegram;
+
+pub use database::Database;
 
 use std::future::Future;
 use std::time::Duration;

@@ -5,33 +5,20 @@
 
 use mysql_async::prelude::Queryable;
 use sluice_store::Store;
-use sluice_testkit::{mysql_url, unique_name};
+use sluice_testkit::Database;
 
-/// A fresh database `sluice_test_<random>` and a store pointed at it.
+/// A fresh database and a store pointed at it.
 pub struct TestDb {
-    name: String,
-    admin: Store,
+    db: Database,
     pub store: Store,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin = Store::new(&mysql_url()).unwrap();
-        let name = unique_name("sluice_test_");
-        admin
-            .pool()
-            .get_conn()
-            .await
-            .expect("MariaDB of the local stack is reachable (install/stack.sh up)")
-            .query_drop(format!("CREATE DATABASE `{name}`"))
-            .await
-            .unwrap();
-        let base = mysql_url();
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        let db = Database::create().await;
         TestDb {
-            name,
-            admin,
-            store: Store::new(&url).unwrap(),
+            store: Store::new(&db.url).unwrap(),
+            db,
         }
     }
 
@@ -42,11 +29,6 @@ impl TestDb {
 
     pub async fn drop(self) {
         self.store.close().await;
-        let mut conn = self.admin.pool().get_conn().await.unwrap();
-        conn.query_drop(format!("DROP DATABASE `{}`", self.name))
-            .await
-            .unwrap();
-        drop(conn);
-        self.admin.close().await;
+        self.db.drop().await;
     }
 }

@@ -1,0 +1,343 @@
+//! The payer on the local stack's Kafka, ZooKeeper and MariaDB: shares on a
+//! Share topic of its own, found blocks as blkmaker records them, the books
+//! in a database of the test's own.
+
+// Test helpers unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, CompactTarget};
+use payer::{Config, Scheme};
+use sluice_bus::{BusConfig, Producer, Topic, TopicNames, TopicSpec, create_topics};
+use sluice_coord::ZkConfig;
+use sluice_core::record::ShareRecord;
+use sluice_core::{JobId, ShareStatus};
+use sluice_ledger::books::{Account, Kind, POOL};
+use sluice_service::Context;
+use sluice_store::{BlockStatus, FoundBlock, MysqlConfig, Store};
+use sluice_testkit::{Database, eventually, kafka_brokers, unique_name, zookeeper};
+
+/// Difficulty 1's network target: a block is one share of difficulty 1.
+const BITS_DIFF1: u32 = 0x1d00_ffff;
+const REWARD: u64 = 5_000_000_000;
+
+struct Books {
+    db: Database,
+    store: Store,
+    kafka: BusConfig,
+    producer: Producer,
+    zk: ZkConfig,
+    ctxs: Vec<Context>,
+    /// A minute ten minutes ago: every share is long settled.
+    minute: u64,
+}
+
+impl Books {
+    async fn new() -> Books {
+        sluice_rig::trace_if_asked();
+        let db = Database::create().await;
+        let store = Store::new(&db.url).unwrap();
+        store.migrate().await.unwrap();
+        let kafka = BusConfig {
+            brokers: kafka_brokers(),
+            client_id: unique_name("sluice-test-"),
+            topics: TopicNames {
+                share: unique_name("sluice-test-share-"),
+                event: unique_name("sluice-test-event-"),
+                ..TopicNames::default()
+            },
+            ..BusConfig::default()
+        };
+        let specs = [
+            TopicSpec::scratch(&kafka.topics.share, 2),
+            TopicSpec::scratch(&kafka.topics.event, 1),
+        ];
+        create_topics(&kafka, &specs).await.unwrap();
+        Books {
+            producer: Producer::new(&kafka, 0).unwrap(),
+            zk: ZkConfig {
+                connect: zookeeper(),
+                root: unique_name("/sluice-test-"),
+                session_timeout_ms: 3_000,
+            },
+            kafka,
+            store,
+            db,
+            ctxs: Vec::new(),
+            minute: sluice_service::now_ms() / 60_000 - 10,
+        }
+    }
+
+    fn config(&self, scheme: Scheme) -> Config {
+        Config {
+            service: sluice_rig::local(),
+            kafka: self.kafka.clone(),
+            zookeeper: self.zk.clone(),
+            mysql: MysqlConfig {
+                url: self.db.url.clone(),
+            },
+            network: "regtest".into(),
+            scheme,
+            fee_bps: 100,
+            pplns_window: 3.5,
+            settle_secs: 0,
+            books_interval_secs: 1,
+            pps_credit_secs: 1,
+        }
+    }
+
+    fn start(&mut self, config: Config) {
+        let ctx = sluice_rig::context();
+        tokio::spawn(payer::run(config, ctx.clone()));
+        self.ctxs.push(ctx);
+    }
+
+    /// A share of `user` at difficulty 1, `second`s into minute `minute`
+    /// of the test (0 = ten minutes ago).
+    async fn share(&self, user: u32, minute: u64, second: u64, status: ShareStatus, hash: u8) {
+        let share = ShareRecord {
+            job_id: JobId(1),
+            user_id: user,
+            worker_id: 1,
+            worker_name: "rig".into(),
+            server_id: 1,
+            extranonce1: 0,
+            extranonce2: vec![0; 8],
+            ntime: 0,
+            nonce: u32::from(hash),
+            version_bits: 0,
+            share_difficulty: 1.0,
+            network_bits: CompactTarget::from_consensus(BITS_DIFF1),
+            height: 300,
+            status,
+            hash: BlockHash::from_byte_array([hash; 32]),
+            client_ip: [127, 0, 0, 1].into(),
+            timestamp_ms: ((self.minute + minute) * 60 + second) * 1000,
+            protocol: Default::default(),
+        };
+        let topic = Topic::<ShareRecord>::new(self.kafka.topics.share.clone());
+        self.producer
+            .send(&topic, &user.to_be_bytes(), &share)
+            .await
+            .unwrap();
+    }
+
+    /// blkmaker's row for the block of share `hash`.
+    async fn found(&self, hash: u8, user: u32) -> String {
+        let hash = BlockHash::from_byte_array([hash; 32]).to_string();
+        self.store
+            .record_found_block(&FoundBlock {
+                height: 300,
+                hash: hash.clone(),
+                prev_hash: "00".repeat(32),
+                user_id: user,
+                worker_id: 1,
+                worker_name: "rig".into(),
+                job_id: 1,
+                reward: REWARD,
+                fees: 0,
+                size: 300,
+                tx_count: 1,
+                submit_results: "{}".into(),
+                is_orphaned: false,
+            })
+            .await
+            .unwrap();
+        hash
+    }
+
+    async fn balance(&self, account: Account) -> i64 {
+        let all = self.store.ledger_balances().await.unwrap();
+        all.get(&account).copied().unwrap_or(0)
+    }
+
+    async fn until_balance(&self, account: Account, what: &str, pred: impl Fn(i64) -> bool) -> i64 {
+        eventually(Duration::from_secs(30), what, || async {
+            let v = self.balance(account).await;
+            pred(v).then_some(v)
+        })
+        .await
+    }
+
+    async fn end(self) {
+        for c in &self.ctxs {
+            c.shutdown.token().cancel();
+        }
+        self.store.close().await;
+        self.db.drop().await;
+    }
+}
+
+/// Within a satoshi of `exact`.
+fn near(v: i64, exact: f64) -> bool {
+    (v as f64 - exact).abs() <= 1.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_split_by_its_window_to_the_satoshi_then_matures() {
+    let mut b = Books::new().await;
+    // Minute 0: user 4 (before the window: nothing). Minute 1: users 1 and
+    // 3. Minute 2: user 1, user 2's block share, and a stale share of
+    // user 4 (no work). The window is 3.5 blocks of work = 3.5 shares: the
+    // two of minute 2 and 1.5 of minute 1's 2, shared 0.75 : 0.75.
+    b.share(4, 0, 10, ShareStatus::Accepted, 1).await;
+    b.share(1, 1, 10, ShareStatus::Accepted, 2).await;
+    b.share(3, 1, 20, ShareStatus::Accepted, 3).await;
+    b.share(1, 2, 10, ShareStatus::Accepted, 4).await;
+    b.share(4, 2, 15, ShareStatus::Stale, 5).await;
+    b.share(2, 2, 20, ShareStatus::Block, 9).await;
+    let block = b.found(9, 2).await;
+    b.start(b.config(Scheme::Pplns));
+
+    // 1 % fee: 4,950,000,000 split 1.75 : 1 : 0.75 of 3.5.
+    let rest = 4_950_000_000f64;
+    let u1 = b
+        .until_balance(Account::Immature(1), "the block credited", |v| v > 0)
+        .await;
+    assert!(near(u1, rest * 1.75 / 3.5), "user 1: {u1}");
+    assert!(near(
+        b.balance(Account::Immature(2)).await,
+        rest * 1.0 / 3.5
+    ));
+    assert!(near(
+        b.balance(Account::Immature(3)).await,
+        rest * 0.75 / 3.5
+    ));
+    assert_eq!(
+        b.balance(Account::Immature(4)).await,
+        0,
+        "outside the window, or stale"
+    );
+    let pool = b.balance(Account::Immature(POOL)).await;
+    assert!(
+        (50_000_000..=50_000_002).contains(&pool),
+        "the fee and the floors: {pool}"
+    );
+    assert_eq!(b.balance(Account::Rewards).await, -(REWARD as i64));
+    assert_eq!(
+        b.balance(Account::Balance(1)).await,
+        0,
+        "immature until confirmed"
+    );
+
+    // blkmaker finds it 101 deep: the credits become balances, once.
+    b.store
+        .set_block_standing(&block, BlockStatus::Confirmed, 101)
+        .await
+        .unwrap();
+    b.until_balance(Account::Balance(1), "the block matured", |v| v == u1)
+        .await;
+    assert_eq!(b.balance(Account::Immature(1)).await, 0);
+    let all = b.store.ledger_balances().await.unwrap();
+    assert_eq!(all.values().sum::<i64>(), 0, "double entry: {all:?}");
+    assert!(
+        b.store
+            .ledger_txn(Kind::BlockMature, &block)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Every share was read once: 5 accepted (the block's included) of 6.
+    let shares: u64 = eventually(Duration::from_secs(10), "work counted", || async {
+        let mut conn = b.store.pool().get_conn().await.ok()?;
+        use mysql_async::prelude::Queryable;
+        let n: Option<u64> = conn
+            .query_first("SELECT CAST(SUM(shares) AS UNSIGNED) FROM payout_work")
+            .await
+            .ok()?;
+        n
+    })
+    .await;
+    assert_eq!(shares, 5);
+    b.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_block_s_credits_are_taken_back_by_opposite_entries() {
+    let mut b = Books::new().await;
+    b.share(1, 1, 0, ShareStatus::Accepted, 1).await;
+    b.share(2, 1, 30, ShareStatus::Block, 8).await;
+    let block = b.found(8, 2).await;
+    b.start(b.config(Scheme::Pplns));
+    let credited = b
+        .until_balance(Account::Immature(1), "the block credited", |v| v > 0)
+        .await;
+    assert!(near(credited, 4_950_000_000f64 / 2.0), "{credited}");
+    b.store
+        .set_block_standing(&block, BlockStatus::Orphaned, 0)
+        .await
+        .unwrap();
+    b.until_balance(Account::Immature(1), "the credit taken back", |v| v == 0)
+        .await;
+    assert!(
+        b.store.ledger_balances().await.unwrap().is_empty(),
+        "every account back at zero"
+    );
+    let credit = b
+        .store
+        .ledger_txn(Kind::BlockCredit, &block)
+        .await
+        .unwrap()
+        .unwrap();
+    let orphan = b
+        .store
+        .ledger_txn(Kind::BlockOrphaned, &block)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        orphan.entries.len(),
+        credit.entries.len(),
+        "the credit kept, its opposite added"
+    );
+    for (account, v) in &credit.entries {
+        assert_eq!(orphan.entries[account], -v);
+    }
+    b.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_pps_shares_are_credited_their_value_and_blocks_are_the_pool_s() {
+    let mut b = Books::new().await;
+    // Difficulty 1 at difficulty-1 bits: each share is worth a block's
+    // subsidy at height 300 on regtest (12.5 BTC), less the 1 % fee.
+    let share_value = 1_250_000_000f64 * 0.99;
+    b.share(1, 1, 0, ShareStatus::Accepted, 1).await;
+    b.share(1, 1, 10, ShareStatus::Accepted, 2).await;
+    b.share(3, 1, 20, ShareStatus::Stale, 3).await;
+    b.share(2, 1, 30, ShareStatus::Block, 7).await;
+    let block = b.found(7, 2).await;
+    b.start(b.config(Scheme::Pps));
+    let u1 = b
+        .until_balance(Account::Balance(1), "user 1's shares credited", |v| v > 0)
+        .await;
+    // Payable at once, within a satoshi per share of the exact value.
+    assert!((u1 as f64 - 2.0 * share_value).abs() <= 2.0, "{u1}");
+    let u2 = b.balance(Account::Balance(2)).await;
+    assert!(
+        (u2 as f64 - share_value).abs() <= 1.0,
+        "the block share is a share: {u2}"
+    );
+    assert_eq!(
+        b.balance(Account::Balance(3)).await,
+        0,
+        "a stale share is worth nothing"
+    );
+    assert_eq!(b.balance(Account::Pps).await, -(u1 + u2));
+    // The block is the pool's, all of it.
+    b.until_balance(Account::Immature(POOL), "the block credited", |v| {
+        v == REWARD as i64
+    })
+    .await;
+    assert_eq!(b.balance(Account::Immature(2)).await, 0);
+    let credit = b
+        .store
+        .ledger_txn(Kind::BlockCredit, &block)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credit.entries.len(), 2, "rewards and the pool: {credit:?}");
+    b.end().await;
+}

@@ -5,15 +5,23 @@
 //! (`rpc.rs`), templates from a synthetic segwit mempool (`mempool.rs`),
 //! `submitblock` validated like Core with Core's reject reasons
 //! (`validate.rs`), and a ZMQ `hashblock` publication for every new tip
-//! (`zmq.rs`). The block bits are configurable so load tests can make blocks
-//! rare. Anything the pool does against nodesim must work against Core.
+//! (`zmq.rs`), and the wallet RPCs the payer uses (`wallet.rs`,
+//! `accept.rs`: its coinbases spent by Core's maturity rule, transactions
+//! accepted to the mempool with Core's checks). The block bits are
+//! configurable so load tests can make blocks rare. Anything the pool does
+//! against nodesim must work against Core.
 
+mod accept;
 mod chain;
+mod coins;
 mod mempool;
 mod mine;
 mod rpc;
 mod validate;
+mod wallet;
 mod zmq;
+
+pub use wallet::first_address;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +38,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::chain::Chain;
 use crate::mempool::Mempool;
+use crate::wallet::Wallet;
 
 /// nodesim's configuration (deploy/config/nodesim.toml).
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +64,9 @@ pub struct Config {
     pub seed: u64,
     /// Longest a long-poll `getblocktemplate` waits.
     pub longpoll_timeout_secs: u64,
+    /// The wallet's passphrase: empty for an unencrypted wallet; otherwise
+    /// it starts locked and signs only after `walletpassphrase`.
+    pub wallet_passphrase: String,
 }
 
 impl Default for Config {
@@ -73,6 +85,7 @@ impl Default for Config {
             mempool_size: 200,
             seed: 1,
             longpoll_timeout_secs: 60,
+            wallet_passphrase: String::new(),
         }
     }
 }
@@ -128,6 +141,8 @@ impl Config {
 #[derive(Debug)]
 pub(crate) struct Node {
     chain: Mutex<Chain>,
+    /// Taken after `chain` when both are needed.
+    wallet: Mutex<Wallet>,
     /// `submitblock` calls by answer.
     submits: Family<AnswerLabel, Counter>,
     /// The tip, for long polls.
@@ -153,6 +168,10 @@ impl Node {
 
     fn chain(&self) -> MutexGuard<'_, Chain> {
         self.chain.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wallet(&self) -> MutexGuard<'_, Wallet> {
+        self.wallet.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Announces a new tip to long polls and ZMQ.
@@ -201,6 +220,7 @@ pub async fn start(config: Config, ctx: &Context) -> anyhow::Result<Endpoints> {
     });
     let node = Arc::new(Node {
         chain: Mutex::new(chain),
+        wallet: Mutex::new(Wallet::new(config.seed, &config.wallet_passphrase)),
         submits,
         tip,
         blocks,

@@ -49,6 +49,13 @@ impl Mempool {
         self.txs.iter().find(|p| p.txid == *txid)
     }
 
+    /// A transaction someone sent (not a synthetic one): first in line for
+    /// the next template.
+    pub(crate) fn insert_first(&mut self, tx: PoolTx) {
+        self.txs.insert(0, tx);
+        self.updates += 1;
+    }
+
     /// Drops mined transactions and refills to the target size.
     pub(crate) fn remove_mined(&mut self, mined: &[Txid]) {
         self.txs.retain(|p| !mined.contains(&p.txid));

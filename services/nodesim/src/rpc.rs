@@ -20,6 +20,7 @@ use sluice_service::Context;
 use crate::Node;
 
 mod methods;
+mod wallet;
 
 /// Core's error codes (`rpc/protocol.h`).
 pub(crate) mod code {
@@ -31,6 +32,14 @@ pub(crate) mod code {
     pub(crate) const INVALID_ADDRESS_OR_KEY: i64 = -5;
     pub(crate) const INVALID_PARAMETER: i64 = -8;
     pub(crate) const DESERIALIZATION_ERROR: i64 = -22;
+    pub(crate) const WALLET_ERROR: i64 = -4;
+    pub(crate) const WALLET_INSUFFICIENT_FUNDS: i64 = -6;
+    pub(crate) const WALLET_UNLOCK_NEEDED: i64 = -13;
+    pub(crate) const WALLET_PASSPHRASE_INCORRECT: i64 = -14;
+    pub(crate) const WALLET_WRONG_ENC_STATE: i64 = -15;
+    pub(crate) const VERIFY_ERROR: i64 = -25;
+    pub(crate) const VERIFY_REJECTED: i64 = -26;
+    pub(crate) const VERIFY_ALREADY_IN_CHAIN: i64 = -27;
 }
 
 /// An RPC error: Core's code and message.

@@ -27,7 +27,8 @@ pub(super) async fn dispatch(node: &Arc<Node>, method: &str, params: &[Value]) -
         "getblock" => get_block(node, params),
         "generatetoaddress" => generate_to_address(node, params),
         "invalidateblock" => invalidate_block(node, params),
-        _ => Err(RpcError::new(code::METHOD_NOT_FOUND, "Method not found")),
+        _ => super::wallet::dispatch(node, method, params)
+            .unwrap_or_else(|| Err(RpcError::new(code::METHOD_NOT_FOUND, "Method not found"))),
     }
 }
 

@@ -10,8 +10,10 @@
 
 pub mod chain_work;
 mod empty;
+mod wallet;
 
 pub use empty::{HeaderInfo, empty_template, network_of_chain};
+pub use wallet::{Balances, Broadcast, Built, Wallet};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,6 +117,23 @@ pub enum NodeError {
     },
 }
 
+impl NodeError {
+    /// The node's own error (Core's RPC code and message), if it answered
+    /// with one rather than not answering.
+    pub fn rpc_error(&self) -> Option<(i32, &str)> {
+        match self {
+            NodeError::Rpc {
+                source:
+                    bitcoincore_rpc::Error::JsonRpc(jsonrpc::error::Error::Rpc(
+                        jsonrpc::error::RpcError { code, message, .. },
+                    )),
+                ..
+            } => Some((*code, message.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// A blocking RPC client for one node.
 #[derive(Clone)]
 pub struct NodeRpc {
@@ -164,7 +183,11 @@ impl NodeRpc {
     }
 
     /// One RPC call on the blocking pool, its answer decoded as `T`.
-    async fn call<T>(&self, method: &'static str, params: Vec<Value>) -> Result<T, NodeError>
+    pub(crate) async fn call<T>(
+        &self,
+        method: &'static str,
+        params: Vec<Value>,
+    ) -> Result<T, NodeError>
     where
         T: serde::de::DeserializeOwned + Send + 'static,
     {

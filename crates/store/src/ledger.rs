@@ -124,7 +124,7 @@ fn group_minutes(rows: Vec<(u32, u32, String)>) -> Result<Vec<Minute>, StoreErro
 }
 
 /// `rows` inserted `CHUNK` at a time as `head (…), (…)… tail`.
-async fn insert_rows(
+pub(crate) async fn insert_rows(
     conn: &mut impl Queryable,
     head: &str,
     row: &str,
@@ -610,7 +610,10 @@ impl Store {
 }
 
 /// Writes `txn` unless its (kind, reference) is recorded: true if written.
-async fn write_txn(conn: &mut Transaction<'_>, txn: &Txn) -> Result<bool, mysql_async::Error> {
+pub(crate) async fn write_txn(
+    conn: &mut Transaction<'_>,
+    txn: &Txn,
+) -> Result<bool, mysql_async::Error> {
     debug_assert!(txn.is_balanced(), "{txn:?}");
     conn.exec_drop(
         "INSERT IGNORE INTO ledger_txns (kind, reference) VALUES (?, ?)",

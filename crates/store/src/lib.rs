@@ -7,6 +7,7 @@
 mod blocks;
 mod ledger;
 mod migrate;
+mod payouts;
 mod status;
 mod users;
 mod workers;
@@ -19,6 +20,7 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
 pub use ledger::{BlockToCredit, CreditedBlock, Settling, WorkBatch};
 pub use migrate::{MIGRATIONS, Migration};
+pub use payouts::{Due, OpenPayout, PayoutRow};
 pub use status::{DbStatus, TableSize};
 pub use users::User;
 pub use workers::KnownWorker;

@@ -20,6 +20,7 @@
 mod blocks;
 mod ingest;
 mod metrics;
+mod payouts;
 mod term;
 
 use std::time::Duration;
@@ -28,8 +29,9 @@ use serde::Deserialize;
 use sluice_bus::{BusConfig, Producer, start_heartbeat};
 use sluice_coord::{Coord, ZkConfig};
 use sluice_core::record::Figure;
+pub use sluice_node::NodeConfig;
 use sluice_service::{Backoff, CommonConfig, Context, Validate};
-use sluice_store::MysqlConfig;
+pub use sluice_store::MysqlConfig;
 
 /// How blocks pay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -89,6 +91,62 @@ pub struct Config {
     /// value reached (fractions carry over, nothing is lost in between).
     #[serde(default = "default_pps_credit")]
     pub pps_credit_secs: u64,
+    /// `[payouts]`: paying balances through the node's wallet; without it
+    /// the payer keeps the books only.
+    #[serde(default)]
+    pub payouts: Option<PayoutConfig>,
+}
+
+/// `[payouts]`: how balances are paid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutConfig {
+    /// `[payouts.node]`: the node whose wallet holds the pool's coinbases
+    /// (jobmaker's payout_address is one of its addresses).
+    pub node: NodeConfig,
+    /// The wallet's name when the node has several (Core's `-wallet`).
+    #[serde(default)]
+    pub wallet: String,
+    /// For an encrypted wallet: unlocked for each payout.
+    #[serde(default)]
+    pub wallet_passphrase: String,
+    /// Balances below this are not paid (a user may set a higher one).
+    #[serde(default = "default_min_payout")]
+    pub min_payout_sat: u64,
+    /// The payout transaction's fee rate, sat/vB (the pool pays it).
+    #[serde(default = "default_fee_rate")]
+    pub fee_rate_sat_vb: u64,
+    /// How often due balances are paid.
+    #[serde(default = "default_payout_interval")]
+    pub interval_secs: u64,
+    /// Users paid in one transaction at most.
+    #[serde(default = "default_max_users")]
+    pub max_users: u32,
+    /// Confirmations that settle a payout.
+    #[serde(default = "default_payout_confirmations")]
+    pub confirmations: u32,
+    /// One wallet RPC's time-out.
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_secs: u64,
+}
+
+fn default_min_payout() -> u64 {
+    1_000_000
+}
+fn default_fee_rate() -> u64 {
+    2
+}
+fn default_payout_interval() -> u64 {
+    600
+}
+fn default_max_users() -> u32 {
+    500
+}
+fn default_payout_confirmations() -> u32 {
+    1
+}
+fn default_rpc_timeout() -> u64 {
+    30
 }
 
 fn default_window() -> f64 {
@@ -124,6 +182,18 @@ impl Validate for Config {
         }
         if self.books_interval_secs == 0 {
             return Err("books_interval_secs must be positive".into());
+        }
+        if let Some(p) = &self.payouts {
+            sluice_node::validate_nodes(std::slice::from_ref(&p.node))
+                .map_err(|e| format!("payouts.node: {e}"))?;
+            if p.fee_rate_sat_vb == 0 || p.interval_secs == 0 || p.max_users == 0 {
+                return Err(
+                    "payouts: fee_rate_sat_vb, interval_secs and max_users must be positive".into(),
+                );
+            }
+            if p.confirmations == 0 {
+                return Err("payouts.confirmations must be at least 1".into());
+            }
         }
         self.zookeeper.validate()?;
         self.mysql.validate()

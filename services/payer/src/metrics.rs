@@ -24,6 +24,8 @@ pub(crate) struct PayerMetrics {
     /// Satoshis owed to users: payable balances.
     pub(crate) owed: Gauge,
     pub(crate) pps_credited: Counter,
+    pub(crate) payouts: Family<StepLabel, Counter>,
+    pub(crate) paid: Counter,
 }
 
 impl PayerMetrics {
@@ -36,6 +38,8 @@ impl PayerMetrics {
             immature: Gauge::default(),
             owed: Gauge::default(),
             pps_credited: Counter::default(),
+            payouts: Family::default(),
+            paid: Counter::default(),
         };
         metrics.register(|r| {
             r.register(
@@ -67,6 +71,16 @@ impl PayerMetrics {
                 "payer_pps_credited_sat",
                 "Satoshis credited to users for their shares under PPS",
                 m.pps_credited.clone(),
+            );
+            r.register(
+                "payer_payouts",
+                "Payout batches by step: signed (recorded before broadcast), confirmed, failed (taken back)",
+                m.payouts.clone(),
+            );
+            r.register(
+                "payer_paid_sat",
+                "Satoshis put into signed payout batches",
+                m.paid.clone(),
             );
             r.register(
                 "payer_owed_sat",

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use sluice_coord::{Candidate, Coord};
+use sluice_node::Wallet;
 use sluice_service::Context;
 use sluice_store::Store;
 
@@ -11,6 +13,7 @@ use crate::Config;
 use crate::blocks::Keeper;
 use crate::ingest::Reader;
 use crate::metrics::PayerMetrics;
+use crate::payouts::Paymaster;
 
 /// Campaigns on `coord` and keeps the books whenever elected, until
 /// shutdown (Ok) or until the session is unusable (Err: reconnect).
@@ -63,10 +66,35 @@ pub(crate) async fn campaign(
         metrics,
         pps_at: AtomicU64::new(0),
     };
-    // Either ending ends the term: the other is stopped with it.
+    let paymaster = match &config.payouts {
+        Some(p) => Some(Paymaster {
+            config,
+            payouts: p,
+            store: &store,
+            health: &ctx.health,
+            metrics,
+            wallet: Wallet::new(
+                &p.node,
+                Some(&p.wallet),
+                Duration::from_secs(p.rpc_timeout_secs),
+            )?,
+        }),
+        None => None,
+    };
+    let paying = async {
+        match &paymaster {
+            Some(p) => p.run(&term).await,
+            None => {
+                term.cancelled().await;
+                Ok(())
+            }
+        }
+    };
+    // Any one ending ends the term: the others are stopped with it.
     let result = tokio::select! {
         r = reader.run(&term) => r,
         r = keeper.run(&term) => r,
+        r = paying => r,
     };
     term.cancel();
     metrics.leader.set(0);

@@ -1,0 +1,272 @@
+//! Paying due balances through the node's wallet, two-phase:
+//! 1. build and sign one transaction for every due user (`send` with
+//!    `add_to_wallet` false: nothing is broadcast);
+//! 2. write it to the books (state `signed`: its hex, its items and the
+//!    debit of each balance) in one database transaction;
+//! 3. broadcast it, then mark it `broadcast`; `confirmed` once it is
+//!    `confirmations` deep.
+//!
+//! A kill between any two steps pays nobody twice: before 2 nothing was
+//! broadcast (the signed transaction is simply forgotten); after 2 the next
+//! round finds the batch open and broadcasts the same transaction again (a
+//! node answers a transaction it already has with its txid), and no new
+//! batch is built while one is open. A batch is taken back (balances
+//! restored) only when it can never confirm: the wallet sees it conflicted,
+//! or its inputs are spent by another confirmed transaction.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bitcoin::consensus::{deserialize, serialize};
+use bitcoin::{Address, Amount, Transaction};
+use sluice_ledger::books;
+use sluice_node::{Broadcast, Wallet};
+use sluice_service::Health;
+use sluice_store::{OpenPayout, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{PayerMetrics, StepLabel};
+use crate::{Config, PayoutConfig};
+
+/// Core's RPC_VERIFY_ERROR: the inputs are missing or spent.
+const MISSING_INPUTS: i32 = -25;
+
+/// What paying needs.
+pub(crate) struct Paymaster<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) payouts: &'a PayoutConfig,
+    pub(crate) store: &'a Store,
+    pub(crate) health: &'a Health,
+    pub(crate) metrics: &'a PayerMetrics,
+    pub(crate) wallet: Wallet,
+}
+
+impl Paymaster<'_> {
+    /// Pays every `interval_secs` until `term` ends.
+    pub(crate) async fn run(&self, term: &CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(self.payouts.interval_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = term.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            match self.round().await {
+                Ok(summary) => self.health.set("payouts", true, summary),
+                Err(error) => {
+                    self.health.set("payouts", false, format!("{error:#}"));
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "payout round failed; nothing was marked paid"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn round(&self) -> anyhow::Result<String> {
+        for open in self.store.open_payouts().await? {
+            if let Some(waiting) = self.reconcile(&open).await? {
+                return Ok(waiting);
+            }
+        }
+        self.pay().await
+    }
+
+    /// Moves an open batch on; `Some(why)` while it stays open.
+    async fn reconcile(&self, open: &OpenPayout) -> anyhow::Result<Option<String>> {
+        let tx: Transaction = hex::decode(&open.tx_hex)
+            .ok()
+            .and_then(|raw| deserialize(&raw).ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!("payout {}: its stored transaction does not decode", open.id)
+            })?;
+        let txid = tx.compute_txid();
+        let depth = self.wallet.confirmations(txid).await?;
+        if let Some(c) = depth {
+            if c < 0 {
+                return self
+                    .fail(open, "conflicted: another transaction spent its inputs")
+                    .await;
+            }
+            if open.state == "signed" {
+                self.mark_broadcast(open).await?;
+            }
+            if c >= i64::from(self.payouts.confirmations) {
+                self.confirm(open).await?;
+                return Ok(None);
+            }
+            return Ok(Some(format!(
+                "payout {} ({txid}) at {c} confirmations",
+                open.id
+            )));
+        }
+        // The wallet does not know it: never broadcast, or forgotten.
+        match self.wallet.broadcast(&tx).await? {
+            Broadcast::Accepted(_) | Broadcast::AlreadyInChain => {
+                self.mark_broadcast(open).await?;
+                Ok(Some(format!("payout {} ({txid}) broadcast", open.id)))
+            }
+            Broadcast::Refused(MISSING_INPUTS, why) => self.fail(open, &why).await,
+            Broadcast::Refused(code, why) => Ok(Some(format!(
+                "payout {} ({txid}) refused by the node ({code}: {why}); kept open, not rebuilt",
+                open.id
+            ))),
+        }
+    }
+
+    async fn mark_broadcast(&self, open: &OpenPayout) -> anyhow::Result<()> {
+        if self
+            .store
+            .settle_payout(open.id, "signed", "broadcast", None, None)
+            .await?
+        {
+            tracing::info!(id = open.id, txid = open.txid, "payout broadcast");
+        }
+        Ok(())
+    }
+
+    async fn confirm(&self, open: &OpenPayout) -> anyhow::Result<()> {
+        let signed = self
+            .store
+            .payout_txn(open.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("payout {} has no ledger transaction", open.id))?;
+        let txn = books::payout_confirmed(&signed);
+        if self
+            .store
+            .settle_payout(open.id, "broadcast", "confirmed", None, Some(&txn))
+            .await?
+        {
+            self.metrics
+                .payouts
+                .get_or_create(&StepLabel { step: "confirmed" })
+                .inc();
+            tracing::info!(id = open.id, txid = open.txid, "payout confirmed");
+        }
+        Ok(())
+    }
+
+    /// Takes a batch that can never confirm back: its users' balances
+    /// return. `None`: the next round may pay again.
+    async fn fail(&self, open: &OpenPayout, why: &str) -> anyhow::Result<Option<String>> {
+        let signed = self
+            .store
+            .payout_txn(open.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("payout {} has no ledger transaction", open.id))?;
+        let txn = books::payout_failed(&signed);
+        if self
+            .store
+            .settle_payout(open.id, &open.state, "failed", Some(why), Some(&txn))
+            .await?
+        {
+            self.metrics
+                .payouts
+                .get_or_create(&StepLabel { step: "failed" })
+                .inc();
+            tracing::error!(
+                id = open.id,
+                txid = open.txid,
+                why,
+                "payout failed; its users' balances are back"
+            );
+        }
+        Ok(None)
+    }
+
+    /// Builds, records and broadcasts a batch for every due user.
+    async fn pay(&self) -> anyhow::Result<String> {
+        let due = self
+            .store
+            .due_payouts(self.payouts.min_payout_sat, self.payouts.max_users)
+            .await?;
+        let network = self.config.network();
+        let mut items = Vec::new();
+        let mut outputs: BTreeMap<String, Amount> = BTreeMap::new();
+        for d in due {
+            let Some(address) = Address::from_str(&d.address)
+                .ok()
+                .and_then(|a| a.require_network(network).ok())
+            else {
+                tracing::warn!(user = d.user_id, address = d.address, %network, "payout address is not one of this network's; not paid");
+                continue;
+            };
+            *outputs.entry(address.to_string()).or_default() += Amount::from_sat(d.balance);
+            items.push((d.user_id, d.address, d.balance));
+        }
+        if items.is_empty() {
+            return Ok("nothing due".into());
+        }
+        if !self.payouts.wallet_passphrase.is_empty() {
+            self.wallet
+                .unlock(&self.payouts.wallet_passphrase, 60)
+                .await?;
+        }
+        let outputs: Vec<(Address, Amount)> = outputs
+            .into_iter()
+            .map(|(a, v)| {
+                (
+                    Address::from_str(&a)
+                        .expect("parsed above")
+                        .assume_checked(),
+                    v,
+                )
+            })
+            .collect();
+        let built = self
+            .wallet
+            .build(&outputs, self.payouts.fee_rate_sat_vb)
+            .await
+            .map_err(|e| anyhow::anyhow!("building the payout: {e}"))?;
+        let txid = built.tx.compute_txid();
+        let fee = built.fee.to_sat();
+        let amounts: BTreeMap<u32, u64> = items.iter().map(|(u, _, a)| (*u, *a)).collect();
+        let hex = hex::encode(serialize(&built.tx));
+        let id = match self
+            .store
+            .record_payout(&txid.to_string(), &hex, fee, &items, |id| {
+                books::payout(id, &amounts, fee)
+            })
+            .await
+        {
+            Ok(id) => id,
+            Err(StoreError::Conflict(why)) => return Ok(format!("not paid: {why}")),
+            Err(e) => return Err(e.into()),
+        };
+        let total: u64 = amounts.values().sum();
+        self.metrics
+            .payouts
+            .get_or_create(&StepLabel { step: "signed" })
+            .inc();
+        self.metrics.paid.inc_by(total);
+        tracing::info!(id, %txid, users = items.len(), total, fee, "payout signed and recorded; broadcasting");
+        let open = OpenPayout {
+            id,
+            state: "signed".into(),
+            txid: txid.to_string(),
+            tx_hex: hex,
+        };
+        match self.wallet.broadcast(&built.tx).await {
+            Ok(Broadcast::Accepted(_) | Broadcast::AlreadyInChain) => {
+                self.mark_broadcast(&open).await?
+            }
+            Ok(Broadcast::Refused(code, why)) => {
+                tracing::warn!(
+                    id,
+                    code,
+                    why,
+                    "payout refused by the node; the next round looks again"
+                )
+            }
+            Err(error) => {
+                tracing::warn!(id, %error, "broadcasting failed; the next round sends it again")
+            }
+        }
+        Ok(format!(
+            "payout {id}: {total} sat to {} users, fee {fee}",
+            items.len()
+        ))
+    }
+}

@@ -1,0 +1,182 @@
+//! The payer's rig: a Share topic of its own on the local stack's Kafka,
+//! a ZooKeeper root of its own, a database of its own, found blocks as
+//! blkmaker records them, and the payer in process.
+
+// Test helpers unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, CompactTarget};
+use payer::{Config, Scheme};
+use sluice_bus::{BusConfig, Producer, Topic, TopicNames, TopicSpec, create_topics};
+use sluice_coord::ZkConfig;
+use sluice_core::record::ShareRecord;
+use sluice_core::{JobId, ShareStatus};
+use sluice_ledger::books::Account;
+use sluice_service::Context;
+use sluice_store::{FoundBlock, MysqlConfig, Store};
+use sluice_testkit::{Database, eventually, kafka_brokers, unique_name, zookeeper};
+
+/// Difficulty 1's network target: a block is one share of difficulty 1.
+pub const BITS_DIFF1: u32 = 0x1d00_ffff;
+pub const REWARD: u64 = 5_000_000_000;
+
+pub struct Books {
+    db: Database,
+    pub store: Store,
+    kafka: BusConfig,
+    producer: Producer,
+    zk: ZkConfig,
+    pub ctxs: Vec<Context>,
+    /// A minute ten minutes ago: every share is long settled.
+    pub minute: u64,
+}
+
+impl Books {
+    pub async fn new() -> Books {
+        sluice_rig::trace_if_asked();
+        let db = Database::create().await;
+        let store = Store::new(&db.url).unwrap();
+        store.migrate().await.unwrap();
+        let kafka = BusConfig {
+            brokers: kafka_brokers(),
+            client_id: unique_name("sluice-test-"),
+            topics: TopicNames {
+                share: unique_name("sluice-test-share-"),
+                event: unique_name("sluice-test-event-"),
+                ..TopicNames::default()
+            },
+            ..BusConfig::default()
+        };
+        let specs = [
+            TopicSpec::scratch(&kafka.topics.share, 2),
+            TopicSpec::scratch(&kafka.topics.event, 1),
+        ];
+        create_topics(&kafka, &specs).await.unwrap();
+        Books {
+            producer: Producer::new(&kafka, 0).unwrap(),
+            zk: ZkConfig {
+                connect: zookeeper(),
+                root: unique_name("/sluice-test-"),
+                session_timeout_ms: 3_000,
+            },
+            kafka,
+            store,
+            db,
+            ctxs: Vec::new(),
+            minute: sluice_service::now_ms() / 60_000 - 10,
+        }
+    }
+
+    pub fn config(&self, scheme: Scheme) -> Config {
+        Config {
+            service: sluice_rig::local(),
+            kafka: self.kafka.clone(),
+            zookeeper: self.zk.clone(),
+            mysql: MysqlConfig {
+                url: self.db.url.clone(),
+            },
+            network: "regtest".into(),
+            scheme,
+            fee_bps: 100,
+            pplns_window: 3.5,
+            settle_secs: 0,
+            books_interval_secs: 1,
+            pps_credit_secs: 1,
+            payouts: None,
+        }
+    }
+
+    pub fn start(&mut self, config: Config) {
+        let ctx = sluice_rig::context();
+        tokio::spawn(payer::run(config, ctx.clone()));
+        self.ctxs.push(ctx);
+    }
+
+    /// A share of `user` at difficulty 1, `second`s into minute `minute`
+    /// of the test (0 = ten minutes ago).
+    pub async fn share(&self, user: u32, minute: u64, second: u64, status: ShareStatus, hash: u8) {
+        let share = ShareRecord {
+            job_id: JobId(1),
+            user_id: user,
+            worker_id: 1,
+            worker_name: "rig".into(),
+            server_id: 1,
+            extranonce1: 0,
+            extranonce2: vec![0; 8],
+            ntime: 0,
+            nonce: u32::from(hash),
+            version_bits: 0,
+            share_difficulty: 1.0,
+            network_bits: CompactTarget::from_consensus(BITS_DIFF1),
+            height: 300,
+            status,
+            hash: BlockHash::from_byte_array([hash; 32]),
+            client_ip: [127, 0, 0, 1].into(),
+            timestamp_ms: ((self.minute + minute) * 60 + second) * 1000,
+            protocol: Default::default(),
+        };
+        let topic = Topic::<ShareRecord>::new(self.kafka.topics.share.clone());
+        self.producer
+            .send(&topic, &user.to_be_bytes(), &share)
+            .await
+            .unwrap();
+    }
+
+    /// blkmaker's row for the block of share `hash`.
+    pub async fn found(&self, hash: u8, user: u32) -> String {
+        let hash = BlockHash::from_byte_array([hash; 32]).to_string();
+        self.store
+            .record_found_block(&FoundBlock {
+                height: 300,
+                hash: hash.clone(),
+                prev_hash: "00".repeat(32),
+                user_id: user,
+                worker_id: 1,
+                worker_name: "rig".into(),
+                job_id: 1,
+                reward: REWARD,
+                fees: 0,
+                size: 300,
+                tx_count: 1,
+                submit_results: "{}".into(),
+                is_orphaned: false,
+            })
+            .await
+            .unwrap();
+        hash
+    }
+
+    pub async fn balance(&self, account: Account) -> i64 {
+        let all = self.store.ledger_balances().await.unwrap();
+        all.get(&account).copied().unwrap_or(0)
+    }
+
+    pub async fn until_balance(
+        &self,
+        account: Account,
+        what: &str,
+        pred: impl Fn(i64) -> bool,
+    ) -> i64 {
+        eventually(Duration::from_secs(30), what, || async {
+            let v = self.balance(account).await;
+            pred(v).then_some(v)
+        })
+        .await
+    }
+
+    pub async fn end(self) {
+        for c in &self.ctxs {
+            c.shutdown.token().cancel();
+        }
+        self.store.close().await;
+        self.db.drop().await;
+    }
+}
+
+/// Within a satoshi of `exact`.
+pub fn near(v: i64, exact: f64) -> bool {
+    (v as f64 - exact).abs() <= 1.0
+}

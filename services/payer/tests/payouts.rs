@@ -1,0 +1,249 @@
+//! Payouts through nodesim's wallet (Bitcoin Core's RPCs): due balances
+//! paid in one transaction, once, to the satoshi; a wallet that cannot pay
+//! marks nothing paid.
+
+// Test helpers unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::consensus::deserialize;
+use bitcoin::{Address, Amount, Transaction};
+use bitcoincore_rpc::{Auth, Client, RpcApi};
+use payer::{Config, NodeConfig, PayoutConfig, Scheme};
+use serde_json::{Value, json};
+use sluice_core::ShareStatus;
+use sluice_ledger::books::{Account, POOL};
+use sluice_service::Context;
+use sluice_store::{BlockStatus, PayoutRow};
+use sluice_testkit::eventually;
+
+mod common;
+use common::Books;
+
+/// Two miners' regtest addresses (BIP173's examples: P2WPKH and P2WSH).
+const ALICE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+const BOB: &str = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry";
+
+struct Node {
+    _ctx: Context,
+    rpc: std::net::SocketAddr,
+    client: Arc<Client>,
+}
+
+impl Node {
+    async fn start(passphrase: &str) -> Node {
+        let ctx = sluice_rig::context();
+        let config = nodesim::Config {
+            mempool_size: 0,
+            wallet_passphrase: passphrase.into(),
+            ..nodesim::Config::ephemeral()
+        };
+        let ep = nodesim::start(config, &ctx).await.unwrap();
+        let client = Client::new(
+            &format!("http://{}", ep.rpc),
+            Auth::UserPass("sluice".into(), "sluice".into()),
+        )
+        .unwrap();
+        Node {
+            _ctx: ctx,
+            rpc: ep.rpc,
+            client: Arc::new(client),
+        }
+    }
+
+    async fn call(&self, method: &'static str, params: Vec<Value>) -> Value {
+        let client = self.client.clone();
+        tokio::task::spawn_blocking(move || client.call::<Value>(method, &params))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// `n` blocks paying the wallet, matured by 100 more.
+    async fn fund(&self, n: u64) {
+        let wallet = nodesim::first_address(1).to_string();
+        self.call("generatetoaddress", vec![json!(n), json!(wallet)])
+            .await;
+        self.call("generatetoaddress", vec![json!(100), json!(ALICE)])
+            .await;
+    }
+
+    fn payouts(&self, passphrase: &str) -> PayoutConfig {
+        PayoutConfig {
+            node: NodeConfig {
+                name: "sim".into(),
+                rpc_url: format!("http://{}", self.rpc),
+                rpc_user: "sluice".into(),
+                rpc_password: "sluice".into(),
+                cookie_file: None,
+                zmq_hashblock: None,
+            },
+            wallet: "pool".into(),
+            wallet_passphrase: passphrase.into(),
+            min_payout_sat: 100_000,
+            fee_rate_sat_vb: 3,
+            interval_secs: 1,
+            max_users: 500,
+            confirmations: 1,
+            rpc_timeout_secs: 10,
+        }
+    }
+}
+
+/// Users 1 (3 shares) and 2 (1 share and the block) mine a block that
+/// matures; both have addresses.
+async fn matured_block(b: &Books) {
+    b.share(1, 1, 0, ShareStatus::Accepted, 1).await;
+    b.share(1, 1, 10, ShareStatus::Accepted, 2).await;
+    b.share(1, 1, 20, ShareStatus::Accepted, 3).await;
+    b.share(2, 1, 30, ShareStatus::Block, 9).await;
+    let hash = b.found(9, 2).await;
+    b.store.set_payout_address(1, ALICE, None).await.unwrap();
+    b.store.set_payout_address(2, BOB, None).await.unwrap();
+    b.store
+        .set_block_standing(&hash, BlockStatus::Confirmed, 101)
+        .await
+        .unwrap();
+}
+
+fn config(b: &Books, payouts: PayoutConfig) -> Config {
+    Config {
+        // The window holds all four shares: each user's part is exact.
+        pplns_window: 4.0,
+        payouts: Some(payouts),
+        ..b.config(Scheme::Pplns)
+    }
+}
+
+async fn payout_where(b: &Books, what: &str, pred: impl Fn(&PayoutRow) -> bool) -> PayoutRow {
+    eventually(Duration::from_secs(30), what, || async {
+        let rows = b.store.payouts(10).await.ok()?;
+        rows.into_iter().find(|r| pred(r))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_balances_are_paid_once_in_one_transaction_to_the_satoshi() {
+    let mut b = Books::new().await;
+    let node = Node::start("").await;
+    node.fund(2).await;
+    matured_block(&b).await;
+    b.start(config(&b, node.payouts("")));
+
+    let sent = payout_where(&b, "a payout broadcast", |r| r.state == "broadcast").await;
+    assert_eq!(sent.users, 2);
+    // 1 % fee: 49.5 BTC split 3 : 1.
+    let (alice, bob) = (3_712_500_000u64, 1_237_500_000u64);
+    assert_eq!(sent.total, alice + bob);
+    let tx: Transaction = {
+        let t = node.call("gettransaction", vec![json!(sent.txid)]).await;
+        assert_eq!(t["confirmations"], json!(0), "in the node's mempool");
+        deserialize(&hex::decode(t["hex"].as_str().unwrap()).unwrap()).unwrap()
+    };
+    let paid_to = |address: &str| -> Amount {
+        let script = Address::from_str(address)
+            .unwrap()
+            .assume_checked()
+            .script_pubkey();
+        tx.output
+            .iter()
+            .filter(|o| o.script_pubkey == script)
+            .map(|o| o.value)
+            .sum()
+    };
+    assert_eq!(paid_to(ALICE), Amount::from_sat(alice));
+    assert_eq!(paid_to(BOB), Amount::from_sat(bob));
+    // Balances left the users at once (in flight); the pool pays the fee.
+    assert_eq!(b.balance(Account::Balance(1)).await, 0);
+    assert_eq!(
+        b.balance(Account::InFlight).await,
+        (alice + bob + sent.network_fee) as i64
+    );
+    assert!(sent.network_fee >= 3 * tx.vsize() as u64, "3 sat/vB");
+
+    // A block confirms it.
+    node.call("generatetoaddress", vec![json!(1), json!(ALICE)])
+        .await;
+    let done = payout_where(&b, "the payout confirmed", |r| r.state == "confirmed").await;
+    assert_eq!(done.id, sent.id);
+    assert_eq!(
+        b.balance(Account::Paid).await,
+        (alice + bob + sent.network_fee) as i64
+    );
+    assert_eq!(b.balance(Account::InFlight).await, 0);
+    assert_eq!(
+        b.balance(Account::Balance(POOL)).await,
+        50_000_000 - sent.network_fee as i64,
+        "the pool's fee less the network fee"
+    );
+    // Nobody is due any more: rounds go by, no second batch.
+    let health = b.ctxs[0].health.clone();
+    eventually(
+        Duration::from_secs(10),
+        "a round with nothing due",
+        || async {
+            health
+                .snapshot()
+                .get("payouts")
+                .filter(|h| h.ok && h.detail == "nothing due")
+                .map(|_| ())
+        },
+    )
+    .await;
+    assert_eq!(b.store.payouts(10).await.unwrap().len(), 1);
+    let all = b.store.ledger_balances().await.unwrap();
+    assert_eq!(all.values().sum::<i64>(), 0, "double entry: {all:?}");
+    b.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_or_empty_wallet_marks_nothing_paid() {
+    let mut b = Books::new().await;
+    // Locked: the payer has no passphrase for it.
+    let locked = Node::start("secret").await;
+    locked.fund(2).await;
+    matured_block(&b).await;
+    b.start(config(&b, locked.payouts("")));
+    let health = b.ctxs[0].health.clone();
+    let why = eventually(
+        Duration::from_secs(30),
+        "payouts reported failing",
+        || async {
+            health
+                .snapshot()
+                .get("payouts")
+                .filter(|h| !h.ok)
+                .map(|h| h.detail.clone())
+        },
+    )
+    .await;
+    assert!(why.contains("walletpassphrase"), "{why}");
+    assert!(b.store.payouts(10).await.unwrap().is_empty());
+    assert_eq!(b.balance(Account::Balance(1)).await, 3_712_500_000);
+    b.ctxs[0].shutdown.token().cancel();
+
+    // Empty: nothing to spend.
+    let empty = Node::start("").await;
+    b.start(config(&b, empty.payouts("")));
+    let health = b.ctxs[1].health.clone();
+    let why = eventually(
+        Duration::from_secs(30),
+        "payouts reported failing",
+        || async {
+            health
+                .snapshot()
+                .get("payouts")
+                .filter(|h| !h.ok)
+                .map(|h| h.detail.clone())
+        },
+    )
+    .await;
+    assert!(why.contains("Insufficient funds"), "{why}");
+    assert!(b.store.payouts(10).await.unwrap().is_empty());
+    assert_eq!(b.balance(Account::InFlight).await, 0);
+    b.end().await;
+}

@@ -18,6 +18,7 @@
 //! nothing.
 
 mod blocks;
+mod failpoint;
 mod ingest;
 mod metrics;
 mod payouts;

@@ -26,6 +26,7 @@ use sluice_service::Health;
 use sluice_store::{OpenPayout, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
+use crate::failpoint;
 use crate::metrics::{PayerMetrics, StepLabel};
 use crate::{Config, PayoutConfig};
 
@@ -199,6 +200,7 @@ impl Paymaster<'_> {
         if items.is_empty() {
             return Ok("nothing due".into());
         }
+        failpoint::reach("before_build").await;
         if !self.payouts.wallet_passphrase.is_empty() {
             self.wallet
                 .unlock(&self.payouts.wallet_passphrase, 60)
@@ -220,6 +222,7 @@ impl Paymaster<'_> {
             .build(&outputs, self.payouts.fee_rate_sat_vb)
             .await
             .map_err(|e| anyhow::anyhow!("building the payout: {e}"))?;
+        failpoint::reach("after_sign").await;
         let txid = built.tx.compute_txid();
         let fee = built.fee.to_sat();
         let amounts: BTreeMap<u32, u64> = items.iter().map(|(u, _, a)| (*u, *a)).collect();
@@ -242,13 +245,16 @@ impl Paymaster<'_> {
             .inc();
         self.metrics.paid.inc_by(total);
         tracing::info!(id, %txid, users = items.len(), total, fee, "payout signed and recorded; broadcasting");
+        failpoint::reach("after_record").await;
         let open = OpenPayout {
             id,
             state: "signed".into(),
             txid: txid.to_string(),
             tx_hex: hex,
         };
-        match self.wallet.broadcast(&built.tx).await {
+        let sent = self.wallet.broadcast(&built.tx).await;
+        failpoint::reach("after_broadcast").await;
+        match sent {
             Ok(Broadcast::Accepted(_) | Broadcast::AlreadyInChain) => {
                 self.mark_broadcast(&open).await?
             }

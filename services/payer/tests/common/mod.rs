@@ -89,6 +89,51 @@ impl Books {
         }
     }
 
+    /// The payer's config file for this rig (as `deploy/config/payer.toml`
+    /// is written), PPLNS over a window of 4 shares, with `payouts` (a TOML
+    /// `[payouts]` section) appended.
+    pub fn config_toml(&self, admin_port: u16, payouts: &str) -> String {
+        format!(
+            r#"network = "regtest"
+scheme = "pplns"
+fee_bps = 100
+pplns_window = 4.0
+settle_secs = 0
+books_interval_secs = 1
+
+[service]
+instance = "drill"
+admin_listen = "127.0.0.1:{admin_port}"
+shutdown_grace_secs = 5
+
+[kafka]
+brokers = "{brokers}"
+client_id = "{client_id}"
+
+[kafka.topics]
+share = "{share}"
+event = "{event}"
+
+[zookeeper]
+connect = "{zk}"
+root = "{root}"
+session_timeout_ms = 3000
+
+[mysql]
+url = "{mysql}"
+
+{payouts}
+"#,
+            brokers = self.kafka.brokers,
+            client_id = self.kafka.client_id,
+            share = self.kafka.topics.share,
+            event = self.kafka.topics.event,
+            zk = self.zk.connect,
+            root = self.zk.root,
+            mysql = self.db.url,
+        )
+    }
+
     pub fn start(&mut self, config: Config) {
         let ctx = sluice_rig::context();
         tokio::spawn(payer::run(config, ctx.clone()));

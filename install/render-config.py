@@ -10,6 +10,8 @@ $SLUICE_STATE/config). Unset variables keep the example's value.
   SLUICE_NODE_RPC_USER, SLUICE_NODE_RPC_PASSWORD        its credentials, or
   SLUICE_NODE_COOKIE                                    its cookie file
   SLUICE_NODE_ZMQ                                       its zmqpubhashblock (tcp://host:port)
+  SLUICE_NODE_WALLET                                    the wallet the payer pays from (its name;
+                                                        default: the node's default wallet)
   SLUICE_PAYOUT_ADDRESS                                 where block rewards go
   SLUICE_NETWORK                                        mainnet, testnet, testnet4, signet, regtest
   SLUICE_MIN_DIFFICULTY, SLUICE_START_DIFFICULTY        sserver's lowest and starting difficulty
@@ -38,7 +40,7 @@ from urllib.parse import urlsplit
 
 HOME = Path(__file__).resolve().parent.parent
 NODE_FILES = {"gbtmaker.toml", "jobmaker.toml", "jobmaker-standby.toml", "blkmaker.toml",
-              "statshttpd.toml"}
+              "statshttpd.toml", "payer.toml"}
 
 
 def quoted(value: str) -> str:
@@ -89,8 +91,11 @@ def render(name: str, text: str, env: dict) -> str:
         strings["zmq_hashblock"] = get("SLUICE_NODE_ZMQ")
     if name.startswith("jobmaker"):
         strings["payout_address"] = get("SLUICE_PAYOUT_ADDRESS")
-    if name.startswith("jobmaker") or name == "statshttpd.toml":
+    if name.startswith("jobmaker") or name in ("statshttpd.toml", "payer.toml"):
         strings["network"] = get("SLUICE_NETWORK")
+    if name == "payer.toml":
+        # The wallet holding the pool's coinbases, on the operator's node.
+        strings["wallet"] = get("SLUICE_NODE_WALLET")
     for key, value in strings.items():
         if value is not None:
             text = set_key(text, key, quoted(value))

@@ -55,6 +55,7 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
         ("SLUICE_PAYOUT_ADDRESS", payout),
         ("SLUICE_NETWORK", "mainnet"),
         ("SLUICE_MIN_DIFFICULTY", "4096"),
+        ("SLUICE_NODE_WALLET", "pool"),
     ]);
     assert!(output.status.success(), "{output:?}");
 
@@ -97,9 +98,25 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
     let stats: statshttpd::Config = load(&dir, "statshttpd.toml");
     assert_eq!(stats.network, "mainnet");
     assert_eq!(stats.nodes[0].rpc_url, "http://10.0.0.5:8332");
+    // The payer pays from the operator's wallet, to addresses of their network.
+    let payer: payer::Config = load(&dir, "payer.toml");
+    let payouts = payer.payouts.as_ref().unwrap();
+    assert_eq!(
+        (payer.network.as_str(), payouts.wallet.as_str()),
+        ("mainnet", "pool")
+    );
+    assert_eq!(payouts.node.rpc_url, "http://10.0.0.5:8332");
+    assert!(payouts.node.cookie_file.is_some());
+    assert_eq!(payer.mysql.url, "mysql://pool:s3cr%2Ft@db:3306/pool");
     // Health and logs name the node by its address, not the example's name.
     let job: jobmaker::Config = load(&dir, "jobmaker.toml");
-    for node in [&gbt.nodes[0], &job.nodes[0], &blk.nodes[0], &stats.nodes[0]] {
+    for node in [
+        &gbt.nodes[0],
+        &job.nodes[0],
+        &blk.nodes[0],
+        &stats.nodes[0],
+        &payouts.node,
+    ] {
         assert_eq!(node.name, "10.0.0.5:8332");
     }
     // nodesim is the stand-in, not the operator's node: untouched.

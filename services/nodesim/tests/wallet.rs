@@ -330,3 +330,25 @@ async fn a_locked_wallet_signs_nothing_until_unlocked() {
     let plain = sim("").await;
     assert_eq!(plain.refused("walletlock", vec![]).await.0, -15);
 }
+
+/// The demo pool's block rewards are this wallet's to pay out: jobmaker's
+/// payout address in deploy/config is the demo nodesim's first address.
+#[test]
+fn the_demo_pool_mines_to_the_demo_wallet() {
+    let root = sluice_testkit::repo_root().join("deploy/config");
+    let seed: u64 = {
+        let text = std::fs::read_to_string(root.join("nodesim.toml")).unwrap();
+        let config: toml::Value = toml::from_str(&text).unwrap();
+        config["seed"].as_integer().unwrap() as u64
+    };
+    let wallet = nodesim::first_address(seed).to_string();
+    for file in ["jobmaker.toml", "jobmaker-standby.toml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let config: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            config["payout_address"].as_str(),
+            Some(wallet.as_str()),
+            "{file}"
+        );
+    }
+}

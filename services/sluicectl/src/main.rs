@@ -32,6 +32,8 @@ macro_rules! out {
     }};
 }
 
+mod payouts;
+
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -104,6 +106,11 @@ enum Command {
         /// The key file to write.
         #[arg(long)]
         out: std::path::PathBuf,
+    },
+    /// Payouts: users' addresses, balances, batches.
+    Payouts {
+        #[command(subcommand)]
+        command: payouts::PayoutsCommand,
     },
 }
 
@@ -236,6 +243,7 @@ fn main() -> ExitCode {
             Command::CountShares { user, from } => count_shares(&config, &user, &from).await,
             Command::MissingBlocks => missing_blocks(&config).await,
             Command::Sv2Keygen { out } => sv2_keygen(&out),
+            Command::Payouts { command } => payouts::run(&config, command).await,
         }
     });
     match result {

@@ -21,7 +21,7 @@ trap 'rm -rf "$seen"' EXIT
 
 # What the pool's programs logged (supervisord's captured output).
 logs=()
-for program in supervisord nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd tgbot; do
+for program in supervisord nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd tgbot payer; do
     [ -f "$SLUICE_STATE/log/$program.log" ] && logs+=("$SLUICE_STATE/log/$program.log")
 done
 # shellcheck disable=SC2206

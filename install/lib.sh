@@ -64,7 +64,7 @@ export SLUICE_BIN=${SLUICE_BIN:-$CARGO_TARGET_DIR/release}
 # features and never rebuilds a dependency for another script.
 build_release() {
     (cd "$SLUICE_HOME" && cargo build --release --locked --quiet -p sluicectl -p nodesim -p gbtmaker \
-        -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator -p tgbot -p agent)
+        -p jobmaker -p sserver -p blkmaker -p statshttpd -p simulator -p tgbot -p agent -p payer)
 }
 
 # The shared cache grows by one copy of every test binary each time a crate

@@ -6,7 +6,9 @@
 # into Stratum jobs on Kafka; sserver serves them to miners on port 3333;
 # blkmaker submits the blocks they find to the node and records them;
 # statshttpd keeps the share log, the statistics and the HTTP API on :8080;
-# then the simulator mines on it for a minute and the results are shown.
+# the payer keeps the books and pays the miners from the node's wallet;
+# then the simulator mines on it for a minute, the blocks it found mature
+# and the miners are paid, and the results are shown.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$SLUICE_HOME"
@@ -95,6 +97,10 @@ echo
 log "its health (http://127.0.0.1:8080/api/v1/health):"
 curl -s http://127.0.0.1:8080/api/v1/health
 echo
+supervisorctl_ restart payer >/dev/null
+payer_leads() { curl -sf http://127.0.0.1:9110/health | grep -q 'leader, epoch'; }
+wait_until 30 "the payer to keep the books (127.0.0.1:9110/health)" payer_leads
+log "the payer keeps the books (PPLNS, deploy/config/payer.toml) and pays from the node's wallet: $(curl -s http://127.0.0.1:9110/health)"
 if [ -z "$OWN_NODE" ]; then
     # Show it mining: simulated miners with real proof of work for a minute.
     SIM_MINERS=${SLUICE_SIM_MINERS:-100}
@@ -141,6 +147,26 @@ import json, sys
 p = json.load(sys.stdin)
 h = p["hashrate"]
 print("  pool: %d users, %d workers, hashrate %.1f / %.1f / %.1f H/s, %s blocks recorded, network height %d" % (p["users"], p["workers"], h["5m"], h["15m"], h["1h"], p["blocks_found"], p["network_height"]))'
+    # The money path: the demo user gets an address, the blocks mature (101
+    # confirmations: nodesim mines them, as the network would), blkmaker
+    # confirms them, the payer credits and matures their split and pays
+    # every due user from the wallet the pool's coinbases went to.
+    demo_address=bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry
+    "$SLUICE_BIN/sluicectl" payouts address demo "$demo_address"
+    curl -s -u sluice:sluice -o /dev/null \
+        -d '{"jsonrpc":"1.0","id":1,"method":"generatetoaddress","params":[101,"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"]}' \
+        http://127.0.0.1:18443/
+    log "nodesim mined 101 blocks on top: the miners' blocks are mature; waiting for blkmaker to confirm them and the payer to pay"
+    demo_paid() { "$SLUICE_BIN/sluicectl" payouts list -n 1 | grep -Eq ' (broadcast|confirmed): '; }
+    wait_until 150 "a payout to the demo miners (sluicectl payouts list)" demo_paid
+    curl -s -u sluice:sluice -o /dev/null \
+        -d '{"jsonrpc":"1.0","id":1,"method":"generatetoaddress","params":[1,"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"]}' \
+        http://127.0.0.1:18443/
+    demo_confirmed() { "$SLUICE_BIN/sluicectl" payouts list -n 1 | grep -q ' confirmed: '; }
+    wait_until 60 "the payout to confirm" demo_confirmed
+    log "paid (sluicectl payouts list, sluicectl payouts balance demo):"
+    "$SLUICE_BIN/sluicectl" payouts list -n 3 | sed 's/^/  /'
+    "$SLUICE_BIN/sluicectl" payouts balance demo | sed 's/^/  /'
     # A farm through the agent: its miners are each their own worker at the pool.
     log "a farm: 20 miners as demo.farm-NNNNN through the agent (stratum+tcp://127.0.0.1:3340) for 15 s"
     "$SLUICE_BIN/simulator" --server 127.0.0.1:3340 -n 20 --rate 10 --duration 15 --user demo \
@@ -170,7 +196,7 @@ fi
 # What runs: the pool's services, the local servers unless they are the
 # operator's own, and nodesim unless the operator's node stands in for it.
 # supervisorctl fails if any of these is not running.
-programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd agent)
+programs=(gbtmaker jobmaker jobmaker-standby blkmaker sserver statshttpd agent payer)
 [ -z "${SLUICE_TGBOT_TOKEN:-}" ] || programs+=(tgbot)
 [ "${SLUICE_EXTERNAL_INFRA:-0}" = 1 ] || programs=(zookeeper mariadb kafka "${programs[@]}")
 [ -n "$OWN_NODE" ] || programs+=(nodesim)

@@ -24,7 +24,7 @@ debian_packages prometheus chromium
 bash install/sv2-translator.sh
 # The local pool's services (from an earlier install/run.sh) would share the
 # two cores with the tests; run.sh starts them again at the end.
-supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd agent >/dev/null || true
+supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd agent payer >/dev/null || true
 # Tests make topics of their own (sluice-test-*); the last run's go now.
 "$SLUICE_BIN/sluicectl" delete-topics --prefix sluice-test- >/dev/null
 prune_target

@@ -13,6 +13,7 @@ pub mod pplns;
 pub mod pps;
 pub mod split;
 pub mod tally;
+pub mod verify;
 mod wide;
 
 pub use books::{Account, Kind, Txn};

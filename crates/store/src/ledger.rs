@@ -105,6 +105,70 @@ fn cut_json(cut: &BTreeMap<i32, i64>) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
+/// `{"partition":next_offset,…}` as [`cut_json`] wrote it.
+fn parse_cut(table: &'static str, text: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        table,
+        what: format!("cut {text:?} is not {{\"partition\":offset,…}}"),
+    };
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(corrupt)?;
+    inner
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (p, o) = pair.split_once(':').ok_or_else(corrupt)?;
+            let p = p.trim().trim_matches('"').parse().map_err(|_| corrupt())?;
+            Ok((p, o.trim().parse().map_err(|_| corrupt())?))
+        })
+        .collect()
+}
+
+/// A `ledger_blocks` row and its users.
+fn credited(
+    row: mysql_async::Row,
+    users: &mut HashMap<String, BTreeMap<u32, (u128, u64)>>,
+) -> Result<CreditedBlock, StoreError> {
+    type Columns = (
+        String,
+        u32,
+        String,
+        u64,
+        u32,
+        String,
+        String,
+        u32,
+        u32,
+        String,
+        bool,
+        String,
+    );
+    let (hash, height, scheme, reward, fee_bps, block_work, size, first, last, work, filled, cut): Columns =
+        mysql_async::from_row_opt(row).map_err(|e| StoreError::Corrupt {
+            table: "ledger_blocks",
+            what: e.to_string(),
+        })?;
+    let t = "ledger_blocks";
+    Ok(CreditedBlock {
+        users: users.remove(&hash).unwrap_or_default(),
+        hash,
+        height,
+        scheme,
+        reward,
+        fee_bps,
+        block_work: decimal(t, &block_work)?,
+        window_size: decimal(t, &size)?,
+        first_minute: first,
+        last_minute: last,
+        window_work: decimal(t, &work)?,
+        filled,
+        cut: parse_cut(t, &cut)?,
+    })
+}
+
 /// (minute, user, work) rows, minutes descending, as minutes.
 fn group_minutes(rows: Vec<(u32, u32, String)>) -> Result<Vec<Minute>, StoreError> {
     let mut out: Vec<Minute> = Vec::new();
@@ -502,6 +566,48 @@ impl Store {
         .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Some((due.len(), total)))
+    }
+
+    /// Every credited block with its window, its cut and its users, the
+    /// oldest first (what `sluicectl payouts verify` redoes).
+    pub async fn credited_blocks(&self) -> Result<Vec<CreditedBlock>, StoreError> {
+        let rows: Vec<mysql_async::Row> = "SELECT hash, height, scheme, reward, fee_bps, \
+             CAST(block_work AS CHAR), CAST(window_size AS CHAR), first_minute, last_minute, \
+             CAST(window_work AS CHAR), filled, cut FROM ledger_blocks ORDER BY credited_at, hash"
+            .with(())
+            .fetch(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        let users: Vec<(String, u32, String, u64)> =
+            "SELECT hash, user_id, CAST(work AS CHAR), credit FROM ledger_block_users"
+                .with(())
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        let mut by_block: HashMap<String, BTreeMap<u32, (u128, u64)>> = HashMap::new();
+        for (hash, user, work, credit) in users {
+            let work = decimal("ledger_block_users", &work)?;
+            by_block
+                .entry(hash)
+                .or_default()
+                .insert(user, (work, credit));
+        }
+        rows.into_iter()
+            .map(|row| credited(row, &mut by_block))
+            .collect()
+    }
+
+    /// Every PPS credit's reference and cut, the oldest first.
+    pub async fn pps_credit_cuts(&self) -> Result<Vec<(String, BTreeMap<i32, i64>)>, StoreError> {
+        let rows: Vec<(String, String)> =
+            "SELECT reference, cut FROM pps_credits ORDER BY created_at, reference"
+                .with(())
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(reference, cut)| Ok((reference, parse_cut("pps_credits", &cut)?)))
+            .collect()
     }
 
     /// Credited blocks whose standing changed: immature ones now confirmed

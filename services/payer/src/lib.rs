@@ -23,6 +23,7 @@ mod ingest;
 mod metrics;
 mod payouts;
 mod term;
+pub mod verify;
 
 use std::time::Duration;
 

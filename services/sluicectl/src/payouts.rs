@@ -33,12 +33,29 @@ pub(crate) enum PayoutsCommand {
         /// The account name.
         user: String,
     },
+    /// Redoes every credited block's split and every PPS credit from
+    /// statshttpd's share log and compares them with the books, to the
+    /// satoshi (exit 69 on any difference).
+    Verify {
+        /// statshttpd's data_dir.
+        #[arg(long, default_value_t = state("sharelog"))]
+        share_log: String,
+        /// The payer's config (its network, scheme and fee).
+        #[arg(long, default_value_t = state("config/payer.toml"))]
+        payer_config: String,
+    },
     /// The newest payout batches.
     List {
         /// How many.
         #[arg(short = 'n', long, default_value_t = 10)]
         count: u32,
     },
+}
+
+/// `$SLUICE_STATE/<path>` (`/var/lib/sluice` by default).
+fn state(path: &str) -> String {
+    let dir = std::env::var("SLUICE_STATE").unwrap_or_else(|_| "/var/lib/sluice".into());
+    format!("{}/{path}", dir.trim_end_matches('/'))
 }
 
 pub(crate) async fn run(config: &Config, command: PayoutsCommand) -> anyhow::Result<()> {
@@ -52,6 +69,10 @@ pub(crate) async fn run(config: &Config, command: PayoutsCommand) -> anyhow::Res
         } => set_address(&store, &user, &address, min_sat, &network).await,
         PayoutsCommand::Balance { user } => balance(&store, &user).await,
         PayoutsCommand::List { count } => list(&store, count).await,
+        PayoutsCommand::Verify {
+            share_log,
+            payer_config,
+        } => verify(&store, share_log.as_ref(), payer_config.as_ref()).await,
     };
     store.close().await;
     result
@@ -115,4 +136,48 @@ async fn list(store: &Store, count: u32) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What verify needs of the payer's config (the rest is not read).
+#[derive(Debug, serde::Deserialize)]
+struct PayerFile {
+    network: String,
+    scheme: String,
+    fee_bps: u32,
+}
+
+async fn verify(
+    store: &Store,
+    share_log: &std::path::Path,
+    payer_config: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(payer_config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", payer_config.display()))?;
+    let payer: PayerFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", payer_config.display()))?;
+    let network =
+        sluice_core::network::parse_network(&payer.network).map_err(anyhow::Error::msg)?;
+    let pps = (payer.scheme == "pps").then_some(sluice_ledger::PpsTerms {
+        network,
+        fee_bps: payer.fee_bps,
+    });
+    let report = payer::verify::verify(store, share_log, pps).await?;
+    out!(
+        "read {} shares from {} share log files; {} blocks and {} PPS credits redone",
+        report.shares,
+        report.files,
+        report.blocks,
+        report.pps_credits
+    );
+    if report.differences.is_empty() {
+        out!("the books agree with the shares to the satoshi");
+        return Ok(());
+    }
+    for d in &report.differences {
+        out!("DIFFERS: {d}");
+    }
+    anyhow::bail!(
+        "{} differences between the books and the shares",
+        report.differences.len()
+    )
 }

@@ -18,8 +18,10 @@ use sluice_coord::ZkConfig;
 use sluice_service::{CommonConfig, Context, Health, Metrics, Shutdown};
 use sluice_testkit::{kafka_brokers, unique_name, zookeeper};
 
-/// A regtest address the rig's coinbases and `generatetoaddress` pay.
-pub const PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+/// A regtest address the rig's coinbases and `generatetoaddress` pay: the
+/// rig nodesim's wallet's first (seed 1), so the pool's block rewards are
+/// the wallet's to pay out, as on a pool's own node.
+pub const PAYOUT: &str = "bcrt1q9yze2dhpetvcqhl3h534me4mqplm9ts2wdmzl5";
 
 /// A fresh service context.
 pub fn context() -> Context {

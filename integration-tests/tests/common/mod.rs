@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use sluice_rig::Options;
-use sluice_testkit::{mysql_url, unique_name};
+use sluice_testkit::unique_name;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +96,7 @@ pub(crate) async fn start_pool_on(
         ..Options::default()
     })
     .await;
-    let store = sluice_store::Store::new(&mysql_url()).unwrap();
+    let store = sluice_store::Store::new(mysql).unwrap();
     let user = unique_name("e2e");
     let user_id = store.ensure_user(&user).await.unwrap().id;
 

@@ -67,10 +67,6 @@ async fn miners_are_paid_once_for_matured_blocks_and_the_books_verify() {
     };
     let ctx = sluice_rig::context();
     tokio::spawn(payer::run(config, ctx.clone()));
-    books
-        .set_payout_address(pool.user_id, MINER, None)
-        .await
-        .unwrap();
 
     let (sim, _) = start_mining(&pool, 12.0, |_| {}).await;
     sim.await.unwrap().unwrap();
@@ -78,8 +74,10 @@ async fn miners_are_paid_once_for_matured_blocks_and_the_books_verify() {
     assert!(ours.len() >= 2, "the miners found {} blocks", ours.len());
     // Every block on the chain recorded and credited (once its minute ended).
     eventually(Duration::from_secs(150), "every block credited", || async {
-        let credited = count(&books, "SELECT COUNT(*) FROM ledger_blocks").await;
-        (credited as usize >= ours.len()).then_some(())
+        for hash in &ours {
+            books.ledger_txn(Kind::BlockCredit, hash).await.ok()??;
+        }
+        Some(())
     })
     .await;
     let newest = ours[0].clone();
@@ -120,6 +118,21 @@ async fn miners_are_paid_once_for_matured_blocks_and_the_books_verify() {
     let rpc = node.clone();
     let to = elsewhere.clone();
     tokio::task::spawn_blocking(move || rpc.generate_to_address(101, &to).unwrap())
+        .await
+        .unwrap();
+    // Every block but the orphan matured in the books; then the miner
+    // gives an address, and is paid what the books owe, in one batch.
+    eventually(Duration::from_secs(90), "every block matured", || async {
+        let open = count(
+            &books,
+            "SELECT COUNT(*) FROM ledger_blocks WHERE state NOT IN ('mature', 'orphaned')",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
+    books
+        .set_payout_address(pool.user_id, MINER, None)
         .await
         .unwrap();
     eventually(Duration::from_secs(90), "a payout broadcast", || async {
@@ -193,6 +206,43 @@ async fn miners_are_paid_once_for_matured_blocks_and_the_books_verify() {
     );
     let all = books.ledger_balances().await.unwrap();
     assert_eq!(all.values().sum::<i64>(), 0, "double entry");
+
+    // The miner's view (the API): each block's part with its window, the
+    // payout, the balances.
+    let (status, earnings) = common::http_json(
+        pool.api_port,
+        &format!("/api/v1/users/{}/earnings", pool.user),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{earnings}");
+    assert_eq!(earnings["balances"]["paid"], serde_json::json!(owed));
+    assert_eq!(earnings["balances"]["payable"], serde_json::json!(0));
+    assert_eq!(earnings["address"], serde_json::json!(MINER));
+    let blocks = earnings["blocks"].as_array().unwrap();
+    let mature: i64 = blocks
+        .iter()
+        .filter(|b| b["state"] == "mature")
+        .map(|b| b["credit"].as_i64().unwrap())
+        .sum();
+    assert_eq!(mature, owed);
+    let orphan = blocks
+        .iter()
+        .find(|b| b["hash"] == serde_json::json!(newest))
+        .unwrap();
+    assert_eq!(orphan["state"], "orphaned");
+    assert!(
+        blocks
+            .iter()
+            .all(|b| b["work"].as_str().unwrap().parse::<u128>().unwrap() > 0)
+    );
+    assert_eq!(earnings["payouts"][0]["state"], "confirmed");
+    assert_eq!(earnings["payouts"][0]["amount"], serde_json::json!(owed));
+    let (_, pool_books) = common::http_json(pool.api_port, "/api/v1/payouts")
+        .await
+        .unwrap();
+    assert_eq!(pool_books["owed"], serde_json::json!(0));
+    assert_eq!(pool_books["payouts"][0]["state"], "confirmed");
 
     // The proof: the books redone from the share log.
     let report = payer::verify::verify(&books, &pool.stats.data_dir, None)

@@ -5,6 +5,7 @@
 //! deployed service migrates without the source tree.
 
 mod blocks;
+mod earnings;
 mod ledger;
 mod migrate;
 mod payouts;
@@ -18,6 +19,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
+pub use earnings::{EarnedBlock, UserEntry, UserPayout};
 pub use ledger::{BlockToCredit, CreditedBlock, Settling, WorkBatch};
 pub use migrate::{MIGRATIONS, Migration};
 pub use payouts::{Due, OpenPayout, PayoutRow};

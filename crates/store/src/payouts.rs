@@ -36,7 +36,7 @@ pub struct OpenPayout {
 }
 
 /// A batch as the books list it.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
 pub struct PayoutRow {
     /// Its id.
     pub id: u64,

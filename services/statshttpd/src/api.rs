@@ -37,6 +37,11 @@ pub(crate) async fn serve(
         .route("/api/v1/pool", get(pool))
         .route("/api/v1/users/{name}", get(user))
         .route("/api/v1/users/{name}/workers", get(user_workers))
+        .route(
+            "/api/v1/users/{name}/earnings",
+            get(crate::earnings::user_earnings),
+        )
+        .route("/api/v1/payouts", get(crate::earnings::payouts))
         .route("/api/v1/servers", get(servers))
         .route("/api/v1/services", get(services))
         .route("/api/v1/db", get(db))
@@ -66,7 +71,7 @@ pub(crate) async fn serve(
 }
 
 /// A JSON reply, counted in btcpool's `request` and `repbytes`.
-fn reply(stats: &Stats, status: StatusCode, body: &Value) -> Response {
+pub(crate) fn reply(stats: &Stats, status: StatusCode, body: &Value) -> Response {
     let text = body.to_string();
     stats.requests.fetch_add(1, Ordering::Relaxed);
     stats
@@ -75,7 +80,7 @@ fn reply(stats: &Stats, status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-fn error(stats: &Stats, status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(stats: &Stats, status: StatusCode, message: impl Into<String>) -> Response {
     reply(stats, status, &json!({ "error": message.into() }))
 }
 
@@ -393,7 +398,7 @@ async fn worker_minutes(
 }
 
 /// The user called `name`, or the reply to give instead.
-async fn find_user(stats: &Stats, name: &str) -> Result<u32, Response> {
+pub(crate) async fn find_user(stats: &Stats, name: &str) -> Result<u32, Response> {
     if name.is_empty() || name.len() > 64 {
         return Err(error(
             stats,

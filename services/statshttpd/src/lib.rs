@@ -23,6 +23,7 @@
 
 mod api;
 mod clock;
+mod earnings;
 mod events;
 mod flush;
 mod ingest;

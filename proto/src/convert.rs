@@ -11,7 +11,7 @@ use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, TxMerkleNode, Txid, W
 use prost::Message;
 use sluice_core::record::{
     BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity,
-    MiningProtocol, ServiceStatus, ShareRecord, ShareStatus, SolvedShare,
+    MiningProtocol, PayoutNews, PayoutState, ServiceStatus, ShareRecord, ShareStatus, SolvedShare,
 };
 use sluice_core::{BlockTemplate, Job, JobId, TemplateId, TemplateTx};
 
@@ -469,6 +469,20 @@ impl From<&Event> for pb::Event {
                     .collect(),
                 problems: s.problems.clone(),
             }),
+            EventKind::Payout(p) => Kind::Payout(pb::Payout {
+                id: p.id,
+                txid: p.txid.to_byte_array().to_vec(),
+                state: match p.state {
+                    PayoutState::Broadcast => pb::PayoutState::Broadcast,
+                    PayoutState::Confirmed => pb::PayoutState::Confirmed,
+                    PayoutState::Failed => pb::PayoutState::Failed,
+                }
+                .into(),
+                total_sat: p.total_sat,
+                network_fee_sat: p.network_fee_sat,
+                users: p.users,
+                error: p.error.clone(),
+            }),
             EventKind::BlockStanding(b) => Kind::BlockStanding(pb::BlockStanding {
                 height: b.height,
                 hash: b.hash.to_byte_array().to_vec(),
@@ -529,6 +543,7 @@ impl TryFrom<pb::Event> for Event {
                     .collect(),
                 problems: s.problems,
             }),
+            Kind::Payout(p) => EventKind::Payout(payout_from_pb(p)?),
             Kind::BlockStanding(b) => {
                 let bad = || ProtoError::Value {
                     field: "block_standing.status",
@@ -554,6 +569,27 @@ impl TryFrom<pb::Event> for Event {
             kind,
         })
     }
+}
+
+fn payout_from_pb(p: pb::Payout) -> Result<PayoutNews, ProtoError> {
+    let bad = || ProtoError::Value {
+        field: "payout.state",
+        value: p.state.to_string(),
+    };
+    Ok(PayoutNews {
+        id: p.id,
+        txid: bitcoin::Txid::from_byte_array(hash32("payout.txid", &p.txid)?),
+        state: match pb::PayoutState::try_from(p.state).map_err(|_| bad())? {
+            pb::PayoutState::Unspecified => return Err(bad()),
+            pb::PayoutState::Broadcast => PayoutState::Broadcast,
+            pb::PayoutState::Confirmed => PayoutState::Confirmed,
+            pb::PayoutState::Failed => PayoutState::Failed,
+        },
+        total_sat: p.total_sat,
+        network_fee_sat: p.network_fee_sat,
+        users: p.users,
+        error: p.error,
+    })
 }
 
 // ---- Payload: one impl per topic message ----

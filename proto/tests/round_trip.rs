@@ -9,8 +9,8 @@ use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, TxMerkleNode, Txid, W
 use proptest::prelude::*;
 use prost::Message;
 use sluice_core::record::{
-    BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity, ServiceStatus,
-    ShareRecord, ShareStatus, SolvedShare,
+    BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity, PayoutNews,
+    PayoutState, ServiceStatus, ShareRecord, ShareStatus, SolvedShare,
 };
 use sluice_core::{BlockTemplate, Job, JobId, TemplateId, TemplateTx};
 use sluice_proto::{Payload, ProtoError, pb};
@@ -237,7 +237,32 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                 })
             },
         );
+    let payout = (
+        any::<u64>(),
+        any::<[u8; 32]>(),
+        prop_oneof![
+            Just(PayoutState::Broadcast),
+            Just(PayoutState::Confirmed),
+            Just(PayoutState::Failed)
+        ],
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        "[a-z ]{0,12}",
+    )
+        .prop_map(|(id, t, state, total_sat, network_fee_sat, users, error)| {
+            EventKind::Payout(PayoutNews {
+                id,
+                txid: bitcoin::Txid::from_byte_array(t),
+                state,
+                total_sat,
+                network_fee_sat,
+                users,
+                error,
+            })
+        });
     prop_oneof![
+        payout,
         miner().prop_map(EventKind::MinerConnected),
         miner().prop_map(EventKind::MinerDisconnected),
         block,

@@ -218,6 +218,36 @@ pub struct BlockStanding {
     pub reward_sat: u64,
 }
 
+/// Where a payout batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutState {
+    /// Sent to the node.
+    Broadcast,
+    /// Confirmed as deep as the payer waits for.
+    Confirmed,
+    /// Can never confirm: its users' balances are back.
+    Failed,
+}
+
+/// A payout batch's news (the payer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutNews {
+    /// The batch.
+    pub id: u64,
+    /// Its transaction.
+    pub txid: bitcoin::Txid,
+    /// Where it stands now.
+    pub state: PayoutState,
+    /// Satoshis to users.
+    pub total_sat: u64,
+    /// The network fee, satoshis.
+    pub network_fee_sat: u64,
+    /// Users paid.
+    pub users: u32,
+    /// Why it failed (empty otherwise).
+    pub error: String,
+}
+
 /// One named figure in a heartbeat (connections, shares/s, lag...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
@@ -272,6 +302,8 @@ pub enum EventKind {
     ServiceStatus(ServiceStatus),
     /// A found block became confirmed or orphaned (or came back).
     BlockStanding(BlockStanding),
+    /// A payout batch was broadcast, confirmed or taken back.
+    Payout(PayoutNews),
 }
 
 /// An event with its time.

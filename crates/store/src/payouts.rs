@@ -258,6 +258,16 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Batch `id`.
+    pub async fn payout(&self, id: u64) -> Result<Option<PayoutRow>, StoreError> {
+        "SELECT id, state, txid, total, network_fee, users, error, \
+         DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') AS created_at FROM payouts WHERE id = ?"
+            .with((id,))
+            .first(self.pool())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Batch `id`'s signed ledger transaction.
     pub async fn payout_txn(&self, id: u64) -> Result<Option<Txn>, StoreError> {
         self.ledger_txn(Kind::Payout, &id.to_string()).await

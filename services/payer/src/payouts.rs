@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use bitcoin::consensus::{deserialize, serialize};
 use bitcoin::{Address, Amount, Transaction};
+use sluice_bus::{Producer, Topic};
+use sluice_core::record::{Event, EventKind, PayoutNews, PayoutState};
 use sluice_ledger::books;
 use sluice_node::{Broadcast, Wallet};
 use sluice_service::Health;
@@ -41,6 +43,8 @@ pub(crate) struct Paymaster<'a> {
     pub(crate) health: &'a Health,
     pub(crate) metrics: &'a PayerMetrics,
     pub(crate) wallet: Wallet,
+    /// Where the news of each batch goes (the Event topic).
+    pub(crate) events: Producer,
 }
 
 impl Paymaster<'_> {
@@ -124,8 +128,35 @@ impl Paymaster<'_> {
             .await?
         {
             tracing::info!(id = open.id, txid = open.txid, "payout broadcast");
+            self.tell(open.id, PayoutState::Broadcast).await;
         }
         Ok(())
+    }
+
+    /// Publishes batch `id`'s news (best effort: the books are the record).
+    async fn tell(&self, id: u64, state: PayoutState) {
+        let Ok(Some(row)) = self.store.payout(id).await else {
+            return;
+        };
+        let Ok(txid) = bitcoin::Txid::from_str(&row.txid) else {
+            return;
+        };
+        let event = Event {
+            timestamp_ms: sluice_service::now_ms(),
+            kind: EventKind::Payout(PayoutNews {
+                id,
+                txid,
+                state,
+                total_sat: row.total,
+                network_fee_sat: row.network_fee,
+                users: row.users,
+                error: row.error.unwrap_or_default(),
+            }),
+        };
+        let topic = Topic::<Event>::new(self.config.kafka.topics.event.clone());
+        if let Err(error) = self.events.send(&topic, b"payer", &event).await {
+            tracing::warn!(%error, id, "payout news not published");
+        }
     }
 
     async fn confirm(&self, open: &OpenPayout) -> anyhow::Result<()> {
@@ -145,6 +176,7 @@ impl Paymaster<'_> {
                 .get_or_create(&StepLabel { step: "confirmed" })
                 .inc();
             tracing::info!(id = open.id, txid = open.txid, "payout confirmed");
+            self.tell(open.id, PayoutState::Confirmed).await;
         }
         Ok(())
     }
@@ -173,6 +205,7 @@ impl Paymaster<'_> {
                 why,
                 "payout failed; its users' balances are back"
             );
+            self.tell(open.id, PayoutState::Failed).await;
         }
         Ok(None)
     }

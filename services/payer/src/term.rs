@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use sluice_bus::Producer;
 use sluice_coord::{Candidate, Coord};
 use sluice_node::Wallet;
 use sluice_service::Context;
@@ -78,6 +79,7 @@ pub(crate) async fn campaign(
                 Some(&p.wallet),
                 Duration::from_secs(p.rpc_timeout_secs),
             )?,
+            events: Producer::new(&config.kafka, 0)?,
         }),
         None => None,
     };

@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use sluice_core::record::{BlockFound, BlockStanding, BlockStatus, ServiceStatus};
+use sluice_core::record::{
+    BlockFound, BlockStanding, BlockStatus, PayoutNews, PayoutState, ServiceStatus,
+};
 
 use crate::view;
 
@@ -139,6 +141,34 @@ impl Watch {
             BlockStatus::Pending => format!(
                 "Block {} is back on the best chain ({} confirmations)\n{}",
                 block.height, block.confirmations, block.hash
+            ),
+        };
+        self.news.push(Notice::News(text));
+    }
+
+    /// A payout batch broadcast, confirmed or taken back.
+    pub fn payout(&mut self, p: &PayoutNews) {
+        let amount = format!(
+            "{:.8} BTC to {} user{} (network fee {} sat)",
+            p.total_sat as f64 / 1e8,
+            p.users,
+            if p.users == 1 { "" } else { "s" },
+            p.network_fee_sat
+        );
+        let text = match p.state {
+            PayoutState::Broadcast => format!(
+                "Payout {} SENT: {amount}
+{}",
+                p.id, p.txid
+            ),
+            PayoutState::Confirmed => format!(
+                "Payout {} CONFIRMED: {amount}
+{}",
+                p.id, p.txid
+            ),
+            PayoutState::Failed => format!(
+                "Payout {} FAILED and taken back ({}): {amount}; the balances are owed again\n{}",
+                p.id, p.error, p.txid
             ),
         };
         self.news.push(Notice::News(text));
@@ -533,6 +563,33 @@ mod tests {
         assert_eq!(told.len(), 1);
         assert!(
             told[0].starts_with("RECOVERED node core-b is behind"),
+            "{told:?}"
+        );
+    }
+
+    #[test]
+    fn each_payout_batch_is_news() {
+        let mut w = Watch::new(AlertConfig::default());
+        let news = |state, error: &str| PayoutNews {
+            id: 7,
+            txid: sluice_core::bitcoin::Txid::from_byte_array([9; 32]),
+            state,
+            total_sat: 4_950_000_000,
+            network_fee_sat: 1_258,
+            users: 2,
+            error: error.into(),
+        };
+        w.payout(&news(PayoutState::Broadcast, ""));
+        w.payout(&news(PayoutState::Failed, "conflicted"));
+        let told = texts(w.evaluate(T0));
+        let told: Vec<&str> = told[0].split("\n\n").collect();
+        assert!(
+            told[0]
+                .starts_with("Payout 7 SENT: 49.50000000 BTC to 2 users (network fee 1258 sat)\n"),
+            "{told:?}"
+        );
+        assert!(
+            told[1].starts_with("Payout 7 FAILED and taken back (conflicted)"),
             "{told:?}"
         );
     }

@@ -488,6 +488,9 @@ async fn follow_events(
                 EventKind::BlockStanding(b) if r.value.timestamp_ms >= started_ms => {
                     lock(&watch).standing(&b);
                 }
+                EventKind::Payout(p) if r.value.timestamp_ms >= started_ms => {
+                    lock(&watch).payout(&p);
+                }
                 _ => {}
             },
             Err(error) => {
@@ -604,6 +607,7 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
             .await
         }
         "speed" => api.get("/api/v1/servers").await.map(|s| view::speed(&s)),
+        "payouts" => api.get("/api/v1/payouts").await.map(|p| view::payouts(&p)),
         "db" => api.get_any("/api/v1/db").await.map(|d| view::db(&d, now)),
         "status" => {
             async {

@@ -16,6 +16,7 @@ pub fn help() -> String {
         "/pool  hashrate, users, workers, rejects",
         "/results  blocks today and this week",
         "/blocks N  the last N blocks",
+        "/payouts  what the pool owes and its last payouts",
         "/workers USER  a user's workers",
         "/db  the database and the stats flushes",
         "/subscribe USER  tell me when USER's workers go offline",
@@ -356,6 +357,52 @@ fn effort(block: &Value) -> String {
     }
 }
 
+/// Satoshis as BTC with 8 decimals.
+fn btc(sat: i64) -> String {
+    format!(
+        "{}{}.{:08}",
+        if sat < 0 { "-" } else { "" },
+        sat.unsigned_abs() / 100_000_000,
+        sat.unsigned_abs() % 100_000_000
+    )
+}
+
+/// `/payouts` from `/api/v1/payouts`: what the pool owes and its newest
+/// batches.
+pub fn payouts(books: &Value) -> String {
+    let sat = |key: &str| books[key].as_i64().unwrap_or(0);
+    let mut lines = vec![
+        format!(
+            "Owed {} BTC payable, {} BTC immature",
+            btc(sat("owed")),
+            btc(sat("immature"))
+        ),
+        format!(
+            "In flight {} BTC, paid {} BTC",
+            btc(sat("in_flight")),
+            btc(sat("paid"))
+        ),
+    ];
+    let list = items(&books["payouts"]);
+    if list.is_empty() {
+        lines.push("No payout yet.".into());
+    }
+    for p in list.iter().take(5) {
+        let txid = p["txid"].as_str().unwrap_or("");
+        lines.push(format!(
+            "#{} {} {}: {} BTC to {} ({} sat fee) {}…",
+            p["id"],
+            p["created_at"].as_str().unwrap_or(""),
+            p["state"].as_str().unwrap_or(""),
+            btc(p["total"].as_i64().unwrap_or(0)),
+            p["users"],
+            p["network_fee"],
+            &txid[..txid.len().min(12)]
+        ));
+    }
+    lines.join("\n")
+}
+
 /// `/blocks N` from `/api/v1/blocks?limit=N`.
 pub fn blocks(blocks: &Value, now_secs: u64) -> String {
     let list = items(&blocks["blocks"]);
@@ -571,6 +618,27 @@ mod tests {
             text.contains("shares 4810, rejected or stale 481 (10.00%)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn payouts_say_what_is_owed_and_the_last_batches() {
+        let books = json!({"owed": 150_000_000, "immature": 7, "in_flight": 0, "paid": 990_001_258i64,
+            "pool": 5, "payouts": [{"id": 3, "state": "confirmed", "txid": "f8a1234a25c345514dddf9c0",
+            "total": 990_000_000, "network_fee": 1258, "users": 2, "error": null,
+            "created_at": "2026-12-07 00:12:53"}]});
+        let text = payouts(&books);
+        assert!(
+            text.starts_with("Owed 1.50000000 BTC payable, 0.00000007 BTC immature"),
+            "{text}"
+        );
+        assert!(text.contains("paid 9.90001258 BTC"), "{text}");
+        assert!(
+            text.contains(
+                "#3 2026-12-07 00:12:53 confirmed: 9.90000000 BTC to 2 (1258 sat fee) f8a1234a25c3…"
+            ),
+            "{text}"
+        );
+        assert!(payouts(&json!({"payouts": []})).ends_with("No payout yet."));
     }
 
     fn blocks_text(b: &Value, now: u64) -> String {

@@ -161,6 +161,18 @@ async function main() {
       `/u/${USER}: ${offline} workers marked offline`,
     );
     check((await desktop.$$("#user-chart canvas")).length > 0, `/u/${USER} draws its 24 h chart`);
+    // Its earnings, as the payer's books say (install/run.sh paid the demo user).
+    const earnings = await api(`/api/v1/users/${USER}/earnings`);
+    const btc = (sat) => (BigInt(sat) / 100000000n).toString() + "." + (BigInt(sat) % 100000000n).toString().padStart(8, "0");
+    check((await text(desktop, "#paid")) === btc(earnings.balances.paid), `/u/${USER} paid ${await text(desktop, "#paid")} vs API ${earnings.balances.paid} sat`);
+    check((await text(desktop, "#payable")) === btc(earnings.balances.payable), `/u/${USER} payable vs API ${earnings.balances.payable} sat`);
+    const payoutRows = await desktop.$$("#payouts-table tbody tr");
+    check(payoutRows.length === Math.min(10, earnings.payouts.length) && payoutRows.length > 0,
+      `/u/${USER}: ${payoutRows.length} payout rows, API ${earnings.payouts.length}`);
+    if (earnings.payouts.length) {
+      const txid = await text(desktop, "#payouts-table tbody tr:first-child td:nth-child(5)");
+      check(txid === earnings.payouts[0].txid, `/u/${USER} newest payout ${txid}`);
+    }
     await shoot(desktop, "user");
 
     // On a phone.

@@ -208,12 +208,50 @@ async function blocksPage(main) {
   );
 }
 
+// Satoshis as BTC, 8 decimals, from whole numbers (no float rounding).
+function btc(sat) {
+  const s = BigInt(sat || 0);
+  const sign = s < 0n ? "-" : "";
+  const a = s < 0n ? -s : s;
+  return sign + (a / 100000000n).toString() + "." + (a % 100000000n).toString().padStart(8, "0");
+}
+
+// The books' part of a user's page: balances, payouts, each block's credit.
+function earningsSection(e) {
+  if (!e) return [el("p", {}, "No payouts here (the payer's books are not answering).")];
+  const b = e.balances;
+  const payouts = e.payouts.slice(0, 10).map((p) => ({
+    attrs: { "data-payout": p.id, class: p.state },
+    cells: [p.id, p.created_at, p.state, btc(p.amount), p.txid],
+  }));
+  const blocks = e.blocks.slice(0, 20).map((k) => ({
+    attrs: { class: k.state },
+    cells: [k.height, k.state, btc(k.credit), percent(Number(k.work), Number(k.window_work))],
+  }));
+  return [
+    el("h2", {}, "Earnings"),
+    el(
+      "section",
+      { class: "cards" },
+      card("immature", "immature (BTC)", btc(b.immature)),
+      card("payable", "payable (BTC)", btc(b.payable)),
+      card("in-flight", "being paid (BTC)", btc(b.in_flight)),
+      card("paid", "paid (BTC)", btc(b.paid)),
+    ),
+    el("p", {}, e.address ? "Paid to " + e.address : "No payout address set (sluicectl payouts address)."),
+    table("payouts-table", ["payout", "when", "state", "amount (BTC)", "transaction"], payouts),
+    el("p", {}, "Blocks: the credit and the share of the block's window of work (PPLNS)."),
+    table("earned-table", ["height", "state", "credit (BTC)", "share of work"], blocks),
+  ];
+}
+
 async function userPage(main, name) {
   const path = "/api/v1/users/" + encodeURIComponent(name);
-  const [user, workers, minutes] = await Promise.all([
+  const [user, workers, minutes, earnings] = await Promise.all([
     api(path),
     api(path + "/workers"),
     api(path + "/minutes").catch(() => null),
+    api(path + "/earnings").catch(() => null),
   ]);
   const t = now();
   const list = workers.workers.map((w) => {
@@ -246,6 +284,7 @@ async function userPage(main, name) {
     minutes ? chart("user-chart", minutes, name + "'s hashrate, last 24 h") : el("p", {}, "No share in 24 h."),
     el("h2", {}, "Workers"),
     table("workers-table", ["worker", "state", "5 min", "1 h", "last share", "rejected (1 h)"], rows),
+    ...earningsSection(earnings),
   );
 }
 

@@ -22,6 +22,8 @@ use crate::{Config, Scheme};
 
 /// Blocks looked at per round.
 const PER_ROUND: u32 = 100;
+/// How often the owed, immature and in-flight gauges are summed.
+const GAUGES_EVERY_MS: u64 = 60_000;
 
 /// What the books keeper needs.
 pub(crate) struct Keeper<'a> {
@@ -31,6 +33,8 @@ pub(crate) struct Keeper<'a> {
     pub(crate) metrics: &'a PayerMetrics,
     /// When users were last credited their PPS value, unix ms.
     pub(crate) pps_at: AtomicU64,
+    /// When the gauges were last set, unix ms.
+    pub(crate) gauges_at: AtomicU64,
 }
 
 impl Keeper<'_> {
@@ -209,8 +213,18 @@ impl Keeper<'_> {
         Ok(format!(", PPS: {sat} sat to {users} users"))
     }
 
+    /// What the books owe, for Prometheus: at most once a minute (it sums
+    /// every entry).
     async fn gauges(&self) -> anyhow::Result<()> {
+        let now = sluice_service::now_ms();
+        if now < self.gauges_at.load(Ordering::Relaxed) + GAUGES_EVERY_MS {
+            return Ok(());
+        }
+        self.gauges_at.store(now, Ordering::Relaxed);
         let balances = self.store.ledger_balances().await?;
+        self.metrics
+            .in_flight
+            .set(balances.get(&Account::InFlight).copied().unwrap_or(0));
         let users = |f: fn(Account) -> bool| -> i64 {
             balances
                 .iter()

@@ -23,6 +23,8 @@ pub(crate) struct PayerMetrics {
     pub(crate) immature: Gauge,
     /// Satoshis owed to users: payable balances.
     pub(crate) owed: Gauge,
+    /// Satoshis in payouts signed or broadcast, not yet confirmed.
+    pub(crate) in_flight: Gauge,
     pub(crate) pps_credited: Counter,
     pub(crate) payouts: Family<StepLabel, Counter>,
     pub(crate) paid: Counter,
@@ -37,6 +39,7 @@ impl PayerMetrics {
             blocks: Family::default(),
             immature: Gauge::default(),
             owed: Gauge::default(),
+            in_flight: Gauge::default(),
             pps_credited: Counter::default(),
             payouts: Family::default(),
             paid: Counter::default(),
@@ -81,6 +84,11 @@ impl PayerMetrics {
                 "payer_paid_sat",
                 "Satoshis put into signed payout batches",
                 m.paid.clone(),
+            );
+            r.register(
+                "payer_in_flight_sat",
+                "Satoshis in payouts signed or broadcast, not yet confirmed (network fees included)",
+                m.in_flight.clone(),
             );
             r.register(
                 "payer_owed_sat",

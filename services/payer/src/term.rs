@@ -66,6 +66,7 @@ pub(crate) async fn campaign(
         health: &ctx.health,
         metrics,
         pps_at: AtomicU64::new(0),
+        gauges_at: AtomicU64::new(0),
     };
     let paymaster = match &config.payouts {
         Some(p) => Some(Paymaster {

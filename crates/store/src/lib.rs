@@ -9,8 +9,10 @@ mod earnings;
 mod ledger;
 mod migrate;
 mod payouts;
+mod recount;
 mod status;
 mod users;
+mod work;
 mod workers;
 
 use std::time::Duration;
@@ -20,11 +22,12 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
 pub use earnings::{EarnedBlock, UserEntry, UserPayout};
-pub use ledger::{BlockToCredit, CreditedBlock, Settling, WorkBatch};
+pub use ledger::{BlockToCredit, CreditedBlock, Settling};
 pub use migrate::{MIGRATIONS, Migration};
 pub use payouts::{Due, OpenPayout, PayoutRow};
 pub use status::{DbStatus, TableSize};
 pub use users::User;
+pub use work::WorkBatch;
 pub use workers::KnownWorker;
 
 /// What can go wrong talking to the database.

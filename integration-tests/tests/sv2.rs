@@ -286,12 +286,19 @@ user_identity = "{user}"
     )
     .await;
     assert!(took > 0, "{judged:?}");
+    // A block whose "accepted" had not reached its miner when the miners
+    // stopped is recorded but not in their list (the simulator lists a
+    // block on its answer): at most one per unanswered submit.
+    let not_reported = recorded
+        .iter()
+        .filter(|h| !report.blocks_found.contains(h))
+        .count() as u64;
     assert!(
-        recorded.iter().all(|h| report.blocks_found.contains(h)),
-        "recorded {recorded:?}, found {:?}",
+        not_reported <= unanswered,
+        "recorded {recorded:?}, found {:?}, {unanswered} submits unanswered",
         report.blocks_found
     );
-    let unrecorded = report.blocks_found.len() as u64 - took;
+    let unrecorded = report.blocks_found.len() as u64 - (took - not_reported);
     assert!(
         unrecorded <= judged.get("stale").copied().unwrap_or(0),
         "{unrecorded} blocks the miners found are not recorded; sserver judged {judged:?}"

@@ -303,21 +303,33 @@ fn with_topic<R>(
     name: &str,
     f: impl FnOnce(&rdkafka::metadata::MetadataTopic) -> Result<R, BusError>,
 ) -> Result<R, BusError> {
-    let metadata = consumer
-        .fetch_metadata(Some(name), Timeout::After(Duration::from_secs(10)))
-        .map_err(|e| admin_error("metadata")(e.to_string()))?;
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == name)
-        .ok_or_else(|| admin_error("metadata")(format!("no topic {name}")))?;
-    if let Some(err) = t.error() {
-        return Err(admin_error("metadata")(format!(
-            "topic {name}: {}",
-            RDKafkaErrorCode::from(err)
-        )));
+    // A topic created a moment ago may not be in every broker's metadata
+    // yet (seen as UnknownTopicOrPartition right after create_topics): its
+    // metadata is asked again until WATERMARK_PATIENCE has passed.
+    let deadline = std::time::Instant::now() + WATERMARK_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let metadata = consumer
+            .fetch_metadata(Some(name), Timeout::After(Duration::from_secs(10)))
+            .map_err(|e| admin_error("metadata")(e.to_string()))?;
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| admin_error("metadata")(format!("no topic {name}")))?;
+        match t.error().map(RDKafkaErrorCode::from) {
+            None => return f(t),
+            Some(code)
+                if leader_moving(Some(code)) && std::time::Instant::now() + pause < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Some(code) => {
+                return Err(admin_error("metadata")(format!("topic {name}: {code}")));
+            }
+        }
     }
-    f(t)
 }
 
 /// The partition ids of `topic`; an error if the topic does not exist.

@@ -98,7 +98,9 @@ log "its health (http://127.0.0.1:8080/api/v1/health):"
 curl -s http://127.0.0.1:8080/api/v1/health
 echo
 supervisorctl_ restart payer >/dev/null
-payer_leads() { curl -sf http://127.0.0.1:9110/health | grep -q 'leader, epoch'; }
+# Its /health answers 503 while a component is down (a wallet that cannot pay
+# yet, on an operator's node): the election is what this waits for.
+payer_leads() { curl -s http://127.0.0.1:9110/health | grep -q 'leader, epoch'; }
 wait_until 30 "the payer to keep the books (127.0.0.1:9110/health)" payer_leads
 log "the payer keeps the books (PPLNS, deploy/config/payer.toml) and pays from the node's wallet: $(curl -s http://127.0.0.1:9110/health)"
 if [ -z "$OWN_NODE" ]; then

@@ -210,14 +210,42 @@ impl Paymaster<'_> {
         Ok(None)
     }
 
+    /// Reports in /health whether the wallet covers what is due.
+    fn wallet_short(&self, spendable: u64, short: u64) {
+        if short == 0 {
+            self.health
+                .set("wallet", true, format!("{spendable} sat spendable"));
+        } else {
+            tracing::warn!(
+                spendable,
+                short,
+                "the wallet cannot pay every due balance; paying what it can"
+            );
+            self.health.set(
+                "wallet",
+                false,
+                format!("{spendable} sat spendable, {short} sat due that it cannot pay now"),
+            );
+        }
+    }
+
     /// Builds, records and broadcasts a batch for every due user.
     async fn pay(&self) -> anyhow::Result<String> {
         let due = self
             .store
             .due_payouts(self.payouts.min_payout_sat, self.payouts.max_users)
             .await?;
+        if due.is_empty() {
+            return Ok("nothing due".into());
+        }
+        // What the wallet can spend, less room for the fee: a wallet short of
+        // what the books owe pays what it can, the largest balances first,
+        // and says so; the rest stays owed.
+        let reserve = self.payouts.fee_rate_sat_vb * (1_000 + 50 * due.len() as u64);
+        let spendable = self.wallet.balances().await?.trusted.to_sat();
+        let mut available = spendable.saturating_sub(reserve);
         let network = self.config.network();
-        let mut items = Vec::new();
+        let (mut items, mut short) = (Vec::new(), 0u64);
         let mut outputs: BTreeMap<String, Amount> = BTreeMap::new();
         for d in due {
             let Some(address) = Address::from_str(&d.address)
@@ -227,11 +255,20 @@ impl Paymaster<'_> {
                 tracing::warn!(user = d.user_id, address = d.address, %network, "payout address is not one of this network's; not paid");
                 continue;
             };
-            *outputs.entry(address.to_string()).or_default() += Amount::from_sat(d.balance);
-            items.push((d.user_id, d.address, d.balance));
+            let amount = d.balance.min(available);
+            short += d.balance - amount;
+            if amount < d.balance.min(self.payouts.min_payout_sat) || amount == 0 {
+                continue;
+            }
+            available -= amount;
+            *outputs.entry(address.to_string()).or_default() += Amount::from_sat(amount);
+            items.push((d.user_id, d.address, amount));
         }
+        self.wallet_short(spendable, short);
         if items.is_empty() {
-            return Ok("nothing due".into());
+            anyhow::bail!(
+                "Insufficient funds: the wallet can spend {spendable} sat, the books owe {short} sat due"
+            );
         }
         failpoint::reach("before_build").await;
         if !self.payouts.wallet_passphrase.is_empty() {

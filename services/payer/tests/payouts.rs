@@ -247,3 +247,44 @@ async fn a_locked_or_empty_wallet_marks_nothing_paid() {
     assert_eq!(b.balance(Account::InFlight).await, 0);
     b.end().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_short_of_what_is_owed_pays_what_it_can_and_says_so() {
+    let mut b = Books::new().await;
+    let node = Node::start("").await;
+    // One coinbase in the wallet (50 BTC) for two blocks in the books (99 BTC owed).
+    node.fund(1).await;
+    matured_block(&b).await;
+    b.share(2, 1, 40, ShareStatus::Block, 8).await;
+    let second = b.found(8, 2).await;
+    b.store
+        .set_block_standing(&second, BlockStatus::Confirmed, 101)
+        .await
+        .unwrap();
+    b.start(config(&b, node.payouts("")));
+    let sent = payout_where(&b, "a payout broadcast", |r| r.state == "broadcast").await;
+    // The largest balance first, as much as the wallet holds less room for the fee.
+    assert_eq!(sent.users, 1);
+    assert!(
+        sent.total > 4_990_000_000 && sent.total < 5_000_000_000,
+        "{}",
+        sent.total
+    );
+    let left = b.balance(Account::Balance(1)).await;
+    assert!(left > 0, "the rest stays owed: {left}");
+    let health = b.ctxs[0].health.clone();
+    let why = eventually(
+        Duration::from_secs(10),
+        "the shortfall reported",
+        || async {
+            health
+                .snapshot()
+                .get("wallet")
+                .filter(|h| !h.ok)
+                .map(|h| h.detail.clone())
+        },
+    )
+    .await;
+    assert!(why.contains("cannot pay now"), "{why}");
+    b.end().await;
+}

@@ -10,20 +10,19 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::consensus::deserialize;
 use bitcoin::{Address, Amount, Block, ScriptBuf};
-use bitcoincore_rpc::{Auth, Client, RpcApi};
-use serde_json::{Value, json};
+
+use serde_json::json;
 use sluice_core::ShareStatus;
 use sluice_ledger::books::Account;
 use sluice_store::BlockStatus;
 use sluice_testkit::{eventually, free_port, unique_name};
 
 mod common;
-use common::Books;
+use common::{Books, Node};
 
 const ALICE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const BOB: &str = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry";
@@ -77,40 +76,7 @@ impl Drop for Payer {
     }
 }
 
-struct Node {
-    _ctx: sluice_service::Context,
-    rpc: std::net::SocketAddr,
-    client: Arc<Client>,
-}
-
 impl Node {
-    async fn start() -> Node {
-        let ctx = sluice_rig::context();
-        let config = nodesim::Config {
-            mempool_size: 0,
-            ..nodesim::Config::ephemeral()
-        };
-        let ep = nodesim::start(config, &ctx).await.unwrap();
-        let client = Client::new(
-            &format!("http://{}", ep.rpc),
-            Auth::UserPass("sluice".into(), "sluice".into()),
-        )
-        .unwrap();
-        Node {
-            _ctx: ctx,
-            rpc: ep.rpc,
-            client: Arc::new(client),
-        }
-    }
-
-    async fn call(&self, method: &'static str, params: Vec<Value>) -> Value {
-        let client = self.client.clone();
-        tokio::task::spawn_blocking(move || client.call::<Value>(method, &params))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{method}: {e}"))
-    }
-
     /// Satoshis paid to `address` by every transaction of the chain and the
     /// mempool, and how many outputs paid it.
     async fn paid(&self, address: &str) -> (Amount, usize) {
@@ -187,7 +153,7 @@ async fn a_payer_killed_at_any_step_of_a_payout_pays_everyone_exactly_once() {
 
 async fn drill(step: &str) {
     let b = Books::new().await;
-    let node = Node::start().await;
+    let node = Node::start("").await;
     let wallet = nodesim::first_address(1).to_string();
     node.call("generatetoaddress", vec![json!(2), json!(wallet)])
         .await;

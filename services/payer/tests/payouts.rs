@@ -6,62 +6,25 @@
 #![allow(clippy::unwrap_used)]
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::consensus::deserialize;
 use bitcoin::{Address, Amount, Transaction};
-use bitcoincore_rpc::{Auth, Client, RpcApi};
 use payer::{Config, NodeConfig, PayoutConfig, Scheme};
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_core::ShareStatus;
 use sluice_ledger::books::{Account, POOL};
-use sluice_service::Context;
 use sluice_store::{BlockStatus, PayoutRow};
 use sluice_testkit::eventually;
 
 mod common;
-use common::Books;
+use common::{Books, Node, unhealthy};
 
 /// Two miners' regtest addresses (BIP173's examples: P2WPKH and P2WSH).
 const ALICE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const BOB: &str = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry";
 
-struct Node {
-    _ctx: Context,
-    rpc: std::net::SocketAddr,
-    client: Arc<Client>,
-}
-
 impl Node {
-    async fn start(passphrase: &str) -> Node {
-        let ctx = sluice_rig::context();
-        let config = nodesim::Config {
-            mempool_size: 0,
-            wallet_passphrase: passphrase.into(),
-            ..nodesim::Config::ephemeral()
-        };
-        let ep = nodesim::start(config, &ctx).await.unwrap();
-        let client = Client::new(
-            &format!("http://{}", ep.rpc),
-            Auth::UserPass("sluice".into(), "sluice".into()),
-        )
-        .unwrap();
-        Node {
-            _ctx: ctx,
-            rpc: ep.rpc,
-            client: Arc::new(client),
-        }
-    }
-
-    async fn call(&self, method: &'static str, params: Vec<Value>) -> Value {
-        let client = self.client.clone();
-        tokio::task::spawn_blocking(move || client.call::<Value>(method, &params))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{method}: {e}"))
-    }
-
     /// `n` blocks paying the wallet, matured by 100 more.
     async fn fund(&self, n: u64) {
         let wallet = nodesim::first_address(1).to_string();
@@ -208,19 +171,7 @@ async fn a_locked_or_empty_wallet_marks_nothing_paid() {
     locked.fund(2).await;
     matured_block(&b).await;
     b.start(config(&b, locked.payouts("")));
-    let health = b.ctxs[0].health.clone();
-    let why = eventually(
-        Duration::from_secs(30),
-        "payouts reported failing",
-        || async {
-            health
-                .snapshot()
-                .get("payouts")
-                .filter(|h| !h.ok)
-                .map(|h| h.detail.clone())
-        },
-    )
-    .await;
+    let why = unhealthy(&b.ctxs[0].health, "payouts").await;
     assert!(why.contains("walletpassphrase"), "{why}");
     assert!(b.store.payouts(10).await.unwrap().is_empty());
     assert_eq!(b.balance(Account::Balance(1)).await, 3_712_500_000);
@@ -229,19 +180,7 @@ async fn a_locked_or_empty_wallet_marks_nothing_paid() {
     // Empty: nothing to spend.
     let empty = Node::start("").await;
     b.start(config(&b, empty.payouts("")));
-    let health = b.ctxs[1].health.clone();
-    let why = eventually(
-        Duration::from_secs(30),
-        "payouts reported failing",
-        || async {
-            health
-                .snapshot()
-                .get("payouts")
-                .filter(|h| !h.ok)
-                .map(|h| h.detail.clone())
-        },
-    )
-    .await;
+    let why = unhealthy(&b.ctxs[1].health, "payouts").await;
     assert!(why.contains("Insufficient funds"), "{why}");
     assert!(b.store.payouts(10).await.unwrap().is_empty());
     assert_eq!(b.balance(Account::InFlight).await, 0);

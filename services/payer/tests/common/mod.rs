@@ -225,3 +225,63 @@ url = "{mysql}"
 pub fn near(v: i64, exact: f64) -> bool {
     (v as f64 - exact).abs() <= 1.0
 }
+
+/// A nodesim whose wallet the payer pays from (`passphrase`: locked until
+/// unlocked; "" for none), no synthetic transactions.
+pub struct Node {
+    _ctx: Context,
+    pub rpc: std::net::SocketAddr,
+    client: std::sync::Arc<bitcoincore_rpc::Client>,
+}
+
+impl Node {
+    pub async fn start(passphrase: &str) -> Node {
+        let ctx = sluice_rig::context();
+        let config = nodesim::Config {
+            mempool_size: 0,
+            wallet_passphrase: passphrase.into(),
+            ..nodesim::Config::ephemeral()
+        };
+        let ep = nodesim::start(config, &ctx).await.unwrap();
+        let client = bitcoincore_rpc::Client::new(
+            &format!("http://{}", ep.rpc),
+            bitcoincore_rpc::Auth::UserPass("sluice".into(), "sluice".into()),
+        )
+        .unwrap();
+        Node {
+            _ctx: ctx,
+            rpc: ep.rpc,
+            client: std::sync::Arc::new(client),
+        }
+    }
+
+    /// `method` with `params`; a refusal fails the test.
+    pub async fn call(
+        &self,
+        method: &'static str,
+        params: Vec<serde_json::Value>,
+    ) -> serde_json::Value {
+        use bitcoincore_rpc::RpcApi;
+        let client = self.client.clone();
+        tokio::task::spawn_blocking(move || client.call::<serde_json::Value>(method, &params))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+}
+
+/// Why `component` of `health` is down, once it is (30 s at most).
+pub async fn unhealthy(health: &sluice_service::Health, component: &str) -> String {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{component} reported failing"),
+        || async {
+            health
+                .snapshot()
+                .get(component)
+                .filter(|h| !h.ok)
+                .map(|h| h.detail.clone())
+        },
+    )
+    .await
+}

@@ -53,14 +53,22 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// The newest share time read per partition of `topic`.
-    pub async fn payout_newest(&self, topic: &str) -> Result<HashMap<i32, u64>, StoreError> {
-        let rows: Vec<(i32, u64)> = "SELECT part, newest_ms FROM payout_offsets WHERE topic = ?"
-            .with((topic,))
-            .fetch(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows.into_iter().collect())
+    /// Per partition of `topic`: the next offset to read and the newest
+    /// share time read, as of one read.
+    pub async fn payout_positions(
+        &self,
+        topic: &str,
+    ) -> Result<HashMap<i32, (i64, u64)>, StoreError> {
+        let rows: Vec<(i32, i64, u64)> =
+            "SELECT part, next_offset, newest_ms FROM payout_offsets WHERE topic = ?"
+                .with((topic,))
+                .fetch(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(p, next, newest)| (p, (next, newest)))
+            .collect())
     }
 
     /// Writes `batch` in one transaction. The offsets move only from where

@@ -91,16 +91,14 @@ impl Keeper<'_> {
         let now = sluice_service::now_ms();
         // Ends first: what the books hold after them was read after them.
         let marks = fetch_watermarks(&self.config.kafka, topic).await?;
-        let next = self.store.payout_offsets(topic).await?;
-        let newest = self.store.payout_newest(topic).await?;
+        let read = self.store.payout_positions(topic).await?;
         let through = marks
             .iter()
-            .map(|&(part, low, high)| {
-                if next.get(&part).copied().unwrap_or(low) >= high {
-                    now
-                } else {
-                    newest.get(&part).copied().unwrap_or(0)
-                }
+            .map(|&(part, low, high)| match read.get(&part) {
+                Some(&(next, _)) if next >= high => now,
+                Some(&(_, newest)) => newest,
+                None if low >= high => now,
+                None => 0,
             })
             .min()
             .unwrap_or(now);

@@ -34,6 +34,20 @@ pub fn value(work: u128, block_work: u128, reward: u64, fee_bps: u32) -> Option<
     mul_div(work, scaled, block_work.checked_mul(u128::from(BPS))?)
 }
 
+/// The heights whose blocks' fees FPPS averages for a share of a job at
+/// `height`: the `blocks` before it, genesis excepted (a young chain has
+/// fewer; a chain of only genesis, none).
+pub fn fee_heights(height: u32, blocks: u32) -> std::ops::Range<u32> {
+    height.saturating_sub(blocks).max(1)..height.max(1)
+}
+
+/// The fees a block pays on average, whole satoshis (floored): FPPS values
+/// a share at the subsidy plus this of the blocks [`fee_heights`] names.
+pub fn mean_fees(fees: &[u64]) -> u64 {
+    let sum: u128 = fees.iter().map(|&f| u128::from(f)).sum();
+    sum.checked_div(fees.len() as u128).unwrap_or(0) as u64
+}
+
 /// The whole satoshis between two running totals of [`value`]s.
 pub fn credit(total_before: u128, total_after: u128) -> u64 {
     ((total_after >> FRACTION_BITS) - (total_before >> FRACTION_BITS)) as u64
@@ -62,6 +76,17 @@ mod tests {
         // Three thirds floored are a hair under one satoshi; the fourth tips it.
         assert_eq!(credit(third * 2, third * 3), 0);
         assert_eq!(credit(third * 3, third * 4), 1);
+    }
+
+    #[test]
+    fn fpps_averages_the_blocks_before_the_share_s_height() {
+        assert_eq!(fee_heights(1_000, 144), 856..1_000);
+        assert_eq!(fee_heights(10, 144), 1..10, "a young chain: all it has");
+        assert_eq!(fee_heights(1, 144), 1..1, "only genesis: none");
+        assert_eq!(fee_heights(0, 144), 1..1);
+        assert_eq!(mean_fees(&[]), 0);
+        assert_eq!(mean_fees(&[10, 11]), 10, "floored");
+        assert_eq!(mean_fees(&[u64::MAX, u64::MAX]), u64::MAX, "no overflow");
     }
 
     #[test]

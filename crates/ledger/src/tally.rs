@@ -16,12 +16,30 @@ use sluice_core::record::ShareRecord;
 use crate::{pps, share_work};
 
 /// PPS terms: each share's value is paid at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PpsTerms {
     /// The network (its subsidy schedule).
     pub network: Network,
     /// The pool's fee, basis points.
     pub fee_bps: u32,
+    /// FPPS: the fees a block pays on average, recorded per job height
+    /// ([`pps::mean_fees`] of the blocks before it); `None` under PPS.
+    pub fees: Option<BTreeMap<u32, u64>>,
+}
+
+impl PpsTerms {
+    /// What a block at `height` is taken to pay: the subsidy, plus under
+    /// FPPS the recorded mean fees (an error if none is recorded).
+    pub fn reward(&self, height: u32) -> Result<u64, Unusable> {
+        let subsidy = block_subsidy(self.network, height).to_sat();
+        match &self.fees {
+            None => Ok(subsidy),
+            Some(fees) => fees
+                .get(&height)
+                .map(|f| subsidy.saturating_add(*f))
+                .ok_or(Unusable::NoFees(height)),
+        }
+    }
 }
 
 /// A block share as the books keep it.
@@ -53,18 +71,29 @@ pub struct Tally {
 
 /// A share the books cannot count.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("share difficulty {0} is not a positive number")]
-pub struct Unusable(pub f64);
+pub enum Unusable {
+    /// Its difficulty.
+    #[error("share difficulty {0} is not a positive number")]
+    Difficulty(f64),
+    /// FPPS without the fees of its height recorded.
+    #[error("no FPPS fees are recorded for height {0}")]
+    NoFees(u32),
+}
 
 impl Tally {
     /// Adds `share`; with `pps`, its value too.
-    pub fn add(&mut self, share: &ShareRecord, pps: Option<PpsTerms>) -> Result<(), Unusable> {
+    pub fn add(&mut self, share: &ShareRecord, pps: Option<&PpsTerms>) -> Result<(), Unusable> {
         let d = share.share_difficulty;
         if !(d.is_finite() && d > 0.0) {
-            return Err(Unusable(d));
+            return Err(Unusable::Difficulty(d));
         }
+        let accepted = share.status.is_accepted();
+        let reward = match pps {
+            Some(terms) if accepted => Some(terms.reward(share.height)?),
+            _ => None,
+        };
         self.shares += 1;
-        if !share.status.is_accepted() {
+        if !accepted {
             return Ok(());
         }
         let work = *self
@@ -79,10 +108,9 @@ impl Tally {
             .or_default();
         slot.0 = slot.0.saturating_add(work);
         slot.1 += 1;
-        if let Some(terms) = pps {
+        if let (Some(terms), Some(reward)) = (pps, reward) {
             let block = sluice_core::hashes_of(Target::from_compact(share.network_bits));
-            let subsidy = block_subsidy(terms.network, share.height).to_sat();
-            let v = pps::value(work, block, subsidy, terms.fee_bps).unwrap_or(0);
+            let v = pps::value(work, block, reward, terms.fee_bps).unwrap_or(0);
             let total = self.pps.entry(share.user_id).or_default();
             *total = total.saturating_add(v);
         }
@@ -154,7 +182,7 @@ mod tests {
         assert!(t.pps.is_empty());
         assert_eq!(
             t.add(&share(1, 0.0, ShareStatus::Accepted, 1), None),
-            Err(Unusable(0.0))
+            Err(Unusable::Difficulty(0.0))
         );
     }
 
@@ -166,9 +194,33 @@ mod tests {
         let terms = PpsTerms {
             network: Network::Regtest,
             fee_bps: 100,
+            fees: None,
         };
-        t.add(&share(1, 1.0, ShareStatus::Accepted, 0), Some(terms))
+        t.add(&share(1, 1.0, ShareStatus::Accepted, 0), Some(&terms))
             .unwrap();
         assert_eq!(pps::credit(0, t.pps[&1]), 2_475_000_000);
+    }
+
+    #[test]
+    fn under_fpps_a_share_is_worth_its_chance_of_the_subsidy_and_the_mean_fees() {
+        // As above, plus 0.1 BTC of fees recorded for height 200.
+        let terms = PpsTerms {
+            network: Network::Regtest,
+            fee_bps: 100,
+            fees: Some(BTreeMap::from([(200, 10_000_000)])),
+        };
+        let mut t = Tally::default();
+        t.add(&share(1, 1.0, ShareStatus::Accepted, 0), Some(&terms))
+            .unwrap();
+        assert_eq!(pps::credit(0, t.pps[&1]), 2_484_900_000);
+        // A share whose height has no recorded fees is refused whole: no
+        // work counted without its value.
+        let mut other = share(2, 1.0, ShareStatus::Accepted, 0);
+        other.height = 201;
+        assert_eq!(t.add(&other, Some(&terms)), Err(Unusable::NoFees(201)));
+        assert_eq!((t.shares, t.work.len()), (1, 1));
+        // A stale share needs no fees: it is worth nothing.
+        other.status = ShareStatus::Stale;
+        assert_eq!(t.add(&other, Some(&terms)), Ok(()));
     }
 }

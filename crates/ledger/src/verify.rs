@@ -88,7 +88,7 @@ impl Recount {
                     .or_default() += work;
             }
         }
-        if let (Some(terms), Some(k)) = (self.terms, self.pps_cuts.iter().position(before)) {
+        if let (Some(terms), Some(k)) = (&self.terms, self.pps_cuts.iter().position(before)) {
             let mut one = Tally::default();
             if one.add(share, Some(terms)).is_ok()
                 && let Some(v) = one.pps.get(&share.user_id)
@@ -191,6 +191,7 @@ mod tests {
         let terms = PpsTerms {
             network: Network::Regtest,
             fee_bps: 0,
+            fees: None,
         };
         let cuts = vec![
             [(0, 2)].into_iter().collect(),

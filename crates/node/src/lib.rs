@@ -242,6 +242,20 @@ impl NodeRpc {
         self.call("getblockchaininfo", vec![]).await
     }
 
+    /// `getblockstats <height> ["totalfee"]`: the fees the transactions of
+    /// the best chain's block at `height` pay, satoshis (Core needs the
+    /// block's undo data: a pruned node cannot answer for pruned blocks).
+    pub async fn block_fees(&self, height: u32) -> Result<u64, NodeError> {
+        #[derive(Deserialize)]
+        struct Stats {
+            totalfee: u64,
+        }
+        let stats: Stats = self
+            .call("getblockstats", vec![json!(height), json!(["totalfee"])])
+            .await?;
+        Ok(stats.totalfee)
+    }
+
     /// `getblockcount`: the height of the node's best chain.
     pub async fn block_count(&self) -> Result<u64, NodeError> {
         self.call("getblockcount", vec![]).await

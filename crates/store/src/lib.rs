@@ -6,6 +6,7 @@
 
 mod blocks;
 mod earnings;
+mod fees;
 mod ledger;
 mod migrate;
 mod payouts;
@@ -22,6 +23,7 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 pub use blocks::{BlockStatus, BlockWork, FoundBlock, ListedBlock, Unsettled};
 pub use earnings::{EarnedBlock, UserEntry, UserPayout};
+pub use fees::FeeRecord;
 pub use ledger::{BlockToCredit, CreditedBlock, Settling};
 pub use migrate::{MIGRATIONS, Migration};
 pub use payouts::{Due, OpenPayout, PayoutRow};

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005", "users_updated"),
     migration!(6, "0006", "block_status"),
     migration!(7, "0007", "payouts"),
+    migration!(8, "0008", "fpps_fees"),
 ];
 
 const LOCK_NAME: &str = "sluice.schema_migrations";

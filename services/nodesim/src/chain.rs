@@ -31,6 +31,9 @@ const MUTATION_OR_POW: [&str; 6] = [
 pub(crate) struct Stored {
     pub(crate) block: Block,
     pub(crate) height: u32,
+    /// What its transactions pay in fees (Core's `getblockstats` totalfee);
+    /// for a block stored on a side branch, of the transactions nodesim knew.
+    pub(crate) fees: Amount,
 }
 
 /// What `submitblock` concluded.
@@ -93,6 +96,7 @@ impl Chain {
             Stored {
                 block: genesis,
                 height: 0,
+                fees: Amount::ZERO,
             },
         );
         Chain {
@@ -209,7 +213,18 @@ impl Chain {
             .skip(1)
             .map(Transaction::compute_txid)
             .collect();
-        self.blocks.insert(hash, Stored { block, height });
+        let fees = block.txdata[1..]
+            .iter()
+            .filter_map(|tx| self.known_fee(&tx.compute_txid()))
+            .sum();
+        self.blocks.insert(
+            hash,
+            Stored {
+                block,
+                height,
+                fees,
+            },
+        );
         if extends_tip {
             self.active.push(hash);
             self.mempool.remove_mined(&mined);

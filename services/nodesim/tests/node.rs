@@ -234,6 +234,41 @@ async fn a_pool_built_block_is_accepted_announced_and_becomes_the_tip() {
         .await
         .unwrap();
     assert_eq!((header.height, header.confirmations), (1, 1));
+    // getblockstats: the fees its transactions pay, by height or hash, only
+    // the statistics asked for; Core's errors past the tip and for a name
+    // it does not know.
+    let stats: Value = sim
+        .rpc(|c| c.call("getblockstats", &[json!(1), json!(["totalfee", "height"])]))
+        .await
+        .unwrap();
+    assert_eq!(stats, json!({ "totalfee": fees.to_sat(), "height": 1 }));
+    let by_hash: Value = sim
+        .rpc(move |c| c.call("getblockstats", &[json!(hash)]))
+        .await
+        .unwrap();
+    assert_eq!(by_hash["totalfee"], json!(fees.to_sat()));
+    assert_eq!(by_hash["txs"], json!(block.txdata.len()));
+    let genesis: Value = sim
+        .rpc(|c| c.call("getblockstats", &[json!(0), json!(["totalfee"])]))
+        .await
+        .unwrap();
+    assert_eq!(genesis, json!({ "totalfee": 0 }));
+    let past = sim
+        .rpc(|c| c.call::<Value>("getblockstats", &[json!(2)]))
+        .await
+        .unwrap_err();
+    assert!(
+        past.to_string().contains("Target block height 2 after current tip 1"),
+        "{past}"
+    );
+    let unknown = sim
+        .rpc(|c| c.call::<Value>("getblockstats", &[json!(1), json!(["nonsense"])]))
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("Invalid selected statistic 'nonsense'"),
+        "{unknown}"
+    );
     let next = sim.template().await;
     assert_eq!(next.previous_block_hash, hash);
     assert_eq!(next.height, 2);

@@ -116,7 +116,7 @@ impl Keeper<'_> {
                 self.config.fee_bps,
             ),
             // Shares were paid as they came: the block is the pool's.
-            Scheme::Pps => (0, 0),
+            Scheme::Pps | Scheme::Fpps => (0, 0),
         };
         let topic = &self.config.kafka.topics.share;
         let (cut, minutes) = self.store.work_snapshot(topic, minute, size).await?;
@@ -197,7 +197,7 @@ impl Keeper<'_> {
     async fn credit_pps(&self) -> anyhow::Result<String> {
         let now = sluice_service::now_ms();
         let due = self.pps_at.load(Ordering::Relaxed) + self.config.pps_credit_secs * 1000;
-        if self.config.scheme != Scheme::Pps || now < due {
+        if !self.config.scheme.pays_per_share() || now < due {
             return Ok(String::new());
         }
         let topic = &self.config.kafka.topics.share;

@@ -14,8 +14,9 @@ use sluice_service::{Backoff, Health};
 use sluice_store::{Store, StoreError, WorkBatch};
 use tokio_util::sync::CancellationToken;
 
+use crate::Config;
+use crate::fees::Pricing;
 use crate::metrics::PayerMetrics;
-use crate::{Config, Scheme};
 
 /// Shares at most in one database transaction.
 const BATCH_MAX: usize = 5_000;
@@ -51,7 +52,7 @@ impl Reader<'_> {
                 },
             )
             .await;
-        let Some((consumer, mut at)) = opened else {
+        let Some((consumer, mut at, mut pricing)) = opened else {
             return Ok(());
         };
         self.health.set(
@@ -63,7 +64,10 @@ impl Reader<'_> {
             let Some(records) = gather(&consumer, term).await else {
                 return Ok(());
             };
-            let batch = self.batch(topic.name(), &at, &records);
+            if !self.price(&mut pricing, &records, term, &mut backoff).await {
+                return Ok(());
+            }
+            let batch = self.batch(topic.name(), &at, &records, pricing.terms());
             if !self.write(&batch, term, &mut backoff).await? {
                 return Ok(());
             }
@@ -84,7 +88,8 @@ impl Reader<'_> {
     async fn open(
         &self,
         topic: &Topic<ShareRecord>,
-    ) -> anyhow::Result<(LogConsumer<ShareRecord>, BTreeMap<i32, Option<i64>>)> {
+    ) -> anyhow::Result<(LogConsumer<ShareRecord>, BTreeMap<i32, Option<i64>>, Pricing)> {
+        let pricing = Pricing::new(self.config, self.store).await?;
         let resume = self.store.payout_offsets(topic.name()).await?;
         let group = format!("sluice-payer-{}", self.config.service.instance);
         let (consumer, starts) =
@@ -102,7 +107,32 @@ impl Reader<'_> {
             .iter()
             .map(|s| (s.partition, resume.get(&s.partition).copied()))
             .collect();
-        Ok((consumer, at))
+        Ok((consumer, at, pricing))
+    }
+
+    /// Makes `pricing` ready to value `records`, retrying while the node or
+    /// the database is away; false if the term ended first.
+    async fn price(
+        &self,
+        pricing: &mut Pricing,
+        records: &[Record<ShareRecord>],
+        term: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> bool {
+        loop {
+            match pricing.prepare(self.store, records).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    self.health.set("fees", false, error.clone());
+                    tracing::warn!(error, retry_in = ?backoff.delay(), "valuing shares needs the blocks' fees; retrying");
+                    if !backoff.wait(term).await {
+                        return false;
+                    }
+                    self.health.set("fees", true, "blocks' fees read");
+                }
+            }
+        }
     }
 
     fn batch(
@@ -110,11 +140,8 @@ impl Reader<'_> {
         topic: &str,
         at: &BTreeMap<i32, Option<i64>>,
         records: &[Record<ShareRecord>],
+        terms: Option<&PpsTerms>,
     ) -> WorkBatch {
-        let terms = (self.config.scheme == Scheme::Pps).then(|| PpsTerms {
-            network: self.config.network(),
-            fee_bps: self.config.fee_bps,
-        });
         let now = sluice_service::now_ms();
         let mut tally = Tally::default();
         let mut offsets: BTreeMap<i32, (Option<i64>, i64, u64)> = BTreeMap::new();

@@ -9,7 +9,7 @@
 //!   every share counts exactly once whatever is killed when;
 //! - credits each found block once its minute's shares are all in
 //!   (`blocks.rs`): PPLNS splits the reward by the window's work to the
-//!   satoshi, PPS gives it to the pool; credits are immature until
+//!   satoshi, PPS and FPPS (`fees.rs`) give it to the pool; credits are immature until
 //!   blkmaker finds the block confirmed (101 confirmations), and taken back
 //!   by opposite entries if it is orphaned.
 //!
@@ -19,6 +19,7 @@
 
 mod blocks;
 mod failpoint;
+mod fees;
 mod ingest;
 mod metrics;
 mod payouts;
@@ -45,6 +46,9 @@ pub enum Scheme {
     /// Pay per share: each share credited its expected value of the block
     /// subsidy at once; blocks are the pool's.
     Pps,
+    /// Full pay per share: as PPS, the subsidy plus the fees recent blocks
+    /// paid on average (`fpps_fee_blocks` of them, recorded per height).
+    Fpps,
 }
 
 impl Scheme {
@@ -53,7 +57,14 @@ impl Scheme {
         match self {
             Scheme::Pplns => "pplns",
             Scheme::Pps => "pps",
+            Scheme::Fpps => "fpps",
         }
+    }
+
+    /// Whether shares are paid as they come (PPS, FPPS) and blocks are the
+    /// pool's.
+    pub fn pays_per_share(self) -> bool {
+        self != Scheme::Pplns
     }
 }
 
@@ -75,7 +86,7 @@ pub struct Config {
     pub mysql: MysqlConfig,
     /// `mainnet`, `testnet`, `testnet4`, `signet` or `regtest`.
     pub network: String,
-    /// `pplns` or `pps`.
+    /// `pplns`, `pps` or `fpps`.
     pub scheme: Scheme,
     /// The pool's fee, basis points (100 = 1 %).
     pub fee_bps: u32,
@@ -93,6 +104,10 @@ pub struct Config {
     /// value reached (fractions carry over, nothing is lost in between).
     #[serde(default = "default_pps_credit")]
     pub pps_credit_secs: u64,
+    /// FPPS: how many blocks before a share's height its fees average
+    /// (read from `[payouts.node]`).
+    #[serde(default = "default_fee_blocks")]
+    pub fpps_fee_blocks: u32,
     /// `[payouts]`: paying balances through the node's wallet; without it
     /// the payer keeps the books only.
     #[serde(default)]
@@ -163,6 +178,9 @@ fn default_books_interval() -> u64 {
 fn default_pps_credit() -> u64 {
     600
 }
+fn default_fee_blocks() -> u32 {
+    144
+}
 
 impl AsRef<CommonConfig> for Config {
     fn as_ref(&self) -> &CommonConfig {
@@ -184,6 +202,20 @@ impl Validate for Config {
         }
         if self.books_interval_secs == 0 {
             return Err("books_interval_secs must be positive".into());
+        }
+        if self.scheme == Scheme::Fpps {
+            if self.payouts.is_none() {
+                return Err(
+                    "scheme \"fpps\" reads recent blocks' fees from the node of [payouts.node]; add [payouts]"
+                        .into(),
+                );
+            }
+            if !(1..=52_560).contains(&self.fpps_fee_blocks) {
+                return Err(format!(
+                    "fpps_fee_blocks {} must be 1 to 52560 blocks (144 is a day)",
+                    self.fpps_fee_blocks
+                ));
+            }
         }
         if let Some(p) = &self.payouts {
             sluice_node::validate_nodes(std::slice::from_ref(&p.node))

@@ -1,19 +1,20 @@
 //! The payer's books on the local stack's Kafka, ZooKeeper and MariaDB:
-//! blocks split to the satoshi, matured, taken back; PPS credits.
+//! blocks split to the satoshi, matured, taken back; PPS and FPPS credits.
 
 // Test helpers unwrap: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use payer::Scheme;
+use payer::{Config, Scheme};
+use serde_json::json;
 use sluice_core::ShareStatus;
 use sluice_ledger::books::{Account, Kind, POOL};
 use sluice_store::BlockStatus;
 use sluice_testkit::eventually;
 
 mod common;
-use common::{Books, REWARD, near};
+use common::{Books, Node, REWARD, near, unhealthy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_is_split_by_its_window_to_the_satoshi_then_matures() {
@@ -179,5 +180,58 @@ async fn under_pps_shares_are_credited_their_value_and_blocks_are_the_pool_s() {
         .unwrap()
         .unwrap();
     assert_eq!(credit.entries.len(), 2, "rewards and the pool: {credit:?}");
+    b.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_fpps_shares_are_worth_the_subsidy_and_the_recent_blocks_mean_fees() {
+    let node = Node::with_mempool("", 30).await;
+    let miner = nodesim::first_address(7).to_string();
+    node.call("generatetoaddress", vec![json!(3), json!(miner)])
+        .await;
+    let mut b = Books::new().await;
+    // Shares of a job at height 6 while the payer's node has blocks up to 3:
+    // their fees cannot be known yet, so nothing is valued.
+    b.height = 6;
+    b.share(1, 1, 0, ShareStatus::Accepted, 1).await;
+    b.share(2, 1, 10, ShareStatus::Accepted, 2).await;
+    b.share(2, 1, 20, ShareStatus::LowDifficulty, 3).await;
+    b.start(Config {
+        fpps_fee_blocks: 4,
+        payouts: Some(node.payouts("")),
+        ..b.config(Scheme::Fpps)
+    });
+    let why = unhealthy(&b.ctxs[0].health, "fees").await;
+    assert!(why.contains("after current tip 3"), "{why}");
+    assert_eq!(b.balance(Account::Balance(1)).await, 0);
+    // The node catches up: blocks 2 to 5 are the four before height 6.
+    node.call("generatetoaddress", vec![json!(2), json!(miner)])
+        .await;
+    let u1 = b
+        .until_balance(Account::Balance(1), "user 1's share credited", |v| v > 0)
+        .await;
+    let mut fees = Vec::new();
+    for h in 2..6 {
+        let stats = node
+            .call("getblockstats", vec![json!(h), json!(["totalfee"])])
+            .await;
+        fees.push(stats["totalfee"].as_u64().unwrap());
+    }
+    assert!(fees.iter().all(|&f| f > 0), "its blocks pay fees: {fees:?}");
+    let mean = fees.iter().sum::<u64>() / 4;
+    // Difficulty 1 at difficulty-1 bits: a share is a block, worth the
+    // subsidy at height 6 (50 BTC) and the mean fees, less the 1 % fee.
+    let value = (5_000_000_000 + mean) as f64 * 0.99;
+    assert!(near(u1, value), "{u1} vs {value}");
+    let u2 = b
+        .until_balance(Account::Balance(2), "user 2's share credited", |v| v > 0)
+        .await;
+    assert!(near(u2, value), "the rejected share is worth nothing: {u2}");
+    assert_eq!(b.balance(Account::Pps).await, -(u1 + u2));
+    assert_eq!(
+        b.store.fpps_fees().await.unwrap(),
+        [(6, mean)].into_iter().collect(),
+        "the mean is recorded for the proof"
+    );
     b.end().await;
 }

@@ -34,7 +34,16 @@ fn bad_values_are_refused_with_the_reason() {
         "unknown keys"
     );
     assert!(
-        toml::from_str::<payer::Config>(&base.replace("pplns", "fpps")).is_err(),
+        toml::from_str::<payer::Config>(&base.replace("pplns", "ppsx")).is_err(),
         "a scheme the payer does not have is an error, not a default"
     );
+    let fpps = base.replace("pplns", "fpps");
+    assert!(
+        refused(&fpps).contains("[payouts.node]"),
+        "FPPS reads blocks' fees from the payout node"
+    );
+    let node = "[payouts]\n[payouts.node]\nname = \"n\"\nrpc_url = \"http://127.0.0.1:1\"\n";
+    assert_eq!(parse(&format!("{fpps}{node}")).fpps_fee_blocks, 144);
+    assert!(parse(&format!("{fpps}{node}")).validate().is_ok());
+    assert!(refused(&format!("{fpps}fpps_fee_blocks = 0\n{node}")).contains("fpps_fee_blocks"));
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bitcoin::consensus::deserialize;
 use bitcoin::{Address, Amount, Transaction};
-use payer::{Config, NodeConfig, PayoutConfig, Scheme};
+use payer::{Config, PayoutConfig, Scheme};
 use serde_json::json;
 use sluice_core::ShareStatus;
 use sluice_ledger::books::{Account, POOL};
@@ -32,27 +32,6 @@ impl Node {
             .await;
         self.call("generatetoaddress", vec![json!(100), json!(ALICE)])
             .await;
-    }
-
-    fn payouts(&self, passphrase: &str) -> PayoutConfig {
-        PayoutConfig {
-            node: NodeConfig {
-                name: "sim".into(),
-                rpc_url: format!("http://{}", self.rpc),
-                rpc_user: "sluice".into(),
-                rpc_password: "sluice".into(),
-                cookie_file: None,
-                zmq_hashblock: None,
-            },
-            wallet: "pool".into(),
-            wallet_passphrase: passphrase.into(),
-            min_payout_sat: 100_000,
-            fee_rate_sat_vb: 3,
-            interval_secs: 1,
-            max_users: 500,
-            confirmations: 1,
-            rpc_timeout_secs: 10,
-        }
     }
 }
 

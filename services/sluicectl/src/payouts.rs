@@ -157,9 +157,14 @@ async fn verify(
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", payer_config.display()))?;
     let network =
         sluice_core::network::parse_network(&payer.network).map_err(anyhow::Error::msg)?;
-    let pps = (payer.scheme == "pps").then_some(sluice_ledger::PpsTerms {
+    let fees = match payer.scheme.as_str() {
+        "fpps" => Some(store.fpps_fees().await?),
+        _ => None,
+    };
+    let pps = matches!(payer.scheme.as_str(), "pps" | "fpps").then_some(sluice_ledger::PpsTerms {
         network,
         fee_bps: payer.fee_bps,
+        fees,
     });
     let report = payer::verify::verify(store, share_log, pps).await?;
     out!(

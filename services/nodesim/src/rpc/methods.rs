@@ -25,6 +25,7 @@ pub(super) async fn dispatch(node: &Arc<Node>, method: &str, params: &[Value]) -
         "getnetworkinfo" => Ok(network_info()),
         "getblockheader" => get_block_header(node, params),
         "getblock" => get_block(node, params),
+        "getblockstats" => get_block_stats(node, params),
         "generatetoaddress" => generate_to_address(node, params),
         "invalidateblock" => invalidate_block(node, params),
         _ => super::wallet::dispatch(node, method, params)
@@ -188,6 +189,67 @@ fn get_block_hash(node: &Arc<Node>, params: &[Value]) -> RpcResult {
         .and_then(|h| chain.active.get(h));
     hash.map(|h| json!(h))
         .ok_or_else(|| RpcError::new(code::INVALID_PARAMETER, "Block height out of range"))
+}
+
+/// `getblockstats hash_or_height ( stats )`, the statistics nodesim keeps
+/// (a subset of Core's): `blockhash`, `height`, `subsidy`, `time`,
+/// `totalfee`, `txs`. With `stats`, only those named, as Core answers.
+fn get_block_stats(node: &Arc<Node>, params: &[Value]) -> RpcResult {
+    let chain = node.chain();
+    let at = param(params, 0, "hash_or_height")?;
+    let stored = match at.as_i64() {
+        Some(h) if h < 0 => {
+            return Err(RpcError::new(
+                code::INVALID_PARAMETER,
+                format!("Target block height {h} is negative"),
+            ));
+        }
+        Some(h) => usize::try_from(h)
+            .ok()
+            .and_then(|h| chain.active.get(h))
+            .and_then(|hash| chain.block_by_hash(hash))
+            .ok_or_else(|| {
+                RpcError::new(
+                    code::INVALID_PARAMETER,
+                    format!(
+                        "Target block height {h} after current tip {}",
+                        chain.height()
+                    ),
+                )
+            })?,
+        None => chain
+            .block_by_hash(&hash_param(params, 0)?)
+            .ok_or_else(block_not_found)?,
+    };
+    let all = json!({
+        "blockhash": stored.block.block_hash(),
+        "height": stored.height,
+        "subsidy": crate::chain::subsidy(stored.height).to_sat(),
+        "time": stored.block.header.time,
+        "totalfee": stored.fees.to_sat(),
+        "txs": stored.block.txdata.len(),
+    });
+    let Some(wanted) = params.get(1).filter(|v| !v.is_null()) else {
+        return Ok(all);
+    };
+    let names = wanted.as_array().ok_or_else(|| {
+        RpcError::new(
+            code::TYPE_ERROR,
+            "JSON value of stats is not an array as expected",
+        )
+    })?;
+    let mut picked = serde_json::Map::new();
+    for name in names {
+        let name = name.as_str().unwrap_or_default();
+        let value = all.get(name).ok_or_else(|| {
+            RpcError::new(
+                code::INVALID_PARAMETER,
+                format!("Invalid selected statistic '{name}'"),
+            )
+        })?;
+        picked.insert(name.to_owned(), value.clone());
+    }
+    Ok(Value::Object(picked))
 }
 
 /// The work of the chain ending with `hash` (Core's `chainwork`): the sum

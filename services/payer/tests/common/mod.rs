@@ -32,6 +32,8 @@ pub struct Books {
     pub ctxs: Vec<Context>,
     /// A minute ten minutes ago: every share is long settled.
     pub minute: u64,
+    /// The height of the shares' job.
+    pub height: u32,
 }
 
 impl Books {
@@ -67,6 +69,7 @@ impl Books {
             db,
             ctxs: Vec::new(),
             minute: sluice_service::now_ms() / 60_000 - 10,
+            height: 300,
         }
     }
 
@@ -85,6 +88,7 @@ impl Books {
             settle_secs: 0,
             books_interval_secs: 1,
             pps_credit_secs: 1,
+            fpps_fee_blocks: 144,
             payouts: None,
         }
     }
@@ -156,7 +160,7 @@ url = "{mysql}"
             version_bits: 0,
             share_difficulty: 1.0,
             network_bits: CompactTarget::from_consensus(BITS_DIFF1),
-            height: 300,
+            height: self.height,
             status,
             hash: BlockHash::from_byte_array([hash; 32]),
             client_ip: [127, 0, 0, 1].into(),
@@ -236,9 +240,14 @@ pub struct Node {
 
 impl Node {
     pub async fn start(passphrase: &str) -> Node {
+        Node::with_mempool(passphrase, 0).await
+    }
+
+    /// With `mempool_size` synthetic transactions: its blocks pay fees.
+    pub async fn with_mempool(passphrase: &str, mempool_size: usize) -> Node {
         let ctx = sluice_rig::context();
         let config = nodesim::Config {
-            mempool_size: 0,
+            mempool_size,
             wallet_passphrase: passphrase.into(),
             ..nodesim::Config::ephemeral()
         };
@@ -252,6 +261,28 @@ impl Node {
             _ctx: ctx,
             rpc: ep.rpc,
             client: std::sync::Arc::new(client),
+        }
+    }
+
+    /// The payouts section paying from this node's wallet.
+    pub fn payouts(&self, passphrase: &str) -> payer::PayoutConfig {
+        payer::PayoutConfig {
+            node: payer::NodeConfig {
+                name: "sim".into(),
+                rpc_url: format!("http://{}", self.rpc),
+                rpc_user: "sluice".into(),
+                rpc_password: "sluice".into(),
+                cookie_file: None,
+                zmq_hashblock: None,
+            },
+            wallet: "pool".into(),
+            wallet_passphrase: passphrase.into(),
+            min_payout_sat: 100_000,
+            fee_rate_sat_vb: 3,
+            interval_secs: 1,
+            max_users: 500,
+            confirmations: 1,
+            rpc_timeout_secs: 10,
         }
     }
 

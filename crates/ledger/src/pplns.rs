@@ -91,8 +91,66 @@ fn part(work: &BTreeMap<u32, u128>, remaining: u128, total: u128) -> BTreeMap<u3
         .collect()
 }
 
+/// How much older than the newest credited window, in its own span, the
+/// work kept reaches: a later block's window of `N × D` can reach further
+/// back only if the difficulty rose (at most 4× a retarget) or the pool's
+/// hashrate fell.
+pub const KEEP_SPANS: u32 = 4;
+
+/// The oldest minute of work the books must keep (older may be deleted).
+/// Every minute from `now_minute − keep_minutes` is kept; under PPLNS
+/// (`newest` the newest credited block's window, first and last minute),
+/// so is every minute a window [`KEEP_SPANS`] times its span could reach,
+/// from the newest credited block's and from each block found and not yet
+/// credited (`uncredited`, its minute). Before any block is credited,
+/// everything is kept.
+pub fn keep_from(
+    pplns: bool,
+    newest: Option<(u32, u32)>,
+    uncredited: Option<u32>,
+    now_minute: u32,
+    keep_minutes: u32,
+) -> u32 {
+    let floor = now_minute.saturating_sub(keep_minutes);
+    if !pplns {
+        return floor;
+    }
+    let Some((first, last)) = newest else {
+        return 0;
+    };
+    let span = last.saturating_sub(first) + 1;
+    let reach = |end: u32| end.saturating_sub(span.saturating_mul(KEEP_SPANS) - 1);
+    let mut keep = floor.min(reach(last));
+    if let Some(found) = uncredited {
+        keep = keep.min(reach(found));
+    }
+    keep
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn work_is_kept_four_spans_of_the_newest_window_back_and_the_keep_time() {
+        // A window of minutes 1,000..=1,009 (10 minutes): 40 minutes back
+        // from its last are kept, or the keep time if it reaches further.
+        assert_eq!(keep_from(true, Some((1_000, 1_009)), None, 2_000, 0), 970);
+        assert_eq!(
+            keep_from(true, Some((1_000, 1_009)), None, 2_000, 1_440),
+            560
+        );
+        // A block found before it, not yet credited, keeps its own reach.
+        assert_eq!(
+            keep_from(true, Some((1_000, 1_009)), Some(990), 2_000, 0),
+            951
+        );
+        // Nothing credited yet: everything is kept.
+        assert_eq!(keep_from(true, None, Some(990), 2_000, 0), 0);
+        // Pay per share: no window needs work; only the keep time.
+        assert_eq!(keep_from(false, None, None, 2_000, 60), 1_940);
+        // Young clocks and tiny numbers do not wrap.
+        assert_eq!(keep_from(true, Some((0, 0)), None, 5, 0), 0);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

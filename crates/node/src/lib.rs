@@ -42,6 +42,10 @@ pub struct ChainTip {
     /// The work of the chain ending with it.
     #[serde(rename = "chainwork", with = "chain_work")]
     pub chain_work: bitcoin::pow::Work,
+    /// Whether the node is still catching up (Core's
+    /// `initialblockdownload`): what it says of spent coins is not final.
+    #[serde(rename = "initialblockdownload", default)]
+    pub initial_download: bool,
 }
 
 /// One bitcoind (or nodesim): the same `[[nodes]]` block serves gbtmaker and

@@ -150,6 +150,13 @@ impl Wallet {
         }
     }
 
+    /// Whether the node is still in initial block download
+    /// (`getblockchaininfo`): a coin it calls missing may be one it has not
+    /// seen yet.
+    pub async fn catching_up(&self) -> Result<bool, NodeError> {
+        Ok(self.rpc.tip().await?.initial_download)
+    }
+
     /// `gettransaction`'s confirmations (0 in the mempool, negative when
     /// conflicted); `None` if the wallet does not know the transaction.
     pub async fn confirmations(&self, txid: Txid) -> Result<Option<i64>, NodeError> {

@@ -241,6 +241,46 @@ impl Store {
         Ok((cut.into_iter().collect(), minutes))
     }
 
+    /// The newest credited PPLNS block's window: its first and last minute.
+    pub async fn newest_credited_window(&self) -> Result<Option<(u32, u32)>, StoreError> {
+        "SELECT first_minute, last_minute FROM ledger_blocks WHERE scheme = 'pplns' \
+         ORDER BY last_minute DESC LIMIT 1"
+            .with(())
+            .first(self.pool())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The minute of the oldest block share read since `since_minute` whose
+    /// block is not credited yet.
+    pub async fn oldest_uncredited_found(
+        &self,
+        since_minute: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let ms: Option<u64> = "SELECT MIN(f.timestamp_ms) FROM payout_found f \
+             LEFT JOIN ledger_blocks b ON b.hash = f.hash \
+             WHERE b.hash IS NULL AND f.timestamp_ms >= ?"
+            .with((u64::from(since_minute) * 60_000,))
+            .first::<Option<u64>, _>(self.pool())
+            .await
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))?;
+        Ok(ms.map(|ms| (ms / 60_000) as u32))
+    }
+
+    /// Deletes at most `limit` rows of work older than `before` (a minute);
+    /// the rows deleted.
+    pub async fn prune_work(&self, before: u32, limit: u32) -> Result<u64, StoreError> {
+        let mut conn = self.pool().get_conn().await.map_err(|e| self.err(e))?;
+        conn.exec_drop(
+            "DELETE FROM payout_work WHERE minute < ? LIMIT ?",
+            (before, limit),
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(conn.affected_rows())
+    }
+
     /// The oldest minute of work kept, if any.
     pub async fn oldest_work_minute(&self) -> Result<Option<u32>, StoreError> {
         "SELECT MIN(minute) FROM payout_work"

@@ -67,6 +67,9 @@ pub struct Config {
     /// The wallet's passphrase: empty for an unencrypted wallet; otherwise
     /// it starts locked and signs only after `walletpassphrase`.
     pub wallet_passphrase: String,
+    /// Core's `-maxtipage`: while the tip is older than this (and until it
+    /// once was not), the node says it is in initial block download.
+    pub max_tip_age_secs: u64,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             seed: 1,
             longpoll_timeout_secs: 60,
             wallet_passphrase: String::new(),
+            max_tip_age_secs: 24 * 3600,
         }
     }
 }
@@ -150,6 +154,9 @@ pub(crate) struct Node {
     /// Every new tip, for ZMQ (a watch would coalesce blocks).
     blocks: broadcast::Sender<BlockHash>,
     longpoll_timeout: Duration,
+    max_tip_age: u64,
+    /// Set once the tip was recent: Core's initial block download latches.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// The `answer` label of `nodesim_submitblock`.
@@ -161,6 +168,20 @@ pub(crate) struct AnswerLabel {
 }
 
 impl Node {
+    /// Core's `IsInitialBlockDownload` as regtest sees it: true while the
+    /// tip is older than `-maxtipage`, false for good once it was not.
+    pub(crate) fn initial_download(&self, tip_time: u32) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.synced.load(Ordering::Relaxed) {
+            return false;
+        }
+        if u64::from(tip_time) + self.max_tip_age < u64::from(now()) {
+            return true;
+        }
+        self.synced.store(true, Ordering::Relaxed);
+        false
+    }
+
     /// Counts one `submitblock` answer.
     pub(crate) fn count_submit(&self, answer: &'static str) {
         self.submits.get_or_create(&AnswerLabel { answer }).inc();
@@ -225,6 +246,8 @@ pub async fn start(config: Config, ctx: &Context) -> anyhow::Result<Endpoints> {
         tip,
         blocks,
         longpoll_timeout: Duration::from_secs(config.longpoll_timeout_secs),
+        max_tip_age: config.max_tip_age_secs,
+        synced: std::sync::atomic::AtomicBool::new(false),
     });
     let zmq = zmq::start(&config.zmq_hashblock, node.blocks.subscribe(), ctx).await?;
     let tip = node.tip.subscribe();

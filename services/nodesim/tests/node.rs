@@ -258,7 +258,8 @@ async fn a_pool_built_block_is_accepted_announced_and_becomes_the_tip() {
         .await
         .unwrap_err();
     assert!(
-        past.to_string().contains("Target block height 2 after current tip 1"),
+        past.to_string()
+            .contains("Target block height 2 after current tip 1"),
         "{past}"
     );
     let unknown = sim
@@ -266,7 +267,9 @@ async fn a_pool_built_block_is_accepted_announced_and_becomes_the_tip() {
         .await
         .unwrap_err();
     assert!(
-        unknown.to_string().contains("Invalid selected statistic 'nonsense'"),
+        unknown
+            .to_string()
+            .contains("Invalid selected statistic 'nonsense'"),
         "{unknown}"
     );
     let next = sim.template().await;

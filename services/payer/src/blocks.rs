@@ -24,6 +24,11 @@ use crate::{Config, Scheme};
 const PER_ROUND: u32 = 100;
 /// How often the owed, immature and in-flight gauges are summed.
 const GAUGES_EVERY_MS: u64 = 60_000;
+/// How often work no window can reach is deleted.
+const PRUNE_EVERY_MS: u64 = 600_000;
+/// Rows deleted per statement (short locks), and statements per round.
+const PRUNE_CHUNK: u32 = 50_000;
+const PRUNE_CHUNKS: u32 = 20;
 
 /// What the books keeper needs.
 pub(crate) struct Keeper<'a> {
@@ -35,6 +40,8 @@ pub(crate) struct Keeper<'a> {
     pub(crate) pps_at: AtomicU64,
     /// When the gauges were last set, unix ms.
     pub(crate) gauges_at: AtomicU64,
+    /// When work was last pruned, unix ms.
+    pub(crate) pruned_at: AtomicU64,
 }
 
 impl Keeper<'_> {
@@ -79,6 +86,7 @@ impl Keeper<'_> {
         let settled = self.settle().await?;
         let pps = self.credit_pps().await?;
         self.gauges().await?;
+        self.prune(credited > 0).await?;
         Ok(format!(
             "{credited} blocks credited, {settled} settled{pps}; shares all in until {through} ms"
         ))
@@ -236,6 +244,41 @@ impl Keeper<'_> {
         self.metrics
             .owed
             .set(users(|a| matches!(a, Account::Balance(u) if u != POOL)));
+        Ok(())
+    }
+
+    /// After a block was credited (the windows moved on) and every
+    /// [`PRUNE_EVERY_MS`]: deletes the work older than any window can reach
+    /// ([`pplns::keep_from`]) and than `work_keep_hours`.
+    async fn prune(&self, credited: bool) -> anyhow::Result<()> {
+        let now = sluice_service::now_ms();
+        if !credited && now < self.pruned_at.load(Ordering::Relaxed) + PRUNE_EVERY_MS {
+            return Ok(());
+        }
+        let now_minute = (now / 60_000) as u32;
+        let keep_minutes = self.config.work_keep_hours.saturating_mul(60);
+        let floor = now_minute.saturating_sub(keep_minutes);
+        let pplns = self.config.scheme == Scheme::Pplns;
+        let newest = self.store.newest_credited_window().await?;
+        let uncredited = self.store.oldest_uncredited_found(floor).await?;
+        let before = pplns::keep_from(pplns, newest, uncredited, now_minute, keep_minutes);
+        let mut deleted = 0;
+        for _ in 0..PRUNE_CHUNKS {
+            let n = self.store.prune_work(before, PRUNE_CHUNK).await?;
+            deleted += n;
+            if n < u64::from(PRUNE_CHUNK) {
+                self.pruned_at.store(now, Ordering::Relaxed);
+                break;
+            }
+        }
+        if deleted > 0 {
+            self.metrics.pruned.inc_by(deleted);
+            tracing::info!(
+                deleted,
+                before_minute = before,
+                "work no window can reach deleted"
+            );
+        }
         Ok(())
     }
 }

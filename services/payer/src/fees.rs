@@ -78,8 +78,12 @@ impl Pricing {
         store: &Store,
         records: &[Record<ShareRecord>],
     ) -> anyhow::Result<()> {
-        let (Some(source), Some(PpsTerms { fees: Some(known), .. })) =
-            (&mut self.source, &mut self.terms)
+        let (
+            Some(source),
+            Some(PpsTerms {
+                fees: Some(known), ..
+            }),
+        ) = (&mut self.source, &mut self.terms)
         else {
             return Ok(());
         };

@@ -88,7 +88,11 @@ impl Reader<'_> {
     async fn open(
         &self,
         topic: &Topic<ShareRecord>,
-    ) -> anyhow::Result<(LogConsumer<ShareRecord>, BTreeMap<i32, Option<i64>>, Pricing)> {
+    ) -> anyhow::Result<(
+        LogConsumer<ShareRecord>,
+        BTreeMap<i32, Option<i64>>,
+        Pricing,
+    )> {
         let pricing = Pricing::new(self.config, self.store).await?;
         let resume = self.store.payout_offsets(topic.name()).await?;
         let group = format!("sluice-payer-{}", self.config.service.instance);

@@ -108,6 +108,11 @@ pub struct Config {
     /// (read from `[payouts.node]`).
     #[serde(default = "default_fee_blocks")]
     pub fpps_fee_blocks: u32,
+    /// Per-minute work is kept at least this long; older work is deleted
+    /// once no block's window can reach it (PPLNS: four spans of the newest
+    /// credited window; PPS and FPPS need none).
+    #[serde(default = "default_work_keep")]
+    pub work_keep_hours: u32,
     /// `[payouts]`: paying balances through the node's wallet; without it
     /// the payer keeps the books only.
     #[serde(default)]
@@ -180,6 +185,9 @@ fn default_pps_credit() -> u64 {
 }
 fn default_fee_blocks() -> u32 {
     144
+}
+fn default_work_keep() -> u32 {
+    24
 }
 
 impl AsRef<CommonConfig> for Config {

@@ -28,6 +28,7 @@ pub(crate) struct PayerMetrics {
     pub(crate) pps_credited: Counter,
     pub(crate) payouts: Family<StepLabel, Counter>,
     pub(crate) paid: Counter,
+    pub(crate) pruned: Counter,
 }
 
 impl PayerMetrics {
@@ -43,6 +44,7 @@ impl PayerMetrics {
             pps_credited: Counter::default(),
             payouts: Family::default(),
             paid: Counter::default(),
+            pruned: Counter::default(),
         };
         metrics.register(|r| {
             r.register(
@@ -89,6 +91,11 @@ impl PayerMetrics {
                 "payer_in_flight_sat",
                 "Satoshis in payouts signed or broadcast, not yet confirmed (network fees included)",
                 m.in_flight.clone(),
+            );
+            r.register(
+                "payer_work_pruned_rows",
+                "Rows of per-minute work deleted once no block's window can reach them",
+                m.pruned.clone(),
             );
             r.register(
                 "payer_owed_sat",

@@ -113,7 +113,17 @@ impl Paymaster<'_> {
                 self.mark_broadcast(open).await?;
                 Ok(Some(format!("payout {} ({txid}) broadcast", open.id)))
             }
-            Broadcast::Refused(MISSING_INPUTS, why) => self.fail(open, &why).await,
+            Broadcast::Refused(MISSING_INPUTS, why) => {
+                // A node still catching up may not have seen the coins yet:
+                // only a synced node's word that they are gone takes it back.
+                if self.wallet.catching_up().await? {
+                    return Ok(Some(format!(
+                        "payout {} ({txid}) refused for missing inputs by a node in initial block download; kept open until it is synced",
+                        open.id
+                    )));
+                }
+                self.fail(open, &why).await
+            }
             Broadcast::Refused(code, why) => Ok(Some(format!(
                 "payout {} ({txid}) refused by the node ({code}: {why}); kept open, not rebuilt",
                 open.id

@@ -67,6 +67,7 @@ pub(crate) async fn campaign(
         metrics,
         pps_at: AtomicU64::new(0),
         gauges_at: AtomicU64::new(0),
+        pruned_at: AtomicU64::new(0),
     };
     let paymaster = match &config.payouts {
         Some(p) => Some(Paymaster {

@@ -19,6 +19,11 @@ use common::{Books, Node, REWARD, near, unhealthy};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_is_split_by_its_window_to_the_satoshi_then_matures() {
     let mut b = Books::new().await;
+    // 100 minutes before: user 5, work no window reaches once the block is
+    // credited (the window spans 2 minutes: 8 are kept back from its end).
+    b.minute -= 100;
+    b.share(5, 0, 10, ShareStatus::Accepted, 6).await;
+    b.minute += 100;
     // Minute 0: user 4 (before the window: nothing). Minute 1: users 1 and
     // 3. Minute 2: user 1, user 2's block share, and a stale share of
     // user 4 (no work). The window is 3.5 blocks of work = 3.5 shares: the
@@ -30,7 +35,10 @@ async fn a_block_is_split_by_its_window_to_the_satoshi_then_matures() {
     b.share(4, 2, 15, ShareStatus::Stale, 5).await;
     b.share(2, 2, 20, ShareStatus::Block, 9).await;
     let block = b.found(9, 2).await;
-    b.start(b.config(Scheme::Pplns));
+    b.start(Config {
+        work_keep_hours: 0,
+        ..b.config(Scheme::Pplns)
+    });
 
     // 1 % fee: 4,950,000,000 split 1.75 : 1 : 0.75 of 3.5.
     let rest = 4_950_000_000f64;
@@ -80,18 +88,26 @@ async fn a_block_is_split_by_its_window_to_the_satoshi_then_matures() {
             .unwrap()
             .is_some()
     );
-    // Every share was read once: 5 accepted (the block's included) of 6.
-    let shares: u64 = eventually(Duration::from_secs(10), "work counted", || async {
-        let mut conn = b.store.pool().get_conn().await.ok()?;
-        use mysql_async::prelude::Queryable;
-        let n: Option<u64> = conn
-            .query_first("SELECT CAST(SUM(shares) AS UNSIGNED) FROM payout_work")
-            .await
-            .ok()?;
-        n
+    // Every share was read once: 6 accepted (the block's included) of 7;
+    // then user 5's old minute is deleted and the rest kept.
+    let users = |b: &Books| {
+        let store = b.store.clone();
+        async move {
+            let mut conn = store.pool().get_conn().await.ok()?;
+            use mysql_async::prelude::Queryable;
+            let rows: Vec<(u32, u64)> = conn
+                .query("SELECT user_id, shares FROM payout_work ORDER BY user_id")
+                .await
+                .ok()?;
+            Some(rows)
+        }
+    };
+    let kept = eventually(Duration::from_secs(10), "old work pruned", || async {
+        users(&b).await.filter(|rows| rows.iter().all(|r| r.0 != 5))
     })
     .await;
-    assert_eq!(shares, 5);
+    assert_eq!(kept.iter().map(|r| r.1).sum::<u64>(), 5, "{kept:?}");
+    assert!(kept.iter().any(|r| r.0 == 4), "minute 0 is within reach");
     b.end().await;
 }
 

@@ -206,3 +206,72 @@ async fn a_wallet_short_of_what_is_owed_pays_what_it_can_and_says_so() {
     assert!(why.contains("cannot pay now"), "{why}");
     b.end().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_a_catching_up_node_calls_unfunded_is_kept_until_the_node_is_synced() {
+    let mut b = Books::new().await;
+    // Genesis only: like Core on a fresh regtest, the node is in initial
+    // block download until it has a recent block.
+    let node = Node::start("").await;
+    matured_block(&b).await;
+    b.start(config(&b, node.payouts("")));
+    b.until_balance(Account::Balance(1), "the block matured", |v| v > 0)
+        .await;
+    // A batch signed and recorded, spending a coin this node has not seen.
+    let unseen = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint::new(
+                bitcoin::Txid::from_str(&"07".repeat(32)).unwrap(),
+                0,
+            ),
+            ..Default::default()
+        }],
+        output: vec![bitcoin::TxOut {
+            value: Amount::from_sat(1_000_000),
+            script_pubkey: Address::from_str(ALICE)
+                .unwrap()
+                .assume_checked()
+                .script_pubkey(),
+        }],
+    };
+    let amounts = [(1, 1_000_000)].into_iter().collect();
+    let id = b
+        .store
+        .record_payout(
+            &unseen.compute_txid().to_string(),
+            &bitcoin::consensus::encode::serialize_hex(&unseen),
+            0,
+            &[(1, ALICE.into(), 1_000_000)],
+            |id| sluice_ledger::books::payout(id, &amounts, 0),
+        )
+        .await
+        .unwrap();
+    let health = b.ctxs[0].health.clone();
+    let why = eventually(Duration::from_secs(30), "the batch kept open", || async {
+        health
+            .snapshot()
+            .get("payouts")
+            .map(|h| h.detail.clone())
+            .filter(|d| d.contains("initial block download"))
+    })
+    .await;
+    assert!(why.contains(&format!("payout {id}")), "{why}");
+    assert_eq!(b.store.payout(id).await.unwrap().unwrap().state, "signed");
+    assert_eq!(b.balance(Account::InFlight).await, 1_000_000);
+    // A recent block: the node is synced, and its word that the coin is
+    // missing takes the batch back.
+    node.call("generatetoaddress", vec![json!(1), json!(BOB)])
+        .await;
+    let failed = payout_where(&b, "the batch taken back", |r| r.state == "failed").await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("missingorspent")),
+        "{failed:?}"
+    );
+    assert_eq!(b.balance(Account::InFlight).await, 0);
+    b.end().await;
+}

@@ -21,7 +21,7 @@ pub(super) async fn dispatch(node: &Arc<Node>, method: &str, params: &[Value]) -
         "getbestblockhash" => Ok(json!(node.chain().tip().block.block_hash())),
         "getblockcount" => Ok(json!(node.chain().height())),
         "getblockhash" => get_block_hash(node, params),
-        "getblockchaininfo" => Ok(blockchain_info(&node.chain())),
+        "getblockchaininfo" => Ok(blockchain_info(node, &node.chain())),
         "getnetworkinfo" => Ok(network_info()),
         "getblockheader" => get_block_header(node, params),
         "getblock" => get_block(node, params),
@@ -273,7 +273,7 @@ fn difficulty(stored: &Stored) -> f64 {
     stored.block.header.difficulty_float()
 }
 
-fn blockchain_info(chain: &Chain) -> Value {
+fn blockchain_info(node: &Node, chain: &Chain) -> Value {
     let tip = chain.tip();
     let hash = tip.block.block_hash();
     json!({
@@ -285,7 +285,7 @@ fn blockchain_info(chain: &Chain) -> Value {
         "time": tip.block.header.time,
         "mediantime": chain.median_time_past(&hash),
         "verificationprogress": 1.0,
-        "initialblockdownload": false,
+        "initialblockdownload": node.initial_download(tip.block.header.time),
         "chainwork": chainwork(chain, hash),
         "size_on_disk": 0,
         "pruned": false,

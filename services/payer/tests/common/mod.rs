@@ -89,6 +89,7 @@ impl Books {
             books_interval_secs: 1,
             pps_credit_secs: 1,
             fpps_fee_blocks: 144,
+            work_keep_hours: 24,
             payouts: None,
         }
     }

@@ -95,11 +95,24 @@ struct Worker {
     since: u64,
     /// The difficulty before, and when it changed.
     before: Option<(f64, Instant)>,
+    /// The serial of the job the miner held when its difficulty changed
+    /// with no new job: Stratum leaves open whether a miner applies
+    /// `mining.set_difficulty` at once or from its next job, and the real
+    /// BTCAgent passes a `MINING_SET_DIFF` on as `mining.set_difficulty`
+    /// alone, so shares on that job are good at either difficulty for as
+    /// long as the miner holds it, not only for the grace.
+    held: Option<u64>,
 }
 
 impl Worker {
     /// What a share for the job sent as `serial` is judged at.
     fn credit(&self, serial: u64, now: Instant) -> Credit {
+        if self.held == Some(serial) {
+            return Credit {
+                difficulty: self.difficulty,
+                previous: self.before.map(|(d, _)| (d, now)),
+            };
+        }
         if serial >= self.since {
             Credit {
                 difficulty: self.difficulty,
@@ -335,6 +348,7 @@ impl Conn {
             difficulty: initial,
             since: 0,
             before: None,
+            held: None,
         };
         let joined = self.worker_identity(&w);
         if let Some(a) = self.agent.as_mut()
@@ -502,8 +516,10 @@ impl Conn {
     /// miner's new difficulty in `MINING_SET_DIFF`s (one per exponent), then
     /// the newest job under a short id. The job already sent goes again
     /// only with `force` (the periodic notify): a new difficulty alone is
-    /// just its `MINING_SET_DIFF`, and the agent gives that miner its job
-    /// again, so a retarget costs the uplink bytes, not a job.
+    /// just its `MINING_SET_DIFF`, so a retarget costs the uplink bytes, not
+    /// a job. Sluice's agent gives that miner its job again; the real
+    /// BTCAgent does not, and its miner's shares on the job it holds are
+    /// judged at either difficulty ([`Worker::credit`]).
     pub(super) async fn agent_notify(&mut self, force: bool) {
         let Some(job) = self.board.borrow_and_update().latest().cloned() else {
             return;
@@ -529,6 +545,9 @@ impl Conn {
                 w.before = Some((w.difficulty, now));
                 w.difficulty = d;
                 w.since = serial;
+                // No new job with it (unless forced below): the miner keeps
+                // the one it has.
+                w.held = (already && !force).then_some(serial);
                 by_exponent.entry(e).or_default().push(*sid);
             }
         }
@@ -567,5 +586,60 @@ impl Conn {
         notify.clean = tip_moved;
         self.send(ServerMessage::from(Notification::Notify(notify)))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(difficulty: f64, since: u64, before: Option<(f64, Instant)>) -> Worker {
+        let config = crate::vardiff::VardiffConfig {
+            share_interval_secs: 10.0,
+            retarget_secs: 60.0,
+            min: 1.0,
+            max: 1e12,
+        };
+        Worker {
+            miner: Miner {
+                user_id: 1,
+                user: "u".into(),
+                worker: "w".into(),
+                worker_id: 1,
+            },
+            client_agent: String::new(),
+            vardiff: Vardiff::new(config, difficulty, 0.0),
+            difficulty,
+            since,
+            before,
+            held: None,
+        }
+    }
+
+    #[test]
+    fn a_new_difficulty_without_a_job_leaves_the_held_job_good_at_either() {
+        let changed = Instant::now();
+        let later = changed + RETARGET_GRACE * 6;
+        // Difficulty 8 → 16 while the miner held job 5, no job sent with it
+        // (the real BTCAgent forwards mining.set_difficulty only).
+        let mut w = worker(16.0, 5, Some((8.0, changed)));
+        w.held = Some(5);
+        // A minute on, shares of job 5 still count at 8 as well as 16.
+        let credit = w.credit(5, later);
+        assert_eq!(credit.difficulty, 16.0);
+        assert_eq!(credit.previous, Some((8.0, later)));
+        // The next job was sent after the change: 16, with only the grace.
+        let next = w.credit(6, later);
+        assert_eq!((next.difficulty, next.previous), (16.0, None));
+        // Older jobs: the old difficulty.
+        assert_eq!(w.credit(4, later).difficulty, 8.0);
+    }
+
+    #[test]
+    fn a_difficulty_sent_with_a_job_has_only_the_grace() {
+        let changed = Instant::now();
+        let w = worker(16.0, 5, Some((8.0, changed)));
+        assert_eq!(w.credit(5, changed).previous, Some((8.0, changed)));
+        assert_eq!(w.credit(5, changed + RETARGET_GRACE).previous, None);
     }
 }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_core::record::{Event, EventKind, MinerIdentity, ShareRecord, ShareStatus, SolvedShare};
+use sluice_core::record::{Event, EventKind, MinerIdentity, MiningProtocol, SolvedShare};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_stratum::Id;
 use sluice_stratum::message::Submit;
@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::{Recorded, Source};
 use crate::ids::{SessionIds, SessionIndex};
 use crate::jobs::{Board, ServerJob, now_secs, parse_stratum_job_id};
 use crate::judge::{Rejection, SentJob, ShareWork, judge};
@@ -168,19 +169,17 @@ pub(crate) struct Miner {
     pub(crate) worker_id: i64,
 }
 
-/// A share's verdict and what to record of it.
+/// A share's verdict on the wire and what to record of it.
 struct Judged {
     verdict: Result<(), (ErrorCode, String)>,
-    share: Option<ShareRecord>,
-    solved: Option<SolvedShare>,
+    recorded: Recorded,
 }
 
 impl Judged {
     fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
         Judged {
             verdict: Err((code, message.into())),
-            share: None,
-            solved: None,
+            recorded: Recorded::default(),
         }
     }
 }
@@ -988,20 +987,8 @@ impl Conn {
 
     /// Hands a judged share's record and block candidate to the sinks.
     async fn record(&mut self, judged: Judged) {
-        if let Some(solved) = judged.solved {
-            let hash = solved.block_hash;
-            // One writer logs each candidate to disk, then sends it until acknowledged.
-            if self.shared.solved.send(solved).await.is_err() {
-                tracing::error!(%hash, "solved-share queue closed; candidate not published");
-            }
-        }
-        if let Some(share) = judged.share {
-            // A full queue means the broker is behind: wait, never drop.
-            let acked = self.shared.shares.send(&share).await;
-            if !self.shared.config.accept_wait.is_zero() {
-                self.unacked.push(acked);
-            }
-        }
+        let shared = Arc::clone(&self.shared);
+        shared.publish(judged.recorded, &mut self.unacked).await;
     }
 
     /// Judges one share ([`judge`]) and words the verdict for Stratum V1.
@@ -1009,11 +996,10 @@ impl Conn {
     /// malformed ones) are recorded whatever their outcome.
     fn check_submit(&mut self, submit: &Submit) -> Judged {
         let shared = Arc::clone(&self.shared);
-        let metrics = &shared.metrics;
         let Some(pos) = parse_stratum_job_id(&submit.job_id)
             .and_then(|jid| self.sent.iter().position(|s| s.job.job.id == jid))
         else {
-            metrics.share("job_not_found");
+            shared.metrics.share("job_not_found");
             return Judged::rejected(ErrorCode::JobNotFound, "Job not found");
         };
         let board = Arc::clone(&self.board.borrow());
@@ -1033,57 +1019,15 @@ impl Conn {
             Instant::now(),
             now_secs(),
         );
-        metrics.share(judgement.label());
-        let verdict = judgement.verdict.as_ref().map(|_| ()).map_err(v1_error);
-        let (Some(status), Some(job), Some(checked)) =
-            (judgement.status, judgement.job, judgement.checked)
-        else {
-            return Judged {
-                verdict,
-                share: None,
-                solved: None,
-            };
-        };
-        let difficulty = judgement.difficulty;
-        if status.is_accepted() {
-            metrics.accepted_difficulty.inc_by(difficulty);
-            if let Some(v) = self.vardiff.as_mut() {
-                v.on_accepted(difficulty);
-            }
-        }
-        let Some(miner) = self.miner.as_ref() else {
-            return Judged {
-                verdict,
-                share: None,
-                solved: None,
-            };
-        };
-        let solved = (status == ShareStatus::Block)
-            .then(|| shared.solved_share(&job, miner, &extranonce1, &submit.extranonce2, &checked));
-        let record = ShareRecord {
-            job_id: job.job.id,
-            user_id: miner.user_id,
-            worker_id: miner.worker_id,
-            worker_name: miner.worker.clone(),
-            server_id: self.shared.server_id,
-            extranonce1: u32::from_be_bytes(extranonce1),
-            extranonce2: submit.extranonce2.clone(),
-            ntime: submit.ntime,
-            nonce: submit.nonce,
-            version_bits: submit.version_bits.unwrap_or(0),
-            share_difficulty: difficulty,
-            network_bits: job.job.bits,
-            height: job.job.height,
-            status,
-            hash: checked.hash,
-            client_ip: self.peer.ip(),
-            timestamp_ms: sluice_service::now_ms(),
-            protocol: sluice_core::record::MiningProtocol::StratumV1,
-        };
+        let from = self.miner.as_ref().map(|miner| Source {
+            miner,
+            peer: self.peer.ip(),
+            protocol: MiningProtocol::StratumV1,
+        });
+        let recorded = shared.account(&judgement, &work, self.vardiff.as_mut(), from);
         Judged {
-            verdict,
-            share: Some(record),
-            solved,
+            verdict: judgement.verdict.as_ref().map(|_| ()).map_err(v1_error),
+            recorded,
         }
     }
 

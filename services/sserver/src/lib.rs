@@ -14,6 +14,7 @@
 //! - SIGTERM drains: no new connections, `client.reconnect` to every miner,
 //!   connections closed spread over `drain_spread_secs`, queued shares flushed.
 
+mod channel;
 pub mod connection;
 pub mod ids;
 pub mod jobs;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use serde::Deserialize;
-use sluice_core::record::{EventKind, MinerIdentity, ShareRecord, ShareStatus};
+use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_sv2::codec::{
     ExtendedJob, OpenChannel, PROTOCOL_MINING, REQUIRES_WORK_SELECTION, SetupConnection,
@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
+use crate::channel::Source;
 use crate::connection::{Miner, Shared, admitted, canonical_ip, read_proxy_header};
 use crate::ids::SessionIndex;
 use crate::jobs::{Board, now_secs};
@@ -848,15 +849,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             Instant::now(),
             now_secs(),
         );
-        metrics.share(judgement.label());
-        let difficulty = judgement.difficulty;
+        let from = Source {
+            miner: &ch.miner,
+            peer: self.peer.ip(),
+            protocol: MiningProtocol::StratumV2,
+        };
+        let recorded = shared.account(&judgement, &work, Some(&mut ch.vardiff), Some(from));
         match &judgement.verdict {
             Ok(()) => {
-                metrics.accepted_difficulty.inc_by(difficulty);
                 ch.batch.count += 1;
-                ch.batch.sum += difficulty;
+                ch.batch.sum += judgement.difficulty;
                 ch.batch.last_sequence = seq;
-                ch.vardiff.on_accepted(difficulty);
             }
             Err(r) => {
                 let code = sv2_error(r);
@@ -867,46 +870,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
             }
         }
-        let Some(ch) = self.channels.get(&channel_id) else {
-            return;
-        };
-        let (Some(status), Some(job), Some(checked)) =
-            (judgement.status, judgement.job, judgement.checked)
-        else {
-            return;
-        };
-        let record = ShareRecord {
-            job_id: job.job.id,
-            user_id: ch.miner.user_id,
-            worker_id: ch.miner.worker_id,
-            worker_name: ch.miner.worker.clone(),
-            server_id: shared.server_id,
-            extranonce1: u32::from_be_bytes(extranonce1),
-            extranonce2: en2.clone(),
-            ntime: share.ntime,
-            nonce: share.nonce,
-            version_bits: share.version & mask,
-            share_difficulty: difficulty,
-            network_bits: job.job.bits,
-            height: job.job.height,
-            status,
-            hash: checked.hash,
-            client_ip: self.peer.ip(),
-            timestamp_ms: sluice_service::now_ms(),
-            protocol: sluice_core::record::MiningProtocol::StratumV2,
-        };
-        if status == ShareStatus::Block {
-            let solved = shared.solved_share(&job, &ch.miner, &extranonce1, &en2, &checked);
-            let hash = solved.block_hash;
-            if shared.solved.send(solved).await.is_err() {
-                tracing::error!(%hash, "solved-share queue closed; candidate not published");
-            }
-        }
-        // A full queue means the broker is behind: wait, never drop.
-        let acked = shared.shares.send(&record).await;
-        if !shared.config.accept_wait.is_zero() {
-            self.unacked.push(acked);
-        }
+        shared.publish(recorded, &mut self.unacked).await;
     }
 
     /// Counts a rejection towards the ban; past the limit the connection closes.

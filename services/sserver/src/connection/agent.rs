@@ -17,14 +17,15 @@ use std::time::Instant;
 use bitcoin::BlockHash;
 
 use serde_json::json;
-use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol, ShareRecord, ShareStatus};
+use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol, ShareStatus};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_stratum::agent::{
     self, ExMessage, ExSubmit, capability, difficulty_of, exponent_for, status,
 };
 use sluice_stratum::{Id, Notification, Response, ServerMessage};
 
-use super::{Conn, End, Judged, Miner, SENT_JOBS};
+use super::{Conn, End, Miner, SENT_JOBS};
+use crate::channel::{Recorded, Source};
 use crate::ids::SessionIndex;
 use crate::jobs::now_secs;
 use crate::judge::{Credit, RETARGET_GRACE, Rejection, SentJob, ShareWork, judge_at};
@@ -372,7 +373,7 @@ impl Conn {
     }
 
     async fn agent_submit(&mut self, s: ExSubmit) {
-        let (status, judged) = self.check_agent_share(&s);
+        let (status, recorded) = self.check_agent_share(&s);
         if let Some(a) = self.agent.as_mut() {
             let index = a.submits;
             a.submits = a.submits.wrapping_add(1);
@@ -383,29 +384,21 @@ impl Conn {
         }
         // An agent carries a farm: its rejected shares close nothing (the
         // farm's miners would all go), they are only counted.
-        self.record(judged).await;
+        let shared = Arc::clone(&self.shared);
+        shared.publish(recorded, &mut self.unacked).await;
     }
 
-    /// Judges one of the miners' shares at its own difficulty.
-    fn check_agent_share(&mut self, s: &ExSubmit) -> (u32, Judged) {
+    /// Judges one of the miners' shares at its own difficulty: the answer
+    /// (a btcpool status) and what to record.
+    fn check_agent_share(&mut self, s: &ExSubmit) -> (u32, Recorded) {
         let shared = Arc::clone(&self.shared);
-        let metrics = &shared.metrics;
-        let nothing = |status: u32| {
-            (
-                status,
-                Judged {
-                    verdict: Ok(()),
-                    share: None,
-                    solved: None,
-                },
-            )
-        };
+        let nothing = |status: u32| (status, Recorded::default());
         let Some(w) = self
             .agent
             .as_ref()
             .and_then(|a| a.workers.get(&s.session_id))
         else {
-            metrics.share("invalid");
+            shared.metrics.share("invalid");
             return nothing(status::UNAUTHORIZED);
         };
         let Some(pos) = self
@@ -413,7 +406,7 @@ impl Conn {
             .iter()
             .position(|j| j.serial % 256 == u64::from(s.job_id))
         else {
-            metrics.share("job_not_found");
+            shared.metrics.share("job_not_found");
             return nothing(status::JOB_NOT_FOUND_OR_STALE);
         };
         let now = Instant::now();
@@ -442,60 +435,28 @@ impl Conn {
             now,
             now_secs(),
         );
-        metrics.share(judgement.label());
         let answer = match (&judgement.verdict, judgement.status) {
             (Ok(()), Some(ShareStatus::Block)) => status::SOLVED,
             (Ok(()), _) => status::ACCEPT,
             (Err(r), _) => status_of(r),
         };
-        let (Some(status), Some(job), Some(checked)) =
-            (judgement.status, judgement.job, judgement.checked)
-        else {
-            return nothing(answer);
-        };
-        let difficulty = judgement.difficulty;
-        let Some(w) = self
+        let peer = self.peer.ip();
+        let w = self
             .agent
             .as_mut()
-            .and_then(|a| a.workers.get_mut(&s.session_id))
-        else {
-            return nothing(answer);
+            .and_then(|a| a.workers.get_mut(&s.session_id));
+        let recorded = match w {
+            Some(w) => {
+                let from = Source {
+                    miner: &w.miner,
+                    peer,
+                    protocol: MiningProtocol::StratumV1,
+                };
+                shared.account(&judgement, &work, Some(&mut w.vardiff), Some(from))
+            }
+            None => shared.account(&judgement, &work, None, None),
         };
-        if status.is_accepted() {
-            metrics.accepted_difficulty.inc_by(difficulty);
-            w.vardiff.on_accepted(difficulty);
-        }
-        let miner = &w.miner;
-        let solved = (status == ShareStatus::Block)
-            .then(|| shared.solved_share(&job, miner, &extranonce1, &extranonce2, &checked));
-        let record = ShareRecord {
-            job_id: job.job.id,
-            user_id: miner.user_id,
-            worker_id: miner.worker_id,
-            worker_name: miner.worker.clone(),
-            server_id: shared.server_id,
-            extranonce1: u32::from_be_bytes(extranonce1),
-            extranonce2: extranonce2.to_vec(),
-            ntime,
-            nonce: s.nonce,
-            version_bits: s.version_mask.unwrap_or(0),
-            share_difficulty: difficulty,
-            network_bits: job.job.bits,
-            height: job.job.height,
-            status,
-            hash: checked.hash,
-            client_ip: self.peer.ip(),
-            timestamp_ms: sluice_service::now_ms(),
-            protocol: MiningProtocol::StratumV1,
-        };
-        (
-            answer,
-            Judged {
-                verdict: Ok(()),
-                share: Some(record),
-                solved,
-            },
-        )
+        (answer, recorded)
     }
 
     /// Retargets the miners whose window ended (or who are much too fast):

@@ -53,6 +53,8 @@ async fn miners_are_paid_once_for_matured_blocks_and_the_books_verify() {
         settle_secs: 0,
         books_interval_secs: 1,
         pps_credit_secs: 600,
+        fpps_fee_blocks: 144,
+        work_keep_hours: 24,
         payouts: Some(PayoutConfig {
             node: pool.pipeline.node.config("sim"),
             wallet: String::new(),

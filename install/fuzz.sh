@@ -8,7 +8,7 @@
 #
 #   install/fuzz.sh [RUNS] [TARGET...]   RUNS executions per target (default
 #                                        10,000,000), all targets by default
-#   install/fuzz.sh --smoke              each target for 10 s (command 2 runs this)
+#   install/fuzz.sh --smoke              each target for 5 s (command 2 runs this)
 #
 # The committed seeds (fuzz/corpus/TARGET) are read, never written: what a run
 # learns goes to $SLUICE_STATE/fuzz/corpus/TARGET, crashes to
@@ -31,7 +31,7 @@ runs=10000000
 seconds=0
 if [ "${1:-}" = --smoke ]; then
     runs=0
-    seconds=10
+    seconds=5
     shift
 elif [[ "${1:-}" =~ ^[0-9]+$ ]]; then
     runs=$1

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use sluice_core::record::{MiningProtocol, ShareRecord, ShareStatus, SolvedShare};
 use tokio::sync::oneshot;
 
-use crate::connection::{Miner, Shared};
 use crate::judge::{Judgement, ShareWork};
+use crate::shared::{Miner, Shared};
 use crate::vardiff::Vardiff;
 
 /// Who a share is from, as its record names them.

@@ -1,19 +1,21 @@
-//! One miner connection: the socket task around a [`ServerSession`].
+//! One Stratum V1 connection (plain or TLS; a farm agent's session is one
+//! too, its miners in `agent.rs`): the socket task around a
+//! [`ServerSession`], started by the listener once admitted.
 //!
 //! The task owns everything about its miner (protocol state, the jobs it was
 //! sent with their difficulties and submitted shares, vardiff, reject
 //! counts); shared things come in through [`Shared`]. It reads lines, answers
 //! every request, sends `mining.notify` when the job board changes (and
-//! again every `notify_interval`), checks shares with crates/core, and hands
-//! checked shares and block candidates to the sinks. On drain it sends
+//! again every `notify_interval`), has shares judged and hands the judgement
+//! to the one post-judge path (`channel.rs`). On drain it sends
 //! `client.reconnect` and closes within the drain spread.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_core::record::{Event, EventKind, MinerIdentity, MiningProtocol, SolvedShare};
+use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol};
 use sluice_core::worker::{parse_login, worker_id};
 use sluice_stratum::Id;
 use sluice_stratum::message::Submit;
@@ -24,150 +26,22 @@ use sluice_stratum::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::channel::{Recorded, Source};
-use crate::ids::{SessionIds, SessionIndex};
-use crate::jobs::{Board, ServerJob, now_secs, parse_stratum_job_id};
+use crate::ids::SessionIndex;
+use crate::jobs::{Board, now_secs, parse_stratum_job_id};
 use crate::judge::{Rejection, SentJob, ShareWork, judge};
-use crate::limits::{Admission, RejectWindow};
-use crate::metrics::{ReasonLabel, ServerMetrics};
-use crate::sinks::ShareSink;
-use crate::users::{AuthError, Users};
-use crate::vardiff::{Vardiff, VardiffConfig};
+use crate::limits::RejectWindow;
+use crate::listener::{admitted, canonical_ip, read_proxy_header, refuse};
+use crate::metrics::ReasonLabel;
+use crate::shared::{Miner, Shared, settle};
+use crate::users::AuthError;
+use crate::vardiff::Vardiff;
 
-mod agent;
-
-/// Per-connection settings.
-#[derive(Debug, Clone)]
-pub struct ConnConfig {
-    /// Bytes of extranonce2.
-    pub extranonce2_size: usize,
-    /// Version bits miners may roll (BIP310).
-    pub version_mask: u32,
-    /// Starting difficulty.
-    pub default_difficulty: f64,
-    /// Vardiff bounds and aim.
-    pub vardiff: VardiffConfig,
-    /// Longest request line.
-    pub max_line_bytes: usize,
-    /// A connection must authorize within this.
-    pub preauth_timeout: Duration,
-    /// An authorized connection silent this long is closed.
-    pub idle_timeout: Duration,
-    /// A miner that gets no new job for this long is sent the latest again.
-    pub notify_interval: Duration,
-    /// Rejected shares per minute before the IP is banned (0: never).
-    pub max_rejects_per_minute: u32,
-    /// Whether a PROXY protocol header is expected first.
-    pub proxy_protocol: bool,
-    /// On drain, connections close spread over this long.
-    pub drain_spread: Duration,
-    /// Malformed lines tolerated before the connection is closed.
-    pub max_bad_lines: u32,
-    /// How long answers wait for the broker to acknowledge their shares
-    /// (zero: answer at once).
-    pub accept_wait: Duration,
-    /// A miner that takes none of its answers for this long is dropped.
-    pub write_timeout: Duration,
-    /// New connections a second per listener (0: no pace).
-    pub accepts_per_sec: f64,
-    /// New connections accepted at once before the pace applies.
-    pub accept_burst: f64,
-    /// How long a dropped farm agent's session may be resumed.
-    pub agent_resume: Duration,
-    /// Farm agents' miners over all sessions, at most.
-    pub max_agent_workers: usize,
-}
-
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// Settings.
-    pub config: ConnConfig,
-    /// extranonce1's first byte.
-    pub server_id: u8,
-    /// The jobs on offer.
-    pub board: watch::Receiver<Arc<Board>>,
-    /// Who may mine.
-    pub users: Users,
-    /// Checked shares.
-    pub shares: ShareSink,
-    /// Block candidates.
-    pub solved: mpsc::Sender<SolvedShare>,
-    /// Miner events (key, event).
-    pub events: mpsc::Sender<(String, Event)>,
-    /// Counters.
-    pub metrics: ServerMetrics,
-    /// extranonce1 allocation.
-    pub ids: SessionIds,
-    /// Rate limits and bans.
-    pub admission: Arc<Admission>,
-    /// Cancelled to drain: reconnect and close.
-    pub drain: CancellationToken,
-    /// Room for refused connections delivering their error line.
-    pub lingering: Arc<Semaphore>,
-    /// Farm agents' sessions waiting to be resumed, by extranonce1.
-    pub(crate) parked: agent::Parking,
-}
-
-impl Shared {
-    /// Publishes a miner event; a full queue drops it, counted.
-    pub(crate) fn event(&self, kind: EventKind) {
-        let key = format!("sserver-{}", self.server_id);
-        let event = Event {
-            timestamp_ms: sluice_service::now_ms(),
-            kind,
-        };
-        if self.events.try_send((key, event)).is_err() {
-            self.metrics.events_dropped.inc();
-        }
-    }
-
-    /// The block candidate of `miner`'s share of `job` (whichever protocol
-    /// carried it), logged as found.
-    pub(crate) fn solved_share(
-        &self,
-        job: &ServerJob,
-        miner: &Miner,
-        extranonce1: &[u8],
-        extranonce2: &[u8],
-        checked: &sluice_core::CheckedShare,
-    ) -> SolvedShare {
-        let hash = checked.hash;
-        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found");
-        SolvedShare {
-            job_id: job.job.id,
-            template_id: job.job.template_id,
-            height: job.job.height,
-            header: checked.header,
-            coinbase: sluice_core::coinbase::join_coinbase(
-                &job.work.coinbase1,
-                extranonce1,
-                extranonce2,
-                &job.work.coinbase2,
-            ),
-            block_hash: hash,
-            user_id: miner.user_id,
-            worker_id: miner.worker_id,
-            worker_name: miner.worker.clone(),
-            server_id: self.server_id,
-            timestamp_ms: sluice_service::now_ms(),
-        }
-    }
-}
-
-/// The miner behind an authorized connection (or SV2 channel).
-#[derive(Debug, Clone)]
-pub(crate) struct Miner {
-    pub(crate) user_id: u32,
-    pub(crate) user: String,
-    pub(crate) worker: String,
-    pub(crate) worker_id: i64,
-}
+pub(crate) mod agent;
 
 /// A share's verdict on the wire and what to record of it.
 struct Judged {
@@ -275,7 +149,7 @@ impl std::fmt::Display for End {
 }
 
 /// Serves one accepted socket to the end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let mut framer = LineFramer::new(shared.config.max_line_bytes);
@@ -313,7 +187,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 /// Serves one socket accepted on the TLS listener to the end: admission
 /// first (a refused or banned address costs no handshake), then the TLS
 /// handshake within the pre-auth timeout, then Stratum as on the plain port.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
@@ -347,49 +221,6 @@ pub async fn serve_tls(
     let mut rd = Reader::Tls(rd);
     let end = conn.run(&mut rd, framer).await;
     conn.closed(&end);
-}
-
-/// Per-IP rate limits and bans; a refusal comes with what to tell the miner.
-pub(crate) fn admitted(shared: &Shared, peer: SocketAddr) -> Result<(), String> {
-    let now = Instant::now();
-    shared.admission.admit(peer.ip(), now).map_err(|refusal| {
-        shared.metrics.connections_refused.inc();
-        tracing::debug!(%peer, ?refusal, "connection refused");
-        refusal.message(now)
-    })
-}
-
-/// Refused connections lingering at once to deliver their error line; more
-/// are closed at once (a connect storm must not hold sockets open).
-pub(crate) const MAX_LINGERING: usize = 1024;
-
-/// How long a refused connection waits for the miner to close first.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// Tells a refused miner why, in one JSON-RPC error line (`"id": null`), and
-/// closes: its log says what happened instead of showing a silent reset.
-/// The write never waits (a fresh socket's buffer is empty). The close waits
-/// up to [`LINGER`] for the miner's own close, reading and discarding what
-/// it sent: closing a socket with unread input sends a reset, which can
-/// destroy the line before the miner reads it.
-pub(crate) fn refuse(stream: TcpStream, message: &str, shared: &Shared) {
-    let mut line =
-        ServerMessage::from(Response::error(Id::null(), ErrorCode::Other, message)).to_line();
-    line.push('\n');
-    if stream.try_write(line.as_bytes()).is_err() {
-        return;
-    }
-    let Ok(permit) = Arc::clone(&shared.lingering).try_acquire_owned() else {
-        return;
-    };
-    tokio::spawn(async move {
-        let mut stream = stream;
-        let _ = stream.shutdown().await;
-        let mut sink = [0u8; 1024];
-        let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
-        let _ = tokio::time::timeout(LINGER, drain).await;
-        drop(permit);
-    });
 }
 
 impl Conn {
@@ -532,53 +363,6 @@ impl Writer {
                 wr.flush().await
             }
         }
-    }
-}
-
-/// Waits until the broker has acknowledged the shares `unacked` stands
-/// for, at most `accept_wait`; past it the answers go anyway, counted.
-/// V1 and V2 sessions both answer only after it.
-pub(crate) async fn settle(unacked: &mut Vec<oneshot::Receiver<()>>, shared: &Shared) {
-    if unacked.is_empty() {
-        return;
-    }
-    let waiting = std::mem::take(unacked);
-    let n = waiting.len();
-    let all = futures::future::join_all(waiting);
-    if tokio::time::timeout(shared.config.accept_wait, all)
-        .await
-        .is_err()
-    {
-        shared.metrics.answered_unacknowledged.inc_by(n as u64);
-    }
-}
-
-/// Reads the PROXY header: the real source (if the balancer gave one) and
-/// the bytes after the header, which belong to the miner's protocol.
-pub(crate) async fn read_proxy_header(
-    rd: &mut OwnedReadHalf,
-    timeout: Duration,
-) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
-    let mut buf = Vec::with_capacity(128);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match crate::proxy::parse(&buf) {
-            Ok(Some(h)) => {
-                return Ok((h.source, buf.split_off(h.len)));
-            }
-            Ok(None) if buf.len() < 536 => {}
-            Ok(None) => return Err("PROXY header too long".into()),
-            Err(e) => return Err(e.to_string()),
-        }
-        let mut chunk = [0u8; 256];
-        let n = tokio::time::timeout_at(deadline, rd.read(&mut chunk))
-            .await
-            .map_err(|_| "timed out waiting for the PROXY header".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed before the PROXY header".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -1110,13 +894,5 @@ fn v1_error(r: &Rejection) -> (ErrorCode, String) {
         Rejection::TimeTooNew => (ErrorCode::Other, "Time too new".into()),
         Rejection::Stale => (ErrorCode::JobNotFound, "Stale share".into()),
         Rejection::LowDifficulty => (ErrorCode::LowDifficulty, "Low difficulty share".into()),
-    }
-}
-
-/// The client's address as recorded in shares (IPv4-mapped IPv6 unmapped).
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 /// 2^24 indexes per server id.
-pub const SPACE: u32 = 1 << 24;
+pub(crate) const SPACE: u32 = 1 << 24;
 
 #[derive(Debug, Default)]
 struct Inner {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sluice_core::record::ShareStatus;
 use sluice_core::share::{SubmissionError, check_ntime};
-pub use sluice_core::target_of;
+pub(crate) use sluice_core::target_of;
 use sluice_core::{CheckedShare, ShareOutcome, Submission};
 
 use crate::jobs::{Board, ServerJob};
@@ -24,11 +24,11 @@ use crate::jobs::{Board, ServerJob};
 /// How long after a retarget on the same job a share meeting only the old
 /// difficulty is still accepted (at the old difficulty): the miner found it
 /// before it read the new one.
-pub const RETARGET_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const RETARGET_GRACE: Duration = Duration::from_secs(10);
 
 /// A job as sent to one session (or one SV2 channel).
 #[derive(Debug)]
-pub struct SentJob {
+pub(crate) struct SentJob {
     pub job: Arc<ServerJob>,
     pub difficulty: f64,
     /// The difficulty this job was sent with before a retarget resent it,
@@ -46,7 +46,7 @@ pub struct SentJob {
 }
 
 impl SentJob {
-    pub fn new(job: Arc<ServerJob>, difficulty: f64) -> Self {
+    pub(crate) fn new(job: Arc<ServerJob>, difficulty: f64) -> Self {
         SentJob {
             job,
             difficulty,
@@ -57,7 +57,7 @@ impl SentJob {
     }
 
     /// The same job at a new difficulty from `now` on.
-    pub fn retarget(&mut self, difficulty: f64, now: Instant) {
+    pub(crate) fn retarget(&mut self, difficulty: f64, now: Instant) {
         if self.difficulty != difficulty {
             self.previous = Some((self.difficulty, now));
             self.difficulty = difficulty;
@@ -67,7 +67,7 @@ impl SentJob {
 
 /// The share as the miner described it.
 #[derive(Debug, Clone, Copy)]
-pub struct ShareWork<'a> {
+pub(crate) struct ShareWork<'a> {
     /// The session's (or channel's) fixed part of the extranonce.
     pub extranonce1: &'a [u8],
     /// The miner's part.
@@ -80,7 +80,7 @@ pub struct ShareWork<'a> {
 
 /// Why a share is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// extranonce2 of the wrong size.
     Extranonce2Size {
         got: usize,
@@ -107,7 +107,7 @@ pub enum Rejection {
 
 /// The judge's answer.
 #[derive(Debug)]
-pub struct Judgement {
+pub(crate) struct Judgement {
     /// `Ok` when accepted (a block candidate or a share).
     pub verdict: Result<(), Rejection>,
     /// What the share record says; `None` for shares never checked
@@ -133,7 +133,7 @@ impl Judgement {
     }
 
     /// The label of `sserver_shares_total{status}`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match (self.status, &self.verdict) {
             (Some(s), _) => status_label(s),
             (None, Err(Rejection::Duplicate)) => "duplicate",
@@ -146,7 +146,7 @@ impl Judgement {
 /// Judges `work` against `sent` (the job the share names, as this session
 /// was sent it) on `board`, at `now` (for the retarget grace) and `unix_now`
 /// (seconds, for ntime). Marks the share seen.
-pub fn judge(
+pub(crate) fn judge(
     board: &Board,
     sent: &mut SentJob,
     work: &ShareWork<'_>,
@@ -164,14 +164,14 @@ pub fn judge(
 /// The difficulty a share is judged at, and the one before a retarget with
 /// when it changed (good for [`RETARGET_GRACE`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Credit {
+pub(crate) struct Credit {
     pub difficulty: f64,
     pub previous: Option<(f64, Instant)>,
 }
 
 /// [`judge`] at a difficulty of the caller's: a farm agent's miners share
 /// one session's jobs, each at its own difficulty.
-pub fn judge_at(
+pub(crate) fn judge_at(
     board: &Board,
     sent: &mut SentJob,
     credit: Credit,
@@ -258,7 +258,7 @@ pub fn judge_at(
 }
 
 /// The label of a share status in `sserver_shares_total{status}`.
-pub fn status_label(s: ShareStatus) -> &'static str {
+pub(crate) fn status_label(s: ShareStatus) -> &'static str {
     match s {
         ShareStatus::Accepted => "accepted",
         ShareStatus::Block => "block",

@@ -15,18 +15,20 @@
 //!   connections closed spread over `drain_spread_secs`, queued shares flushed.
 
 mod channel;
-pub mod connection;
-pub mod ids;
+mod connection;
+mod ids;
 pub mod jobs;
-pub mod judge;
-pub mod limits;
-pub mod metrics;
+mod judge;
+mod limits;
+mod listener;
+mod metrics;
 pub mod proxy;
-pub mod sinks;
+mod shared;
+mod sinks;
 pub mod sv2;
-pub mod tls;
-pub mod users;
-pub mod vardiff;
+mod tls;
+mod users;
+mod vardiff;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,10 +47,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{ConnConfig, Shared};
 use crate::jobs::{Board, FeedConfig};
 use crate::limits::{Admission, LimitsConfig};
+use crate::listener::{Port, accept, listen};
 use crate::metrics::ServerMetrics;
+use crate::shared::{ConnConfig, Shared};
 pub use crate::tls::TlsConfig;
 use crate::users::Users;
 use crate::vardiff::VardiffConfig;
@@ -587,7 +590,7 @@ async fn serve_ids(
             ids: parts.ids.clone(),
             admission: Arc::clone(&parts.admission),
             drain: serving.clone(),
-            lingering: Arc::new(Semaphore::new(connection::MAX_LINGERING)),
+            lingering: Arc::new(Semaphore::new(listener::MAX_LINGERING)),
             parked: Default::default(),
         });
         let lost = async {
@@ -644,105 +647,6 @@ async fn server_id(config: &Config) -> anyhow::Result<(u8, Option<IdLease>)> {
         .await?;
     let id = u8::try_from(lease.id())?;
     Ok((id, Some(lease)))
-}
-
-/// Connections the kernel completes and holds for the accept loop (it
-/// caps this at `net.core.somaxconn`, 4,096 on Debian 12). Thousands of
-/// miners reconnecting at once (a restart, a pool switching back) overflow
-/// the 1,024 of a default listener, and each dropped handshake waits a
-/// second before its retry.
-const LISTEN_BACKLOG: u32 = 8192;
-
-/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR,
-/// as std sets it, for a restart while old connections linger).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Connections accepted before the accept loop lets other tasks run.
-const ACCEPTS_PER_TURN: u32 = 8;
-
-/// What a listener speaks.
-#[derive(Clone)]
-enum Port {
-    V1,
-    Tls(TlsAcceptor),
-    Sv2(Arc<sv2::Sv2Server>),
-}
-
-/// Accepts connections until the shared drain token is cancelled. Every
-/// listener shares the connection cap.
-async fn accept(
-    listener: &TcpListener,
-    port: &Port,
-    shared: &Arc<Shared>,
-    semaphore: &Arc<Semaphore>,
-    ctx: &Context,
-) {
-    let tracker = ctx.shutdown.tracker();
-    let c = &shared.config;
-    let mut pace = limits::Pace::new(c.accepts_per_sec, c.accept_burst, Instant::now());
-    let mut since_yield = 0u32;
-    loop {
-        // In a connect storm the listener is always ready: without a turn
-        // given up, a poll of this loop queues a hundred new sessions ahead
-        // of the miners already mining (tokio's budget is 128 operations),
-        // and their answers wait behind them.
-        since_yield += 1;
-        if since_yield == ACCEPTS_PER_TURN {
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        let wait = pace.turn(Instant::now());
-        if !wait.is_zero() {
-            tokio::select! {
-                () = shared.drain.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-        let accepted = tokio::select! {
-            () = shared.drain.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(error) => {
-                // Out of file descriptors and the like: pause, do not spin.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
-            shared.metrics.connections_refused.inc();
-            tracing::debug!(%peer, "connection cap reached; refused");
-            if matches!(port, Port::V1) {
-                connection::refuse(
-                    stream,
-                    "refused: this server is full; retry in a few seconds",
-                    shared,
-                );
-            }
-            continue;
-        };
-        let shared = Arc::clone(shared);
-        let port = port.clone();
-        tracker.spawn(async move {
-            match port {
-                Port::V1 => connection::serve(stream, peer, shared).await,
-                Port::Tls(acceptor) => connection::serve_tls(stream, peer, shared, acceptor).await,
-                Port::Sv2(server) => sv2::serve(stream, peer, shared, server).await,
-            }
-            drop(permit);
-        });
-    }
 }
 
 fn spawn_heartbeat(config: &Config, ctx: &Context, parts: &Parts) -> anyhow::Result<()> {

@@ -36,7 +36,7 @@ struct Bucket {
 /// rest, so a storm of new connections cannot crowd out the miners already
 /// mining (each new connection is a task ahead of theirs in the queue).
 #[derive(Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -45,7 +45,7 @@ pub struct Pace {
 
 impl Pace {
     /// `rate` a second after `burst` at once; a rate of 0 is no pace.
-    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+    pub(crate) fn new(rate: f64, burst: f64, now: Instant) -> Self {
         Pace {
             rate,
             burst,
@@ -55,7 +55,7 @@ impl Pace {
     }
 
     /// Takes the next connection's turn at `now`: how long to wait for it.
-    pub fn turn(&mut self, now: Instant) -> Duration {
+    pub(crate) fn turn(&mut self, now: Instant) -> Duration {
         if self.rate <= 0.0 {
             return Duration::ZERO;
         }
@@ -177,7 +177,7 @@ impl Admission {
 
 /// Counts one session's rejected shares in a sliding window.
 #[derive(Debug, Clone)]
-pub struct RejectWindow {
+pub(crate) struct RejectWindow {
     window: Duration,
     max: u32,
     times: std::collections::VecDeque<Instant>,
@@ -185,7 +185,7 @@ pub struct RejectWindow {
 
 impl RejectWindow {
     /// At most `max` rejections per `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         RejectWindow {
             window,
             max,
@@ -194,7 +194,7 @@ impl RejectWindow {
     }
 
     /// Records a rejection at `now`; true when the limit is exceeded.
-    pub fn reject(&mut self, now: Instant) -> bool {
+    pub(crate) fn reject(&mut self, now: Instant) -> bool {
         while self
             .times
             .front()

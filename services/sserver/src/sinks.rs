@@ -32,7 +32,7 @@ use crate::metrics::ServerMetrics;
 
 /// Shares the producer holds unacknowledged before submits wait: half a
 /// minute of a 6,000 shares/s pool riding out a broker outage, about 50 MB.
-pub const SHARE_QUEUE: u32 = 200_000;
+pub(crate) const SHARE_QUEUE: u32 = 200_000;
 
 /// Where a connection's checked shares go. Cheap to clone; every clone
 /// keeps the [`share_flusher`] waiting.
@@ -98,7 +98,7 @@ async fn share_flusher(
 }
 
 /// Hands events to the producer until the queue closes.
-pub async fn event_writer(
+pub(crate) async fn event_writer(
     producer: Producer,
     topic: Topic<Event>,
     mut queue: mpsc::Receiver<(String, Event)>,
@@ -111,7 +111,7 @@ pub async fn event_writer(
 
 /// The local log of block candidates.
 #[derive(Debug)]
-pub struct SolvedLog {
+pub(crate) struct SolvedLog {
     path: PathBuf,
     /// The topic (and cluster) its candidates go to: its first line.
     owner: TopicOwner,
@@ -119,7 +119,7 @@ pub struct SolvedLog {
 
 /// Why the solved-share log cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SolvedLogError {
+pub(crate) enum SolvedLogError {
     /// Reading it failed.
     #[error("{path}: {source}")]
     Io {
@@ -151,7 +151,10 @@ impl SolvedLog {
     /// The log at `path` for `owner`'s candidates (created on first write).
     /// A log whose first line names another owner is refused; one of the
     /// first format, which named none, is taken as this pool's.
-    pub fn open(path: impl Into<PathBuf>, owner: TopicOwner) -> Result<Self, SolvedLogError> {
+    pub(crate) fn open(
+        path: impl Into<PathBuf>,
+        owner: TopicOwner,
+    ) -> Result<Self, SolvedLogError> {
         let path = path.into();
         let first = match std::fs::File::open(&path) {
             Ok(f) => std::io::BufReader::new(f).lines().next().transpose(),
@@ -190,18 +193,18 @@ impl SolvedLog {
     }
 
     /// Records a candidate before it is sent.
-    pub fn record(&self, solved: &SolvedShare) -> std::io::Result<()> {
+    pub(crate) fn record(&self, solved: &SolvedShare) -> std::io::Result<()> {
         self.append(&format!("solved {}", hex::encode(solved.encode_to_vec())))
     }
 
     /// Records that the broker acknowledged the candidate `hash`.
-    pub fn mark_sent(&self, solved: &SolvedShare) -> std::io::Result<()> {
+    pub(crate) fn mark_sent(&self, solved: &SolvedShare) -> std::io::Result<()> {
         self.append(&format!("sent {}", solved.block_hash))
     }
 
     /// Candidates recorded but never marked sent; the log is rewritten to hold
     /// only those.
-    pub fn unsent(&self) -> std::io::Result<Vec<SolvedShare>> {
+    pub(crate) fn unsent(&self) -> std::io::Result<Vec<SolvedShare>> {
         let file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -238,7 +241,7 @@ impl SolvedLog {
     }
 
     /// Where it is.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -247,7 +250,7 @@ impl SolvedLog {
 /// left unsent by an earlier run go first. Returns when the queue closes and
 /// everything received was acknowledged, or when `abandon` is cancelled (the
 /// log keeps what was not sent for the next start).
-pub async fn solved_writer(
+pub(crate) async fn solved_writer(
     producer: Producer,
     topic: Topic<SolvedShare>,
     log: SolvedLog,

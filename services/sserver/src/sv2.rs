@@ -39,11 +39,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::channel::Source;
-use crate::connection::{Miner, Shared, admitted, canonical_ip, read_proxy_header};
 use crate::ids::SessionIndex;
 use crate::jobs::{Board, now_secs};
 use crate::judge::{Rejection, SentJob, ShareWork, judge, target_of};
 use crate::limits::RejectWindow;
+use crate::listener::{admitted, canonical_ip, read_proxy_header};
+use crate::shared::{Miner, Shared};
 use crate::users::AuthError;
 use crate::vardiff::Vardiff;
 
@@ -456,7 +457,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Waits for the broker's acknowledgement of the shares answered (as V1
     /// does), then writes everything queued, within the write timeout.
     async fn flush(&mut self) -> Result<(), End> {
-        crate::connection::settle(&mut self.unacked, &self.shared).await;
+        crate::shared::settle(&mut self.unacked, &self.shared).await;
         if self.out.pending() == 0 {
             return Ok(());
         }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A user allowed to mine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Account {
+pub(crate) struct Account {
     /// `users.id`.
     pub id: u32,
     /// `users.disabled`.

@@ -32,7 +32,7 @@ const MIN_FAST_SECS: f64 = 1.0;
 
 /// One miner's difficulty controller.
 #[derive(Debug, Clone)]
-pub struct Vardiff {
+pub(crate) struct Vardiff {
     config: VardiffConfig,
     current: f64,
     floor: f64,
@@ -42,14 +42,14 @@ pub struct Vardiff {
 }
 
 /// The power of two nearest to `x` in log scale.
-pub fn nearest_power_of_two(x: f64) -> f64 {
+pub(crate) fn nearest_power_of_two(x: f64) -> f64 {
     2f64.powi(x.log2().round() as i32)
 }
 
 impl Vardiff {
     /// A controller starting at `start` (rounded to a power of two and
     /// clamped) at time `now`.
-    pub fn new(config: VardiffConfig, start: f64, now: f64) -> Self {
+    pub(crate) fn new(config: VardiffConfig, start: f64, now: f64) -> Self {
         let mut v = Vardiff {
             config,
             current: 0.0,
@@ -63,7 +63,7 @@ impl Vardiff {
     }
 
     /// The current difficulty.
-    pub fn current(&self) -> f64 {
+    pub(crate) fn current(&self) -> f64 {
         self.current
     }
 
@@ -73,7 +73,7 @@ impl Vardiff {
     }
 
     /// A miner's own minimum (`md=`, `minimum-difficulty`); never below the pool's.
-    pub fn set_floor(&mut self, floor: f64, now: f64) {
+    pub(crate) fn set_floor(&mut self, floor: f64, now: f64) {
         self.floor = floor.max(self.config.min);
         if self.current < self.floor {
             self.reset(self.floor, now);
@@ -81,7 +81,7 @@ impl Vardiff {
     }
 
     /// Sets the difficulty (`d=`, `suggest_difficulty`) and starts measuring anew.
-    pub fn reset(&mut self, difficulty: f64, now: f64) {
+    pub(crate) fn reset(&mut self, difficulty: f64, now: f64) {
         self.current = self.clamp(difficulty);
         self.restart(now);
     }
@@ -93,25 +93,25 @@ impl Vardiff {
     }
 
     /// Counts an accepted share of difficulty `difficulty`.
-    pub fn on_accepted(&mut self, difficulty: f64) {
+    pub(crate) fn on_accepted(&mut self, difficulty: f64) {
         self.sum += difficulty;
         self.count += 1;
     }
 
     /// When the current measurement window ends (a retarget decision is due
     /// then at the latest).
-    pub fn window_end(&self) -> f64 {
+    pub(crate) fn window_end(&self) -> f64 {
         self.window_start + self.config.retarget_secs
     }
 
     /// Whether enough shares were counted for an early retarget to be
     /// worth a look.
-    pub fn may_be_fast(&self) -> bool {
+    pub(crate) fn may_be_fast(&self) -> bool {
         self.count >= FAST_SAMPLE
     }
 
     /// A new difficulty if the measurements call for one.
-    pub fn retarget(&mut self, now: f64) -> Option<f64> {
+    pub(crate) fn retarget(&mut self, now: f64) -> Option<f64> {
         let elapsed = now - self.window_start;
         if elapsed <= 0.0 {
             return None;

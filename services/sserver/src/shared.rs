@@ -1,0 +1,166 @@
+//! What every miner connection shares, whatever its protocol: the
+//! settings, the job board, users, the sinks, metrics, admission and the
+//! drain; the miner behind a session or channel; and the wait for the
+//! broker's acknowledgement before an answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::record::{Event, EventKind, SolvedShare};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::agent;
+use crate::ids::SessionIds;
+use crate::jobs::{Board, ServerJob};
+use crate::limits::Admission;
+use crate::metrics::ServerMetrics;
+use crate::sinks::ShareSink;
+use crate::users::Users;
+use crate::vardiff::VardiffConfig;
+
+/// Per-connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Bytes of extranonce2.
+    pub extranonce2_size: usize,
+    /// Version bits miners may roll (BIP310).
+    pub version_mask: u32,
+    /// Starting difficulty.
+    pub default_difficulty: f64,
+    /// Vardiff bounds and aim.
+    pub vardiff: VardiffConfig,
+    /// Longest request line.
+    pub max_line_bytes: usize,
+    /// A connection must authorize within this.
+    pub preauth_timeout: Duration,
+    /// An authorized connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// A miner that gets no new job for this long is sent the latest again.
+    pub notify_interval: Duration,
+    /// Rejected shares per minute before the IP is banned (0: never).
+    pub max_rejects_per_minute: u32,
+    /// Whether a PROXY protocol header is expected first.
+    pub proxy_protocol: bool,
+    /// On drain, connections close spread over this long.
+    pub drain_spread: Duration,
+    /// Malformed lines tolerated before the connection is closed.
+    pub max_bad_lines: u32,
+    /// How long answers wait for the broker to acknowledge their shares
+    /// (zero: answer at once).
+    pub accept_wait: Duration,
+    /// A miner that takes none of its answers for this long is dropped.
+    pub write_timeout: Duration,
+    /// New connections a second per listener (0: no pace).
+    pub accepts_per_sec: f64,
+    /// New connections accepted at once before the pace applies.
+    pub accept_burst: f64,
+    /// How long a dropped farm agent's session may be resumed.
+    pub agent_resume: Duration,
+    /// Farm agents' miners over all sessions, at most.
+    pub max_agent_workers: usize,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Settings.
+    pub config: ConnConfig,
+    /// extranonce1's first byte.
+    pub server_id: u8,
+    /// The jobs on offer.
+    pub board: watch::Receiver<Arc<Board>>,
+    /// Who may mine.
+    pub users: Users,
+    /// Checked shares.
+    pub shares: ShareSink,
+    /// Block candidates.
+    pub solved: mpsc::Sender<SolvedShare>,
+    /// Miner events (key, event).
+    pub events: mpsc::Sender<(String, Event)>,
+    /// Counters.
+    pub metrics: ServerMetrics,
+    /// extranonce1 allocation.
+    pub ids: SessionIds,
+    /// Rate limits and bans.
+    pub admission: Arc<Admission>,
+    /// Cancelled to drain: reconnect and close.
+    pub drain: CancellationToken,
+    /// Room for refused connections delivering their error line.
+    pub lingering: Arc<Semaphore>,
+    /// Farm agents' sessions waiting to be resumed, by extranonce1.
+    pub(crate) parked: agent::Parking,
+}
+
+impl Shared {
+    /// Publishes a miner event; a full queue drops it, counted.
+    pub(crate) fn event(&self, kind: EventKind) {
+        let key = format!("sserver-{}", self.server_id);
+        let event = Event {
+            timestamp_ms: sluice_service::now_ms(),
+            kind,
+        };
+        if self.events.try_send((key, event)).is_err() {
+            self.metrics.events_dropped.inc();
+        }
+    }
+
+    /// The block candidate of `miner`'s share of `job` (whichever protocol
+    /// carried it), logged as found.
+    pub(crate) fn solved_share(
+        &self,
+        job: &ServerJob,
+        miner: &Miner,
+        extranonce1: &[u8],
+        extranonce2: &[u8],
+        checked: &sluice_core::CheckedShare,
+    ) -> SolvedShare {
+        let hash = checked.hash;
+        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found");
+        SolvedShare {
+            job_id: job.job.id,
+            template_id: job.job.template_id,
+            height: job.job.height,
+            header: checked.header,
+            coinbase: sluice_core::coinbase::join_coinbase(
+                &job.work.coinbase1,
+                extranonce1,
+                extranonce2,
+                &job.work.coinbase2,
+            ),
+            block_hash: hash,
+            user_id: miner.user_id,
+            worker_id: miner.worker_id,
+            worker_name: miner.worker.clone(),
+            server_id: self.server_id,
+            timestamp_ms: sluice_service::now_ms(),
+        }
+    }
+}
+
+/// The miner behind an authorized connection (or SV2 channel).
+#[derive(Debug, Clone)]
+pub(crate) struct Miner {
+    pub(crate) user_id: u32,
+    pub(crate) user: String,
+    pub(crate) worker: String,
+    pub(crate) worker_id: i64,
+}
+
+/// Waits until the broker has acknowledged the shares `unacked` stands
+/// for, at most `accept_wait`; past it the answers go anyway, counted.
+/// V1 and V2 sessions both answer only after it.
+pub(crate) async fn settle(unacked: &mut Vec<oneshot::Receiver<()>>, shared: &Shared) {
+    if unacked.is_empty() {
+        return;
+    }
+    let waiting = std::mem::take(unacked);
+    let n = waiting.len();
+    let all = futures::future::join_all(waiting);
+    if tokio::time::timeout(shared.config.accept_wait, all)
+        .await
+        .is_err()
+    {
+        shared.metrics.answered_unacknowledged.inc_by(n as u64);
+    }
+}

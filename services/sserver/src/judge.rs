@@ -169,6 +169,17 @@ pub(crate) struct Credit {
     pub previous: Option<(f64, Instant)>,
 }
 
+impl Credit {
+    /// The rule of the retarget grace, for every protocol: the difficulty
+    /// before the change, while [`RETARGET_GRACE`] has not passed since it
+    /// at `now`.
+    pub(crate) fn in_grace(&self, now: Instant) -> Option<f64> {
+        self.previous
+            .filter(|(_, at)| now.saturating_duration_since(*at) < RETARGET_GRACE)
+            .map(|(d, _)| d)
+    }
+}
+
 /// [`judge`] at a difficulty of the caller's: a farm agent's miners share
 /// one session's jobs, each at its own difficulty.
 pub(crate) fn judge_at(
@@ -205,10 +216,7 @@ pub(crate) fn judge_at(
         return Judgement::refused(Rejection::Duplicate, credit.difficulty);
     }
     let mut difficulty = credit.difficulty;
-    let previous = credit
-        .previous
-        .filter(|(_, at)| now.saturating_duration_since(*at) < RETARGET_GRACE)
-        .map(|(d, _)| d);
+    let previous = credit.in_grace(now);
     let sub = Submission {
         extranonce1: work.extranonce1,
         extranonce2: work.extranonce2,

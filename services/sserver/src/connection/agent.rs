@@ -28,7 +28,7 @@ use super::{Conn, End, Miner, SENT_JOBS};
 use crate::channel::{Recorded, Source};
 use crate::ids::SessionIndex;
 use crate::jobs::now_secs;
-use crate::judge::{Credit, RETARGET_GRACE, Rejection, SentJob, ShareWork, judge_at};
+use crate::judge::{Credit, Rejection, SentJob, ShareWork, judge_at};
 use crate::vardiff::Vardiff;
 
 /// Miners one agent session may register (its 16-bit id space).
@@ -106,7 +106,9 @@ struct Worker {
 }
 
 impl Worker {
-    /// What a share for the job sent as `serial` is judged at.
+    /// What a share for the job sent as `serial` is judged at: the judge
+    /// applies the grace ([`Credit::in_grace`]). On the job held through a
+    /// change the old difficulty is dated `now`: in grace at every share.
     fn credit(&self, serial: u64, now: Instant) -> Credit {
         if self.held == Some(serial) {
             return Credit {
@@ -117,9 +119,7 @@ impl Worker {
         if serial >= self.since {
             Credit {
                 difficulty: self.difficulty,
-                previous: self
-                    .before
-                    .filter(|(_, at)| now.saturating_duration_since(*at) < RETARGET_GRACE),
+                previous: self.before,
             }
         } else {
             Credit {
@@ -553,6 +553,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::RETARGET_GRACE;
 
     fn worker(difficulty: f64, since: u64, before: Option<(f64, Instant)>) -> Worker {
         let config = crate::vardiff::VardiffConfig {
@@ -588,10 +589,10 @@ mod tests {
         // A minute on, shares of job 5 still count at 8 as well as 16.
         let credit = w.credit(5, later);
         assert_eq!(credit.difficulty, 16.0);
-        assert_eq!(credit.previous, Some((8.0, later)));
-        // The next job was sent after the change: 16, with only the grace.
+        assert_eq!(credit.in_grace(later), Some(8.0));
+        // The next job was sent after the change: 16, the grace long past.
         let next = w.credit(6, later);
-        assert_eq!((next.difficulty, next.previous), (16.0, None));
+        assert_eq!((next.difficulty, next.in_grace(later)), (16.0, None));
         // Older jobs: the old difficulty.
         assert_eq!(w.credit(4, later).difficulty, 8.0);
     }
@@ -600,7 +601,8 @@ mod tests {
     fn a_difficulty_sent_with_a_job_has_only_the_grace() {
         let changed = Instant::now();
         let w = worker(16.0, 5, Some((8.0, changed)));
-        assert_eq!(w.credit(5, changed).previous, Some((8.0, changed)));
-        assert_eq!(w.credit(5, changed + RETARGET_GRACE).previous, None);
+        assert_eq!(w.credit(5, changed).in_grace(changed), Some(8.0));
+        let after = changed + RETARGET_GRACE;
+        assert_eq!(w.credit(5, after).in_grace(after), None);
     }
 }

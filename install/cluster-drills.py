@@ -320,7 +320,7 @@ def fenced() -> float:
 
 def drill_jobmaker(user: str) -> dict:
     start = sluicectl("offsets", "share")
-    miners = Miners(user, 55)
+    miners = Miners(user, 75)
     leader, epoch = until(10, "a jobmaker leader", leader_of_jobmakers)
     fenced_before = fenced()
     cluster("cut", leader["name"])
@@ -349,7 +349,7 @@ def drill_jobmaker_frozen(user: str) -> dict:
     session, then thawed: it wakes believing it leads. Jobs it sends before
     it learns otherwise carry its old epoch, and every sserver drops them."""
     start = sluicectl("offsets", "share")
-    miners = Miners(user, 55)
+    miners = Miners(user, 75)
     leader, epoch = until(10, "a jobmaker leader", leader_of_jobmakers)
     fenced_before = fenced()
     cluster("ctl", leader["name"], "signal", "STOP", "jobmaker")
@@ -426,7 +426,9 @@ def statshttpd_credits(user: str, records: int) -> None:
 
 def drill_partition(user: str) -> dict:
     start = sluicectl("offsets", "share")
-    miners = Miners(user, 55)
+    # The shares held in the partition reach the brokers about 25 s after
+    # it: the miners mine on past that, so that every submit is answered.
+    miners = Miners(user, 75)
     mining_goes_on(miners, 30, "mining before the partition")
     stratum = " ".join(h["name"] for h in hosts("sserver"))
     kafka = " ".join(h["name"] for h in hosts("kafka"))
@@ -458,7 +460,7 @@ def taking(before: dict[str, float], exclude: str | None = None) -> str | None:
 
 def drill_blkmaker(user: str) -> dict:
     start = sluicectl("offsets", "share")
-    miners = Miners(user, 55)
+    miners = Miners(user, 75)
     before = solved_taken()
     taker = until(30, "a blkmaker taking solved shares", lambda: taking(before))
     cluster("cut", taker)

@@ -95,6 +95,11 @@ impl ClientSession {
         self.request(call, Pending::Subscribe)
     }
 
+    /// `mining.subscribe` with all its parameters (a session to resume).
+    pub fn subscribe_with(&mut self, subscribe: Subscribe) -> Request {
+        self.request(Call::Subscribe(subscribe), Pending::Subscribe)
+    }
+
     /// `mining.authorize`.
     pub fn authorize(&mut self, login: &str, password: &str) -> Request {
         let call = Call::Authorize(Authorize {

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::Target;
-use serde_json::{Value, json};
 use sluice_core::target_of;
 use sluice_service::{Backoff, Context};
 use sluice_stratum::agent::{self, ExMessage, ExSubmit, capability, status};
-use sluice_stratum::client::header;
+use sluice_stratum::client::{ClientEvent, ClientSession, header};
+use sluice_stratum::message::{Call, Configure, Subscribe};
 use sluice_stratum::{Frame, Id, LineFramer, Notification, Notify, ServerMessage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -303,25 +303,40 @@ impl Upstream {
             framer: LineFramer::new(1 << 20),
             out: Vec::new(),
         };
+        // The handshake in the typed client's words: the capabilities
+        // BTCAgent asks for (and the signed exponent), version rolling,
+        // the session to resume if any, the account.
+        let mut session = ClientSession::new();
         let caps = [
             capability::VERSION_ROLLING,
             capability::SUBMIT_RESPONSE,
             capability::SIGNED_DIFF_EXPONENT,
         ];
-        let mut subscribe = vec![json!(USER_AGENT)];
-        if let Some(en1) = resume {
-            subscribe.push(json!(hex::encode(en1)));
-        }
-        for line in [
-            json!({"id": 1, "method": "agent.get_capabilities", "params": [caps]}),
-            json!({"id": 2, "method": "mining.configure", "params": [["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 0}]}),
-            json!({"id": 3, "method": "mining.subscribe", "params": subscribe}),
-            json!({"id": 4, "method": "mining.authorize", "params": [account, password]}),
-        ] {
-            link.line(&line.to_string());
+        let caps = session.other(Call::AgentGetCapabilities(
+            caps.iter().map(|c| (*c).to_owned()).collect(),
+        ));
+        let configure = session.configure(Configure {
+            version_rolling_mask: Some(u32::MAX),
+            version_rolling_min_bit_count: Some(0),
+            minimum_difficulty: None,
+            unknown: Vec::new(),
+        });
+        let subscribe = session.subscribe_with(Subscribe {
+            user_agent: Some(USER_AGENT.to_owned()),
+            session_id: resume.map(hex::encode),
+        });
+        let authorize = session.authorize(account, password);
+        for request in [&caps, &configure, &subscribe, &authorize] {
+            link.line(&request.to_line());
         }
         link.flush(metrics).await?;
-        let mut hello = Hello::default();
+        let mut hello = Hello {
+            session,
+            caps: caps.id,
+            extranonce1: None,
+            signed: false,
+            early: Vec::new(),
+        };
         let mut authorized = false;
         loop {
             // The whole read: work that came behind the authorize answer
@@ -735,6 +750,10 @@ impl Upstream {
 /// What the handshake learned.
 #[derive(Debug, Default)]
 struct Hello {
+    /// The handshake's requests and their answers.
+    session: ClientSession,
+    /// The id of the capabilities request.
+    caps: Id,
     extranonce1: Option<[u8; 4]>,
     signed: bool,
     /// Work that came with the handshake, handled once online.
@@ -744,37 +763,38 @@ struct Hello {
 impl Hello {
     /// Takes one message; true once authorized.
     fn on(&mut self, m: ServerMessage) -> Result<bool, String> {
-        let ServerMessage::Response(r) = m else {
+        if matches!(m, ServerMessage::Notification(_)) {
             self.early.push(m);
             return Ok(false);
-        };
-        let id = r.id.to_string();
-        let result = r.result.map_err(|e| format!("request {id}: {}", e.message));
-        match id.as_str() {
-            "1" => {
-                let caps = result.unwrap_or(Value::Null);
-                self.signed = caps["capabilities"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|v| v == capability::SIGNED_DIFF_EXPONENT));
+        }
+        match self.session.on_message(m) {
+            ClientEvent::Answer(r) if r.id == self.caps => {
+                // No answer or an error: none of the capabilities.
+                self.signed = r.result.is_ok_and(|caps| {
+                    caps["capabilities"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|v| v == capability::SIGNED_DIFF_EXPONENT))
+                });
             }
-            "3" => {
-                let sub = result?;
-                let en2 = sub.get(2).and_then(Value::as_u64);
-                if en2 != Some(agent::EXTRANONCE2_SIZE as u64) {
+            ClientEvent::Answer(r) => {
+                if let Err(e) = r.result {
+                    return Err(format!("request {}: {}", r.id, e.message));
+                }
+            }
+            ClientEvent::Subscribed(sub) => {
+                if sub.extranonce2_size != agent::EXTRANONCE2_SIZE {
                     return Err(format!(
-                        "the pool gives {en2:?} bytes of extranonce2; a farm agent needs 8"
+                        "the pool gives {} bytes of extranonce2; a farm agent needs 8",
+                        sub.extranonce2_size
                     ));
                 }
-                let en1 = sub
-                    .get(1)
-                    .and_then(Value::as_str)
-                    .and_then(|s| hex::decode(s).ok())
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .ok_or("the subscribe answer has no 4-byte extranonce1")?;
+                let en1 = <[u8; 4]>::try_from(sub.extranonce1.as_slice())
+                    .map_err(|_| "the subscribe answer has no 4-byte extranonce1")?;
                 self.extranonce1 = Some(en1);
             }
-            "4" => {
-                if result? != Value::Bool(true) {
+            ClientEvent::Authorized(result) => {
+                result.map_err(|e| format!("authorize: {}", e.message))?;
+                if !self.session.authorized {
                     return Err("authorize refused".into());
                 }
                 if self.extranonce1.is_none() {
@@ -782,6 +802,7 @@ impl Hello {
                 }
                 return Ok(true);
             }
+            // mining.configure's answer: the mask comes as set_version_mask.
             _ => {}
         }
         Ok(false)

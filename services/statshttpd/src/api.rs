@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::SERVER_UP_MS;
 use crate::live::Figures;
 use crate::minutes::{Minute, Scope};
-use crate::window::{Sums, WINDOWS, hashrate};
+use crate::window::{Sums, hashrate};
 use crate::{Stats, lock, params};
 
 type Shared = State<Arc<Stats>>;
@@ -237,32 +237,27 @@ async fn flush_db_time(State(stats): Shared) -> Response {
     )
 }
 
-/// The JSON view of one entity's windows.
+/// One entity's windows as the API gives them.
+fn figures(f: &Figures) -> sluice_api::Figures {
+    sluice_api::Figures::new(
+        f.windows.map(sluice_api::Sums::from),
+        f.accept_count,
+        f.last_share_ms,
+    )
+}
+
+/// The JSON view of one entity's windows, for answers that add to it.
 fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
-    let mut hashrate = serde_json::Map::new();
-    let mut shares = serde_json::Map::new();
-    for (secs, s) in WINDOWS.iter().zip(f.windows) {
-        let name = if *secs == 3600 {
-            "1h".to_owned()
-        } else {
-            format!("{}m", secs / 60)
-        };
-        hashrate.insert(name.clone(), json!(s.hashrate(*secs)));
-        shares.insert(name, json!(s));
+    match serde_json::to_value(figures(f)) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
     }
-    let mut m = serde_json::Map::new();
-    m.insert("hashrate".into(), Value::Object(hashrate));
-    m.insert("shares".into(), Value::Object(shares));
-    m.insert("accept_count".into(), json!(f.accept_count));
-    m.insert(
-        "last_share_time".into(),
-        if f.last_share_ms == 0 {
-            Value::Null
-        } else {
-            json!(f.last_share_ms / 1000)
-        },
-    );
-    m
+}
+
+/// A typed answer.
+fn typed<T: serde::Serialize>(stats: &Stats, status: StatusCode, body: &T) -> Response {
+    let value = serde_json::to_value(body).unwrap_or(Value::Null);
+    reply(stats, status, &value)
 }
 
 async fn pool(State(stats): Shared) -> Response {
@@ -275,29 +270,34 @@ async fn pool(State(stats): Shared) -> Response {
         let (users, workers) = live.counts();
         (live.pool(now), users, workers, live.height)
     };
-    let blocks = stats.store.found_blocks_total().await.ok();
+    let blocks_found = stats.store.found_blocks_total().await.ok();
     let node_height = stats.node_height.load(Ordering::SeqCst);
-    let mut m = figures_json(&f);
-    m.insert("users".into(), json!(users));
-    m.insert("workers".into(), json!(workers));
-    m.insert("blocks_found".into(), json!(blocks));
-    // The nodes' best height, or the height below the newest job mined.
-    let height = if node_height > 0 {
-        node_height
-    } else {
-        u64::from(share_height.saturating_sub(1))
-    };
-    m.insert("network_height".into(), json!(height));
     // The round under way: accepted difficulty since the last block.
-    let round = lock(&stats.round).now().map(|r| {
-        json!({
-            "work": r.work, "network_difficulty": r.network_difficulty,
-            "effort": if r.network_difficulty > 0.0 { r.work / r.network_difficulty } else { 0.0 },
-            "since": r.since_ms / 1000, "whole": r.whole,
-        })
+    let round = lock(&stats.round).now().map(|r| sluice_api::Round {
+        work: r.work,
+        network_difficulty: r.network_difficulty,
+        effort: if r.network_difficulty > 0.0 {
+            r.work / r.network_difficulty
+        } else {
+            0.0
+        },
+        since: r.since_ms / 1000,
+        whole: r.whole,
     });
-    m.insert("round".into(), round.unwrap_or(Value::Null));
-    reply(&stats, StatusCode::OK, &Value::Object(m))
+    let pool = sluice_api::Pool {
+        figures: figures(&f),
+        users: users as u64,
+        workers: workers as u64,
+        blocks_found,
+        // The nodes' best height, or the height below the newest job mined.
+        network_height: if node_height > 0 {
+            node_height
+        } else {
+            u64::from(share_height.saturating_sub(1))
+        },
+        round,
+    };
+    typed(&stats, StatusCode::OK, &pool)
 }
 
 /// `scope`'s minute statistics, columns for charts: `start` (unix seconds
@@ -499,30 +499,27 @@ async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Respons
 /// are under 30 s old, whether it is healthy and, if not, why.
 async fn services(State(stats): Shared) -> Response {
     let now = stats.clock.now_ms();
-    let list: Vec<Value> = lock(&stats.services)
+    let services = lock(&stats.services)
         .recent(now)
         .into_iter()
-        .map(|(at_ms, s)| {
-            let figures: serde_json::Map<String, Value> = s
+        .map(|(at_ms, s)| sluice_api::Service {
+            figures: s
                 .figures
                 .iter()
-                .map(|f| (f.name.clone(), json!(f.value)))
-                .collect();
-            json!({
-                "service": s.service,
-                "instance": s.instance,
-                "host": s.host,
-                "version": s.version,
-                "up": now.saturating_sub(at_ms) < SERVER_UP_MS,
-                "healthy": s.healthy,
-                "problems": s.problems,
-                "uptime_secs": s.uptime_secs,
-                "last_heartbeat": at_ms / 1000,
-                "figures": figures,
-            })
+                .map(|f| (f.name.clone(), f.value))
+                .collect(),
+            service: s.service,
+            instance: s.instance,
+            host: s.host,
+            version: s.version,
+            up: now.saturating_sub(at_ms) < SERVER_UP_MS,
+            healthy: s.healthy,
+            problems: s.problems,
+            uptime_secs: s.uptime_secs,
+            last_heartbeat: at_ms / 1000,
         })
         .collect();
-    reply(&stats, StatusCode::OK, &json!({ "services": list }))
+    typed(&stats, StatusCode::OK, &sluice_api::Services { services })
 }
 
 /// MariaDB as the operator asks after it: reachable, version, uptime,
@@ -564,33 +561,32 @@ async fn servers(State(stats): Shared) -> Response {
     let now = stats.clock.now_ms();
     let heard = lock(&stats.services).of("sserver");
     let live = lock(&stats.live);
-    let list: Vec<Value> = heard
+    let servers = heard
         .into_iter()
         .map(|(at_ms, s)| {
             let figure = |name: &str| s.figures.iter().find(|f| f.name == name).map(|f| f.value);
-            let id = figure("server_id").map(|v| v as u8);
-            let shares = id
-                .and_then(|id| live.server(id, now))
-                .map(|f| Value::Object(figures_json(&f)));
-            json!({
-                "instance": s.instance,
-                "host": s.host,
-                "version": s.version,
-                "server_id": id,
-                "up": now.saturating_sub(at_ms) < SERVER_UP_MS,
-                "healthy": s.healthy,
-                "uptime_secs": s.uptime_secs,
-                "last_heartbeat": at_ms / 1000,
-                "connections": figure("connections"),
-                "shares_per_sec": figure("shares_per_sec"),
-                "hashrate": figure("hashrate"),
-                "last_job_age_secs": figure("last_job_age_secs"),
-                "from_shares": shares,
-            })
+            let server_id = figure("server_id").map(|v| v as u8);
+            sluice_api::Server {
+                from_shares: server_id
+                    .and_then(|id| live.server(id, now))
+                    .map(|f| figures(&f)),
+                server_id,
+                connections: figure("connections"),
+                shares_per_sec: figure("shares_per_sec"),
+                hashrate: figure("hashrate"),
+                last_job_age_secs: figure("last_job_age_secs"),
+                up: now.saturating_sub(at_ms) < SERVER_UP_MS,
+                healthy: s.healthy,
+                uptime_secs: s.uptime_secs,
+                last_heartbeat: at_ms / 1000,
+                instance: s.instance,
+                host: s.host,
+                version: s.version,
+            }
         })
         .collect();
     drop(live);
-    reply(&stats, StatusCode::OK, &json!({ "servers": list }))
+    typed(&stats, StatusCode::OK, &sluice_api::Servers { servers })
 }
 
 async fn blocks(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
@@ -630,29 +626,44 @@ async fn blocks(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
 }
 
 async fn health(State(stats): Shared) -> Response {
-    let mut components: BTreeMap<String, Value> = stats
+    let mut components: BTreeMap<String, sluice_api::Component> = stats
         .health
         .snapshot()
         .into_iter()
-        .map(|(name, c)| (name, json!({ "ok": c.ok, "detail": c.detail })))
+        .map(|(name, c)| {
+            let c = sluice_api::Component {
+                ok: c.ok,
+                detail: c.detail,
+            };
+            (name, c)
+        })
         .collect();
+    let initialized = stats.is_initialized();
     components.insert(
         "initialized".into(),
-        json!({ "ok": stats.is_initialized(), "detail": if stats.is_initialized() { "windows rebuilt, topic caught up" } else { "rebuilding windows from the share log and the topic" } }),
+        sluice_api::Component {
+            ok: initialized,
+            detail: if initialized {
+                "windows rebuilt, topic caught up"
+            } else {
+                "rebuilding windows from the share log and the topic"
+            }
+            .into(),
+        },
     );
-    let partitions = lock(&stats.positions).len();
-    let ok = components.values().all(|c| c["ok"] == Value::Bool(true));
+    let ok = components.values().all(|c| c.ok);
+    let health = sluice_api::Health {
+        ok,
+        components,
+        share_partitions: lock(&stats.positions).len(),
+        consumer_lag: stats.metrics.consumer_lag.get(),
+    };
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    reply(
-        &stats,
-        status,
-        &json!({ "ok": ok, "components": components, "share_partitions": partitions,
-                 "consumer_lag": stats.metrics.consumer_lag.get() }),
-    )
+    typed(&stats, status, &health)
 }
 
 async fn metrics(State(stats): Shared) -> Response {

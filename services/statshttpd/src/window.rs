@@ -19,7 +19,7 @@ pub(crate) const SLOTS: usize = 61;
 const MINUTE_MS: u64 = 60_000;
 
 /// The windows served everywhere, in seconds.
-pub(crate) const WINDOWS: [u64; 3] = [300, 900, 3600];
+pub(crate) const WINDOWS: [u64; 3] = sluice_api::WINDOW_SECS;
 
 /// A bucket's number type.
 pub(crate) trait Sum: Copy + Default + AddAssign {
@@ -84,9 +84,20 @@ impl Sums {
     }
 }
 
-/// Hashes per second for `accepted` difficulty over `secs` seconds.
+/// Hashes per second for `accepted` difficulty over `secs` seconds (the
+/// API's one rule, [`sluice_api::hashrate`]).
 pub(crate) fn hashrate(accepted: f64, secs: u64) -> f64 {
-    accepted * 4_294_967_296.0 / secs as f64
+    sluice_api::hashrate(accepted, secs as f64)
+}
+
+impl From<Sums> for sluice_api::Sums {
+    fn from(s: Sums) -> Self {
+        sluice_api::Sums {
+            accept: s.accept,
+            stale: s.stale,
+            reject: s.reject,
+        }
+    }
 }
 
 impl<S: Sum> Default for Window<S> {

@@ -1,0 +1,275 @@
+//! statshttpd's HTTP API as types. statshttpd answers with these and its
+//! readers (tgbot) parse them, so a field renamed on one side is a compile
+//! error on the other, not a figure that silently reads as zero. The
+//! figures are computed once, here and in statshttpd: hashrate from
+//! accepted difficulty is [`hashrate`], and readers show what the API
+//! computed instead of working it out again.
+//!
+//! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`
+//! and `/api/v1/health`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Hashes a share of difficulty 1 stands for on average.
+pub const HASHES_PER_DIFFICULTY: f64 = 4_294_967_296.0;
+
+/// Hashes per second for `accepted` difficulty over `secs` seconds.
+pub fn hashrate(accepted: f64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        accepted * HASHES_PER_DIFFICULTY / secs
+    } else {
+        0.0
+    }
+}
+
+/// One value per window: 5 minutes, 15 minutes, an hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Windows<T> {
+    /// The last 5 minutes.
+    #[serde(rename = "5m")]
+    pub m5: T,
+    /// The last 15 minutes.
+    #[serde(rename = "15m")]
+    pub m15: T,
+    /// The last hour.
+    #[serde(rename = "1h")]
+    pub h1: T,
+}
+
+/// The windows' lengths in seconds: 5 minutes, 15 minutes, an hour.
+pub const WINDOW_SECS: [u64; 3] = [300, 900, 3600];
+
+impl<T> Windows<T> {
+    /// From the three values in window order.
+    pub fn from_array([m5, m15, h1]: [T; 3]) -> Self {
+        Windows { m5, m15, h1 }
+    }
+}
+
+/// Accepted, stale and rejected difficulty in a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sums {
+    /// Accepted difficulty (the work).
+    pub accept: f64,
+    /// Difficulty of stale shares.
+    pub stale: f64,
+    /// Difficulty of rejected shares.
+    pub reject: f64,
+}
+
+/// One entity's windows (the pool, a server, a user, a worker).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Hashes per second from the accepted work.
+    pub hashrate: Windows<f64>,
+    /// The sums behind them.
+    pub shares: Windows<Sums>,
+    /// Accepted shares counted (all time since the windows were built).
+    pub accept_count: u64,
+    /// The newest share, unix seconds; `None` before the first.
+    pub last_share_time: Option<u64>,
+}
+
+impl Figures {
+    /// From the three windows' sums: the hashrates computed here.
+    pub fn new(sums: [Sums; 3], accept_count: u64, last_share_ms: u64) -> Self {
+        let rates = std::array::from_fn(|i| hashrate(sums[i].accept, WINDOW_SECS[i] as f64));
+        Figures {
+            hashrate: Windows::from_array(rates),
+            shares: Windows::from_array(sums),
+            accept_count,
+            last_share_time: (last_share_ms > 0).then_some(last_share_ms / 1000),
+        }
+    }
+}
+
+/// `GET /api/v1/pool`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    /// The pool's windows.
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Users with shares in the last hour.
+    pub users: u64,
+    /// Workers with shares in the last hour.
+    pub workers: u64,
+    /// Blocks in found_blocks; `None` when the database did not answer.
+    pub blocks_found: Option<u64>,
+    /// The nodes' best height, or the height below the newest job mined.
+    pub network_height: u64,
+    /// The round under way; `None` before any share.
+    pub round: Option<Round>,
+}
+
+/// The round under way: accepted difficulty since the last block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Round {
+    /// Accepted difficulty since it began.
+    pub work: f64,
+    /// The newest share's network difficulty.
+    pub network_difficulty: f64,
+    /// `work / network_difficulty` (0 without a difficulty).
+    pub effort: f64,
+    /// When it began, unix seconds.
+    pub since: u64,
+    /// It began at a block (not at the first share counted).
+    pub whole: bool,
+}
+
+/// `GET /api/v1/servers`: every sserver heard in the last day.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Servers {
+    /// One per sserver instance.
+    pub servers: Vec<Server>,
+}
+
+/// One sserver: its heartbeat's figures and its shares' windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    /// Its instance name.
+    pub instance: String,
+    /// Its host.
+    pub host: String,
+    /// Its version.
+    pub version: String,
+    /// Its extranonce1 prefix, from its heartbeat.
+    pub server_id: Option<u8>,
+    /// Heard from in the last 30 s.
+    pub up: bool,
+    /// Its last heartbeat said healthy.
+    pub healthy: bool,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Its last heartbeat, unix seconds.
+    pub last_heartbeat: u64,
+    /// Connections it holds.
+    pub connections: Option<f64>,
+    /// Shares it answers a second.
+    pub shares_per_sec: Option<f64>,
+    /// Hashrate it measures itself.
+    pub hashrate: Option<f64>,
+    /// Seconds since it had a new job.
+    pub last_job_age_secs: Option<f64>,
+    /// Its shares' windows, as statshttpd counted them.
+    pub from_shares: Option<Figures>,
+}
+
+/// `GET /api/v1/services`: every service instance heard in the last day.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Services {
+    /// One per instance.
+    pub services: Vec<Service>,
+}
+
+/// One service instance, from its heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// gbtmaker, jobmaker, sserver, …
+    pub service: String,
+    /// Its instance name.
+    pub instance: String,
+    /// Its host.
+    pub host: String,
+    /// Its version.
+    pub version: String,
+    /// Heard from in the last 30 s.
+    pub up: bool,
+    /// Its last heartbeat said healthy.
+    pub healthy: bool,
+    /// What its last heartbeat said is wrong.
+    pub problems: Vec<String>,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Its last heartbeat, unix seconds.
+    pub last_heartbeat: u64,
+    /// Its own figures, by name.
+    pub figures: BTreeMap<String, f64>,
+}
+
+/// `GET /api/v1/health` (503 when not `ok`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Every component is.
+    pub ok: bool,
+    /// By name.
+    pub components: BTreeMap<String, Component>,
+    /// Share topic partitions read.
+    pub share_partitions: usize,
+    /// Shares on the topic not read yet.
+    pub consumer_lag: i64,
+}
+
+/// One component of a service's health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    /// Working.
+    pub ok: bool,
+    /// What it says.
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashrate_is_accepted_difficulty_times_2_32_over_the_window() {
+        assert_eq!(hashrate(300.0, 300.0), HASHES_PER_DIFFICULTY);
+        assert_eq!(hashrate(1.0, 0.0), 0.0);
+        let f = Figures::new(
+            [
+                Sums {
+                    accept: 300.0,
+                    stale: 1.0,
+                    reject: 0.0,
+                },
+                Sums {
+                    accept: 900.0,
+                    stale: 1.0,
+                    reject: 0.0,
+                },
+                Sums {
+                    accept: 7200.0,
+                    stale: 1.0,
+                    reject: 2.0,
+                },
+            ],
+            10,
+            1_700_000_000_500,
+        );
+        assert_eq!(f.hashrate.m5, HASHES_PER_DIFFICULTY);
+        assert_eq!(f.hashrate.h1, 2.0 * HASHES_PER_DIFFICULTY);
+        assert_eq!(f.last_share_time, Some(1_700_000_000));
+        assert_eq!(
+            Figures::new([Sums::default(); 3], 0, 0).last_share_time,
+            None
+        );
+    }
+
+    #[test]
+    fn the_pool_reads_back_as_it_is_written_with_the_window_names() {
+        let pool = Pool {
+            figures: Figures::new(
+                [Sums {
+                    accept: 3.0,
+                    stale: 0.0,
+                    reject: 0.0,
+                }; 3],
+                3,
+                0,
+            ),
+            users: 2,
+            workers: 5,
+            blocks_found: Some(7),
+            network_height: 100,
+            round: None,
+        };
+        let v = serde_json::to_value(&pool).unwrap();
+        assert_eq!(v["hashrate"]["5m"], serde_json::json!(hashrate(3.0, 300.0)));
+        assert_eq!(v["shares"]["1h"]["accept"], serde_json::json!(3.0));
+        assert_eq!(v["last_share_time"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<Pool>(v).unwrap(), pool);
+    }
+}

@@ -5,6 +5,9 @@
 //! accepted difficulty is [`hashrate`], and readers show what the API
 //! computed instead of working it out again.
 //!
+//! Every field has a default: a reader takes an answer of an older or
+//! newer statshttpd, missing fields reading as their defaults.
+//!
 //! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`
 //! and `/api/v1/health`.
 
@@ -26,7 +29,8 @@ pub fn hashrate(accepted: f64, secs: f64) -> f64 {
 
 /// One value per window: 5 minutes, 15 minutes, an hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Windows<T> {
+#[serde(default)]
+pub struct Windows<T: Default> {
     /// The last 5 minutes.
     #[serde(rename = "5m")]
     pub m5: T,
@@ -41,7 +45,7 @@ pub struct Windows<T> {
 /// The windows' lengths in seconds: 5 minutes, 15 minutes, an hour.
 pub const WINDOW_SECS: [u64; 3] = [300, 900, 3600];
 
-impl<T> Windows<T> {
+impl<T: Default> Windows<T> {
     /// From the three values in window order.
     pub fn from_array([m5, m15, h1]: [T; 3]) -> Self {
         Windows { m5, m15, h1 }
@@ -50,6 +54,7 @@ impl<T> Windows<T> {
 
 /// Accepted, stale and rejected difficulty in a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Sums {
     /// Accepted difficulty (the work).
     pub accept: f64,
@@ -61,6 +66,7 @@ pub struct Sums {
 
 /// One entity's windows (the pool, a server, a user, a worker).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Figures {
     /// Hashes per second from the accepted work.
     pub hashrate: Windows<f64>,
@@ -87,6 +93,7 @@ impl Figures {
 
 /// `GET /api/v1/pool`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Pool {
     /// The pool's windows.
     #[serde(flatten)]
@@ -105,6 +112,7 @@ pub struct Pool {
 
 /// The round under way: accepted difficulty since the last block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Round {
     /// Accepted difficulty since it began.
     pub work: f64,
@@ -120,6 +128,7 @@ pub struct Round {
 
 /// `GET /api/v1/servers`: every sserver heard in the last day.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Servers {
     /// One per sserver instance.
     pub servers: Vec<Server>,
@@ -127,6 +136,7 @@ pub struct Servers {
 
 /// One sserver: its heartbeat's figures and its shares' windows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Server {
     /// Its instance name.
     pub instance: String,
@@ -158,6 +168,7 @@ pub struct Server {
 
 /// `GET /api/v1/services`: every service instance heard in the last day.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Services {
     /// One per instance.
     pub services: Vec<Service>,
@@ -165,6 +176,7 @@ pub struct Services {
 
 /// One service instance, from its heartbeats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Service {
     /// gbtmaker, jobmaker, sserver, …
     pub service: String,
@@ -190,6 +202,7 @@ pub struct Service {
 
 /// `GET /api/v1/health` (503 when not `ok`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Health {
     /// Every component is.
     pub ok: bool,
@@ -203,6 +216,7 @@ pub struct Health {
 
 /// One component of a service's health.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Component {
     /// Working.
     pub ok: bool,

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
+use sluice_api::{Health, Pool};
 use sluice_core::record::{
     BlockFound, BlockStanding, BlockStatus, PayoutNews, PayoutState, ServiceStatus,
 };
@@ -85,7 +85,7 @@ pub struct Watch {
     /// Last heartbeat by (service, instance): when, and what it said.
     beats: BTreeMap<(String, String), (u64, ServiceStatus)>,
     /// statshttpd's pool and health, or why they could not be read.
-    stats: Option<Result<(Value, Value), String>>,
+    stats: Option<Result<(Pool, Health), String>>,
     incidents: HashMap<String, Incident>,
     news: Vec<Notice>,
 }
@@ -175,7 +175,7 @@ impl Watch {
     }
 
     /// statshttpd's `/api/v1/pool` and `/api/v1/health`, or why not.
-    pub fn stats(&mut self, read: Result<(Value, Value), String>) {
+    pub fn stats(&mut self, read: Result<(Pool, Health), String>) {
         self.stats = Some(read);
     }
 
@@ -250,10 +250,7 @@ impl Watch {
                 );
             }
             Some(Ok((pool, health))) => {
-                let (recent, hour) = (
-                    pool["hashrate"]["5m"].as_f64().unwrap_or(0.0),
-                    pool["hashrate"]["1h"].as_f64().unwrap_or(0.0),
-                );
+                let (recent, hour) = (pool.figures.hashrate.m5, pool.figures.hashrate.h1);
                 let floor = hour * (1.0 - self.config.hashrate_drop_percent / 100.0);
                 if hour > 0.0 && recent < floor {
                     out.insert(
@@ -267,13 +264,12 @@ impl Watch {
                     );
                 }
                 // A node more than a block behind the best of the others.
-                let heights: Vec<(&str, u64)> = health["components"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
+                let heights: Vec<(&str, u64)> = health
+                    .components
+                    .iter()
                     .filter_map(|(name, c)| {
                         let node = name.strip_prefix("node:")?;
-                        let height = c["detail"].as_str()?.strip_prefix("height ")?;
+                        let height = c.detail.strip_prefix("height ")?;
                         Some((node, height.trim().parse().ok()?))
                     })
                     .collect();
@@ -288,11 +284,11 @@ impl Watch {
                         );
                     }
                 }
-                for (name, c) in health["components"].as_object().into_iter().flatten() {
-                    if c["ok"].as_bool() == Some(true) {
+                for (name, c) in &health.components {
+                    if c.ok {
                         continue;
                     }
-                    let detail = c["detail"].as_str().unwrap_or("");
+                    let detail = c.detail.as_str();
                     let message = if name == "mysql" {
                         format!("MariaDB is unreachable: {detail}")
                     } else if let Some(node) = name.strip_prefix("node:") {
@@ -377,6 +373,14 @@ mod tests {
     use sluice_core::bitcoin::hashes::Hash;
 
     use super::*;
+
+    /// statshttpd's answers as the bot parses them.
+    fn read(pool: serde_json::Value, health: serde_json::Value) -> Result<(Pool, Health), String> {
+        Ok((
+            serde_json::from_value(pool).unwrap(),
+            serde_json::from_value(health).unwrap(),
+        ))
+    }
 
     const T0: u64 = 1_800_000_000_000;
     const S: u64 = 1000;
@@ -517,9 +521,9 @@ mod tests {
                 "kafka": {"ok": true, "detail": "ok"},
             }})
         };
-        w.stats(Ok((pool(0.9e15), health(true, true))));
+        w.stats(read(pool(0.9e15), health(true, true)));
         assert!(w.evaluate(T0).is_empty());
-        w.stats(Ok((pool(0.5e15), health(false, false))));
+        w.stats(read(pool(0.5e15), health(false, false)));
         assert!(w.evaluate(T0 + 15 * S).is_empty());
         assert_eq!(
             texts(w.evaluate(T0 + 35 * S)),
@@ -549,16 +553,16 @@ mod tests {
             }})
         };
         let pool = json!({"hashrate": {"5m": 1.0, "1h": 1.0}});
-        w.stats(Ok((pool.clone(), health(900_000, 899_999))));
+        w.stats(read(pool.clone(), health(900_000, 899_999)));
         assert!(w.evaluate(T0).is_empty(), "a block apart is normal");
         assert!(w.evaluate(T0 + 30 * S).is_empty());
-        w.stats(Ok((pool.clone(), health(900_003, 899_999))));
+        w.stats(read(pool.clone(), health(900_003, 899_999)));
         w.evaluate(T0 + 40 * S);
         assert_eq!(
             texts(w.evaluate(T0 + 60 * S)),
             ["ALERT node core-b is behind: height 899999, another node is at 900003"]
         );
-        w.stats(Ok((pool, health(900_003, 900_003))));
+        w.stats(read(pool, health(900_003, 900_003)));
         let told = texts(w.evaluate(T0 + 70 * S));
         assert_eq!(told.len(), 1);
         assert!(

@@ -41,6 +41,7 @@ use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
 use crate::subscribe::{Subscriptions, WorkerWatch};
+use sluice_api::{Health, Pool, Servers, Services};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
@@ -542,8 +543,10 @@ async fn tell_alerts(
         }
         if last_check.is_none_or(|t| t.elapsed() >= check) {
             last_check = Some(tokio::time::Instant::now());
-            let (pool, health) =
-                tokio::join!(api.get("/api/v1/pool"), api.get_any("/api/v1/health"));
+            let (pool, health) = tokio::join!(
+                api.typed::<Pool>("/api/v1/pool"),
+                api.typed_any::<Health>("/api/v1/health")
+            );
             let read = match (pool, health) {
                 (Ok(p), Ok(h)) => Ok((p, h)),
                 (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
@@ -600,21 +603,26 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
         "start" | "help" => Ok(view::help()),
         "pool" => {
             async {
-                let (pool, minutes) =
-                    tokio::join!(api.get("/api/v1/pool"), api.get("/api/v1/minutes"));
+                let (pool, minutes) = tokio::join!(
+                    api.typed::<Pool>("/api/v1/pool"),
+                    api.get("/api/v1/minutes")
+                );
                 Ok(view::pool(&pool?, &minutes?))
             }
             .await
         }
-        "speed" => api.get("/api/v1/servers").await.map(|s| view::speed(&s)),
+        "speed" => api
+            .typed::<Servers>("/api/v1/servers")
+            .await
+            .map(|s| view::speed(&s)),
         "payouts" => api.get("/api/v1/payouts").await.map(|p| view::payouts(&p)),
         "db" => api.get_any("/api/v1/db").await.map(|d| view::db(&d, now)),
         "status" => {
             async {
                 let (servers, services, health) = tokio::join!(
-                    api.get("/api/v1/servers"),
-                    api.get("/api/v1/services"),
-                    api.get_any("/api/v1/health")
+                    api.typed::<Servers>("/api/v1/servers"),
+                    api.typed::<Services>("/api/v1/services"),
+                    api.typed_any::<Health>("/api/v1/health")
                 );
                 Ok(view::status(&servers?, &services?, &health?))
             }

@@ -32,6 +32,22 @@ impl StatsApi {
         Ok(body)
     }
 
+    /// `GET path` answered 200, parsed as `T` (an answer of `sluice_api`).
+    pub(crate) async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        parse(path, self.get(path).await?)
+    }
+
+    /// `GET path` whatever its status, parsed as `T`.
+    pub(crate) async fn typed_any<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        parse(path, self.get_any(path).await?)
+    }
+
     /// `GET path` whatever its status (`/api/v1/health` says 503 with the
     /// details when something is down).
     pub(crate) async fn get_any(&self, path: &str) -> anyhow::Result<Value> {
@@ -53,6 +69,12 @@ impl StatsApi {
             .map_err(|e| anyhow::anyhow!("statshttpd's answer is not JSON ({e})"))?;
         Ok((status, body))
     }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &str, body: Value) -> anyhow::Result<T> {
+    serde_json::from_value(body).map_err(|e| {
+        anyhow::anyhow!("statshttpd's answer to {path} is not what this bot reads ({e})")
+    })
 }
 
 /// reqwest's error without the URL's query.

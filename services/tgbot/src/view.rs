@@ -3,9 +3,7 @@
 //! JSON, so every answer is tested without Telegram or a pool.
 
 use serde_json::Value;
-
-/// 2^32: hashes per unit of share difficulty.
-const TWO_32: f64 = 4_294_967_296.0;
+use sluice_api::{Health, Pool, Servers, Service, Services};
 
 /// `/help` and `/start`.
 pub fn help() -> String {
@@ -96,57 +94,54 @@ fn last_minutes(minutes: &Value, column: &str, n: usize, skip: usize) -> f64 {
 }
 
 /// `/pool` from `/api/v1/pool` and the pool's `/api/v1/minutes`. The 24 h
-/// hashrate and the rates come from the minutes; shares/s is over the last
-/// five whole minutes.
-pub fn pool(pool: &Value, minutes: &Value) -> String {
-    let rate = |w: &str| hashrate(num(&pool["hashrate"][w]));
-    let day = hashrate(last_minutes(minutes, "accept", 1440, 0) * TWO_32 / 86_400.0);
+/// hashrate is from the minutes' work; shares/s is over the last five
+/// whole minutes.
+pub fn pool(pool: &Pool, minutes: &Value) -> String {
+    let day = hashrate(sluice_api::hashrate(
+        last_minutes(minutes, "accept", 1440, 0),
+        86_400.0,
+    ));
     // The current minute is partial: the five before it.
     let shares_5 = last_minutes(minutes, "shares", 5, 1);
-    let hour = &pool["shares"]["1h"];
-    let (accept, stale, reject) = (
-        num(&hour["accept"]),
-        num(&hour["stale"]),
-        num(&hour["reject"]),
-    );
-    let all = accept + stale + reject;
+    let hour = pool.figures.shares.h1;
+    let all = hour.accept + hour.stale + hour.reject;
     [
         "Pool".to_owned(),
-        format!("5 min  {}", rate("5m")),
-        format!("1 h  {}", rate("1h")),
+        format!("5 min  {}", hashrate(pool.figures.hashrate.m5)),
+        format!("1 h  {}", hashrate(pool.figures.hashrate.h1)),
         format!("24 h  {day}"),
-        format!(
-            "users {}, workers {}",
-            num(&pool["users"]),
-            num(&pool["workers"])
-        ),
+        format!("users {}, workers {}", pool.users, pool.workers),
         format!("shares/s  {:.1}", shares_5 / 300.0),
         format!(
             "stale {}, rejected {} (1 h, by work)",
-            percent(stale, all),
-            percent(reject, all)
+            percent(hour.stale, all),
+            percent(hour.reject, all)
         ),
-        format!("height {}", num(&pool["network_height"])),
+        format!("height {}", pool.network_height),
     ]
     .join("\n")
 }
 
 /// `/speed` from `/api/v1/servers`: each sserver's hashrate over 5 min and
 /// 1 h from the shares statshttpd counted.
-pub fn speed(servers: &Value) -> String {
-    let list = items(&servers["servers"]);
-    if list.is_empty() {
+pub fn speed(servers: &Servers) -> String {
+    if servers.servers.is_empty() {
         return "No sserver has sent a heartbeat.".into();
     }
     let mut lines = vec!["Hashrate by server (5 min / 1 h)".to_owned()];
-    for s in list {
-        let rates = &s["from_shares"]["hashrate"];
+    for s in &servers.servers {
+        let rates = s
+            .from_shares
+            .as_ref()
+            .map(|f| f.hashrate)
+            .unwrap_or_default();
         lines.push(format!(
             "{} #{}: {} / {}",
-            s["instance"].as_str().unwrap_or("?"),
-            num(&s["server_id"]),
-            hashrate(num(&rates["5m"])),
-            hashrate(num(&rates["1h"])),
+            s.instance,
+            s.server_id
+                .map_or_else(|| "?".to_owned(), |id| id.to_string()),
+            hashrate(rates.m5),
+            hashrate(rates.h1),
         ));
     }
     lines.join("\n")
@@ -155,73 +150,54 @@ pub fn speed(servers: &Value) -> String {
 /// `/status` from `/api/v1/servers`, `/api/v1/services` and
 /// `/api/v1/health`: each sserver, every other service (up, healthy, and
 /// why not), then the infrastructure statshttpd watches.
-pub fn status(servers: &Value, services: &Value, health: &Value) -> String {
+pub fn status(servers: &Servers, services: &Services, health: &Health) -> String {
     let mut lines = Vec::new();
-    let list = items(&servers["servers"]);
-    lines.push(format!("Servers ({})", list.len()));
-    for s in list {
-        let up = s["up"].as_bool() == Some(true);
-        let state = match (up, s["healthy"].as_bool() == Some(true)) {
+    lines.push(format!("Servers ({})", servers.servers.len()));
+    for s in &servers.servers {
+        let state = match (s.up, s.healthy) {
             (false, _) => "DOWN",
             (true, false) => "UNHEALTHY",
             (true, true) => "up",
         };
         lines.push(format!(
             "{} {state}: {} miners, {:.1} shares/s, job {} old",
-            s["instance"].as_str().unwrap_or("?"),
-            num(&s["connections"]),
-            num(&s["shares_per_sec"]),
-            age(num(&s["last_job_age_secs"])),
+            s.instance,
+            s.connections.unwrap_or(0.0),
+            s.shares_per_sec.unwrap_or(0.0),
+            age(s.last_job_age_secs.unwrap_or(0.0)),
         ));
     }
-    let others: Vec<&Value> = items(&services["services"])
+    let others: Vec<&Service> = services
+        .services
         .iter()
-        .filter(|s| s["service"] != "sserver")
+        .filter(|s| s.service != "sserver")
         .collect();
     lines.push(format!("Services ({})", others.len()));
     for s in others {
-        let up = s["up"].as_bool() == Some(true);
-        let problems: Vec<&str> = items(&s["problems"])
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
         // Unhealthy with nothing reported yet: it has just started.
-        let state = match (up, s["healthy"].as_bool() == Some(true)) {
+        let state = match (s.up, s.healthy) {
             (false, _) => "DOWN",
-            (true, false) if problems.is_empty() => "starting",
+            (true, false) if s.problems.is_empty() => "starting",
             (true, false) => "UNHEALTHY",
             (true, true) => "ok",
         };
-        let why = if up && !problems.is_empty() {
-            format!(" ({})", problems.join("; "))
+        let why = if s.up && !s.problems.is_empty() {
+            format!(" ({})", s.problems.join("; "))
         } else {
             String::new()
         };
-        lines.push(format!(
-            "{} {} {state}{why}",
-            s["service"].as_str().unwrap_or("?"),
-            s["instance"].as_str().unwrap_or("?"),
-        ));
+        lines.push(format!("{} {} {state}{why}", s.service, s.instance));
     }
-    let components = health["components"].as_object();
-    let ok = health["ok"].as_bool() == Some(true);
-    lines.push(if ok {
+    lines.push(if health.ok {
         "Infrastructure: all ok".to_owned()
     } else {
         "Infrastructure: PROBLEMS".to_owned()
     });
-    for (name, c) in components.into_iter().flatten() {
-        let mark = if c["ok"].as_bool() == Some(true) {
-            "ok"
-        } else {
-            "NOT OK"
-        };
-        lines.push(format!(
-            "{name} {mark}: {}",
-            c["detail"].as_str().unwrap_or("")
-        ));
+    for (name, c) in &health.components {
+        let mark = if c.ok { "ok" } else { "NOT OK" };
+        lines.push(format!("{name} {mark}: {}", c.detail));
     }
-    lines.push(format!("share lag {}", num(&health["consumer_lag"])));
+    lines.push(format!("share lag {}", health.consumer_lag));
     lines.join("\n")
 }
 
@@ -441,7 +417,10 @@ pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
         "Today (UTC)".into(),
         format!(
             "accepted work {accept:.6e} ({})",
-            hashrate(accept * TWO_32 / (now_secs - midnight).max(1) as f64)
+            hashrate(sluice_api::hashrate(
+                accept,
+                (now_secs - midnight).max(1) as f64
+            ))
         ),
         format!(
             "shares {shares:.0}, rejected or stale {rejects:.0} ({})",
@@ -517,7 +496,12 @@ mod tests {
             "users": 3, "workers": 42, "network_height": 900_123,
         });
         // 1,440 minutes of 60 shares and 60 x 2^32 / 60 ... = 1 GH/s... of work.
-        let m = minutes(1440, 60.0, 60.0 * 1e9 / TWO_32, 1.0);
+        let m = minutes(
+            1440,
+            60.0,
+            60.0 * 1e9 / sluice_api::HASHES_PER_DIFFICULTY,
+            1.0,
+        );
         let text = pool_text(&pool, &m);
         assert!(text.contains("5 min  2.00 PH/s"), "{text}");
         assert!(text.contains("1 h  1.50 PH/s"), "{text}");
@@ -529,7 +513,12 @@ mod tests {
     }
 
     fn pool_text(pool_json: &Value, m: &Value) -> String {
-        pool(pool_json, m)
+        pool(&typed(pool_json), m)
+    }
+
+    /// statshttpd's answer as the bot parses it.
+    fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> T {
+        serde_json::from_value(v.clone()).unwrap()
     }
 
     #[test]
@@ -551,7 +540,7 @@ mod tests {
             {"service": "blkmaker", "instance": "bm-1", "up": true, "healthy": true, "problems": []},
             {"service": "gbtmaker", "instance": "gm-1", "up": false, "healthy": true, "problems": []},
         ]});
-        let text = status(&servers, &services, &health);
+        let text = status(&typed(&servers), &typed(&services), &typed(&health));
         assert!(text.starts_with("Servers (2)"), "{text}");
         assert!(
             text.contains("ss-a up: 120 miners, 33.3 shares/s, job 12 s old"),

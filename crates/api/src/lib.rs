@@ -8,8 +8,9 @@
 //! Every field has a default: a reader takes an answer of an older or
 //! newer statshttpd, missing fields reading as their defaults.
 //!
-//! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`
-//! and `/api/v1/health`.
+//! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`,
+//! `/api/v1/health` and the minutes (`/api/v1/minutes`, a server's, a
+//! user's, a worker's).
 
 use std::collections::BTreeMap;
 
@@ -224,8 +225,66 @@ pub struct Component {
     pub detail: String,
 }
 
+/// `GET /api/v1/minutes` (and a server's, a user's, a worker's): one
+/// column per figure, a value per minute from `start`, oldest first; the
+/// newest minute is the current one, partial.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Minutes {
+    /// The first minute, unix seconds.
+    pub start: u64,
+    /// Seconds per value (60).
+    pub step: u64,
+    /// Shares answered.
+    pub shares: Vec<u64>,
+    /// Accepted difficulty.
+    pub accept: Vec<f64>,
+    /// Stale and rejected shares.
+    pub rejects: Vec<u64>,
+    /// Hashes per second of each minute's accepted work.
+    pub hashrate: Vec<f64>,
+    /// Over all the minutes given: their work over their time.
+    pub hashrate_mean: f64,
+}
+
+impl Minutes {
+    /// From each minute's (shares, accepted difficulty, rejects), oldest
+    /// first: the hashrates computed here.
+    pub fn new(start: u64, minutes: impl IntoIterator<Item = (u64, f64, u64)>) -> Self {
+        let mut m = Minutes {
+            start,
+            step: 60,
+            ..Minutes::default()
+        };
+        for (shares, accept, rejects) in minutes {
+            m.shares.push(shares);
+            m.accept.push(accept);
+            m.rejects.push(rejects);
+            m.hashrate.push(hashrate(accept, 60.0));
+        }
+        m.hashrate_mean = hashrate(m.accept.iter().sum(), 60.0 * m.accept.len() as f64);
+        m
+    }
+}
+
+/// The sum of the newest `n` values of a column after skipping the newest
+/// `skip` (the current, partial minute).
+pub fn newest(column: &[f64], n: usize, skip: usize) -> f64 {
+    column.iter().rev().skip(skip).take(n).sum()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn minutes_carry_each_minute_s_hashrate_and_their_mean() {
+        let m = Minutes::new(600, [(1, 60.0, 0), (2, 120.0, 1), (0, 0.0, 0)]);
+        assert_eq!(m.hashrate[0], HASHES_PER_DIFFICULTY);
+        assert_eq!(m.hashrate_mean, hashrate(180.0, 180.0));
+        assert_eq!(newest(&m.accept, 2, 1), 180.0);
+        assert_eq!(newest(&m.accept, 5, 0), 180.0);
+        assert_eq!(Minutes::new(0, []).hashrate_mean, 0.0);
+    }
+
     use super::*;
 
     #[test]

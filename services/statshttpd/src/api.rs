@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::SERVER_UP_MS;
 use crate::live::Figures;
-use crate::minutes::{Minute, Scope};
-use crate::window::{Sums, hashrate};
+use crate::minutes::Scope;
+use crate::window::Sums;
 use crate::{Stats, lock, params};
 
 type Shared = State<Arc<Stats>>;
@@ -303,7 +303,8 @@ async fn pool(State(stats): Shared) -> Response {
 /// `scope`'s minute statistics, columns for charts: `start` (unix seconds
 /// of the first minute), `step` 60, and per minute `shares`, `accept`
 /// (accepted difficulty), `rejects` (stale and invalid shares) and
-/// `hashrate` (accept x 2^32 / 60). Minutes without shares are zeros.
+/// `hashrate` (accept x 2^32 / 60), and `hashrate_mean` over them all.
+/// Minutes without shares are zeros.
 /// `query`'s `minutes` says how many minutes back, the current one
 /// included (default and at most 1,440).
 fn minutes_reply(stats: &Stats, scope: Scope, query: Option<&str>, what: &str) -> Response {
@@ -334,19 +335,11 @@ fn minutes_reply(stats: &Stats, scope: Scope, query: Option<&str>, what: &str) -
         );
     };
     let start = (now / 60_000 + 1 - count as u64) * 60;
-    let column = |f: fn(&Minute) -> Value| minutes.iter().map(f).collect::<Vec<_>>();
-    reply(
-        stats,
-        StatusCode::OK,
-        &json!({
-            "start": start,
-            "step": 60,
-            "shares": column(|m| json!(m.shares)),
-            "accept": column(|m| json!(m.accept)),
-            "rejects": column(|m| json!(m.rejects)),
-            "hashrate": column(|m| json!(hashrate(m.accept, 60))),
-        }),
-    )
+    let columns = sluice_api::Minutes::new(
+        start,
+        minutes.iter().map(|m| (m.shares, m.accept, m.rejects)),
+    );
+    typed(stats, StatusCode::OK, &columns)
 }
 
 async fn pool_minutes(State(stats): Shared, RawQuery(q): RawQuery) -> Response {

@@ -41,7 +41,7 @@ use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
 use crate::subscribe::{Subscriptions, WorkerWatch};
-use sluice_api::{Health, Pool, Servers, Services};
+use sluice_api::{Health, Minutes, Pool, Servers, Services};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
@@ -605,7 +605,7 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
             async {
                 let (pool, minutes) = tokio::join!(
                     api.typed::<Pool>("/api/v1/pool"),
-                    api.get("/api/v1/minutes")
+                    api.typed::<Minutes>("/api/v1/minutes")
                 );
                 Ok(view::pool(&pool?, &minutes?))
             }
@@ -643,7 +643,7 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
             async {
                 let (blocks, minutes) = tokio::join!(
                     api.get("/api/v1/blocks?limit=1000"),
-                    api.get("/api/v1/minutes")
+                    api.typed::<Minutes>("/api/v1/minutes")
                 );
                 Ok(view::results(&blocks?, &minutes?, now))
             }

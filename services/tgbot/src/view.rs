@@ -3,7 +3,7 @@
 //! JSON, so every answer is tested without Telegram or a pool.
 
 use serde_json::Value;
-use sluice_api::{Health, Pool, Servers, Service, Services};
+use sluice_api::{Health, Minutes, Pool, Servers, Service, Services, newest};
 
 /// `/help` and `/start`.
 pub fn help() -> String {
@@ -83,26 +83,18 @@ fn percent(part: f64, whole: f64) -> String {
 
 /// Sums a column of `/api/v1/minutes` over `n` minutes, the newest `skip`
 /// left out.
-fn last_minutes(minutes: &Value, column: &str, n: usize, skip: usize) -> f64 {
-    items(&minutes[column])
-        .iter()
-        .rev()
-        .skip(skip)
-        .take(n)
-        .map(num)
-        .sum()
+/// A count column as figures.
+fn counts(column: &[u64]) -> Vec<f64> {
+    column.iter().map(|&v| v as f64).collect()
 }
 
-/// `/pool` from `/api/v1/pool` and the pool's `/api/v1/minutes`. The 24 h
-/// hashrate is from the minutes' work; shares/s is over the last five
-/// whole minutes.
-pub fn pool(pool: &Pool, minutes: &Value) -> String {
-    let day = hashrate(sluice_api::hashrate(
-        last_minutes(minutes, "accept", 1440, 0),
-        86_400.0,
-    ));
+/// `/pool` from `/api/v1/pool` and the pool's `/api/v1/minutes` (a day of
+/// them: their mean hashrate is the 24 h one); shares/s is over the last
+/// five whole minutes.
+pub fn pool(pool: &Pool, minutes: &Minutes) -> String {
+    let day = hashrate(minutes.hashrate_mean);
     // The current minute is partial: the five before it.
-    let shares_5 = last_minutes(minutes, "shares", 5, 1);
+    let shares_5 = newest(&counts(&minutes.shares), 5, 1);
     let hour = pool.figures.shares.h1;
     let all = hour.accept + hour.stale + hour.reject;
     [
@@ -392,7 +384,7 @@ pub fn blocks(blocks: &Value, now_secs: u64) -> String {
 
 /// `/results`: blocks found today (UTC) and in the last 7 days, the latest
 /// one, and today's accepted, stale and rejected work from the minutes.
-pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
+pub fn results(blocks: &Value, minutes: &Minutes, now_secs: u64) -> String {
     let list = items(&blocks["blocks"]);
     let midnight = now_secs - now_secs % 86_400;
     let found = |since: u64| {
@@ -401,9 +393,9 @@ pub fn results(blocks: &Value, minutes: &Value, now_secs: u64) -> String {
             .count()
     };
     let since_midnight = ((now_secs - midnight) / 60 + 1) as usize;
-    let accept = last_minutes(minutes, "accept", since_midnight, 0);
-    let shares = last_minutes(minutes, "shares", since_midnight, 0);
-    let rejects = last_minutes(minutes, "rejects", since_midnight, 0);
+    let accept = newest(&minutes.accept, since_midnight, 0);
+    let shares = newest(&counts(&minutes.shares), since_midnight, 0);
+    let rejects = newest(&counts(&minutes.rejects), since_midnight, 0);
     let mut lines = vec![
         format!(
             "Blocks today {}, last 7 days {}",
@@ -480,12 +472,10 @@ mod tests {
         assert_eq!(age(3.0 * 86_400.0), "3 d");
     }
 
-    fn minutes(n: usize, shares: f64, accept: f64, rejects: f64) -> Value {
-        json!({
-            "start": 0, "step": 60,
-            "shares": vec![shares; n], "accept": vec![accept; n],
-            "rejects": vec![rejects; n], "hashrate": vec![0; n],
-        })
+    /// `n` minutes alike, as statshttpd answers them.
+    fn minutes(n: usize, shares: f64, accept: f64, rejects: f64) -> Minutes {
+        let one = (shares as u64, accept, rejects as u64);
+        Minutes::new(0, std::iter::repeat_n(one, n))
     }
 
     #[test]
@@ -512,7 +502,7 @@ mod tests {
         assert!(text.contains("height 900123"), "{text}");
     }
 
-    fn pool_text(pool_json: &Value, m: &Value) -> String {
+    fn pool_text(pool_json: &Value, m: &Minutes) -> String {
         pool(&typed(pool_json), m)
     }
 

@@ -9,7 +9,7 @@
 //! newer statshttpd, missing fields reading as their defaults.
 //!
 //! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`,
-//! `/api/v1/health` and the minutes (`/api/v1/minutes`, a server's, a
+//! `/api/v1/health`, `/api/v1/users/NAME/workers` and the minutes (`/api/v1/minutes`, a server's, a
 //! user's, a worker's).
 
 use std::collections::BTreeMap;
@@ -223,6 +223,42 @@ pub struct Component {
     pub ok: bool,
     /// What it says.
     pub detail: String,
+}
+
+/// `GET /api/v1/users/NAME/workers`: the user's workers, those with shares
+/// in the last hour and those offline up to 30 days (with their last share).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserWorkers {
+    /// The user's id.
+    pub user_id: u32,
+    /// The user's name.
+    pub name: String,
+    /// Each worker.
+    pub workers: Vec<Worker>,
+}
+
+/// One worker of a user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Worker {
+    /// Its windows (zeros for an offline one, with its last share).
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Its id (a hash of its name).
+    pub worker_id: i64,
+    /// Its name.
+    pub name: String,
+    /// Where its newest share came from ("" before any).
+    pub last_share_ip: String,
+}
+
+impl Worker {
+    /// No share for more than `offline_secs` at `now_secs` (or none at all).
+    pub fn is_offline(&self, now_secs: u64, offline_secs: u64) -> bool {
+        let last = self.figures.last_share_time.unwrap_or(0);
+        now_secs.saturating_sub(last) > offline_secs
+    }
 }
 
 /// `GET /api/v1/minutes` (and a server's, a user's, a worker's): one

@@ -460,32 +460,34 @@ async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Respons
         }
     };
     let online: HashSet<i64> = live.iter().map(|(worker_id, _, _)| *worker_id).collect();
-    let mut workers: Vec<Value> = live
+    let mut workers: Vec<sluice_api::Worker> = live
         .into_iter()
-        .map(|(worker_id, worker_name, f)| {
-            let mut m = figures_json(&f);
-            m.insert("worker_id".into(), json!(worker_id));
-            m.insert("name".into(), json!(worker_name));
-            m.insert("last_share_ip".into(), json!(ip_or_empty(&f)));
-            Value::Object(m)
+        .map(|(worker_id, name, f)| sluice_api::Worker {
+            figures: figures(&f),
+            worker_id,
+            name,
+            last_share_ip: ip_or_empty(&f),
         })
         .collect();
     for w in known.into_iter().filter(|w| !online.contains(&w.worker_id)) {
-        let mut m = figures_json(&Figures {
+        let f = Figures {
             accept_count: w.accept_count,
             last_share_ms: w.last_share_secs.unwrap_or(0) * 1000,
             ..empty()
+        };
+        workers.push(sluice_api::Worker {
+            figures: figures(&f),
+            worker_id: w.worker_id,
+            name: w.worker_name,
+            last_share_ip: w.last_share_ip,
         });
-        m.insert("worker_id".into(), json!(w.worker_id));
-        m.insert("name".into(), json!(w.worker_name));
-        m.insert("last_share_ip".into(), json!(w.last_share_ip));
-        workers.push(Value::Object(m));
     }
-    reply(
-        &stats,
-        StatusCode::OK,
-        &json!({ "user_id": id, "name": name, "workers": workers }),
-    )
+    let answer = sluice_api::UserWorkers {
+        user_id: id,
+        name,
+        workers,
+    };
+    typed(&stats, StatusCode::OK, &answer)
 }
 
 /// Every service instance heard in the last day: up while its heartbeats

@@ -41,7 +41,7 @@ use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
 use crate::subscribe::{Subscriptions, WorkerWatch};
-use sluice_api::{Health, Minutes, Pool, Servers, Services};
+use sluice_api::{Health, Minutes, Pool, Servers, Services, UserWorkers};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
@@ -413,12 +413,15 @@ async fn subscription(
         return format!("Usage: /{command} USER");
     };
     let offline_now = if command == "subscribe" {
-        match api.get(&format!("/api/v1/users/{user}/workers")).await {
+        match api
+            .typed::<UserWorkers>(&format!("/api/v1/users/{user}/workers"))
+            .await
+        {
             Ok(body) => {
                 let now = sluice_service::now_ms() / 1000;
-                view::items(&body["workers"])
+                body.workers
                     .iter()
-                    .filter(|w| view::is_offline(w, now, offline_secs))
+                    .filter(|w| w.is_offline(now, offline_secs))
                     .count()
             }
             Err(e) => return format!("Cannot subscribe to {user}: {e:#}"),
@@ -556,7 +559,10 @@ async fn tell_alerts(
             let users = lock(&subs).users();
             workers.keep_only(&users);
             for user in users {
-                let Ok(body) = api.get(&format!("/api/v1/users/{user}/workers")).await else {
+                let Ok(body) = api
+                    .typed::<UserWorkers>(&format!("/api/v1/users/{user}/workers"))
+                    .await
+                else {
                     continue;
                 };
                 let now = sluice_service::now_ms() / 1000;
@@ -651,7 +657,7 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
         }
         "workers" => match user_argument(argument) {
             Some(user) => api
-                .get(&format!("/api/v1/users/{user}/workers"))
+                .typed::<UserWorkers>(&format!("/api/v1/users/{user}/workers"))
                 .await
                 .map(|w| view::workers(user, &w, now, offline_secs)),
             None => Ok("Usage: /workers USER".into()),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use sluice_api::UserWorkers;
 
 use crate::view;
 
@@ -71,15 +71,15 @@ impl WorkerWatch {
     pub fn look(
         &mut self,
         user: &str,
-        body: &Value,
+        body: &UserWorkers,
         now_secs: u64,
         offline_secs: u64,
     ) -> Option<String> {
         let mut seen_online = BTreeSet::new();
         let mut offline_now = BTreeSet::new();
-        for w in view::items(&body["workers"]) {
-            let name = w["name"].as_str().unwrap_or("?").to_owned();
-            if view::is_offline(w, now_secs, offline_secs) {
+        for w in &body.workers {
+            let name = w.name.clone();
+            if w.is_offline(now_secs, offline_secs) {
                 offline_now.insert(name);
             } else {
                 seen_online.insert(name);
@@ -126,8 +126,9 @@ mod tests {
 
     use super::*;
 
-    fn workers(now: u64, ages: &[(&str, u64)]) -> Value {
-        json!({"workers": ages.iter().map(|(n, a)| json!({"name": n, "last_share_time": now - a})).collect::<Vec<_>>()})
+    /// As statshttpd answers, parsed as the bot does.
+    fn workers(now: u64, ages: &[(&str, u64)]) -> UserWorkers {
+        serde_json::from_value(json!({"workers": ages.iter().map(|(n, a)| json!({"name": n, "last_share_time": now - a})).collect::<Vec<_>>()})).unwrap()
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! JSON, so every answer is tested without Telegram or a pool.
 
 use serde_json::Value;
-use sluice_api::{Health, Minutes, Pool, Servers, Service, Services, newest};
+use sluice_api::{Health, Minutes, Pool, Servers, Service, Services, UserWorkers, Worker, newest};
 
 /// `/help` and `/start`.
 pub fn help() -> String {
@@ -64,13 +64,6 @@ fn num(v: &Value) -> f64 {
 /// The elements of a JSON array (none if it is not one).
 pub(crate) fn items(v: &Value) -> &[Value] {
     v.as_array().map_or(&[][..], Vec::as_slice)
-}
-
-/// Whether a worker of `/api/v1/users/USER/workers` has had no share for
-/// more than `offline_secs` (or none at all).
-pub(crate) fn is_offline(worker: &Value, now_secs: u64, offline_secs: u64) -> bool {
-    let last = worker["last_share_time"].as_u64().unwrap_or(0);
-    now_secs.saturating_sub(last) > offline_secs
 }
 
 fn percent(part: f64, whole: f64) -> String {
@@ -425,29 +418,29 @@ pub fn results(blocks: &Value, minutes: &Minutes, now_secs: u64) -> String {
 
 /// `/workers USER` from `/api/v1/users/USER/workers`: offline workers (no
 /// share in `offline_secs`) first, then by hashrate.
-pub fn workers(user: &str, body: &Value, now_secs: u64, offline_secs: u64) -> String {
-    let list = items(&body["workers"]);
+pub fn workers(user: &str, body: &UserWorkers, now_secs: u64, offline_secs: u64) -> String {
+    let list = &body.workers;
     if list.is_empty() {
         return format!("{user} has no worker with shares in the last hour.");
     }
-    let last = |w: &Value| num(&w["last_share_time"]) as u64;
-    let offline = |w: &Value| is_offline(w, now_secs, offline_secs);
-    let mut sorted: Vec<&Value> = list.iter().collect();
+    let offline = |w: &Worker| w.is_offline(now_secs, offline_secs);
+    let mut sorted: Vec<&Worker> = list.iter().collect();
     sorted.sort_by(|a, b| {
         offline(b)
             .cmp(&offline(a))
-            .then(num(&b["hashrate"]["5m"]).total_cmp(&num(&a["hashrate"]["5m"])))
+            .then(b.figures.hashrate.m5.total_cmp(&a.figures.hashrate.m5))
     });
     let down = sorted.iter().filter(|w| offline(w)).count();
     let mut lines = vec![format!("{user}: {} workers, {down} offline", list.len())];
     for w in sorted {
+        let last = w.figures.last_share_time.unwrap_or(0);
         lines.push(format!(
             "{}{}: {} (1 h {}), last share {} ago",
             if offline(w) { "OFFLINE " } else { "" },
-            w["name"].as_str().unwrap_or("?"),
-            hashrate(num(&w["hashrate"]["5m"])),
-            hashrate(num(&w["hashrate"]["1h"])),
-            age(now_secs.saturating_sub(last(w)) as f64),
+            w.name,
+            hashrate(w.figures.hashrate.m5),
+            hashrate(w.figures.hashrate.h1),
+            age(now_secs.saturating_sub(last) as f64),
         ));
     }
     lines.join("\n")
@@ -679,7 +672,7 @@ mod tests {
             {"name": "gone", "hashrate": {"5m": 0.0, "1h": 1e12}, "last_share_time": now - 1200},
             {"name": "slow", "hashrate": {"5m": 1e12, "1h": 1e12}, "last_share_time": now - 30},
         ]});
-        let text = workers("alice", &body, now, 600);
+        let text = workers("alice", &typed(&body), now, 600);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "alice: 3 workers, 1 offline");
         assert!(
@@ -689,7 +682,7 @@ mod tests {
         assert!(lines[2].starts_with("fast: 3.00 TH/s"), "{text}");
         assert!(lines[3].starts_with("slow: 1.00 TH/s"), "{text}");
         assert_eq!(
-            workers("bob", &json!({"workers": []}), now, 600),
+            workers("bob", &typed(&json!({"workers": []})), now, 600),
             "bob has no worker with shares in the last hour."
         );
     }

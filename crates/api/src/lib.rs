@@ -9,7 +9,8 @@
 //! newer statshttpd, missing fields reading as their defaults.
 //!
 //! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`,
-//! `/api/v1/health`, `/api/v1/users/NAME/workers` and the minutes (`/api/v1/minutes`, a server's, a
+//! `/api/v1/health`, `/api/v1/users/NAME/workers`, `/api/v1/blocks` and
+//! the minutes (`/api/v1/minutes`, a server's, a
 //! user's, a worker's).
 
 use std::collections::BTreeMap;
@@ -259,6 +260,62 @@ impl Worker {
         let last = self.figures.last_share_time.unwrap_or(0);
         now_secs.saturating_sub(last) > offline_secs
     }
+}
+
+/// `GET /api/v1/blocks`: the newest found blocks first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Blocks {
+    /// One per found block.
+    pub blocks: Vec<Block>,
+}
+
+/// A found block: its row, where it stands, the work behind it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Block {
+    /// Height.
+    pub height: u32,
+    /// Hash, as RPC shows it.
+    pub hash: String,
+    /// Parent's hash.
+    pub prev_hash: String,
+    /// Finder's user id.
+    pub user_id: u32,
+    /// Finder's worker id.
+    pub worker_id: i64,
+    /// Finder's worker name.
+    pub worker_name: String,
+    /// The job it answered.
+    pub job_id: u64,
+    /// Its coinbase's outputs, satoshis.
+    pub reward: u64,
+    /// Its transactions' fees, satoshis.
+    pub fees: u64,
+    /// Serialized size, bytes.
+    pub size: u32,
+    /// Transactions, coinbase included.
+    pub tx_count: u32,
+    /// Each node's answer to submitblock (`accepted`, `duplicate`, or
+    /// Core's reason); `None` if the row's record does not read.
+    pub submit_results: Option<BTreeMap<String, String>>,
+    /// It left the best chain.
+    pub is_orphaned: bool,
+    /// When it was recorded, unix seconds.
+    pub found_at: u64,
+    /// `pending`, `confirmed` or `orphaned`.
+    pub status: String,
+    /// Confirmations at the last check.
+    pub confirmations: u32,
+    /// Accepted difficulty of the round it ended, if known.
+    pub work: Option<f64>,
+    /// The network difficulty then.
+    pub network_difficulty: Option<f64>,
+    /// `work / network_difficulty`.
+    pub effort: Option<f64>,
+    /// The round began at a block (false: at statshttpd's oldest share, so
+    /// the effort is at least this).
+    pub effort_whole: Option<bool>,
 }
 
 /// `GET /api/v1/minutes` (and a server's, a user's, a worker's): one

@@ -41,7 +41,7 @@ use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
 use crate::subscribe::{Subscriptions, WorkerWatch};
-use sluice_api::{Health, Minutes, Pool, Servers, Services, UserWorkers};
+use sluice_api::{Blocks, Health, Minutes, Pool, Servers, Services, UserWorkers};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
@@ -636,11 +636,11 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
         }
         "blocks" => match argument.parse::<u32>() {
             Ok(n) if (1..=50).contains(&n) => api
-                .get(&format!("/api/v1/blocks?limit={n}"))
+                .typed::<Blocks>(&format!("/api/v1/blocks?limit={n}"))
                 .await
                 .map(|b| view::blocks(&b, now)),
             _ if argument.is_empty() => api
-                .get("/api/v1/blocks?limit=5")
+                .typed::<Blocks>("/api/v1/blocks?limit=5")
                 .await
                 .map(|b| view::blocks(&b, now)),
             _ => Ok("Usage: /blocks N (1 to 50)".into()),
@@ -648,7 +648,7 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
         "results" => {
             async {
                 let (blocks, minutes) = tokio::join!(
-                    api.get("/api/v1/blocks?limit=1000"),
+                    api.typed::<Blocks>("/api/v1/blocks?limit=1000"),
                     api.typed::<Minutes>("/api/v1/minutes")
                 );
                 Ok(view::results(&blocks?, &minutes?, now))

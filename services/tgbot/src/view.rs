@@ -2,8 +2,12 @@
 //! units a person reads (TH/s, "3 min ago"). Pure functions of statshttpd's
 //! JSON, so every answer is tested without Telegram or a pool.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
-use sluice_api::{Health, Minutes, Pool, Servers, Service, Services, UserWorkers, Worker, newest};
+use sluice_api::{
+    Block, Blocks, Health, Minutes, Pool, Servers, Service, Services, UserWorkers, Worker, newest,
+};
 
 /// `/help` and `/start`.
 pub fn help() -> String {
@@ -259,55 +263,55 @@ pub fn db(body: &Value, now_secs: u64) -> String {
 
 /// A block's state at the nodes: its standing (blkmaker's confirmation
 /// watch), else what the nodes answered to `submitblock`.
-fn block_state(block: &Value) -> String {
-    let confirmations = num(&block["confirmations"]);
-    match block["status"].as_str() {
-        Some("orphaned") => return "ORPHANED".into(),
-        Some("confirmed") => return format!("confirmed ({confirmations:.0} conf)"),
-        Some("pending") if confirmations >= 1.0 => {
-            return format!("pending ({confirmations:.0} conf)");
+fn block_state(block: &Block) -> String {
+    let confirmations = block.confirmations;
+    match block.status.as_str() {
+        "orphaned" => return "ORPHANED".into(),
+        "confirmed" => return format!("confirmed ({confirmations} conf)"),
+        "pending" if confirmations >= 1 => {
+            return format!("pending ({confirmations} conf)");
         }
-        _ if block["is_orphaned"].as_bool() == Some(true) => return "ORPHANED".into(),
+        _ if block.is_orphaned => return "ORPHANED".into(),
         _ => {}
     }
-    let results = block["submit_results"].as_object();
+    let results = block.submit_results.as_ref();
     let accepted = results
         .into_iter()
         .flatten()
-        .filter(|(_, r)| r.as_str() == Some("accepted") || r.as_str() == Some("duplicate"))
+        .filter(|(_, r)| *r == "accepted" || *r == "duplicate")
         .count();
-    let total = results.map_or(0, serde_json::Map::len);
+    let total = results.map_or(0, BTreeMap::len);
     if accepted > 0 {
         format!("accepted ({accepted}/{total} nodes)")
     } else {
         let why: Vec<String> = results
             .into_iter()
             .flatten()
-            .map(|(n, r)| format!("{n}: {}", r.as_str().unwrap_or("?")))
+            .map(|(n, r)| format!("{n}: {r}"))
             .collect();
         format!("not accepted ({})", why.join(", "))
     }
 }
 
-fn block_line(block: &Value, now_secs: u64) -> String {
-    let hash = block["hash"].as_str().unwrap_or("");
+fn block_line(block: &Block, now_secs: u64) -> String {
+    let hash = &block.hash;
     format!(
         "#{} {}… by {} {} ago, {:.8} BTC, {}",
-        num(&block["height"]),
+        block.height,
         &hash[..hash.len().min(16)],
-        block["worker_name"].as_str().unwrap_or("?"),
-        age(now_secs as f64 - num(&block["found_at"])),
-        num(&block["reward"]) / 1e8,
+        block.worker_name,
+        age(now_secs as f64 - block.found_at as f64),
+        block.reward as f64 / 1e8,
         block_state(block),
     ) + &effort(block)
 }
 
 /// `, effort 87%` (`≥` when the round began before statshttpd's oldest
 /// share), or nothing if the work behind the block is not known.
-fn effort(block: &Value) -> String {
-    match block["effort"].as_f64() {
+fn effort(block: &Block) -> String {
+    match block.effort {
         Some(e) => {
-            let at_least = if block["effort_whole"].as_bool() == Some(false) {
+            let at_least = if block.effort_whole == Some(false) {
                 "≥"
             } else {
                 ""
@@ -365,8 +369,8 @@ pub fn payouts(books: &Value) -> String {
 }
 
 /// `/blocks N` from `/api/v1/blocks?limit=N`.
-pub fn blocks(blocks: &Value, now_secs: u64) -> String {
-    let list = items(&blocks["blocks"]);
+pub fn blocks(blocks: &Blocks, now_secs: u64) -> String {
+    let list = &blocks.blocks;
     if list.is_empty() {
         return "No block found yet.".into();
     }
@@ -377,14 +381,10 @@ pub fn blocks(blocks: &Value, now_secs: u64) -> String {
 
 /// `/results`: blocks found today (UTC) and in the last 7 days, the latest
 /// one, and today's accepted, stale and rejected work from the minutes.
-pub fn results(blocks: &Value, minutes: &Minutes, now_secs: u64) -> String {
-    let list = items(&blocks["blocks"]);
+pub fn results(blocks: &Blocks, minutes: &Minutes, now_secs: u64) -> String {
+    let list = &blocks.blocks;
     let midnight = now_secs - now_secs % 86_400;
-    let found = |since: u64| {
-        list.iter()
-            .filter(|b| num(&b["found_at"]) as u64 >= since)
-            .count()
-    };
+    let found = |since: u64| list.iter().filter(|b| b.found_at >= since).count();
     let since_midnight = ((now_secs - midnight) / 60 + 1) as usize;
     let accept = newest(&minutes.accept, since_midnight, 0);
     let shares = newest(&counts(&minutes.shares), since_midnight, 0);
@@ -582,7 +582,7 @@ mod tests {
         );
         assert!(text.contains("BTC, ORPHANED"), "{text}");
         let m = minutes(1440, 10.0, 5.0, 1.0);
-        let text = results(&blocks, &m, now);
+        let text = results(&typed(&blocks), &m, now);
         assert!(text.contains("Blocks today 2, last 7 days 3"), "{text}");
         assert!(text.contains("Latest #12"), "{text}");
         // 8 h and the current minute: 481 minutes of 10 shares, 1 rejected.
@@ -614,7 +614,7 @@ mod tests {
     }
 
     fn blocks_text(b: &Value, now: u64) -> String {
-        blocks(b, now)
+        blocks(&typed(b), now)
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! newer statshttpd, missing fields reading as their defaults.
 //!
 //! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`,
-//! `/api/v1/health`, `/api/v1/users/NAME/workers`, `/api/v1/blocks` and
-//! the minutes (`/api/v1/minutes`, a server's, a
+//! `/api/v1/health`, `/api/v1/users/NAME/workers`, `/api/v1/blocks`,
+//! `/api/v1/payouts`, `/api/v1/db` and the minutes (`/api/v1/minutes`, a server's, a
 //! user's, a worker's).
 
 use std::collections::BTreeMap;
@@ -316,6 +316,101 @@ pub struct Block {
     /// The round began at a block (false: at statshttpd's oldest share, so
     /// the effort is at least this).
     pub effort_whole: Option<bool>,
+}
+
+/// `GET /api/v1/payouts`: the pool's side of the books, satoshis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolBooks {
+    /// Owed to users: payable.
+    pub owed: i64,
+    /// Owed to users once their blocks mature.
+    pub immature: i64,
+    /// In payouts not yet confirmed (network fees included).
+    pub in_flight: i64,
+    /// Paid (network fees included).
+    pub paid: i64,
+    /// The pool's own payable balance (fees, less network fees).
+    pub pool: i64,
+    /// The newest batches.
+    pub payouts: Vec<Payout>,
+}
+
+/// One payout batch: one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Payout {
+    /// Its id.
+    pub id: u64,
+    /// `signed`, `broadcast`, `confirmed` or `failed`.
+    pub state: String,
+    /// Its transaction's id.
+    pub txid: String,
+    /// Satoshis paid to users.
+    pub total: u64,
+    /// The network fee (the pool's).
+    pub network_fee: u64,
+    /// Users paid.
+    pub users: u32,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// When it was written, `YYYY-MM-DD HH:MM:SS` UTC.
+    pub created_at: String,
+}
+
+/// `GET /api/v1/db` (503 when MariaDB does not answer): MariaDB as the
+/// operator asks after it, and statshttpd's flushes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Db {
+    /// Where statshttpd reaches it (no credentials).
+    pub address: String,
+    /// The last flush, unix seconds.
+    pub last_flush: u64,
+    /// How long it took, ms.
+    pub last_flush_ms: i64,
+    /// Flushes that failed.
+    pub flush_failures: u64,
+    /// Shares on the topic not read yet.
+    pub shares_behind: i64,
+    /// Rows waiting to be written.
+    pub rows_waiting: usize,
+    /// It answered.
+    pub reachable: bool,
+    /// What it said, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<DbServer>,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// MariaDB's own figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DbServer {
+    /// `SELECT VERSION()`.
+    pub version: String,
+    /// Its uptime, seconds.
+    pub uptime_secs: u64,
+    /// The newest migration applied.
+    pub schema_version: u32,
+    /// Migrations the code has that the database has not.
+    pub pending_migrations: Vec<u32>,
+    /// The pool's tables, largest first.
+    pub tables: Vec<Table>,
+}
+
+/// One table's size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Table {
+    /// Its name.
+    pub name: String,
+    /// InnoDB's estimate of its rows.
+    pub rows: u64,
+    /// Data and indexes.
+    pub bytes: u64,
 }
 
 /// `GET /api/v1/minutes` (and a server's, a user's, a worker's): one

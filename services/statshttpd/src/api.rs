@@ -255,7 +255,7 @@ fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
 }
 
 /// A typed answer.
-fn typed<T: serde::Serialize>(stats: &Stats, status: StatusCode, body: &T) -> Response {
+pub(crate) fn typed<T: serde::Serialize>(stats: &Stats, status: StatusCode, body: &T) -> Response {
     let value = serde_json::to_value(body).unwrap_or(Value::Null);
     reply(stats, status, &value)
 }
@@ -523,33 +523,45 @@ async fn services(State(stats): Shared) -> Response {
 async fn db(State(stats): Shared) -> Response {
     let status =
         tokio::time::timeout(std::time::Duration::from_secs(3), stats.store.status()).await;
-    let waiting_rows = lock(&stats.agents).len() + lock(&stats.gone).len();
-    let mut body = json!({
-        "address": stats.store.addr(),
-        "last_flush": stats.flushed_at.load(Ordering::SeqCst),
-        "last_flush_ms": stats.metrics.flush_ms.get(),
-        "flush_failures": stats.metrics.flush_failures.get(),
-        "shares_behind": stats.metrics.consumer_lag.get(),
-        "rows_waiting": waiting_rows,
-    });
+    let mut db = sluice_api::Db {
+        address: stats.store.addr().to_owned(),
+        last_flush: stats.flushed_at.load(Ordering::SeqCst),
+        last_flush_ms: stats.metrics.flush_ms.get(),
+        flush_failures: stats.metrics.flush_failures.get(),
+        shares_behind: stats.metrics.consumer_lag.get(),
+        rows_waiting: lock(&stats.agents).len() + lock(&stats.gone).len(),
+        ..sluice_api::Db::default()
+    };
     let code = match status {
         Ok(Ok(s)) => {
-            body["reachable"] = json!(true);
-            body["server"] = json!(s);
+            db.reachable = true;
+            db.server = Some(sluice_api::DbServer {
+                version: s.version,
+                uptime_secs: s.uptime_secs,
+                schema_version: s.schema_version,
+                pending_migrations: s.pending_migrations,
+                tables: s
+                    .tables
+                    .into_iter()
+                    .map(|t| sluice_api::Table {
+                        name: t.name,
+                        rows: t.rows,
+                        bytes: t.bytes,
+                    })
+                    .collect(),
+            });
             StatusCode::OK
         }
         Ok(Err(e)) => {
-            body["reachable"] = json!(false);
-            body["error"] = json!(e.to_string());
+            db.error = Some(e.to_string());
             StatusCode::SERVICE_UNAVAILABLE
         }
         Err(_) => {
-            body["reachable"] = json!(false);
-            body["error"] = json!("no answer within 3 s");
+            db.error = Some("no answer within 3 s".into());
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
-    reply(&stats, code, &body)
+    typed(&stats, code, &db)
 }
 
 async fn servers(State(stats): Shared) -> Response {

@@ -14,7 +14,7 @@ use sluice_ledger::books::{Account, POOL};
 use sluice_store::{EarnedBlock, PayoutRow, UserEntry, UserPayout};
 
 use crate::Stats;
-use crate::api::{error, find_user, reply};
+use crate::api::{error, find_user, reply, typed};
 
 /// Blocks, payouts and entries listed, the newest first.
 const LISTED: u32 = 100;
@@ -101,23 +101,6 @@ pub(crate) async fn user_earnings(
     }
 }
 
-/// The pool's side of the books, satoshis.
-#[derive(Debug, Serialize)]
-struct PoolBooks {
-    /// Owed to users: payable.
-    owed: i64,
-    /// Owed to users once their blocks mature.
-    immature: i64,
-    /// In payouts not yet confirmed (network fees included).
-    in_flight: i64,
-    /// Paid (network fees included).
-    paid: i64,
-    /// The pool's own payable balance (fees, less network fees).
-    pool: i64,
-    /// The newest batches.
-    payouts: Vec<PayoutRow>,
-}
-
 /// `/api/v1/payouts`.
 pub(crate) async fn payouts(State(stats): State<Arc<Stats>>) -> Response {
     let answer = async {
@@ -125,21 +108,31 @@ pub(crate) async fn payouts(State(stats): State<Arc<Stats>>) -> Response {
         let users = |f: fn(&Account) -> bool| -> i64 {
             all.iter().filter(|(a, _)| f(a)).map(|(_, v)| v).sum()
         };
-        Ok::<_, sluice_store::StoreError>(PoolBooks {
+        let payouts = stats.store.payouts(LISTED).await?;
+        Ok::<_, sluice_store::StoreError>(sluice_api::PoolBooks {
             owed: users(|a| matches!(a, Account::Balance(u) if *u != POOL)),
             immature: users(|a| matches!(a, Account::Immature(u) if *u != POOL)),
             in_flight: all.get(&Account::InFlight).copied().unwrap_or(0),
             paid: all.get(&Account::Paid).copied().unwrap_or(0),
             pool: all.get(&Account::Balance(POOL)).copied().unwrap_or(0),
-            payouts: stats.store.payouts(LISTED).await?,
+            payouts: payouts.into_iter().map(payout).collect(),
         })
     };
     match answer.await {
-        Ok(b) => reply(
-            &stats,
-            StatusCode::OK,
-            &serde_json::to_value(b).unwrap_or_default(),
-        ),
+        Ok(b) => typed(&stats, StatusCode::OK, &b),
         Err(e) => unavailable(&stats, e),
+    }
+}
+
+fn payout(p: PayoutRow) -> sluice_api::Payout {
+    sluice_api::Payout {
+        id: p.id,
+        state: p.state,
+        txid: p.txid,
+        total: p.total,
+        network_fee: p.network_fee,
+        users: p.users,
+        error: p.error,
+        created_at: p.created_at,
     }
 }

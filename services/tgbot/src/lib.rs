@@ -41,7 +41,7 @@ use crate::alerts::{AlertConfig, Watch};
 use crate::send::Outgoing;
 use crate::stats::StatsApi;
 use crate::subscribe::{Subscriptions, WorkerWatch};
-use sluice_api::{Blocks, Health, Minutes, Pool, Servers, Services, UserWorkers};
+use sluice_api::{Blocks, Db, Health, Minutes, Pool, PoolBooks, Servers, Services, UserWorkers};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_ENV: &str = "SLUICE_TGBOT_TOKEN";
@@ -621,8 +621,14 @@ async fn answer(api: &StatsApi, command: &str, argument: &str, offline_secs: u64
             .typed::<Servers>("/api/v1/servers")
             .await
             .map(|s| view::speed(&s)),
-        "payouts" => api.get("/api/v1/payouts").await.map(|p| view::payouts(&p)),
-        "db" => api.get_any("/api/v1/db").await.map(|d| view::db(&d, now)),
+        "payouts" => api
+            .typed::<PoolBooks>("/api/v1/payouts")
+            .await
+            .map(|p| view::payouts(&p)),
+        "db" => api
+            .typed_any::<Db>("/api/v1/db")
+            .await
+            .map(|d| view::db(&d, now)),
         "status" => {
             async {
                 let (servers, services, health) = tokio::join!(

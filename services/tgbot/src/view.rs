@@ -1,12 +1,13 @@
 //! The answers, written for a phone screen: short lines, the figure first,
 //! units a person reads (TH/s, "3 min ago"). Pure functions of statshttpd's
-//! JSON, so every answer is tested without Telegram or a pool.
+//! answers (`sluice_api`'s types), so every answer is tested without
+//! Telegram or a pool.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
 use sluice_api::{
-    Block, Blocks, Health, Minutes, Pool, Servers, Service, Services, UserWorkers, Worker, newest,
+    Block, Blocks, Db, Health, Minutes, Pool, PoolBooks, Servers, Service, Services, UserWorkers,
+    Worker, newest,
 };
 
 /// `/help` and `/start`.
@@ -59,15 +60,6 @@ pub fn age(secs: f64) -> String {
     } else {
         format!("{:.0} d", secs / 86_400.0)
     }
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-/// The elements of a JSON array (none if it is not one).
-pub(crate) fn items(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[][..], Vec::as_slice)
 }
 
 fn percent(part: f64, whole: f64) -> String {
@@ -201,62 +193,56 @@ fn bytes(n: f64) -> String {
 }
 
 /// `/db` from `/api/v1/db`: MariaDB's state and statshttpd's flushes.
-pub fn db(body: &Value, now_secs: u64) -> String {
-    let address = body["address"].as_str().unwrap_or("?");
+pub fn db(body: &Db, now_secs: u64) -> String {
+    let address = &body.address;
     let mut lines = Vec::new();
-    if body["reachable"].as_bool() == Some(true) {
-        let s = &body["server"];
-        lines.push(format!("MariaDB at {address}: reachable"));
-        lines.push(format!(
-            "{}, up {}",
-            s["version"].as_str().unwrap_or("?"),
-            age(num(&s["uptime_secs"]))
-        ));
-        let pending = s["pending_migrations"].as_array().map_or(0, Vec::len);
-        lines.push(if pending == 0 {
-            format!("schema {} (current)", num(&s["schema_version"]))
-        } else {
-            format!(
-                "schema {}: {pending} migrations NOT applied (sluicectl migrate)",
-                num(&s["schema_version"])
-            )
-        });
-        let tables = items(&s["tables"]);
-        let total: f64 = tables.iter().map(|t| num(&t["bytes"])).sum();
-        lines.push(format!(
-            "tables {}, {} in all; largest:",
-            tables.len(),
-            bytes(total)
-        ));
-        for t in tables.iter().take(5) {
+    match (&body.server, body.reachable) {
+        (Some(s), true) => {
+            lines.push(format!("MariaDB at {address}: reachable"));
+            lines.push(format!("{}, up {}", s.version, age(s.uptime_secs as f64)));
+            let pending = s.pending_migrations.len();
+            lines.push(if pending == 0 {
+                format!("schema {} (current)", s.schema_version)
+            } else {
+                format!(
+                    "schema {}: {pending} migrations NOT applied (sluicectl migrate)",
+                    s.schema_version
+                )
+            });
+            let total: f64 = s.tables.iter().map(|t| t.bytes as f64).sum();
             lines.push(format!(
-                "  {} {} rows, {}",
-                t["name"].as_str().unwrap_or("?"),
-                num(&t["rows"]),
-                bytes(num(&t["bytes"]))
+                "tables {}, {} in all; largest:",
+                s.tables.len(),
+                bytes(total)
             ));
+            for t in s.tables.iter().take(5) {
+                lines.push(format!(
+                    "  {} {} rows, {}",
+                    t.name,
+                    t.rows,
+                    bytes(t.bytes as f64)
+                ));
+            }
         }
-    } else {
-        lines.push(format!(
+        _ => lines.push(format!(
             "MariaDB at {address}: UNREACHABLE ({})",
-            body["error"].as_str().unwrap_or("no answer")
-        ));
+            body.error.as_deref().unwrap_or("no answer")
+        )),
     }
-    let last = num(&body["last_flush"]) as u64;
+    let last = body.last_flush;
     lines.push(if last == 0 {
         "stats flush: none yet".to_owned()
     } else {
         format!(
             "last stats flush {} ago, took {} ms; failed flushes {}",
             age(now_secs.saturating_sub(last) as f64),
-            num(&body["last_flush_ms"]),
-            num(&body["flush_failures"])
+            body.last_flush_ms,
+            body.flush_failures
         )
     });
     lines.push(format!(
         "behind: {} shares not yet read, {} rows not yet written",
-        num(&body["shares_behind"]),
-        num(&body["rows_waiting"])
+        body.shares_behind, body.rows_waiting
     ));
     lines.join("\n")
 }
@@ -334,34 +320,32 @@ fn btc(sat: i64) -> String {
 
 /// `/payouts` from `/api/v1/payouts`: what the pool owes and its newest
 /// batches.
-pub fn payouts(books: &Value) -> String {
-    let sat = |key: &str| books[key].as_i64().unwrap_or(0);
+pub fn payouts(books: &PoolBooks) -> String {
     let mut lines = vec![
         format!(
             "Owed {} BTC payable, {} BTC immature",
-            btc(sat("owed")),
-            btc(sat("immature"))
+            btc(books.owed),
+            btc(books.immature)
         ),
         format!(
             "In flight {} BTC, paid {} BTC",
-            btc(sat("in_flight")),
-            btc(sat("paid"))
+            btc(books.in_flight),
+            btc(books.paid)
         ),
     ];
-    let list = items(&books["payouts"]);
-    if list.is_empty() {
+    if books.payouts.is_empty() {
         lines.push("No payout yet.".into());
     }
-    for p in list.iter().take(5) {
-        let txid = p["txid"].as_str().unwrap_or("");
+    for p in books.payouts.iter().take(5) {
+        let txid = &p.txid;
         lines.push(format!(
             "#{} {} {}: {} BTC to {} ({} sat fee) {}…",
-            p["id"],
-            p["created_at"].as_str().unwrap_or(""),
-            p["state"].as_str().unwrap_or(""),
-            btc(p["total"].as_i64().unwrap_or(0)),
-            p["users"],
-            p["network_fee"],
+            p.id,
+            p.created_at,
+            p.state,
+            btc(p.total as i64),
+            p.users,
+            p.network_fee,
             &txid[..txid.len().min(12)]
         ));
     }
@@ -448,7 +432,7 @@ pub fn workers(user: &str, body: &UserWorkers, now_secs: u64, offline_secs: u64)
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -598,7 +582,7 @@ mod tests {
             "pool": 5, "payouts": [{"id": 3, "state": "confirmed", "txid": "f8a1234a25c345514dddf9c0",
             "total": 990_000_000, "network_fee": 1258, "users": 2, "error": null,
             "created_at": "2026-12-07 00:12:53"}]});
-        let text = payouts(&books);
+        let text = payouts(&typed(&books));
         assert!(
             text.starts_with("Owed 1.50000000 BTC payable, 0.00000007 BTC immature"),
             "{text}"
@@ -610,7 +594,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(payouts(&json!({"payouts": []})).ends_with("No payout yet."));
+        assert!(payouts(&typed(&json!({"payouts": []}))).ends_with("No payout yet."));
     }
 
     fn blocks_text(b: &Value, now: u64) -> String {
@@ -629,7 +613,7 @@ mod tests {
                 "tables": [{"name": "mining_workers", "rows": 100100, "bytes": 52_428_800},
                            {"name": "users", "rows": 3, "bytes": 32_768}]},
         });
-        let text = db(&body, now);
+        let text = db(&typed(&body), now);
         assert!(
             text.starts_with(
                 "MariaDB at 127.0.0.1:3306: reachable\n10.11.6-MariaDB-0+deb12u1, up 3 d"
@@ -655,7 +639,7 @@ mod tests {
         );
         let down = json!({"address": "db:3306", "reachable": false, "error": "connection refused",
                           "last_flush": 0, "shares_behind": 0, "rows_waiting": 7});
-        let text = db(&down, now);
+        let text = db(&typed(&down), now);
         assert!(
             text.starts_with("MariaDB at db:3306: UNREACHABLE (connection refused)"),
             "{text}"

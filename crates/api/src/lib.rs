@@ -9,7 +9,7 @@
 //! newer statshttpd, missing fields reading as their defaults.
 //!
 //! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`,
-//! `/api/v1/health`, `/api/v1/users/NAME/workers`, `/api/v1/blocks`,
+//! `/api/v1/health`, `/api/v1/users/NAME` and its `/workers`, `/api/v1/blocks`,
 //! `/api/v1/payouts`, `/api/v1/db` and the minutes (`/api/v1/minutes`, a server's, a
 //! user's, a worker's).
 
@@ -224,6 +224,21 @@ pub struct Component {
     pub ok: bool,
     /// What it says.
     pub detail: String,
+}
+
+/// `GET /api/v1/users/NAME`: a user's windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct User {
+    /// Its windows.
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// The user's id.
+    pub user_id: u32,
+    /// The user's name.
+    pub name: String,
+    /// Workers with shares in the last hour.
+    pub workers: u32,
 }
 
 /// `GET /api/v1/users/NAME/workers`: the user's workers, those with shares

@@ -246,14 +246,6 @@ fn figures(f: &Figures) -> sluice_api::Figures {
     )
 }
 
-/// The JSON view of one entity's windows, for answers that add to it.
-fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
-    match serde_json::to_value(figures(f)) {
-        Ok(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    }
-}
-
 /// A typed answer.
 pub(crate) fn typed<T: serde::Serialize>(stats: &Stats, status: StatusCode, body: &T) -> Response {
     let value = serde_json::to_value(body).unwrap_or(Value::Null);
@@ -424,11 +416,13 @@ async fn user(State(stats): Shared, Path(name): Path<String>) -> Response {
     };
     let now = stats.clock.now_ms();
     let (f, workers) = lock(&stats.live).user(id, now).unwrap_or((empty(), 0));
-    let mut m = figures_json(&f);
-    m.insert("user_id".into(), json!(id));
-    m.insert("name".into(), json!(name));
-    m.insert("workers".into(), json!(workers));
-    reply(&stats, StatusCode::OK, &Value::Object(m))
+    let user = sluice_api::User {
+        figures: figures(&f),
+        user_id: id,
+        name,
+        workers,
+    };
+    typed(&stats, StatusCode::OK, &user)
 }
 
 /// Workers that went quiet stay listed (with their last share) this long.

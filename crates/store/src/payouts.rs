@@ -4,7 +4,7 @@
 //! was read in, so a payer restarted at any point finds it and finishes it
 //! instead of paying again.
 
-use mysql_async::prelude::{FromRow, Query, Queryable, WithParams};
+use mysql_async::prelude::{Query, Queryable, WithParams};
 use mysql_async::{Params, TxOpts, Value};
 use sluice_ledger::books::{Kind, Txn};
 
@@ -35,25 +35,24 @@ pub struct OpenPayout {
     pub tx_hex: String,
 }
 
-/// A batch as the books list it.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
-pub struct PayoutRow {
-    /// Its id.
-    pub id: u64,
-    /// signed, broadcast, confirmed or failed.
-    pub state: String,
-    /// Txid, hex.
-    pub txid: String,
-    /// Satoshis paid to users.
-    pub total: u64,
-    /// The network fee, the pool's.
-    pub network_fee: u64,
-    /// Users paid.
-    pub users: u32,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-    /// When it was written, `YYYY-MM-DD HH:MM:SS` UTC.
-    pub created_at: String,
+/// A batch as the books list it: the API's type (`/api/v1/payouts`).
+pub type PayoutRow = sluice_api::Payout;
+
+type PayoutColumns = (u64, String, String, u64, u64, u32, Option<String>, String);
+
+fn payout_row(
+    (id, state, txid, total, network_fee, users, error, created_at): PayoutColumns,
+) -> PayoutRow {
+    PayoutRow {
+        id,
+        state,
+        txid,
+        total,
+        network_fee,
+        users,
+        error,
+        created_at,
+    }
 }
 
 impl Store {
@@ -253,7 +252,7 @@ impl Store {
          DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') AS created_at \
          FROM payouts ORDER BY id DESC LIMIT ?"
             .with((limit,))
-            .fetch(self.pool())
+            .map(self.pool(), payout_row)
             .await
             .map_err(|e| self.err(e))
     }
@@ -263,8 +262,9 @@ impl Store {
         "SELECT id, state, txid, total, network_fee, users, error, \
          DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s') AS created_at FROM payouts WHERE id = ?"
             .with((id,))
-            .first(self.pool())
+            .first::<PayoutColumns, _>(self.pool())
             .await
+            .map(|row| row.map(payout_row))
             .map_err(|e| self.err(e))
     }
 

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 use sluice_ledger::books::{Account, POOL};
-use sluice_store::{EarnedBlock, PayoutRow, UserEntry, UserPayout};
+use sluice_store::{EarnedBlock, UserEntry, UserPayout};
 
 use crate::Stats;
 use crate::api::{error, find_user, reply, typed};
@@ -108,6 +108,7 @@ pub(crate) async fn payouts(State(stats): State<Arc<Stats>>) -> Response {
         let users = |f: fn(&Account) -> bool| -> i64 {
             all.iter().filter(|(a, _)| f(a)).map(|(_, v)| v).sum()
         };
+        // The store lists batches as the API's type.
         let payouts = stats.store.payouts(LISTED).await?;
         Ok::<_, sluice_store::StoreError>(sluice_api::PoolBooks {
             owed: users(|a| matches!(a, Account::Balance(u) if *u != POOL)),
@@ -115,24 +116,11 @@ pub(crate) async fn payouts(State(stats): State<Arc<Stats>>) -> Response {
             in_flight: all.get(&Account::InFlight).copied().unwrap_or(0),
             paid: all.get(&Account::Paid).copied().unwrap_or(0),
             pool: all.get(&Account::Balance(POOL)).copied().unwrap_or(0),
-            payouts: payouts.into_iter().map(payout).collect(),
+            payouts,
         })
     };
     match answer.await {
         Ok(b) => typed(&stats, StatusCode::OK, &b),
         Err(e) => unavailable(&stats, e),
-    }
-}
-
-fn payout(p: PayoutRow) -> sluice_api::Payout {
-    sluice_api::Payout {
-        id: p.id,
-        state: p.state,
-        txid: p.txid,
-        total: p.total,
-        network_fee: p.network_fee,
-        users: p.users,
-        error: p.error,
-        created_at: p.created_at,
     }
 }

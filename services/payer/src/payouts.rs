@@ -25,7 +25,7 @@ use sluice_core::record::{Event, EventKind, PayoutNews, PayoutState};
 use sluice_ledger::books;
 use sluice_node::{Broadcast, Wallet};
 use sluice_service::Health;
-use sluice_store::{OpenPayout, Store, StoreError};
+use sluice_store::{Due, OpenPayout, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::failpoint;
@@ -34,6 +34,11 @@ use crate::{Config, PayoutConfig};
 
 /// Core's RPC_VERIFY_ERROR: the inputs are missing or spent.
 const MISSING_INPUTS: i32 = -25;
+/// A batch's line: user, address, satoshis.
+type Item = (u32, String, u64);
+
+/// Core's RPC_WALLET_INSUFFICIENT_FUNDS.
+const INSUFFICIENT_FUNDS: i32 = -6;
 
 /// What paying needs.
 pub(crate) struct Paymaster<'a> {
@@ -239,24 +244,16 @@ impl Paymaster<'_> {
         }
     }
 
-    /// Builds, records and broadcasts a batch for every due user.
-    async fn pay(&self) -> anyhow::Result<String> {
-        let due = self
-            .store
-            .due_payouts(self.payouts.min_payout_sat, self.payouts.max_users)
-            .await?;
-        if due.is_empty() {
-            return Ok("nothing due".into());
-        }
-        // What the wallet can spend, less room for the fee: a wallet short of
-        // what the books owe pays what it can, the largest balances first,
-        // and says so; the rest stays owed.
-        let reserve = self.payouts.fee_rate_sat_vb * (1_000 + 50 * due.len() as u64);
-        let spendable = self.wallet.balances().await?.trusted.to_sat();
-        let mut available = spendable.saturating_sub(reserve);
+    /// The users of `due` paid from `available` satoshis, the largest
+    /// balances first: the items, what stays owed, and the outputs.
+    fn batch(
+        &self,
+        due: &[Due],
+        mut available: u64,
+    ) -> (Vec<Item>, u64, Vec<(Address, Amount)>) {
         let network = self.config.network();
         let (mut items, mut short) = (Vec::new(), 0u64);
-        let mut outputs: BTreeMap<String, Amount> = BTreeMap::new();
+        let mut outputs: BTreeMap<String, (Address, Amount)> = BTreeMap::new();
         for d in due {
             let Some(address) = Address::from_str(&d.address)
                 .ok()
@@ -271,37 +268,67 @@ impl Paymaster<'_> {
                 continue;
             }
             available -= amount;
-            *outputs.entry(address.to_string()).or_default() += Amount::from_sat(amount);
-            items.push((d.user_id, d.address, amount));
+            outputs
+                .entry(address.to_string())
+                .or_insert((address, Amount::ZERO))
+                .1 += Amount::from_sat(amount);
+            items.push((d.user_id, d.address.clone(), amount));
         }
-        self.wallet_short(spendable, short);
-        if items.is_empty() {
-            anyhow::bail!(
-                "Insufficient funds: the wallet can spend {spendable} sat, the books owe {short} sat due"
-            );
+        (items, short, outputs.into_values().collect())
+    }
+
+    /// Builds, records and broadcasts a batch for every due user.
+    async fn pay(&self) -> anyhow::Result<String> {
+        let due = self
+            .store
+            .due_payouts(self.payouts.min_payout_sat, self.payouts.max_users)
+            .await?;
+        if due.is_empty() {
+            return Ok("nothing due".into());
         }
-        failpoint::reach("before_build").await;
-        if !self.payouts.wallet_passphrase.is_empty() {
-            self.wallet
-                .unlock(&self.payouts.wallet_passphrase, 60)
-                .await?;
-        }
-        let outputs: Vec<(Address, Amount)> = outputs
-            .into_iter()
-            .map(|(a, v)| {
-                (
-                    Address::from_str(&a)
-                        .expect("parsed above")
-                        .assume_checked(),
-                    v,
-                )
-            })
-            .collect();
-        let built = self
-            .wallet
-            .build(&outputs, self.payouts.fee_rate_sat_vb)
-            .await
-            .map_err(|e| anyhow::anyhow!("building the payout: {e}"))?;
+        // What the wallet can spend, less room for the fee: a wallet short of
+        // what the books owe pays what it can, the largest balances first,
+        // and says so; the rest stays owed. The room is for the batch's
+        // outputs and a few inputs; a wallet whose balance is many coins
+        // needs more, so when Core answers "Insufficient funds" (-6) to a
+        // batch that spends nearly all of it, the room grows fourfold.
+        let spendable = self.wallet.balances().await?.trusted.to_sat();
+        let mut reserve = self.payouts.fee_rate_sat_vb * (1_000 + 50 * due.len() as u64);
+        let (items, built) = loop {
+            let (items, short, outputs) = self.batch(&due, spendable.saturating_sub(reserve));
+            self.wallet_short(spendable, short);
+            if items.is_empty() {
+                anyhow::bail!(
+                    "Insufficient funds: the wallet can spend {spendable} sat, the books owe {short} sat due"
+                );
+            }
+            failpoint::reach("before_build").await;
+            if !self.payouts.wallet_passphrase.is_empty() {
+                self.wallet
+                    .unlock(&self.payouts.wallet_passphrase, 60)
+                    .await?;
+            }
+            match self
+                .wallet
+                .build(&outputs, self.payouts.fee_rate_sat_vb)
+                .await
+            {
+                Ok(built) => break (items, built),
+                Err(e)
+                    if short > 0
+                        && reserve < spendable
+                        && e.rpc_error()
+                            .is_some_and(|(code, _)| code == INSUFFICIENT_FUNDS) =>
+                {
+                    reserve = reserve.saturating_mul(4);
+                    tracing::info!(
+                        reserve,
+                        "the wallet's coins need more fee than the room left; paying less"
+                    );
+                }
+                Err(e) => anyhow::bail!("building the payout: {e}"),
+            }
+        };
         failpoint::reach("after_sign").await;
         let txid = built.tx.compute_txid();
         let fee = built.fee.to_sat();

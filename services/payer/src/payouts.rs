@@ -246,11 +246,7 @@ impl Paymaster<'_> {
 
     /// The users of `due` paid from `available` satoshis, the largest
     /// balances first: the items, what stays owed, and the outputs.
-    fn batch(
-        &self,
-        due: &[Due],
-        mut available: u64,
-    ) -> (Vec<Item>, u64, Vec<(Address, Amount)>) {
+    fn batch(&self, due: &[Due], mut available: u64) -> (Vec<Item>, u64, Vec<(Address, Amount)>) {
         let network = self.config.network();
         let (mut items, mut short) = (Vec::new(), 0u64);
         let mut outputs: BTreeMap<String, (Address, Amount)> = BTreeMap::new();

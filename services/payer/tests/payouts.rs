@@ -275,3 +275,30 @@ async fn a_payout_a_catching_up_node_calls_unfunded_is_kept_until_the_node_is_sy
     assert_eq!(b.balance(Account::InFlight).await, 0);
     b.end().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_of_many_coins_short_of_what_is_owed_pays_all_it_has() {
+    let mut b = Books::new().await;
+    let node = Node::start("").await;
+    // 25 coinbases of 50 BTC for books owing more: the batch spends every
+    // coin, 25 inputs, more fee than the first room left for it.
+    node.fund(25).await;
+    matured_block(&b).await;
+    for i in 0..26u8 {
+        b.share(2, 2, u64::from(i), ShareStatus::Block, 100 + i)
+            .await;
+        let hash = b.found(100 + i, 2).await;
+        b.store
+            .set_block_standing(&hash, BlockStatus::Confirmed, 101)
+            .await
+            .unwrap();
+    }
+    b.start(config(&b, node.payouts("")));
+    let sent = payout_where(&b, "a payout broadcast", |r| r.state == "broadcast").await;
+    assert!(
+        sent.total > 124_900_000_000 && sent.total < 125_000_000_000,
+        "all the wallet holds, less the fee: {sent:?}"
+    );
+    assert!(sent.network_fee > 3 * 1_100, "25 inputs' fee: {sent:?}");
+    b.end().await;
+}

@@ -129,6 +129,9 @@ pub fn keep_from(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
     #[test]
     fn work_is_kept_four_spans_of_the_newest_window_back_and_the_keep_time() {
         // A window of minutes 1,000..=1,009 (10 minutes): 40 minutes back
@@ -150,9 +153,6 @@ mod tests {
         // Young clocks and tiny numbers do not wrap.
         assert_eq!(keep_from(true, Some((0, 0)), None, 5, 0), 0);
     }
-
-    use super::*;
-    use proptest::prelude::*;
 
     fn minute(minute: u32, pairs: &[(u32, u128)]) -> Minute {
         Minute {

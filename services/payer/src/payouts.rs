@@ -34,11 +34,11 @@ use crate::{Config, PayoutConfig};
 
 /// Core's RPC_VERIFY_ERROR: the inputs are missing or spent.
 const MISSING_INPUTS: i32 = -25;
-/// A batch's line: user, address, satoshis.
-type Item = (u32, String, u64);
-
 /// Core's RPC_WALLET_INSUFFICIENT_FUNDS.
 const INSUFFICIENT_FUNDS: i32 = -6;
+
+/// A batch's line: user, address, satoshis.
+type Item = (u32, String, u64);
 
 /// What paying needs.
 pub(crate) struct Paymaster<'a> {

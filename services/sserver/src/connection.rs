@@ -756,7 +756,7 @@ impl Conn {
             Err((code, message)) => Response::error(id, *code, message.clone()),
         };
         self.send(reply.into()).await;
-        self.record(judged).await;
+        self.record(judged.recorded).await;
         if rejected && self.rejects.reject(Instant::now()) {
             // A trusted address (a farm's NAT) is not banned: only this
             // connection pays.
@@ -769,10 +769,11 @@ impl Conn {
         }
     }
 
-    /// Hands a judged share's record and block candidate to the sinks.
-    async fn record(&mut self, judged: Judged) {
+    /// Hands a judged share's record and block candidate to the sinks
+    /// (V1 and the agent's miners alike).
+    async fn record(&mut self, recorded: Recorded) {
         let shared = Arc::clone(&self.shared);
-        shared.publish(judged.recorded, &mut self.unacked).await;
+        shared.publish(recorded, &mut self.unacked).await;
     }
 
     /// Judges one share ([`judge`]) and words the verdict for Stratum V1.

@@ -384,8 +384,7 @@ impl Conn {
         }
         // An agent carries a farm: its rejected shares close nothing (the
         // farm's miners would all go), they are only counted.
-        let shared = Arc::clone(&self.shared);
-        shared.publish(recorded, &mut self.unacked).await;
+        self.record(recorded).await;
     }
 
     /// Judges one of the miners' shares at its own difficulty: the answer

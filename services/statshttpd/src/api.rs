@@ -71,8 +71,13 @@ pub(crate) async fn serve(
 }
 
 /// A JSON reply, counted in btcpool's `request` and `repbytes`.
-pub(crate) fn reply(stats: &Stats, status: StatusCode, body: &Value) -> Response {
-    let text = body.to_string();
+pub(crate) fn reply<T: serde::Serialize + ?Sized>(
+    stats: &Stats,
+    status: StatusCode,
+    body: &T,
+) -> Response {
+    // Written straight from the answer's type (sluice_api's or a Value).
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "null".into());
     stats.requests.fetch_add(1, Ordering::Relaxed);
     stats
         .reply_bytes
@@ -246,12 +251,6 @@ fn figures(f: &Figures) -> sluice_api::Figures {
     )
 }
 
-/// A typed answer.
-pub(crate) fn typed<T: serde::Serialize>(stats: &Stats, status: StatusCode, body: &T) -> Response {
-    let value = serde_json::to_value(body).unwrap_or(Value::Null);
-    reply(stats, status, &value)
-}
-
 async fn pool(State(stats): Shared) -> Response {
     if !stats.is_initialized() {
         return initializing(&stats);
@@ -289,7 +288,7 @@ async fn pool(State(stats): Shared) -> Response {
         },
         round,
     };
-    typed(&stats, StatusCode::OK, &pool)
+    reply(&stats, StatusCode::OK, &pool)
 }
 
 /// `scope`'s minute statistics, columns for charts: `start` (unix seconds
@@ -331,7 +330,7 @@ fn minutes_reply(stats: &Stats, scope: Scope, query: Option<&str>, what: &str) -
         start,
         minutes.iter().map(|m| (m.shares, m.accept, m.rejects)),
     );
-    typed(stats, StatusCode::OK, &columns)
+    reply(stats, StatusCode::OK, &columns)
 }
 
 async fn pool_minutes(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
@@ -422,7 +421,7 @@ async fn user(State(stats): Shared, Path(name): Path<String>) -> Response {
         name,
         workers,
     };
-    typed(&stats, StatusCode::OK, &user)
+    reply(&stats, StatusCode::OK, &user)
 }
 
 /// Workers that went quiet stay listed (with their last share) this long.
@@ -481,7 +480,7 @@ async fn user_workers(State(stats): Shared, Path(name): Path<String>) -> Respons
         name,
         workers,
     };
-    typed(&stats, StatusCode::OK, &answer)
+    reply(&stats, StatusCode::OK, &answer)
 }
 
 /// Every service instance heard in the last day: up while its heartbeats
@@ -508,7 +507,7 @@ async fn services(State(stats): Shared) -> Response {
             last_heartbeat: at_ms / 1000,
         })
         .collect();
-    typed(&stats, StatusCode::OK, &sluice_api::Services { services })
+    reply(&stats, StatusCode::OK, &sluice_api::Services { services })
 }
 
 /// MariaDB as the operator asks after it: reachable, version, uptime,
@@ -555,7 +554,7 @@ async fn db(State(stats): Shared) -> Response {
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
-    typed(&stats, code, &db)
+    reply(&stats, code, &db)
 }
 
 async fn servers(State(stats): Shared) -> Response {
@@ -587,7 +586,7 @@ async fn servers(State(stats): Shared) -> Response {
         })
         .collect();
     drop(live);
-    typed(&stats, StatusCode::OK, &sluice_api::Servers { servers })
+    reply(&stats, StatusCode::OK, &sluice_api::Servers { servers })
 }
 
 async fn blocks(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
@@ -625,7 +624,7 @@ async fn blocks(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
                     }
                 })
                 .collect();
-            typed(&stats, StatusCode::OK, &sluice_api::Blocks { blocks })
+            reply(&stats, StatusCode::OK, &sluice_api::Blocks { blocks })
         }
         Err(e) => error(
             &stats,
@@ -673,7 +672,7 @@ async fn health(State(stats): Shared) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    typed(&stats, status, &health)
+    reply(&stats, status, &health)
 }
 
 async fn metrics(State(stats): Shared) -> Response {

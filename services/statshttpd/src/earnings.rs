@@ -14,7 +14,7 @@ use sluice_ledger::books::{Account, POOL};
 use sluice_store::{EarnedBlock, UserEntry, UserPayout};
 
 use crate::Stats;
-use crate::api::{error, find_user, reply, typed};
+use crate::api::{error, find_user, reply};
 
 /// Blocks, payouts and entries listed, the newest first.
 const LISTED: u32 = 100;
@@ -92,11 +92,7 @@ pub(crate) async fn user_earnings(
         })
     };
     match answer.await {
-        Ok(e) => reply(
-            &stats,
-            StatusCode::OK,
-            &serde_json::to_value(e).unwrap_or_default(),
-        ),
+        Ok(e) => reply(&stats, StatusCode::OK, &e),
         Err(e) => unavailable(&stats, e),
     }
 }
@@ -120,7 +116,7 @@ pub(crate) async fn payouts(State(stats): State<Arc<Stats>>) -> Response {
         })
     };
     match answer.await {
-        Ok(b) => typed(&stats, StatusCode::OK, &b),
+        Ok(b) => reply(&stats, StatusCode::OK, &b),
         Err(e) => unavailable(&stats, e),
     }
 }

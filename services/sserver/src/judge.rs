@@ -56,6 +56,15 @@ impl SentJob {
         }
     }
 
+    /// What a share of this job counts at: its difficulty, or the one
+    /// before a retarget for the grace.
+    pub(crate) fn credit(&self) -> Credit {
+        Credit {
+            difficulty: self.difficulty,
+            previous: self.previous,
+        }
+    }
+
     /// The same job at a new difficulty from `now` on.
     pub(crate) fn retarget(&mut self, difficulty: f64, now: Instant) {
         if self.difficulty != difficulty {
@@ -132,6 +141,11 @@ impl Judgement {
         }
     }
 
+    /// The job a share names is no longer remembered.
+    pub(crate) fn job_gone(difficulty: f64) -> Self {
+        Self::refused(Rejection::JobExpired, difficulty)
+    }
+
     /// The label of `sserver_shares_total{status}`.
     pub(crate) fn label(&self) -> &'static str {
         match (self.status, &self.verdict) {
@@ -141,24 +155,6 @@ impl Judgement {
             (None, _) => "invalid",
         }
     }
-}
-
-/// Judges `work` against `sent` (the job the share names, as this session
-/// was sent it) on `board`, at `now` (for the retarget grace) and `unix_now`
-/// (seconds, for ntime). Marks the share seen.
-pub(crate) fn judge(
-    board: &Board,
-    sent: &mut SentJob,
-    work: &ShareWork<'_>,
-    version_mask: u32,
-    now: Instant,
-    unix_now: u32,
-) -> Judgement {
-    let credit = Credit {
-        difficulty: sent.difficulty,
-        previous: sent.previous,
-    };
-    judge_at(board, sent, credit, work, version_mask, now, unix_now)
 }
 
 /// The difficulty a share is judged at, and the one before a retarget with
@@ -180,9 +176,12 @@ impl Credit {
     }
 }
 
-/// [`judge`] at a difficulty of the caller's: a farm agent's miners share
-/// one session's jobs, each at its own difficulty.
-pub(crate) fn judge_at(
+/// Judges `work` against `sent` (the job the share names, as this channel
+/// was sent it) on `board`, at `credit`'s difficulties (the job's own,
+/// [`SentJob::credit`], or a farm agent's miner's: they share one session's
+/// jobs, each at its own difficulty), at `now` (for the retarget grace) and
+/// `unix_now` (seconds, for ntime). Marks the share seen.
+pub(crate) fn judge(
     board: &Board,
     sent: &mut SentJob,
     credit: Credit,
@@ -287,7 +286,7 @@ fn share_key(share: (u64, u32, u32, u32)) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bitcoin::block::Version;
     use bitcoin::hashes::Hash;
@@ -301,10 +300,10 @@ mod tests {
     /// One hash in 256 meets it.
     const EASY: f64 = 1.0 / 16_777_216.0;
     /// Difficulty 1's network (no share here is a block) and regtest's (half are).
-    const HARD_BITS: u32 = 0x1d00_ffff;
+    pub(crate) const HARD_BITS: u32 = 0x1d00_ffff;
     const REGTEST_BITS: u32 = 0x207f_ffff;
 
-    fn job(seq: u64, tip: u8, bits: u32) -> Arc<ServerJob> {
+    pub(crate) fn job(seq: u64, tip: u8, bits: u32) -> Arc<ServerJob> {
         Arc::new(ServerJob::new(
             Job {
                 id: JobId(u64::from(NOW) << 32 | seq),
@@ -325,6 +324,19 @@ mod tests {
             },
             8,
         ))
+    }
+
+    /// At the job's own difficulties.
+    fn judge(
+        board: &Board,
+        sent: &mut SentJob,
+        work: &ShareWork<'_>,
+        mask: u32,
+        now: Instant,
+        unix_now: u32,
+    ) -> Judgement {
+        let credit = sent.credit();
+        super::judge(board, sent, credit, work, mask, now, unix_now)
     }
 
     fn board(jobs: &[&Arc<ServerJob>]) -> Board {

@@ -3,17 +3,18 @@
 //! drain; the miner behind a session or channel; and the wait for the
 //! broker's acknowledgement before an answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sluice_core::record::{Event, EventKind, SolvedShare};
+use sluice_core::record::{Event, EventKind, MinerIdentity, SolvedShare};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::agent;
-use crate::ids::SessionIds;
+use crate::ids::{SessionIds, SessionIndex};
 use crate::jobs::{Board, ServerJob};
-use crate::limits::Admission;
+use crate::limits::{Admission, RejectWindow};
 use crate::metrics::ServerMetrics;
 use crate::sinks::ShareSink;
 use crate::users::Users;
@@ -93,6 +94,29 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The extranonce1 of the session or channel holding `index`: this
+    /// server's id, then the index.
+    pub(crate) fn extranonce1(&self, index: &SessionIndex) -> [u8; 4] {
+        let [_, a, b, c] = index.get().to_be_bytes();
+        [self.server_id, a, b, c]
+    }
+
+    /// Counts a rejected share from `peer` in its connection's `rejects`;
+    /// past the limit the connection is to close (true) and the address is
+    /// banned, unless trusted (a farm's NAT: only the connection pays).
+    pub(crate) fn rejected(&self, rejects: &mut RejectWindow, peer: IpAddr) -> bool {
+        let now = Instant::now();
+        if !rejects.reject(now) {
+            return false;
+        }
+        let banned = self.admission.ban(peer, now);
+        if banned {
+            self.metrics.bans.inc();
+        }
+        tracing::warn!(%peer, banned, "too many rejected shares; connection closed");
+        true
+    }
+
     /// Publishes a miner event; a full queue drops it, counted.
     pub(crate) fn event(&self, kind: EventKind) {
         let key = format!("sserver-{}", self.server_id);
@@ -145,6 +169,39 @@ pub(crate) struct Miner {
     pub(crate) user: String,
     pub(crate) worker: String,
     pub(crate) worker_id: i64,
+}
+
+impl Miner {
+    /// `user.worker` as logged in, read by `parse_login`.
+    pub(crate) fn from_login(user_id: u32, login: sluice_core::worker::Login) -> Self {
+        Miner {
+            user_id,
+            worker_id: sluice_core::worker::worker_id(&login.worker),
+            user: login.user,
+            worker: login.worker,
+        }
+    }
+
+    /// The miner as events name it: on server `server_id`, under
+    /// `extranonce1`, from `peer`, running `agent`.
+    pub(crate) fn identity(
+        &self,
+        server_id: u8,
+        extranonce1: [u8; 4],
+        peer: IpAddr,
+        agent: String,
+    ) -> MinerIdentity {
+        MinerIdentity {
+            user_id: self.user_id,
+            user_name: self.user.clone(),
+            worker_id: self.worker_id,
+            worker_name: self.worker.clone(),
+            server_id,
+            extranonce1: u32::from_be_bytes(extranonce1),
+            client_ip: peer,
+            miner_agent: agent,
+        }
+    }
 }
 
 /// Waits until the broker has acknowledged the shares `unacked` stands

@@ -10,25 +10,22 @@
 //! once, with short decimal job ids (0–255) as BTCAgent expects; the agent
 //! hands them to every miner.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use bitcoin::BlockHash;
-
 use serde_json::json;
 use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol, ShareStatus};
-use sluice_core::worker::{parse_login, worker_id};
+use sluice_core::worker::parse_login;
 use sluice_stratum::agent::{
     self, ExMessage, ExSubmit, capability, difficulty_of, exponent_for, status,
 };
 use sluice_stratum::{Id, Notification, Response, ServerMessage};
 
-use super::{Conn, End, Miner, SENT_JOBS};
-use crate::channel::{Recorded, Source};
+use super::{Conn, End, Miner};
+use crate::channel::{Behind, Recorded, SentJobs, Via};
 use crate::ids::SessionIndex;
-use crate::jobs::now_secs;
-use crate::judge::{Credit, Rejection, SentJob, ShareWork, judge_at};
+use crate::judge::{Credit, Rejection, ShareWork};
 use crate::vardiff::Vardiff;
 
 /// Miners one agent session may register (its 16-bit id space).
@@ -47,8 +44,6 @@ pub(super) struct AgentSession {
     workers: HashMap<u16, Worker>,
     /// The index of the next `SUBMIT_RESPONSE`.
     submits: u16,
-    /// The serial of the next job sent (its short id is it modulo 256).
-    next_serial: u64,
     /// A dropped session of this agent's, taken over at subscribe: its jobs
     /// come back at authorize if the account is the same.
     resumed: Option<Box<Parked>>,
@@ -60,15 +55,20 @@ pub(crate) struct Parked {
     /// Keeps the extranonce1 from being handed out meanwhile.
     index: Option<SessionIndex>,
     user_id: u32,
-    sent: VecDeque<SentJob>,
-    next_serial: u64,
-    last_tip: Option<BlockHash>,
+    sent: SentJobs,
     until: Instant,
 }
 
 /// Dropped agent sessions by extranonce1, each until its resume time ends.
 #[derive(Debug, Default)]
 pub(crate) struct Parking(Mutex<HashMap<[u8; 4], Parked>>);
+
+impl AgentSession {
+    /// Authorized: the session is the farm's.
+    pub(super) fn is_started(&self) -> bool {
+        self.initial.is_some()
+    }
+}
 
 impl Parking {
     fn park(&self, extranonce1: [u8; 4], parked: Parked) {
@@ -153,7 +153,7 @@ impl Conn {
 
     /// An authorized agent session.
     pub(super) fn is_agent(&self) -> bool {
-        self.agent.as_ref().is_some_and(|a| a.initial.is_some())
+        self.agent.as_ref().is_some_and(|a| a.is_started())
     }
 
     /// `agent.get_capabilities`: the ones asked for that the pool has.
@@ -191,23 +191,24 @@ impl Conn {
     pub(super) fn start_agent(&mut self, start: f64) {
         let c = &self.shared.config;
         let (min, max) = (c.vardiff.min, c.vardiff.max);
-        let user_id = self.miner.as_ref().map(|m| m.user_id);
         let a = self.agent.get_or_insert_with(Box::default);
         let initial = difficulty_of(exponent_for(start, min, max, a.signed), a.signed);
         a.initial = Some(initial);
         // A resumed session of the same account gets its jobs back: the
-        // shares its miners found while it was away name them.
+        // shares its miners found while it was away name them. (The session
+        // itself submits nothing: its channel's vardiff stays unused.)
         if let Some(r) = a.resumed.take()
-            && Some(r.user_id) == user_id
+            && let Some(ch) = self.channel.as_mut()
+            && r.user_id == ch.miner.user_id
         {
-            a.next_serial = r.next_serial;
-            self.sent = r.sent;
-            self.last_tip = r.last_tip;
+            ch.sent.resume(r.sent);
         }
-        // The session itself submits nothing: no vardiff of its own.
-        self.vardiff = None;
         self.shared.metrics.agent_sessions.inc();
-        tracing::info!(peer = %self.peer, agent = self.session.user_agent().unwrap_or_default(), initial, "farm agent authorized");
+        tracing::info!(
+            agent = self.session.user_agent().unwrap_or_default(),
+            initial,
+            "farm agent authorized"
+        );
     }
 
     /// The session ended: its miners leave with it. With `park`, the
@@ -222,20 +223,18 @@ impl Conn {
         let resume = self.shared.config.agent_resume;
         // Parked before its miners' disconnect events go out: whoever sees
         // those can resume it.
-        if let Some(miner) = self.miner.as_ref()
+        if let Some(ch) = self.channel.as_mut()
             && park
             && !resume.is_zero()
         {
-            let extranonce1 = self.session.extranonce1();
+            let extranonce1 = ch.extranonce1;
             let parked = Parked {
                 index: self.index.take(),
-                user_id: miner.user_id,
-                sent: std::mem::take(&mut self.sent),
-                next_serial: a.next_serial,
-                last_tip: self.last_tip,
+                user_id: ch.miner.user_id,
+                sent: std::mem::replace(&mut ch.sent, SentJobs::new(0)),
                 until: Instant::now() + resume,
             };
-            tracing::info!(peer = %self.peer, session = %hex::encode(extranonce1), ?resume, "farm agent dropped; its session is kept for it to resume");
+            tracing::info!(session = %hex::encode(extranonce1), ?resume, "farm agent dropped; its session is kept for it to resume");
             self.shared.parked.park(extranonce1, parked);
         }
         for w in std::mem::take(&mut a.workers).into_values() {
@@ -265,21 +264,17 @@ impl Conn {
         }
         // This connection's own id goes back; the old one is its.
         self.index = parked.index.take();
-        tracing::info!(peer = %self.peer, session = %old, "farm agent resumes its session");
+        tracing::info!(session = %old, "farm agent resumes its session");
         self.agent.get_or_insert_with(Box::default).resumed = Some(Box::new(parked));
     }
 
     fn worker_identity(&self, w: &Worker) -> MinerIdentity {
-        MinerIdentity {
-            user_id: w.miner.user_id,
-            user_name: w.miner.user.clone(),
-            worker_id: w.miner.worker_id,
-            worker_name: w.miner.worker.clone(),
-            server_id: self.shared.server_id,
-            extranonce1: u32::from_be_bytes(self.session.extranonce1()),
-            client_ip: self.peer.ip(),
-            miner_agent: w.client_agent.clone(),
-        }
+        w.miner.identity(
+            self.shared.server_id,
+            self.session.extranonce1(),
+            self.peer.ip(),
+            w.client_agent.clone(),
+        )
     }
 
     /// One ex-message from the agent.
@@ -314,31 +309,31 @@ impl Conn {
     }
 
     fn register_worker(&mut self, sid: u16, client_agent: String, name: &str) {
-        let (Some(session_miner), Some(a)) = (self.miner.as_ref(), self.agent.as_ref()) else {
+        let session_miner = self.channel.as_ref().map(|ch| &ch.miner);
+        let (Some(session_miner), Some(a)) = (session_miner, self.agent.as_ref()) else {
             return;
         };
         if sid > agent::MAX_SESSION_ID
             || (a.workers.len() >= MAX_WORKERS && !a.workers.contains_key(&sid))
         {
-            tracing::warn!(peer = %self.peer, sid, "agent: worker session id out of range; ignored");
+            tracing::warn!(sid, "agent: worker session id out of range; ignored");
             return;
         }
         let registered = usize::try_from(self.shared.metrics.agent_workers.get()).unwrap_or(0);
         if registered >= self.shared.config.max_agent_workers && !a.workers.contains_key(&sid) {
             // Its shares are answered "unauthorized" (24): the agent hears why.
-            tracing::warn!(peer = %self.peer, sid, registered, "agent: limits.max_agent_workers reached; worker not registered");
+            tracing::warn!(
+                sid,
+                registered,
+                "agent: limits.max_agent_workers reached; worker not registered"
+            );
             return;
         }
         // The name as a miner's own login would give it.
-        let worker = parse_login(&format!("{}.{name}", session_miner.user))
-            .map(|l| l.worker)
-            .unwrap_or_default();
-        let miner = Miner {
-            user_id: session_miner.user_id,
-            user: session_miner.user.clone(),
-            worker_id: worker_id(&worker),
-            worker,
+        let Some(login) = parse_login(&format!("{}.{name}", session_miner.user)) else {
+            return;
         };
+        let miner = Miner::from_login(session_miner.user_id, login);
         let c = &self.shared.config;
         let initial = a.initial.unwrap_or(c.default_difficulty);
         let now = self.started.elapsed().as_secs_f64();
@@ -387,37 +382,33 @@ impl Conn {
         self.record(recorded).await;
     }
 
-    /// Judges one of the miners' shares at its own difficulty: the answer
-    /// (a btcpool status) and what to record.
+    /// Has the session's channel judge one of the miners' shares at the
+    /// miner's own difficulty: the answer (a btcpool status) and what to
+    /// record.
     fn check_agent_share(&mut self, s: &ExSubmit) -> (u32, Recorded) {
         let shared = Arc::clone(&self.shared);
         let nothing = |status: u32| (status, Recorded::default());
-        let Some(w) = self
+        let worker = self
             .agent
-            .as_ref()
-            .and_then(|a| a.workers.get(&s.session_id))
-        else {
+            .as_mut()
+            .and_then(|a| a.workers.get_mut(&s.session_id));
+        let (Some(ch), Some(w)) = (self.channel.as_mut(), worker) else {
             shared.metrics.share("invalid");
             return nothing(status::UNAUTHORIZED);
         };
-        let Some(pos) = self
+        let found = ch
             .sent
-            .iter()
-            .position(|j| j.serial % 256 == u64::from(s.job_id))
-        else {
+            .find(|j| j.serial % 256 == u64::from(s.job_id))
+            .and_then(|pos| Some((pos, ch.sent.job(pos)?)));
+        let Some((pos, sent)) = found else {
             shared.metrics.share("job_not_found");
             return nothing(status::JOB_NOT_FOUND_OR_STALE);
         };
-        let now = Instant::now();
-        let credit = w.credit(self.sent[pos].serial, now);
-        let board = Arc::clone(&self.board.borrow());
-        let extranonce1 = self.session.extranonce1();
-        let extranonce2 = s.full_extranonce2();
+        let credit = w.credit(sent.serial, Instant::now());
         // BTCAgent leaves the time out when it is the job's.
-        let ntime = s
-            .time
-            .filter(|&t| t != 0)
-            .unwrap_or(self.sent[pos].job.job.time);
+        let ntime = s.time.filter(|&t| t != 0).unwrap_or(sent.job.job.time);
+        let extranonce1 = ch.extranonce1;
+        let extranonce2 = s.full_extranonce2();
         let work = ShareWork {
             extranonce1: &extranonce1,
             extranonce2: &extranonce2,
@@ -425,35 +416,21 @@ impl Conn {
             nonce: s.nonce,
             version_bits: s.version_mask.filter(|&v| v != 0),
         };
-        let judgement = judge_at(
-            &board,
-            &mut self.sent[pos],
+        let via = Via {
+            peer: self.peer.ip(),
+            protocol: MiningProtocol::StratumV1,
+        };
+        let behind = Behind {
+            miner: &w.miner,
+            vardiff: &mut w.vardiff,
             credit,
-            &work,
-            self.session.version_mask(),
-            now,
-            now_secs(),
-        );
+        };
+        let mask = self.session.version_mask();
+        let (judgement, recorded) = ch.submit(&shared, pos, &work, mask, via, Some(behind));
         let answer = match (&judgement.verdict, judgement.status) {
             (Ok(()), Some(ShareStatus::Block)) => status::SOLVED,
             (Ok(()), _) => status::ACCEPT,
             (Err(r), _) => status_of(r),
-        };
-        let peer = self.peer.ip();
-        let w = self
-            .agent
-            .as_mut()
-            .and_then(|a| a.workers.get_mut(&s.session_id));
-        let recorded = match w {
-            Some(w) => {
-                let from = Source {
-                    miner: &w.miner,
-                    peer,
-                    protocol: MiningProtocol::StratumV1,
-                };
-                shared.account(&judgement, &work, Some(&mut w.vardiff), Some(from))
-            }
-            None => shared.account(&judgement, &work, None, None),
         };
         (answer, recorded)
     }
@@ -486,16 +463,15 @@ impl Conn {
         };
         let c = &self.shared.config;
         let (min, max) = (c.vardiff.min, c.vardiff.max);
-        let Some(a) = self.agent.as_mut() else {
+        let (Some(ch), Some(a)) = (self.channel.as_mut(), self.agent.as_mut()) else {
             return;
         };
         let Some(initial) = a.initial else {
             return;
         };
         let signed = a.signed;
-        let already = self.sent.back().filter(|s| Arc::ptr_eq(&s.job, &job));
-        let serial = already.map_or(a.next_serial, |s| s.serial);
-        let already = already.is_some();
+        let already = ch.sent.is_latest(&job);
+        let serial = ch.sent.serial_for(&job);
         let now = Instant::now();
         let mut by_exponent: BTreeMap<u8, Vec<u16>> = BTreeMap::new();
         for (sid, w) in &mut a.workers {
@@ -517,33 +493,21 @@ impl Conn {
                 frames.extend_from_slice(&m.encode());
             }
         }
-        if already && !force {
+        // The session's jobs all go at the difficulty told first; each
+        // miner's own is in its MINING_SET_DIFF.
+        let Some(offer) = ch.sent.offer(&job, initial, force, now) else {
             // The same job: only the new difficulties (nothing if none).
             self.out.push_bytes(&frames);
             return;
-        }
-        if !already {
-            a.next_serial += 1;
-        }
-        if self.sent_difficulty.is_none() {
-            self.send(Notification::SetDifficulty(initial).into()).await;
-            self.sent_difficulty = Some(initial);
+        };
+        if let Some(difficulty) = offer.difficulty {
+            self.send(Notification::SetDifficulty(difficulty).into())
+                .await;
         }
         self.out.push_bytes(&frames);
-        let tip_moved = self.last_tip != Some(job.job.prev_blockhash);
-        self.last_tip = Some(job.job.prev_blockhash);
-        self.last_notify = Instant::now();
-        if !already {
-            if self.sent.len() == SENT_JOBS {
-                self.sent.pop_front();
-            }
-            let mut sent = SentJob::new(Arc::clone(&job), initial);
-            sent.serial = serial;
-            self.sent.push_back(sent);
-        }
         let mut notify = job.notify.clone();
         notify.job_id = (serial % 256).to_string();
-        notify.clean = tip_moved;
+        notify.clean = offer.clean;
         self.send(ServerMessage::from(Notification::Notify(notify)))
             .await;
     }

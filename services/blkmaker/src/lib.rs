@@ -52,6 +52,7 @@ use sluice_store::{FoundBlock, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::assemble::{AssembleError, Assembled, assemble, is_coinbase_only};
 use crate::metrics::BlkMetrics;
@@ -310,7 +311,10 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             Ok(record) => {
                 lock(&blk.offsets).begin(record.partition, record.offset);
                 blk.metrics.in_flight.inc();
-                tasks.spawn(handle(blk.clone(), record));
+                // Every line of one block's path carries its height and hash.
+                let span = tracing::info_span!("block", height = record.value.height,
+                    hash = %record.value.block_hash);
+                tasks.spawn(handle(blk.clone(), record).instrument(span));
             }
             Err(error) => {
                 ctx.health.set("solved", false, error.to_string());
@@ -476,11 +480,12 @@ impl Blkmaker {
         for node in &self.config.nodes {
             let (tx, node, hex, abandon) =
                 (tx.clone(), node.clone(), hex.clone(), self.abandon.clone());
-            tokio::spawn(async move {
+            let submitting = async move {
                 let outcome = submit(&node, timeout, hex, window, abandon).await;
                 // The receiver is gone only if the handler was abandoned.
                 let _ = tx.send((node.name, outcome)).await;
-            });
+            };
+            tokio::spawn(submitting.in_current_span());
         }
         drop(tx);
         self.metrics.submitted.inc();

@@ -27,6 +27,7 @@ use sluice_proto::Payload;
 use sluice_service::Backoff;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::ServerMetrics;
 
@@ -261,8 +262,12 @@ pub(crate) async fn solved_writer(
     match log.unsent() {
         Ok(left) => {
             for solved in left {
-                tracing::warn!(hash = %solved.block_hash, "sending a block candidate left unsent by the last run");
-                if !deliver(&producer, &topic, &log, &solved, &abandon).await {
+                let span = block_span(&solved);
+                span.in_scope(|| {
+                    tracing::warn!("sending a block candidate left unsent by the last run")
+                });
+                let delivered = deliver(&producer, &topic, &log, &solved, &abandon);
+                if !delivered.instrument(span).await {
                     return;
                 }
             }
@@ -272,14 +277,23 @@ pub(crate) async fn solved_writer(
         }
     }
     while let Some(solved) = queue.recv().await {
+        let span = block_span(&solved);
         if let Err(error) = log.record(&solved) {
-            tracing::error!(%error, hash = %solved.block_hash, "block candidate not logged locally; sending anyway");
+            span.in_scope(
+                || tracing::error!(%error, "block candidate not logged locally; sending anyway"),
+            );
         }
-        if !deliver(&producer, &topic, &log, &solved, &abandon).await {
+        let delivered = deliver(&producer, &topic, &log, &solved, &abandon);
+        if !delivered.instrument(span).await {
             return;
         }
         metrics.solved.inc();
     }
+}
+
+/// One block candidate's lines carry its height and hash.
+fn block_span(solved: &SolvedShare) -> tracing::Span {
+    tracing::info_span!("block", height = solved.height, hash = %solved.block_hash)
 }
 
 async fn deliver(
@@ -295,15 +309,15 @@ async fn deliver(
             abandon,
             || producer.send(topic, key.as_bytes(), solved),
             |error: &BusError, retry_in| {
-                tracing::error!(%error, hash = %solved.block_hash, ?retry_in, "block candidate not delivered yet");
+                tracing::error!(%error, ?retry_in, "block candidate not delivered yet");
             },
         )
         .await;
     if sent.is_none() {
-        tracing::error!(hash = %solved.block_hash, path = %log.path().display(), "stopping with a block candidate unsent; it is in the log and goes out at next start");
+        tracing::error!(path = %log.path().display(), "stopping with a block candidate unsent; it is in the log and goes out at next start");
         return false;
     }
-    tracing::info!(hash = %solved.block_hash, height = solved.height, worker = %solved.worker_name, "block candidate published");
+    tracing::info!(worker = %solved.worker_name, "block candidate published");
     if let Err(error) = log.mark_sent(solved) {
         tracing::warn!(%error, "solved-share log not updated (a restart re-sends it; harmless)");
     }

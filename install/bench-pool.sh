@@ -11,6 +11,8 @@
 # before the miners connect and at its peak, per connection. With
 # SLUICE_BENCH_ACCEPT_WAIT_MS=0 answers submits before the broker acknowledges
 # (sserver's accept_wait_ms; 2000 by default).
+# SLUICE_BENCH_SSERVER=/path/to/sserver runs that binary as the sserver (the
+# rest from this checkout), to compare two versions in the same hour.
 # SLUICE_BENCH_PROTOCOL=v2 runs the miners over Stratum V2 (standard channels).
 # SLUICE_BENCH_TIMELINE=1 also, second by second, the shares sserver answered,
 # those the broker has yet to acknowledge, and sserver's memory.
@@ -66,8 +68,10 @@ topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/
 
 "$REL/sluicectl" -c "$WORK/sluicectl.toml" create-topics >/dev/null
 start() {
-    local name=$1
-    "$REL/$name" -c "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    local name=$1 bin="$REL/$1"
+    # SLUICE_BENCH_SSERVER: another sserver binary (a before/after comparison).
+    [ "$name" = sserver ] && [ -n "${SLUICE_BENCH_SSERVER:-}" ] && bin=$SLUICE_BENCH_SSERVER
+    "$bin" -c "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
 }
 start nodesim

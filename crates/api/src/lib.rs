@@ -8,10 +8,12 @@
 //! Every field has a default: a reader takes an answer of an older or
 //! newer statshttpd, missing fields reading as their defaults.
 //!
-//! Typed so far: `/api/v1/pool`, `/api/v1/servers`, `/api/v1/services`,
-//! `/api/v1/health`, `/api/v1/users/NAME` and its `/workers`, `/api/v1/blocks`,
-//! `/api/v1/payouts`, `/api/v1/db` and the minutes (`/api/v1/minutes`, a server's, a
-//! user's, a worker's).
+//! Every `/api/v1` answer: `/api/v1/pool`, `/api/v1/servers`,
+//! `/api/v1/services`, `/api/v1/health`, `/api/v1/users/NAME` with its
+//! `/workers` and `/earnings`, `/api/v1/blocks`, `/api/v1/payouts`,
+//! `/api/v1/db` and the minutes (`/api/v1/minutes`, a server's, a user's, a
+//! worker's). With the `mysql` feature the store reads the rows of a user's
+//! earnings straight into their types.
 
 use std::collections::BTreeMap;
 
@@ -285,10 +287,10 @@ pub struct Blocks {
     pub blocks: Vec<Block>,
 }
 
-/// A found block: its row, where it stands, the work behind it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A found block as blkmaker records it (a row of `found_blocks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Block {
+pub struct FoundBlock {
     /// Height.
     pub height: u32,
     /// Hash, as RPC shows it.
@@ -312,10 +314,19 @@ pub struct Block {
     /// Transactions, coinbase included.
     pub tx_count: u32,
     /// Each node's answer to submitblock (`accepted`, `duplicate`, or
-    /// Core's reason); `None` if the row's record does not read.
-    pub submit_results: Option<BTreeMap<String, String>>,
+    /// Core's reason), by node name.
+    pub submit_results: BTreeMap<String, String>,
     /// It left the best chain.
     pub is_orphaned: bool,
+}
+
+/// A found block as listed: its row, where it stands, the work behind it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Block {
+    /// The row blkmaker recorded (its fields at the top level).
+    #[serde(flatten)]
+    pub found: FoundBlock,
     /// When it was recorded, unix seconds.
     pub found_at: u64,
     /// `pending`, `confirmed` or `orphaned`.
@@ -371,6 +382,114 @@ pub struct Payout {
     pub error: Option<String>,
     /// When it was written, `YYYY-MM-DD HH:MM:SS` UTC.
     pub created_at: String,
+}
+
+/// `GET /api/v1/users/NAME/earnings`: what the books say of one user,
+/// enough to redo their own split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Earnings {
+    /// The user's id.
+    pub user_id: u32,
+    /// Their name.
+    pub name: String,
+    /// Where they are paid, if set.
+    pub address: Option<String>,
+    /// Their own threshold, satoshis, if set (the payer's otherwise).
+    pub min_payout: Option<u64>,
+    /// Their balances.
+    pub balances: Balances,
+    /// The newest blocks they have a part of.
+    pub blocks: Vec<EarnedBlock>,
+    /// The newest payouts to them.
+    pub payouts: Vec<UserPayout>,
+    /// The newest entries of their accounts.
+    pub entries: Vec<UserEntry>,
+}
+
+/// A user's balances, satoshis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Balances {
+    /// Credited from blocks not yet mature.
+    pub immature: i64,
+    /// Payable now.
+    pub payable: i64,
+    /// In payouts not yet confirmed.
+    pub in_flight: u64,
+    /// Paid in confirmed payouts.
+    pub paid: u64,
+}
+
+/// A credited block, as one user earned from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mysql", derive(mysql_async::prelude::FromRow))]
+#[serde(default)]
+pub struct EarnedBlock {
+    /// Block hash, hex.
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// `immature`, `mature` or `orphaned` in the books.
+    pub state: String,
+    /// `pplns`, `pps` or `fpps`.
+    pub scheme: String,
+    /// The reward split, satoshis.
+    pub reward: u64,
+    /// The pool's fee, basis points.
+    pub fee_bps: u32,
+    /// The window's oldest unix minute.
+    pub first_minute: u32,
+    /// Its newest.
+    pub last_minute: u32,
+    /// Its size, hashes (decimal text).
+    pub window_size: String,
+    /// The work counted in it, hashes (decimal text).
+    pub window_work: String,
+    /// Whether it reached its size.
+    pub filled: bool,
+    /// The user's work in it, hashes (decimal text).
+    pub work: String,
+    /// The user's credit, satoshis.
+    pub credit: u64,
+    /// When it was credited, `YYYY-MM-DD HH:MM:SS` UTC.
+    pub credited_at: String,
+}
+
+/// A payout to one user: their part of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mysql", derive(mysql_async::prelude::FromRow))]
+#[serde(default)]
+pub struct UserPayout {
+    /// The batch.
+    pub id: u64,
+    /// Its transaction.
+    pub txid: String,
+    /// `signed`, `broadcast`, `confirmed` or `failed`.
+    pub state: String,
+    /// Satoshis to this user.
+    pub amount: u64,
+    /// Where.
+    pub address: String,
+    /// When it was written, `YYYY-MM-DD HH:MM:SS` UTC.
+    pub created_at: String,
+}
+
+/// One entry of a user's accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mysql", derive(mysql_async::prelude::FromRow))]
+#[serde(default)]
+pub struct UserEntry {
+    /// The transaction's kind (`block_credit`, `payout`…).
+    pub kind: String,
+    /// Its reference (block hash, payout id, credit time).
+    pub reference: String,
+    /// 3 immature, 4 balance (the ledger's account codes).
+    pub account: u8,
+    /// Satoshis, signed.
+    pub amount: i64,
+    /// When, `YYYY-MM-DD HH:MM:SS` UTC.
+    pub at: String,
 }
 
 /// `GET /api/v1/db` (503 when MariaDB does not answer): MariaDB as the

@@ -1,41 +1,16 @@
 //! The `found_blocks` table: one row per block hash, whoever writes it.
 
-use mysql_async::prelude::{FromRow, Query, WithParams};
+use std::collections::BTreeMap;
+
+use mysql_async::prelude::{Query, WithParams};
 
 pub use sluice_core::record::BlockStatus;
 
 use crate::{Store, StoreError};
 
-/// A found block as blkmaker records it (and statshttpd lists it).
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct FoundBlock {
-    /// Height.
-    pub height: u32,
-    /// Block hash, hex as RPC shows it.
-    pub hash: String,
-    /// Parent's hash, hex.
-    pub prev_hash: String,
-    /// Finder's account.
-    pub user_id: u32,
-    /// Finder's worker id.
-    pub worker_id: i64,
-    /// Finder's worker name.
-    pub worker_name: String,
-    /// The job it answered.
-    pub job_id: u64,
-    /// Total coinbase output, satoshis.
-    pub reward: u64,
-    /// Fees of its transactions, satoshis.
-    pub fees: u64,
-    /// Serialized size, bytes.
-    pub size: u32,
-    /// Transactions, coinbase included.
-    pub tx_count: u32,
-    /// Per-node results, a JSON object `{"node": "accepted", ...}`.
-    pub submit_results: String,
-    /// Marked when the block left the best chain.
-    pub is_orphaned: bool,
-}
+/// A found block as blkmaker records it (and statshttpd lists it): the
+/// API's type.
+pub use sluice_api::FoundBlock;
 
 impl Store {
     /// Records `block`, idempotent on its hash: a second write (a replayed
@@ -60,7 +35,8 @@ impl Store {
                 block.fees,
                 block.size,
                 block.tx_count,
-                &block.submit_results,
+                // A JSON object: a later write's answers merge into it.
+                serde_json::to_string(&block.submit_results).unwrap_or_else(|_| "{}".into()),
             ))
             .ignore(self.pool())
             .await
@@ -69,11 +45,12 @@ impl Store {
 
     /// The block with `hash`, if recorded.
     pub async fn found_block(&self, hash: &str) -> Result<Option<FoundBlock>, StoreError> {
-        format!("{SELECT_BLOCKS} WHERE hash = ?")
+        let row: Option<mysql_async::Row> = format!("{SELECT_BLOCKS} WHERE hash = ?")
             .with((hash,))
             .first(self.pool())
             .await
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|mut row| found_row(&mut row)))
     }
 
     /// How many rows carry `hash` (0 or 1: the column is unique).
@@ -268,9 +245,10 @@ pub struct ListedBlock {
     pub work: Option<BlockWork>,
 }
 
-/// A row of [`Store::recent_found_blocks`]'s query.
-fn listed(mut row: mysql_async::Row) -> Option<ListedBlock> {
-    let block = FoundBlock {
+/// The `found_blocks` columns of [`SELECT_BLOCKS`]'s order, first in `row`.
+fn found_row(row: &mut mysql_async::Row) -> Option<FoundBlock> {
+    let results: String = row.take_opt(11)?.ok()?;
+    Some(FoundBlock {
         height: row.take_opt(0)?.ok()?,
         hash: row.take_opt(1)?.ok()?,
         prev_hash: row.take_opt(2)?.ok()?,
@@ -282,9 +260,16 @@ fn listed(mut row: mysql_async::Row) -> Option<ListedBlock> {
         fees: row.take_opt(8)?.ok()?,
         size: row.take_opt(9)?.ok()?,
         tx_count: row.take_opt(10)?.ok()?,
-        submit_results: row.take_opt(11)?.ok()?,
+        // An unreadable record reads as no answers, not as no block.
+        submit_results: serde_json::from_str::<BTreeMap<String, String>>(&results)
+            .unwrap_or_default(),
         is_orphaned: row.take_opt(12)?.ok()?,
-    };
+    })
+}
+
+/// A row of [`Store::recent_found_blocks`]'s query.
+fn listed(mut row: mysql_async::Row) -> Option<ListedBlock> {
+    let block = found_row(&mut row)?;
     let found_at = row.take_opt(13)?.ok()?;
     let confirmations = row.take_opt(14)?.ok()?;
     let status: String = row.take_opt(15)?.ok()?;

@@ -2,74 +2,12 @@
 //! of work and credit with the window it was split by, their payouts, and
 //! their entries.
 
-use mysql_async::prelude::{FromRow, Query, WithParams};
+use mysql_async::prelude::{Query, WithParams};
 
 use crate::{Store, StoreError};
 
-/// A credited block, as one user earned from it.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
-pub struct EarnedBlock {
-    /// Block hash, hex.
-    pub hash: String,
-    /// Height.
-    pub height: u32,
-    /// `immature`, `mature` or `orphaned` in the books.
-    pub state: String,
-    /// `pplns` or `pps`.
-    pub scheme: String,
-    /// The reward split, satoshis.
-    pub reward: u64,
-    /// The pool's fee, basis points.
-    pub fee_bps: u32,
-    /// The window's oldest and newest unix minutes.
-    pub first_minute: u32,
-    /// Newest.
-    pub last_minute: u32,
-    /// Its size and the work counted in it, hashes (decimal text).
-    pub window_size: String,
-    /// Work counted.
-    pub window_work: String,
-    /// Whether it reached its size.
-    pub filled: bool,
-    /// The user's work in it, hashes (decimal text).
-    pub work: String,
-    /// The user's credit, satoshis.
-    pub credit: u64,
-    /// When it was credited, `YYYY-MM-DD HH:MM:SS` UTC.
-    pub credited_at: String,
-}
-
-/// A payout as one user received it.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
-pub struct UserPayout {
-    /// The batch.
-    pub id: u64,
-    /// Its transaction.
-    pub txid: String,
-    /// signed, broadcast, confirmed or failed.
-    pub state: String,
-    /// Satoshis to this user.
-    pub amount: u64,
-    /// Where.
-    pub address: String,
-    /// When it was written, `YYYY-MM-DD HH:MM:SS` UTC.
-    pub created_at: String,
-}
-
-/// One entry of a user's accounts.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
-pub struct UserEntry {
-    /// The transaction's kind (`block_credit`, `payout`…).
-    pub kind: String,
-    /// Its reference (block hash, payout id, credit time).
-    pub reference: String,
-    /// 3 immature, 4 balance (`sluice_ledger::Account` codes).
-    pub account: u8,
-    /// Satoshis, signed.
-    pub amount: i64,
-    /// When, `YYYY-MM-DD HH:MM:SS` UTC.
-    pub at: String,
-}
+/// The rows are the API's types: what statshttpd answers is what was read.
+pub use sluice_api::{EarnedBlock, UserEntry, UserPayout};
 
 impl Store {
     /// The `limit` newest blocks `user` has a part of.

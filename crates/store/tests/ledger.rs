@@ -89,7 +89,7 @@ async fn a_block_is_credited_once_and_settles_once() {
             fees: 0,
             size: 300,
             tx_count: 1,
-            submit_results: "{}".into(),
+            submit_results: Default::default(),
             is_orphaned: false,
         })
         .await

@@ -209,18 +209,18 @@ async fn a_found_block_is_one_row_whose_node_results_merge() {
         fees: 1_000,
         size: 1234,
         tx_count: 3,
-        submit_results: r#"{"a":"pending","b":"pending"}"#.into(),
+        submit_results: answers(&[("a", "pending"), ("b", "pending")]),
         is_orphaned: false,
     };
     db.store.record_found_block(&block).await.unwrap();
     // The same blkmaker later, and a second blkmaker with another node.
     let later = sluice_store::FoundBlock {
-        submit_results: r#"{"a":"accepted","b":"duplicate"}"#.into(),
+        submit_results: answers(&[("a", "accepted"), ("b", "duplicate")]),
         ..block.clone()
     };
     db.store.record_found_block(&later).await.unwrap();
     let other = sluice_store::FoundBlock {
-        submit_results: r#"{"c":"accepted"}"#.into(),
+        submit_results: answers(&[("c", "accepted")]),
         worker_name: "ignored on a duplicate".into(),
         ..block.clone()
     };
@@ -228,8 +228,7 @@ async fn a_found_block_is_one_row_whose_node_results_merge() {
 
     assert_eq!(db.store.found_block_count(&block.hash).await.unwrap(), 1);
     let row = db.store.found_block(&block.hash).await.unwrap().unwrap();
-    let results: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(&row.submit_results).unwrap();
+    let results = row.submit_results.clone();
     assert_eq!(
         results,
         [("a", "accepted"), ("b", "duplicate"), ("c", "accepted")]
@@ -263,7 +262,7 @@ async fn a_block_s_standing_changes_once_and_its_work_is_listed_with_it() {
         fees: 0,
         size: 1,
         tx_count: 1,
-        submit_results: "{}".into(),
+        submit_results: Default::default(),
         is_orphaned: false,
     };
     for h in [10, 11, 12] {
@@ -396,4 +395,12 @@ async fn the_status_names_the_server_the_schema_and_each_table() {
     assert!(users.bytes > 0, "{users:?}");
     assert_eq!(after.tables.len(), db.tables().await.len());
     db.drop().await;
+}
+
+/// submitblock answers by node, as blkmaker records them.
+fn answers(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(node, answer)| ((*node).to_owned(), (*answer).to_owned()))
+        .collect()
 }

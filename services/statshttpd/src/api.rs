@@ -598,30 +598,15 @@ async fn blocks(State(stats): Shared, RawQuery(q): RawQuery) -> Response {
         Ok(rows) => {
             let blocks = rows
                 .into_iter()
-                .map(|l| {
-                    let b = l.block;
-                    sluice_api::Block {
-                        submit_results: serde_json::from_str(&b.submit_results).ok(),
-                        height: b.height,
-                        hash: b.hash,
-                        prev_hash: b.prev_hash,
-                        user_id: b.user_id,
-                        worker_id: b.worker_id,
-                        worker_name: b.worker_name,
-                        job_id: b.job_id,
-                        reward: b.reward,
-                        fees: b.fees,
-                        size: b.size,
-                        tx_count: b.tx_count,
-                        is_orphaned: b.is_orphaned,
-                        found_at: l.found_at,
-                        status: l.status.as_str().to_owned(),
-                        confirmations: l.confirmations,
-                        work: l.work.as_ref().map(|w| w.work),
-                        network_difficulty: l.work.as_ref().map(|w| w.network_difficulty),
-                        effort: l.work.as_ref().map(BlockWork::effort),
-                        effort_whole: l.work.as_ref().map(|w| w.whole),
-                    }
+                .map(|l| sluice_api::Block {
+                    found: l.block,
+                    found_at: l.found_at,
+                    status: l.status.as_str().to_owned(),
+                    confirmations: l.confirmations,
+                    work: l.work.as_ref().map(|w| w.work),
+                    network_difficulty: l.work.as_ref().map(|w| w.network_difficulty),
+                    effort: l.work.as_ref().map(BlockWork::effort),
+                    effort_whole: l.work.as_ref().map(|w| w.whole),
                 })
                 .collect();
             reply(&stats, StatusCode::OK, &sluice_api::Blocks { blocks })

@@ -9,42 +9,14 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
+use sluice_api::{Balances, Earnings};
 use sluice_ledger::books::{Account, POOL};
-use sluice_store::{EarnedBlock, UserEntry, UserPayout};
 
 use crate::Stats;
 use crate::api::{error, find_user, reply};
 
 /// Blocks, payouts and entries listed, the newest first.
 const LISTED: u32 = 100;
-
-/// A user's balances, satoshis.
-#[derive(Debug, Serialize)]
-struct Balances {
-    /// Credited from blocks not yet 101 confirmations deep.
-    immature: i64,
-    /// Payable now.
-    payable: i64,
-    /// In payouts not yet confirmed.
-    in_flight: u64,
-    /// Paid in confirmed payouts.
-    paid: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct Earnings {
-    user_id: u32,
-    name: String,
-    /// Where they are paid, if set.
-    address: Option<String>,
-    /// Their own threshold, if set (the payer's otherwise).
-    min_payout: Option<u64>,
-    balances: Balances,
-    blocks: Vec<EarnedBlock>,
-    payouts: Vec<UserPayout>,
-    entries: Vec<UserEntry>,
-}
 
 fn unavailable(stats: &Stats, e: impl std::fmt::Display) -> Response {
     error(

@@ -533,7 +533,7 @@ async fn each_block_s_effort_is_the_accepted_work_since_the_one_before() {
                 fees: 0,
                 size: 1,
                 tx_count: 1,
-                submit_results: "{}".into(),
+                submit_results: Default::default(),
                 is_orphaned: false,
             })
             .await

@@ -3,8 +3,6 @@
 //! answers (`sluice_api`'s types), so every answer is tested without
 //! Telegram or a pool.
 
-use std::collections::BTreeMap;
-
 use sluice_api::{
     Block, Blocks, Db, Health, Minutes, Pool, PoolBooks, Servers, Service, Services, UserWorkers,
     Worker, newest,
@@ -257,37 +255,33 @@ fn block_state(block: &Block) -> String {
         "pending" if confirmations >= 1 => {
             return format!("pending ({confirmations} conf)");
         }
-        _ if block.is_orphaned => return "ORPHANED".into(),
+        _ if block.found.is_orphaned => return "ORPHANED".into(),
         _ => {}
     }
-    let results = block.submit_results.as_ref();
+    let results = &block.found.submit_results;
     let accepted = results
-        .into_iter()
-        .flatten()
-        .filter(|(_, r)| *r == "accepted" || *r == "duplicate")
+        .values()
+        .filter(|r| *r == "accepted" || *r == "duplicate")
         .count();
-    let total = results.map_or(0, BTreeMap::len);
+    let total = results.len();
     if accepted > 0 {
         format!("accepted ({accepted}/{total} nodes)")
     } else {
-        let why: Vec<String> = results
-            .into_iter()
-            .flatten()
-            .map(|(n, r)| format!("{n}: {r}"))
-            .collect();
+        let why: Vec<String> = results.iter().map(|(n, r)| format!("{n}: {r}")).collect();
         format!("not accepted ({})", why.join(", "))
     }
 }
 
 fn block_line(block: &Block, now_secs: u64) -> String {
-    let hash = &block.hash;
+    let found = &block.found;
+    let hash = &found.hash;
     format!(
         "#{} {}… by {} {} ago, {:.8} BTC, {}",
-        block.height,
+        found.height,
         &hash[..hash.len().min(16)],
-        block.worker_name,
+        found.worker_name,
         age(now_secs as f64 - block.found_at as f64),
-        block.reward as f64 / 1e8,
+        found.reward as f64 / 1e8,
         block_state(block),
     ) + &effort(block)
 }

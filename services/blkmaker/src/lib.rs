@@ -591,7 +591,7 @@ impl Blkmaker {
             fees: assembled.map_or(0, |a| a.fees.to_sat()),
             size: assembled.map_or(0, |a| u32::try_from(a.bytes.len()).unwrap_or(u32::MAX)),
             tx_count: assembled.map_or(0, |a| u32::try_from(a.tx_count).unwrap_or(u32::MAX)),
-            submit_results: serde_json::to_string(results).unwrap_or_else(|_| "{}".into()),
+            submit_results: results.clone(),
             is_orphaned: false,
         }
     }

@@ -94,7 +94,9 @@ rpc_password = "sluice"
     let mut second = spawn(&config, &dir.join("second.log"));
     let row = rig
         .row_where(&share, "the row after the restart", |r| {
-            r.submit_results.contains("\"node\":\"accepted\"")
+            r.submit_results
+                .get("node")
+                .is_some_and(|a| a == "accepted")
         })
         .await;
     assert_eq!(best(&node.endpoints).await, share.block_hash);

@@ -191,7 +191,7 @@ url = "{mysql}"
                 fees: 0,
                 size: 300,
                 tx_count: 1,
-                submit_results: "{}".into(),
+                submit_results: Default::default(),
                 is_orphaned: false,
             })
             .await

@@ -33,25 +33,8 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
-log "cargo test: building every test binary"
-cargo test --workspace --locked --no-run --quiet
-# The whole-pool tests (integration-tests: stacks of real services, broker
-# outages, node kills) wait on the clock more than they compute: they run
-# beside the other packages' tests instead of after them (command 2's time;
-# every test names its own topics, ZooKeeper root and database).
-log "cargo test: integration-tests beside every other package (its output follows theirs)"
-integration_log=$(mktemp /tmp/sluice-integration-tests.XXXXXX)
-cargo test -p sluice-integration-tests --locked --no-fail-fast >"$integration_log" 2>&1 &
-integration=$!
-rest=0
-cargo test --workspace --exclude sluice-integration-tests --locked --no-fail-fast || rest=$?
-together=0
-wait "$integration" || together=$?
-log "cargo test -p sluice-integration-tests (ran beside the above):"
-cat "$integration_log"
-rm -f "$integration_log"
-((rest == 0)) || die "cargo test failed (the packages other than integration-tests; their output above)"
-((together == 0)) || die "cargo test -p sluice-integration-tests failed (its output just above)"
+log "cargo test"
+cargo test --workspace --locked --no-fail-fast
 # Each fuzz target briefly from its committed seeds, so a regression shows
 # (install/fuzz.sh without --smoke runs the 10-million-execution figures).
 log "fuzz targets, 5 s each"

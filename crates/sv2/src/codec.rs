@@ -32,6 +32,9 @@ pub const REQUIRES_STANDARD_JOBS: u32 = 1 << 0;
 pub const REQUIRES_WORK_SELECTION: u32 = 1 << 1;
 /// `SetupConnection` client flag: the client rolls the version bits.
 pub const REQUIRES_VERSION_ROLLING: u32 = 1 << 2;
+/// `SetupConnection.Success` server flag: the version field is fixed (no
+/// rolling); never sent to a client that requires rolling.
+pub const REQUIRES_FIXED_VERSION: u32 = 1 << 0;
 
 /// A decoding failure, with where it happened.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

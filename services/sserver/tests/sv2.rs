@@ -19,8 +19,8 @@ use bitcoin::{BlockHash, CompactTarget, TxMerkleNode, Txid};
 use common::{DIFF, Rig, record_where, rig};
 use sluice_core::record::{EventKind, MiningProtocol, ShareStatus};
 use sluice_sv2::codec::{
-    OpenChannel, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
-    SetupConnection, SubmitShares,
+    OpenChannel, REQUIRES_FIXED_VERSION, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING,
+    REQUIRES_WORK_SELECTION, SetupConnection, SubmitShares,
 };
 use sluice_sv2::stream::{self, FrameReader, FrameWriter, unix_now};
 use sluice_sv2::{AuthorityKeys, AuthorityPublicKey, Message};
@@ -502,6 +502,50 @@ async fn what_the_pool_cannot_honour_is_refused_cleanly() {
         m.recv().await,
         Message::OpenStandardMiningChannelSuccess { .. }
     ));
+}
+
+/// A pool whose version mask is empty says the version is fixed, refuses a
+/// device that must roll it, and gives jobs that may not be rolled; a pool
+/// with a mask offers rolling (issue 27 §4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_rolling_is_offered_only_as_the_pool_s_mask_allows() {
+    let (_rolls, addr, authority) = sv2_rig().await;
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    match m.setup(0).await {
+        Message::SetupConnectionSuccess { flags, .. } => assert_eq!(flags, 0),
+        other => panic!("expected SetupConnection.Success, got {other:?}"),
+    }
+
+    let (r, addr, authority) = sv2_rig_with(|c| c.version_mask = "00000000".into()).await;
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    match m.setup(REQUIRES_VERSION_ROLLING).await {
+        Message::SetupConnectionError { flags, error_code } => {
+            assert_eq!(error_code, "unsupported-feature-flags");
+            assert_eq!(flags, REQUIRES_VERSION_ROLLING);
+        }
+        other => panic!("expected SetupConnection.Error, got {other:?}"),
+    }
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    match m.setup(0).await {
+        Message::SetupConnectionSuccess { flags, .. } => {
+            assert_eq!(flags, REQUIRES_FIXED_VERSION)
+        }
+        other => panic!("expected SetupConnection.Success, got {other:?}"),
+    }
+    m.send(Message::OpenExtendedMiningChannel {
+        open: open(&r.user),
+        min_extranonce_size: 6,
+    })
+    .await;
+    assert!(matches!(
+        m.recv().await,
+        Message::OpenExtendedMiningChannelSuccess { .. }
+    ));
+    let (job, _) = m.future_job().await;
+    let Message::NewExtendedMiningJob(job) = job else {
+        panic!("no extended job: {job:?}");
+    };
+    assert!(!job.version_rolling_allowed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

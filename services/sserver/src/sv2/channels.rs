@@ -234,7 +234,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     job_id,
                     min_ntime,
                     version,
-                    version_rolling_allowed: true,
+                    // As the pool's mask allows (the share's bits are held to it).
+                    version_rolling_allowed: self.shared.config.version_mask != 0,
                     merkle_path: job
                         .job
                         .merkle_branch

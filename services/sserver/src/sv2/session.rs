@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_sv2::Message;
-use sluice_sv2::codec::{PROTOCOL_MINING, REQUIRES_WORK_SELECTION, SetupConnection};
+use sluice_sv2::codec::{
+    PROTOCOL_MINING, REQUIRES_FIXED_VERSION, REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
+    SetupConnection,
+};
 use sluice_sv2::stream::{self, FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
@@ -247,6 +250,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             flags,
             error_code: code.to_owned(),
         };
+        let rolls = self.shared.config.version_mask != 0;
         let error = if setup.protocol != PROTOCOL_MINING {
             Some(refuse(0, code::UNSUPPORTED_PROTOCOL))
         } else if !(setup.min_version..=setup.max_version).contains(&2) {
@@ -255,6 +259,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             // Job declaration is not offered: the pool selects the work.
             Some(refuse(
                 REQUIRES_WORK_SELECTION,
+                code::UNSUPPORTED_FEATURE_FLAGS,
+            ))
+        } else if setup.flags & REQUIRES_VERSION_ROLLING != 0 && !rolls {
+            // The pool's version mask is empty: nothing may be rolled.
+            Some(refuse(
+                REQUIRES_VERSION_ROLLING,
                 code::UNSUPPORTED_FEATURE_FLAGS,
             ))
         } else {
@@ -266,10 +276,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Err(End::Protocol(why));
         }
         tracing::debug!(vendor = %setup.vendor, hardware = %setup.hardware_version, "sv2 connection set up");
-        // No flags: version rolling allowed, standard and extended channels offered.
+        // Standard and extended channels offered; version rolling as the
+        // pool's mask allows (an empty mask: the version is fixed).
+        let flags = if rolls { 0 } else { REQUIRES_FIXED_VERSION };
         self.queue(&Message::SetupConnectionSuccess {
             used_version: 2,
-            flags: 0,
+            flags,
         });
         self.setup = Some(setup);
         Ok(())

@@ -145,6 +145,13 @@ pub enum Message {
         request_id: u16,
         supported: Vec<u16>,
     },
+    /// `RequestExtensions.Error`: none of those asked for is supported
+    /// (`unsupported`), and those the server requires (`required`).
+    RequestExtensionsError {
+        request_id: u16,
+        unsupported: Vec<u16>,
+        required: Vec<u16>,
+    },
     OpenStandardMiningChannel(OpenChannel),
     OpenStandardMiningChannelSuccess {
         request_id: u32,
@@ -288,6 +295,7 @@ impl Message {
             Reconnect { .. } => (0, 0x04, false),
             RequestExtensions { .. } => (EXTENSION_NEGOTIATION, 0x00, false),
             RequestExtensionsSuccess { .. } => (EXTENSION_NEGOTIATION, 0x01, false),
+            RequestExtensionsError { .. } => (EXTENSION_NEGOTIATION, 0x02, false),
             OpenStandardMiningChannel(_) => (0, 0x10, false),
             OpenStandardMiningChannelSuccess { .. } => (0, 0x11, false),
             OpenMiningChannelError { .. } => (0, 0x12, false),
@@ -380,6 +388,15 @@ impl Message {
             } => {
                 w.u16(*request_id);
                 w.seq064k_u16(supported);
+            }
+            RequestExtensionsError {
+                request_id,
+                unsupported,
+                required,
+            } => {
+                w.u16(*request_id);
+                w.seq064k_u16(unsupported);
+                w.seq064k_u16(required);
             }
             OpenStandardMiningChannel(o) => w.open(o),
             OpenStandardMiningChannelSuccess {
@@ -550,6 +567,11 @@ impl Message {
                 request_id: r.u16()?,
                 supported: r.seq064k_u16()?,
             },
+            (EXTENSION_NEGOTIATION, 0x02) => RequestExtensionsError {
+                request_id: r.u16()?,
+                unsupported: r.seq064k_u16()?,
+                required: r.seq064k_u16()?,
+            },
             (_, 0x00) => SetupConnection(self::SetupConnection {
                 protocol: r.u8()?,
                 min_version: r.u16()?,
@@ -696,6 +718,7 @@ fn name_of(extension_type: u16, msg_type: u8) -> Option<&'static str> {
         return match msg_type {
             0x00 => Some("RequestExtensions"),
             0x01 => Some("RequestExtensions.Success"),
+            0x02 => Some("RequestExtensions.Error"),
             _ => None,
         };
     }

@@ -115,6 +115,20 @@ fn common_messages_encode_as_sri_s() {
         ext::MESSAGE_TYPE_REQUEST_EXTENSIONS_SUCCESS,
         false,
     );
+    same(
+        Message::RequestExtensionsError {
+            request_id: 4,
+            unsupported: vec![2, 3],
+            required: vec![],
+        },
+        ext::RequestExtensionsError {
+            request_id: 4,
+            unsupported_extensions: Seq064K::new(vec![2u16, 3]).unwrap(),
+            required_extensions: Seq064K::new(Vec::<u16>::new()).unwrap(),
+        },
+        ext::MESSAGE_TYPE_REQUEST_EXTENSIONS_ERROR,
+        false,
+    );
 }
 
 #[test]

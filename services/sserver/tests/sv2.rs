@@ -504,6 +504,35 @@ async fn what_the_pool_cannot_honour_is_refused_cleanly() {
     ));
 }
 
+/// Sluice offers no SV2 extension: a request for any is answered with
+/// RequestExtensions.Error naming them, as the extensions negotiation spec
+/// (0x0001 §4) requires, and the device mines on without them (issue 27 §4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_extensions_get_the_spec_s_error_and_mining_goes_on() {
+    let (r, addr, authority) = sv2_rig().await;
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    m.setup(0).await;
+    m.send(Message::RequestExtensions {
+        request_id: 7,
+        requested: vec![0x0002, 0x0003],
+    })
+    .await;
+    assert_eq!(
+        m.recv().await,
+        Message::RequestExtensionsError {
+            request_id: 7,
+            unsupported: vec![0x0002, 0x0003],
+            required: vec![],
+        }
+    );
+    m.send(Message::OpenStandardMiningChannel(open(&r.user)))
+        .await;
+    assert!(matches!(
+        m.recv().await,
+        Message::OpenStandardMiningChannelSuccess { .. }
+    ));
+}
+
 /// A pool whose version mask is empty says the version is fixed, refuses a
 /// device that must roll it, and gives jobs that may not be rolled; a pool
 /// with a mask offers rolling (issue 27 §4).

@@ -205,10 +205,24 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return self.on_setup(setup);
         }
         match message {
-            Message::RequestExtensions { request_id, .. } => {
-                self.queue(&Message::RequestExtensionsSuccess {
-                    request_id,
-                    supported: Vec::new(),
+            Message::RequestExtensions {
+                request_id,
+                requested,
+            } => {
+                // No extension is offered: the spec's answer to a request
+                // none of whose extensions the server supports is the
+                // error naming them (an empty request is granted nothing).
+                self.queue(&if requested.is_empty() {
+                    Message::RequestExtensionsSuccess {
+                        request_id,
+                        supported: Vec::new(),
+                    }
+                } else {
+                    Message::RequestExtensionsError {
+                        request_id,
+                        unsupported: requested,
+                        required: Vec::new(),
+                    }
                 });
             }
             Message::OpenStandardMiningChannel(open) => {

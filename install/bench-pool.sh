@@ -10,7 +10,11 @@
 # Prints the simulator's report (JSON) and sserver's memory: resident set
 # before the miners connect and at its peak, per connection. With
 # SLUICE_BENCH_ACCEPT_WAIT_MS=0 answers submits before the broker acknowledges
-# (sserver's accept_wait_ms; 2000 by default).
+# (sserver's accept_wait_ms; deploy/config/sserver.toml's by default).
+# SLUICE_BENCH_SPOOL_MB sets sserver's [spool] max_mb (0: no spool).
+# SLUICE_BENCH_BROKER_AWAY=1 stops the local stack's broker once sserver has
+# its jobs, before the miners connect, and starts it again at the end: every
+# answer then waits accept_wait_ms and, with a spool, for its fsync.
 # SLUICE_BENCH_SSERVER=/path/to/sserver runs that binary as the sserver (the
 # rest from this checkout), to compare two versions in the same hour.
 # SLUICE_BENCH_PROTOCOL=v2 runs the miners over Stratum V2 (standard channels).
@@ -35,8 +39,10 @@ WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 # from the tail would take the new nodesim's lower heights for flapping.
 RUN=${WORK##*.}
 PIDS=()
+BROKER_STOPPED=
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -z "$BROKER_STOPPED" ] || supervisorctl_ start kafka >/dev/null || true
     wait 2>/dev/null || true
     "$REL/sluicectl" delete-topics --prefix "Bench" >/dev/null 2>&1 || true
 }
@@ -63,7 +69,8 @@ topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/;
 topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/0.0.0.0:3336/127.0.0.1:3337/; s/127.0.0.1:9103/127.0.0.1:9113/' \
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
     -e 's/^default = .*/default = 0.0000000002/; s/^min = .*/min = 0.0000000002/; s/^max = .*/max = 0.0000000002/' \
-    -e "s/^accept_wait_ms = .*/accept_wait_ms = ${SLUICE_BENCH_ACCEPT_WAIT_MS:-2000}/" \
+    -e "s/^accept_wait_ms = .*/accept_wait_ms = ${SLUICE_BENCH_ACCEPT_WAIT_MS:-500}/" \
+    -e "s/^max_mb = .*/max_mb = ${SLUICE_BENCH_SPOOL_MB:-1024}/" \
     > "$WORK/sserver.toml"
 
 "$REL/sluicectl" -c "$WORK/sluicectl.toml" create-topics >/dev/null
@@ -166,9 +173,20 @@ if [ "${SLUICE_BENCH_PROTOCOL:-v1}" = v2 ]; then
     proto_args=(--server 127.0.0.1:3337 --protocol v2 --authority-key "$SV2_KEY")
 fi
 [ -n "${SLUICE_BENCH_AGENT:-}" ] && proto_args=(--server 127.0.0.1:3341)
+if [ -n "${SLUICE_BENCH_BROKER_AWAY:-}" ]; then
+    log "stopping the broker for the run (SLUICE_BENCH_BROKER_AWAY)"
+    BROKER_STOPPED=1
+    supervisorctl_ stop kafka >/dev/null
+fi
 TIMEFORMAT="simulator CPU: %U s user, %S s system"
 time "$REL/simulator" "${proto_args[@]}" -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
     --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
+curl -s http://127.0.0.1:9113/metrics | grep -E '^sserver_(shares_spooled|spool_refused|answered_unacknowledged)' | sed 's/^/sserver: /'
+if [ -n "$BROKER_STOPPED" ]; then
+    supervisorctl_ start kafka >/dev/null
+    BROKER_STOPPED=
+    wait_until 60 "the broker back" tcp_open 127.0.0.1 9092
+fi
 # Answered is not enough: every checked share must be on the Share topic.
 all_acknowledged() { [ "$(in_flight)" = 0 ]; }
 wait_until 120 "the broker to acknowledge every share" all_acknowledged

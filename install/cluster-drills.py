@@ -5,7 +5,9 @@ drills [NAME…]`). Each drill mines as a user of its own through HAProxy, break
 something, mends it, and asserts what miners and the operator rely on:
 
   every share a miner was told was accepted is on the Share topic, and no
-  header is there twice (sluicectl count-shares from the drill's start);
+  header is there twice: checked by identity, each header hash the simulator
+  saw accepted (--record-accepted) against the topic's records from the
+  drill's start (sluicectl count-shares --accepted);
   every block a miner was told was accepted has exactly one found_blocks row;
   what the drill itself promises (below), with its recovery time measured.
 
@@ -165,7 +167,8 @@ class Miners:
         self.progress = CLUSTER / f"{user}.progress"
         self.proc = subprocess.Popen(
             [str(BIN / "simulator"), "--server", INFO["stratum"], "-n", str(MINERS), "--rate", str(RATE),
-             "--duration", str(seconds), "--user", user, "--password", PASSWORD, "--json"],
+             "--duration", str(seconds), "--user", user, "--password", PASSWORD, "--json",
+             "--record-accepted"],
             stdout=subprocess.PIPE, stderr=open(self.progress, "w"), text=True)
         until(60, f"{MINERS} miners connected", lambda: self.connected() == MINERS)
 
@@ -207,17 +210,22 @@ def account(user: str, start: str, report: dict) -> dict:
     t = report["totals"]
     unanswered = t["submitted"] - t["accepted"] - t["rejected"]
     until(120, "every sserver's shares acknowledged by the brokers", lambda: in_flight() == 0)
+    told = CLUSTER / f"{user}.accepted"
+    told.write_text("\n".join(report["accepted_hashes"]) + "\n")
+    check(len(report["accepted_hashes"]) == t["accepted"], "the simulator listed every accepted share")
     counted = {}
 
     def all_there():
-        counted.update(json.loads(sluicectl("count-shares", "--user", user, "--from", start)))
-        return counted["accepted"] >= t["accepted"]
+        counted.update(json.loads(sluicectl("count-shares", "--user", user, "--from", start,
+                                            "--accepted", str(told))))
+        return not counted["missing"]
 
     try:
         until(90, "every share the miners saw accepted on the Share topic", all_there)
     except DrillFailed:
-        raise DrillFailed(f"shares lost: the miners saw {t['accepted']} accepted, the Share topic has "
-                          f"{counted.get('accepted')}")
+        raise DrillFailed(f"shares lost: {len(counted.get('missing', []))} of the {t['accepted']} the miners saw "
+                          f"accepted are not on the Share topic, e.g. {counted.get('missing', [])[:3]}")
+    check(not counted["twice"], f"shares on the Share topic twice: {counted['twice'][:3]}")
     check(counted["accepted"] <= t["accepted"] + unanswered,
           f"{counted['accepted']} accepted records for {t['accepted']} accepted and {unanswered} unanswered submits")
     check(counted["distinct"] == counted["accepted"],

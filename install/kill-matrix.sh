@@ -12,14 +12,23 @@
 #                   below 90% of their median before the kill;
 #   blocks lost     blocks the miners were told were accepted that have no
 #                   found_blocks row 60 s after the run;
-#   shares lost     shares the miners saw accepted missing from BtcShare;
+#   shares lost     shares the miners saw accepted whose header hash is not
+#                   on BtcShare 90 s after the run (by identity: the
+#                   simulator lists every hash it was told was accepted);
 #   duplicates      accepted records on BtcShare with the same header hash.
 #
+# Any block or share lost, or a share twice, fails the run (exit 1) after
+# every row has run and the table is printed.
+#
 # Each row mines as a user of its own, so its shares are counted from the
-# positions the Share topic had when it started.
+# positions the Share topic had when it started. The row kafka+sserver stops
+# the broker, kills sserver with SIGKILL 10 s into the outage (the shares
+# answered meanwhile are in its spool only), and starts the broker 5 s later;
+# supervisord restarts sserver at once.
 #
 #   install/kill-matrix.sh [ROW...]       rows: gbtmaker jobmaker sserver
-#       blkmaker statshttpd kafka zookeeper mariadb node (default: all)
+#       blkmaker statshttpd kafka zookeeper mariadb node kafka+sserver
+#       (default: all)
 #   SLUICE_KM_MINERS (1000), SLUICE_KM_RATE (shares/s of them all, 250:
 #   one in about 256 is a block on nodesim, so about one block a second),
 #   SLUICE_KM_BEFORE (s of mining before the kill, 15),
@@ -35,7 +44,7 @@ RATE=${SLUICE_KM_RATE:-250}
 BEFORE=${SLUICE_KM_BEFORE:-15}
 AFTER=${SLUICE_KM_AFTER:-60}
 rows=("$@")
-((${#rows[@]})) || rows=(gbtmaker jobmaker sserver blkmaker statshttpd kafka zookeeper mariadb node)
+((${#rows[@]})) || rows=(gbtmaker jobmaker sserver blkmaker statshttpd kafka zookeeper mariadb node kafka+sserver)
 out=$SLUICE_STATE/kill-matrix/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 
@@ -70,6 +79,7 @@ leader_program() {
     if curl -sf http://127.0.0.1:9102/health | grep -q 'leader'; then echo jobmaker; else echo jobmaker-standby; fi
 }
 
+failed=()
 table="$out/table.md"
 {
     echo "| part killed | healthy after | mining dip | blocks found / lost | shares accepted / lost / duplicates | rejected | reconnects |"
@@ -81,14 +91,15 @@ for row in "${rows[@]}"; do
         gbtmaker | sserver | blkmaker | statshttpd | kafka | zookeeper | mariadb) program=$row ;;
         jobmaker) program=$(leader_program) ;;
         node) program=nodesim ;;
-        *) die "unknown row $row (gbtmaker jobmaker sserver blkmaker statshttpd kafka zookeeper mariadb node)" ;;
+        kafka+sserver) program=sserver ;;
+        *) die "unknown row $row (gbtmaker jobmaker sserver blkmaker statshttpd kafka zookeeper mariadb node kafka+sserver)" ;;
     esac
-    user="km$(date +%s)$row"
+    user="km$(date +%s)${row//+/-}"
     from=$(ctl offsets share)
     log "row $row: $MINERS miners as $user for $BEFORE s, then $program killed, then $AFTER s"
     started=$(date +%s.%N)
     "$SLUICE_BIN/simulator" --server 127.0.0.1:3333 -n "$MINERS" --rate "$RATE" \
-        --duration $((BEFORE + AFTER)) --user "$user" --password d=0.0000000002 --json \
+        --duration $((BEFORE + AFTER)) --user "$user" --password d=0.0000000002 --json --record-accepted \
         >"$out/$row.json" 2>"$out/$row.progress" &
     sim=$!
     all_connected() { tr '\r' '\n' <"$out/$row.progress" | grep -q "connected $MINERS/$MINERS"; }
@@ -103,6 +114,15 @@ for row in "${rows[@]}"; do
         supervisorctl_ signal STOP "$program" >/dev/null
         sleep 30
         supervisorctl_ signal CONT "$program" >/dev/null
+    elif [ "$row" = kafka+sserver ]; then
+        # The scenario's own pauses: miners answered from the spool for
+        # 10 s, sserver killed, the broker back 5 s later.
+        supervisorctl_ stop kafka >/dev/null
+        sleep 10
+        killed=$(date +%s.%N)
+        supervisorctl_ signal KILL sserver >/dev/null
+        sleep 5
+        supervisorctl_ start kafka >/dev/null
     else
         supervisorctl_ signal KILL "$program" >/dev/null
     fi
@@ -125,8 +145,15 @@ for row in "${rows[@]}"; do
     fi
     wait "$sim" || die "row $row: the simulator failed (see $out/$row.progress)"
     kill_at=$(python3 -c "print($killed - $started)")
-    counted=$(ctl count-shares --user "$user" --from "$from")
-    echo "$counted" >"$out/$row.count.json"
+    # Every share the miners were told was accepted is on the topic (a
+    # restarted sserver replays its spool once the broker is back).
+    counted_all() {
+        ctl count-shares --user "$user" --from "$from" --accepted "$out/$row.json" >"$out/$row.count.json" &&
+            python3 -c 'import json,sys; sys.exit(1 if json.load(open(sys.argv[1]))["missing"] else 0)' \
+                "$out/$row.count.json"
+    }
+    wait_until 90 "every accepted share on the Share topic" counted_all ||
+        log "row $row: accepted shares missing from the Share topic after 90 s (the row fails)"
     # Blocks: every one the miners were told was accepted has its row.
     python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["blocks_found"]))' \
         "$out/$row.json" >"$out/$row.blocks"
@@ -136,8 +163,9 @@ for row in "${rows[@]}"; do
         echo "$missing" >"$out/$row.blocks-missing"
         [ "$missing" = 0 ]
     }
-    wait_until 60 "every block found to be recorded" recorded_all || true
-    python3 - "$out/$row.json" "$out/$row.progress" "$out/$row.count.json" "$out/$row.blocks-missing" \
+    wait_until 60 "every block found to be recorded" recorded_all ||
+        log "row $row: blocks found without a found_blocks row after 60 s (the row fails)"
+    if python3 - "$out/$row.json" "$out/$row.progress" "$out/$row.count.json" "$out/$row.blocks-missing" \
         "$kill_at" "$row" "$healthy_after" >>"$table" <<'EOF'
 import json, re, statistics, sys
 report, progress, counted, missing, kill_at, row, healthy = sys.argv[1:8]
@@ -154,15 +182,27 @@ before = [v for t, v in rates if kill_at - 10 <= t < kill_at]
 normal = statistics.median(before) if before else 0
 dip = sum(1 for t, v in rates if t >= kill_at and v < 0.9 * normal)
 t = r["totals"]
-lost = max(0, t["accepted"] - c["accepted"])
+lost = len(c["missing"])
 dups = c["accepted"] - c["distinct"]
 blocks = len(r["blocks_found"])
-print(f"| {row} | {healthy} | {dip} s | {blocks} / {open(missing).read().strip()} "
+blocks_lost = int(open(missing).read().strip())
+print(f"| {row} | {healthy} | {dip} s | {blocks} / {blocks_lost} "
       f"| {t['accepted']:,} / {lost} / {dups} | {t['rejected']:,} | {r['reconnects']:,} |")
+# Every accepted share listed, or the identity check would be hollow.
+listed = len(r.get("accepted_hashes", []))
+sys.exit(1 if lost or dups or blocks_lost or listed != t["accepted"] else 0)
 EOF
+    then
+        :
+    else
+        failed+=("$row")
+    fi
     tail -1 "$table" >&2
 done
 echo
 echo "install/kill-matrix.sh ${rows[*]} ($MINERS miners, $RATE shares/s, kill after $BEFORE s, $AFTER s after; $(date -u +%Y-%m-%d))"
 echo
 cat "$table"
+if ((${#failed[@]})); then
+    die "lost or duplicated work in: ${failed[*]} (see the table; files in $out)"
+fi

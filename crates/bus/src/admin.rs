@@ -358,6 +358,46 @@ fn leader_moving(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
+/// Each partition of `topic` → the offset of its first message stamped at or
+/// after `since_ms` (unix ms), or its end when none is: where reading
+/// "everything since then" starts. Kafka's time index answers it, so the
+/// result holds for producer timestamps that are not in offset order too.
+pub async fn offsets_since(
+    config: &BusConfig,
+    topic: &str,
+    since_ms: i64,
+) -> Result<std::collections::HashMap<i32, i64>, BusError> {
+    let marks = fetch_watermarks(config, topic).await?;
+    let consumer = metadata_consumer(config)?;
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for &(partition, _, _) in &marks {
+            tpl.add_partition_offset(&name, partition, rdkafka::Offset::Offset(since_ms))
+                .map_err(|e| admin_error("offsets for times")(e.to_string()))?;
+        }
+        let found = consumer
+            .offsets_for_times(tpl, Timeout::After(Duration::from_secs(10)))
+            .map_err(|e| admin_error("offsets for times")(format!("{name}: {e}")))?;
+        marks
+            .iter()
+            .map(|&(partition, low, high)| {
+                let at = found
+                    .find_partition(&name, partition)
+                    .map(|e| e.offset())
+                    .unwrap_or(rdkafka::Offset::End);
+                let offset = match at {
+                    rdkafka::Offset::Offset(o) => o.clamp(low, high),
+                    _ => high,
+                };
+                Ok((partition, offset))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| admin_error("offsets for times")(e.to_string()))?
+}
+
 /// `(partition, low, high)` watermarks of every partition of `topic`. Blocking
 /// librdkafka calls run on the blocking pool, so any runtime flavour works.
 pub async fn fetch_watermarks(

@@ -249,6 +249,58 @@ pub async fn record_at<T: Payload>(
     }
 }
 
+/// Reads `topic` from `from` (partition → offset; a partition not named:
+/// from its earliest message) to each partition's end as it is now, handing
+/// every decodable record to `visit`. Moves no group's offsets. Fails when
+/// the broker gives nothing for `patience` with partitions still unread.
+pub async fn read_to_end<T: Payload>(
+    config: &BusConfig,
+    topic: &Topic<T>,
+    from: &std::collections::HashMap<i32, i64>,
+    patience: std::time::Duration,
+    mut visit: impl FnMut(Record<T>),
+) -> Result<(), BusError> {
+    // A group of its own that never commits.
+    let group = format!("{}-read-{}", config.client_id, std::process::id());
+    let marks = fetch_watermarks(config, topic.name()).await?;
+    let mut left = std::collections::HashMap::new();
+    let mut at = vec![];
+    for (partition, low, high) in marks {
+        let start = from
+            .get(&partition)
+            .copied()
+            .unwrap_or(low)
+            .clamp(low, high);
+        if start < high {
+            left.insert(partition, high);
+            at.push((partition, start));
+        }
+    }
+    if left.is_empty() {
+        return Ok(());
+    }
+    let stream = TypedStream::assigned(config, topic, &group, &at, "earliest")?;
+    while !left.is_empty() {
+        let record = tokio::time::timeout(patience, stream.next())
+            .await
+            .map_err(|_| BusError::Admin {
+                op: "read to end",
+                detail: format!(
+                    "{}: nothing for {patience:?} with {} partitions unread",
+                    topic.name(),
+                    left.len()
+                ),
+            })??;
+        if let Some(&high) = left.get(&record.partition)
+            && record.offset + 1 >= high
+        {
+            left.remove(&record.partition);
+        }
+        visit(record);
+    }
+    Ok(())
+}
+
 /// What is left to read of the tail a [`TailConsumer`] started with.
 #[derive(Debug, Clone, Default)]
 pub struct Backlog {

@@ -25,10 +25,12 @@ use std::marker::PhantomData;
 
 pub use admin::{
     TopicOwner, TopicsApplied, cluster_id, create_topics, delete_topics, fetch_partitions,
-    fetch_watermarks, list_topics, under_replicated,
+    fetch_watermarks, list_topics, offsets_since, under_replicated,
 };
 pub use config::{BusConfig, TopicNames};
-pub use consumer::{Backlog, GroupConsumer, LogConsumer, Record, Start, TailConsumer, record_at};
+pub use consumer::{
+    Backlog, GroupConsumer, LogConsumer, Record, Start, TailConsumer, read_to_end, record_at,
+};
 pub use heartbeat::{HEARTBEAT_INTERVAL, Identity, heartbeat, start_heartbeat};
 pub use metrics::{count_poison, register_metrics};
 pub use producer::{Delivery, Producer, watch_delivery};

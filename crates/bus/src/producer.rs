@@ -311,18 +311,42 @@ impl Producer {
         rx
     }
 
+    /// [`Producer::enqueue_acked`] of a message already encoded: the caller
+    /// keeps the bytes (to write them elsewhere too).
+    pub async fn enqueue_encoded_acked<T: Payload>(
+        &self,
+        topic: &Topic<T>,
+        key: &[u8],
+        payload: &[u8],
+    ) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_bytes(topic.name(), key, payload, Some(tx))
+            .await;
+        rx
+    }
+
     async fn enqueue_with<T: Payload>(
         &self,
         topic: &Topic<T>,
         key: &[u8],
         value: &T,
+        acked: Option<oneshot::Sender<()>>,
+    ) {
+        self.enqueue_bytes(topic.name(), key, &value.encode_to_vec(), acked)
+            .await;
+    }
+
+    async fn enqueue_bytes(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
         mut acked: Option<oneshot::Sender<()>>,
     ) {
-        let payload = value.encode_to_vec();
         let mut pause = Duration::from_millis(10);
         loop {
             match self
-                .produce(topic.name(), key, &payload, Ack::Durable(acked.take()))
+                .produce(topic, key, payload, Ack::Durable(acked.take()))
                 .await
             {
                 Ok(()) => return,

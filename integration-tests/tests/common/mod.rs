@@ -63,6 +63,9 @@ impl Drop for Pool {
         }
         let _ = std::fs::remove_dir_all(&self.stats.data_dir);
         let _ = std::fs::remove_file(&self.solved_log);
+        if let Some(spool) = self.sserver.spool_dir() {
+            let _ = std::fs::remove_dir_all(spool);
+        }
     }
 }
 
@@ -118,6 +121,7 @@ pub(crate) async fn start_pool_on(
         solved_log: std::env::temp_dir().join(unique_name("e2e-solved-")),
         proxy_protocol: false,
         accept_wait_ms: 2_000,
+        spool: Default::default(),
         difficulty: sserver::DifficultyConfig {
             default: SHARE_DIFFICULTY,
             min: SHARE_DIFFICULTY / 2.0,

@@ -90,6 +90,11 @@ pub struct Options {
     /// The pool's SV2 authority public key (base58check), for `--protocol v2`.
     #[arg(long)]
     pub authority_key: Option<String>,
+    /// List the header hash of every share the pool said it accepted in the
+    /// report (`accepted_hashes`), for loss checks by identity: each must
+    /// be on the Share topic exactly once.
+    #[arg(long)]
+    pub record_accepted: bool,
 }
 
 /// A miner's protocol.
@@ -119,6 +124,7 @@ impl Options {
             block_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
             protocol: Protocol::V1,
             authority_key: None,
+            record_accepted: false,
         }
     }
 
@@ -221,9 +227,31 @@ pub(crate) struct Shared {
     pub(crate) clean_seen: Mutex<Vec<(BlockHash, Instant)>>,
     /// Accepted shares that met the network target.
     pub(crate) blocks: Mutex<Vec<BlockHash>>,
+    /// Every accepted share's header hash, with `record_accepted`.
+    pub(crate) accepted: Mutex<Vec<BlockHash>>,
     /// The last `mining.notify` line and what it parsed to.
     pub(crate) last_notify: Mutex<Option<(String, sluice_stratum::message::ServerMessage)>>,
     pub(crate) stop: CancellationToken,
+}
+
+impl Shared {
+    /// The pool accepted a share of difficulty `d` whose header hashes to
+    /// `hash` (a block when `block`).
+    pub(crate) fn on_accepted(&self, hash: BlockHash, d: f64, block: bool) {
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.counters.add_accepted_difficulty(d);
+        let push = |list: &Mutex<Vec<BlockHash>>| {
+            list.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(hash);
+        };
+        if block {
+            push(&self.blocks);
+        }
+        if self.options.record_accepted {
+            push(&self.accepted);
+        }
+    }
 }
 
 /// Runs the miners until `duration` after they have all connected (or
@@ -241,6 +269,7 @@ pub async fn run(
         round_trips: Mutex::default(),
         clean_seen: Mutex::default(),
         blocks: Mutex::default(),
+        accepted: Mutex::default(),
         last_notify: Mutex::default(),
         // The miners stop after the final snapshot, not with `stop`: the
         // report counts every miner connected when the run ended.

@@ -166,7 +166,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     let mut difficulty = 1.0;
     let mut job: Option<Notify> = None;
     let mut search: Option<Search> = None;
-    let mut pending: HashMap<u64, (Instant, f64, Option<BlockHash>)> = HashMap::new();
+    let mut pending: HashMap<u64, (Instant, f64, (BlockHash, bool))> = HashMap::new();
     let mut tag = 0u64;
     // Spread the miners' submits over the period instead of in step. A
     // miner has a fixed hashrate: when the server raises its difficulty
@@ -244,13 +244,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                             let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                             m.round_trips.push(micros);
                             match result {
-                                Ok(()) => {
-                                    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                                    shared.counters.add_accepted_difficulty(d);
-                                    if let Some(hash) = block {
-                                        shared.blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(hash);
-                                    }
-                                }
+                                Ok(()) => shared.on_accepted(block.0, d, block.1),
                                 Err(e) => {
                                     shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
                                     *m.rejections.entry(format!("{} {}", e.code, e.message)).or_default() += 1;
@@ -303,7 +297,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                 );
                 // A block too: the miner is told only "accepted", and the
                 // kill matrix checks each such one has its found_blocks row.
-                let block = bitcoin::Target::from_compact(j.bits).is_met_by(hash).then_some(hash);
+                let block = (hash, bitcoin::Target::from_compact(j.bits).is_met_by(hash));
                 pending.insert(tag, (Instant::now(), difficulty, block));
                 shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = send(&mut out, &request, shared).await {

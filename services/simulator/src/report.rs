@@ -90,6 +90,9 @@ pub struct Report {
     /// Accepted shares that met the network target (block hashes), the
     /// whole run.
     pub blocks_found: Vec<String>,
+    /// Every accepted share's header hash (with `--record-accepted`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_hashes: Vec<String>,
 }
 
 /// Shares over a whole run.
@@ -162,6 +165,10 @@ pub(crate) fn build(
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
         },
         blocks_found: take(&shared.blocks)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        accepted_hashes: take(&shared.accepted)
             .iter()
             .map(ToString::to_string)
             .collect(),

@@ -137,7 +137,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
     let mut active: Option<Active> = None;
     let mut sequence = 0u32;
     // Submits waiting for their answer: (sequence, sent, difficulty, block hash).
-    let mut pending: VecDeque<(u32, Instant, f64, Option<BlockHash>)> = VecDeque::new();
+    let mut pending: VecDeque<(u32, Instant, f64, (BlockHash, bool))> = VecDeque::new();
     let period = if rate > 0.0 {
         Duration::from_secs_f64(1.0 / rate)
     } else {
@@ -224,16 +224,12 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                             }
                             pending.pop_front();
                             m.round_trips.push(micros(sent));
-                            shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                            shared.counters.add_accepted_difficulty(d);
-                            if let Some(hash) = block {
-                                shared.blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(hash);
-                            }
+                            shared.on_accepted(block.0, d, block.1);
                         }
                     }
                     Message::SubmitSharesError { sequence_number, error_code, .. } => {
                         if let Some(i) = pending.iter().position(|p| p.0 == sequence_number) {
-                            let (_, sent, _, _) = pending.remove(i).unwrap_or((0, arrived, 0.0, None));
+                            let (_, sent, _, _) = pending.remove(i).unwrap_or((0, arrived, 0.0, (BlockHash::all_zeros(), false)));
                             m.round_trips.push(micros(sent));
                         }
                         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +251,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                     shared.counters.too_hard.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let block = Target::from_compact(CompactTarget::from_consensus(a.nbits)).is_met_by(hash).then_some(hash);
+                let block = (hash, Target::from_compact(CompactTarget::from_consensus(a.nbits)).is_met_by(hash));
                 let submit = Message::SubmitSharesStandard(SubmitShares {
                     channel_id,
                     sequence_number: sequence,

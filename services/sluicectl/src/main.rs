@@ -86,7 +86,9 @@ enum Command {
     /// One user's shares on the Share topic from `--from` to its end now,
     /// as JSON: records, accepted ones (block included) and their distinct
     /// header hashes (an audit: a share accepted twice shows as fewer
-    /// distinct hashes than accepted records).
+    /// distinct hashes than accepted records). With `--accepted`, checks by
+    /// identity too: `missing` lists the file's hashes not on the topic as
+    /// accepted, `twice` those there more than once.
     CountShares {
         /// The account name.
         #[arg(long)]
@@ -95,6 +97,11 @@ enum Command {
         /// (partitions not named: their earliest message).
         #[arg(long, default_value = "")]
         from: String,
+        /// A file of header hashes (one per line, or the simulator's
+        /// `--json --record-accepted` report) the miners were told were
+        /// accepted.
+        #[arg(long)]
+        accepted: Option<std::path::PathBuf>,
     },
     /// Reads block hashes (one per line) on stdin and prints those without a
     /// found_blocks row.
@@ -240,7 +247,11 @@ fn main() -> ExitCode {
             Command::Check => check(&config).await,
             Command::Tail { topic, count, full } => tail(&config, topic, count, full).await,
             Command::Offsets { topic } => offsets(&config, topic).await,
-            Command::CountShares { user, from } => count_shares(&config, &user, &from).await,
+            Command::CountShares {
+                user,
+                from,
+                accepted,
+            } => count_shares(&config, &user, &from, accepted.as_deref()).await,
             Command::MissingBlocks => missing_blocks(&config).await,
             Command::Sv2Keygen { out } => sv2_keygen(&out),
             Command::Payouts { command } => payouts::run(&config, command).await,
@@ -535,53 +546,85 @@ fn parse_positions(spec: &str) -> anyhow::Result<std::collections::HashMap<i32, 
         .collect()
 }
 
-async fn count_shares(config: &Config, user: &str, from: &str) -> anyhow::Result<()> {
-    use sluice_core::record::ShareStatus;
+async fn count_shares(
+    config: &Config,
+    user: &str,
+    from: &str,
+    told: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let from = parse_positions(from)?;
+    let told = told.map(accepted_hashes).transpose()?;
     let store = Store::new(&config.mysql.url)?;
     let found = store.user_by_name(user).await;
     store.close().await;
     let user_id = found?
         .ok_or_else(|| anyhow::anyhow!("no user {user:?}"))?
         .id;
-    // A group of its own that never commits: reading moves no one's offsets.
-    let group = format!("sluicectl-count-{}", std::process::id());
     let topic = Topic::<ShareRecord>::new(config.kafka.topics.share.clone());
-    let (consumer, starts) =
-        sluice_bus::LogConsumer::new(&config.kafka, &topic, &group, &from).await?;
-    let mut left: std::collections::HashMap<i32, i64> = starts
-        .iter()
-        .filter(|s| s.offset < s.high)
-        .map(|s| (s.partition, s.high))
-        .collect();
     let (mut records, mut accepted) = (0u64, 0u64);
-    let mut hashes = std::collections::HashSet::new();
-    while !left.is_empty() {
-        let record = tokio::time::timeout(Duration::from_secs(30), consumer.next())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("no message for 30 s with {} partitions unread", left.len())
-            })??;
-        if let Some(&high) = left.get(&record.partition)
-            && record.offset + 1 >= high
-        {
-            left.remove(&record.partition);
-        }
-        let share = record.value;
-        if share.user_id != user_id {
-            continue;
-        }
-        records += 1;
-        if matches!(share.status, ShareStatus::Accepted | ShareStatus::Block) {
-            accepted += 1;
-            hashes.insert(share.hash);
-        }
+    let mut hashes: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    sluice_bus::read_to_end(
+        &config.kafka,
+        &topic,
+        &from,
+        Duration::from_secs(30),
+        |record| {
+            let share = record.value;
+            if share.user_id != user_id {
+                return;
+            }
+            records += 1;
+            if share.status.is_accepted() {
+                accepted += 1;
+                *hashes.entry(share.hash.to_string()).or_default() += 1;
+            }
+        },
+    )
+    .await?;
+    let mut report = serde_json::json!({
+        "user_id": user_id,
+        "records": records,
+        "accepted": accepted,
+        "distinct": hashes.len(),
+    });
+    if let Some(told) = told {
+        let missing: Vec<&String> = told.iter().filter(|h| !hashes.contains_key(*h)).collect();
+        let twice: Vec<&String> = told
+            .iter()
+            .filter(|h| hashes.get(*h).is_some_and(|n| *n > 1))
+            .collect();
+        report["told_accepted"] = told.len().into();
+        report["missing"] = serde_json::json!(missing);
+        report["twice"] = serde_json::json!(twice);
     }
-    out!(
-        r#"{{"user_id": {user_id}, "records": {records}, "accepted": {accepted}, "distinct": {}}}"#,
-        hashes.len()
-    );
+    out!("{report}");
     Ok(())
+}
+
+/// The header hashes in `path`: one per line, or a simulator report's
+/// `accepted_hashes`.
+fn accepted_hashes(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Report {
+            accepted_hashes: Vec<String>,
+        }
+        let r: Report = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a simulator report with accepted_hashes (run it with --json --record-accepted): {e}",
+                path.display()
+            )
+        })?;
+        return Ok(r.accepted_hashes);
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 async fn missing_blocks(config: &Config) -> anyhow::Result<()> {

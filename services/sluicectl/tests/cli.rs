@@ -206,17 +206,39 @@ async fn count_shares_audits_one_users_accepted_shares_from_a_position() {
     send(share(audited_id, ShareStatus::Accepted, 3)).await; // the same header again
     send(share(audited_id, ShareStatus::Stale, 4)).await;
     send(share(other_id, ShareStatus::Accepted, 5)).await;
-    let counted = run(&["count-shares", "--user", &audited, "--from", from]);
+    let counted: serde_json::Value =
+        serde_json::from_str(&run(&["count-shares", "--user", &audited, "--from", from])).unwrap();
     assert_eq!(
-        counted.trim(),
-        format!(r#"{{"user_id": {audited_id}, "records": 4, "accepted": 3, "distinct": 2}}"#)
+        counted,
+        serde_json::json!({"user_id": audited_id, "records": 4, "accepted": 3, "distinct": 2})
     );
     // From the beginning, the first share too.
-    let all = run(&["count-shares", "--user", &audited]);
-    assert!(
-        all.contains(r#""records": 5, "accepted": 4, "distinct": 3"#),
+    let all: serde_json::Value =
+        serde_json::from_str(&run(&["count-shares", "--user", &audited])).unwrap();
+    assert_eq!(
+        (&all["records"], &all["accepted"], &all["distinct"]),
+        (&5.into(), &4.into(), &3.into()),
         "{all}"
     );
+    // By identity: the hashes the miners were told were accepted, one
+    // never recorded and one recorded twice among them.
+    let hex = |b: u8| bitcoin::BlockHash::from_byte_array([b; 32]).to_string();
+    let told = std::env::temp_dir().join(sluice_testkit::unique_name("accepted-"));
+    std::fs::write(&told, format!("{}\n{}\n{}\n", hex(2), hex(3), hex(9))).unwrap();
+    let checked: serde_json::Value = serde_json::from_str(&run(&[
+        "count-shares",
+        "--user",
+        &audited,
+        "--from",
+        from,
+        "--accepted",
+        told.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(checked["told_accepted"], 3, "{checked}");
+    assert_eq!(checked["missing"], serde_json::json!([hex(9)]), "{checked}");
+    assert_eq!(checked["twice"], serde_json::json!([hex(3)]), "{checked}");
+    let _ = std::fs::remove_file(&told);
 
     // missing-blocks names the hashes without a found_blocks row.
     let unknown = bitcoin::BlockHash::from_byte_array([0xab; 32]).to_string();

@@ -19,9 +19,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::spool::Unacked;
 use bitcoin::BlockHash;
 use sluice_core::record::{MinerIdentity, MiningProtocol, ShareRecord, ShareStatus, SolvedShare};
-use tokio::sync::oneshot;
 
 use crate::jobs::{ServerJob, now_secs};
 use crate::judge::{Credit, Judgement, SentJob, ShareWork, judge};
@@ -362,16 +362,9 @@ impl Shared {
     /// with `accept_wait`, the share's acknowledgement joins `unacked` for
     /// the answer to wait on. A full queue means the broker is behind: this
     /// waits, never drops.
-    pub(crate) async fn publish(
-        &self,
-        recorded: Recorded,
-        unacked: &mut Vec<oneshot::Receiver<()>>,
-    ) {
+    pub(crate) async fn publish(&self, recorded: Recorded, unacked: &mut Vec<Unacked>) {
         if let Some(solved) = recorded.solved {
-            let hash = solved.block_hash;
-            if self.solved.send(solved).await.is_err() {
-                tracing::error!(%hash, "solved-share queue closed; candidate not published");
-            }
+            self.solved.send(solved).await;
         }
         if let Some(share) = recorded.share {
             let acked = self.shares.send(&share).await;

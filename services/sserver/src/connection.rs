@@ -18,7 +18,7 @@ use sluice_core::record::EventKind;
 use sluice_stratum::session::{ServerSession, State};
 use sluice_stratum::{LineFramer, Notification};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -52,7 +52,7 @@ struct Conn {
     started: Instant,
     close: bool,
     /// Acknowledgements the queued answers wait for.
-    unacked: Vec<oneshot::Receiver<()>>,
+    unacked: Vec<crate::spool::Unacked>,
     /// A farm agent's session: its miners (boxed: most sessions have none).
     agent: Option<Box<agent::AgentSession>>,
 }

@@ -25,6 +25,7 @@ mod metrics;
 pub mod proxy;
 mod shared;
 mod sinks;
+mod spool;
 pub mod sv2;
 mod tls;
 mod users;
@@ -91,10 +92,14 @@ pub struct Config {
     #[serde(default)]
     pub proxy_protocol: bool,
     /// A submit's answer waits this long for the broker to acknowledge its
-    /// share (acks=all), so "accepted" survives a crash; then it is sent
-    /// anyway (the broker away must not stall miners). 0: answer at once.
+    /// share (acks=all), so "accepted" survives a crash; then the share is
+    /// written to the spool and answered once it is on disk (the broker
+    /// away must not stall miners). 0: answer at once, promising nothing.
     #[serde(default = "default_accept_wait_ms")]
     pub accept_wait_ms: u64,
+    /// `[spool]`: shares the broker has not acknowledged in time.
+    #[serde(default)]
+    pub spool: SpoolConfig,
     /// `[difficulty]`.
     #[serde(default)]
     pub difficulty: DifficultyConfig,
@@ -181,6 +186,29 @@ impl Default for UsersConfig {
     }
 }
 
+/// `[spool]`: where shares the broker has not acknowledged within
+/// `accept_wait_ms` are kept on disk (see the spool module).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Its directory; by default `solved_log` with the extension `spool`
+    /// (each sserver needs one of its own, as it does a solved log).
+    pub dir: Option<PathBuf>,
+    /// Megabytes it may hold (about 8,000 shares a megabyte); past it,
+    /// answers wait for the broker. 0: no spool (answers go after
+    /// `accept_wait_ms` anyway, counted, and a kill -9 loses them).
+    pub max_mb: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: None,
+            max_mb: 1024,
+        }
+    }
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -254,7 +282,7 @@ impl Default for Limits {
 }
 
 fn default_accept_wait_ms() -> u64 {
-    2_000
+    500
 }
 
 fn default_listen() -> SocketAddr {
@@ -338,6 +366,20 @@ impl Validate for Config {
 }
 
 impl Config {
+    /// The spool's directory, if shares are spooled (a wait for the broker
+    /// and room on disk).
+    pub fn spool_dir(&self) -> Option<PathBuf> {
+        if self.accept_wait_ms == 0 || self.spool.max_mb == 0 {
+            return None;
+        }
+        Some(
+            self.spool
+                .dir
+                .clone()
+                .unwrap_or_else(|| self.solved_log.with_extension("spool")),
+        )
+    }
+
     /// The BIP310 mask.
     pub fn version_mask(&self) -> Result<u32, String> {
         u32::from_str_radix(&self.version_mask, 16)
@@ -380,7 +422,7 @@ struct Parts {
     board: watch::Receiver<Arc<Board>>,
     users: Users,
     shares: sinks::ShareSink,
-    solved: mpsc::Sender<sluice_core::SolvedShare>,
+    solved: sinks::SolvedSink,
     events: mpsc::Sender<(String, sluice_core::Event)>,
     metrics: ServerMetrics,
     ids: ids::SessionIds,
@@ -445,6 +487,21 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         return Ok(());
     };
     let solved_log = sinks::SolvedLog::open(&config.solved_log, owner)?;
+    // What the last run left unsent is read before any connection logs more.
+    let unsent = solved_log.unsent().unwrap_or_else(|error| {
+        tracing::error!(%error, path = %solved_log.path().display(), "cannot read the solved-share log");
+        vec![]
+    });
+    let solved_log = Arc::new(solved_log);
+    let spool = match config.spool_dir() {
+        Some(dir) => {
+            let (spool, leftover) =
+                spool::Spool::open(&dir, config.spool.max_mb << 20, metrics.clone())
+                    .map_err(|e| anyhow::anyhow!("[spool] {e}"))?;
+            Some((spool, leftover))
+        }
+        None => None,
+    };
     // Both producers wait out an away broker; /health says when they do.
     // Shares linger 1 ms: answers wait for their acknowledgement, and 1 ms
     // against 5 halved the submit round trip with the same saturated
@@ -462,18 +519,28 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
             token.clone(),
         ));
     }
-    let (shares, flusher) = sinks::ShareSink::new(
-        share_producer,
-        Topic::new(topics.share.clone()),
-        metrics.clone(),
-    );
+    let share_topic = Topic::new(topics.share.clone());
+    let (spool, leftover) = spool.unzip();
+    if let Some(leftover) = leftover {
+        tracker.spawn(spool::replay(
+            leftover,
+            config.kafka.clone(),
+            share_producer.clone(),
+            share_topic.clone(),
+            ctx.health.clone(),
+            metrics.clone(),
+            token.clone(),
+        ));
+    }
+    let (shares, flusher) =
+        sinks::ShareSink::new(share_producer, share_topic, spool, metrics.clone());
     tracker.spawn(flusher);
     let (solved_tx, solved_rx) = mpsc::channel(1024);
     let abandon = CancellationToken::new();
     tracker.spawn(sinks::solved_writer(
         solved_producer,
         Topic::new(topics.solved_share.clone()),
-        solved_log,
+        (Arc::clone(&solved_log), unsent),
         solved_rx,
         metrics.clone(),
         abandon.clone(),
@@ -510,7 +577,7 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         board: board_rx,
         users,
         shares,
-        solved: solved_tx,
+        solved: sinks::SolvedSink::new(solved_log, solved_tx),
         events: event_tx,
         metrics: metrics.clone(),
         ids: ids::SessionIds::new(),

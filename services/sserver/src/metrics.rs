@@ -60,6 +60,16 @@ pub struct ServerMetrics {
     /// Submits answered before the broker acknowledged their share (it did
     /// not within `accept_wait_ms`).
     pub answered_unacknowledged: Counter,
+    /// Shares written to the spool (the broker did not acknowledge them
+    /// within `accept_wait_ms`).
+    pub spooled: Counter,
+    /// Bytes in this run's spool segments.
+    pub spool_bytes: Gauge,
+    /// Shares the last run spooled, sent at this start.
+    pub spool_replayed: Counter,
+    /// Answers that waited for the broker because the spool refused their
+    /// shares (full or unwritable).
+    pub spool_refused: Counter,
     /// Events dropped because their queue was full.
     pub events_dropped: Counter,
     /// Jobs ignored because a newer jobmaker leader's epoch was seen.
@@ -73,6 +83,26 @@ impl ServerMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = ServerMetrics::default();
         metrics.register(|r| {
+            r.register(
+                "sserver_shares_spooled",
+                "Shares written to the local spool because the broker had not acknowledged them within accept_wait_ms",
+                m.spooled.clone(),
+            );
+            r.register(
+                "sserver_spool_bytes",
+                "Bytes in this run's spool segments (shares not yet acknowledged by the broker)",
+                m.spool_bytes.clone(),
+            );
+            r.register(
+                "sserver_spool_replayed",
+                "Shares the last run spooled, sent to the broker at this start",
+                m.spool_replayed.clone(),
+            );
+            r.register(
+                "sserver_spool_refused",
+                "Answers that waited for the broker because the spool was full or unwritable",
+                m.spool_refused.clone(),
+            );
             r.register(
                 "sserver_server_id",
                 "The server id (extranonce1 prefix) in use, 0 while none",

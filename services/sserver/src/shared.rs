@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_core::record::{Event, EventKind, MinerIdentity, SolvedShare};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::agent;
@@ -16,7 +16,8 @@ use crate::ids::{SessionIds, SessionIndex};
 use crate::jobs::{Board, ServerJob};
 use crate::limits::{Admission, RejectWindow};
 use crate::metrics::ServerMetrics;
-use crate::sinks::ShareSink;
+use crate::sinks::{ShareSink, SolvedSink};
+use crate::spool::Unacked;
 use crate::users::Users;
 use crate::vardiff::VardiffConfig;
 
@@ -76,7 +77,7 @@ pub struct Shared {
     /// Checked shares.
     pub shares: ShareSink,
     /// Block candidates.
-    pub solved: mpsc::Sender<SolvedShare>,
+    pub(crate) solved: SolvedSink,
     /// Miner events (key, event).
     pub events: mpsc::Sender<(String, Event)>,
     /// Counters.
@@ -205,19 +206,39 @@ impl Miner {
 }
 
 /// Waits until the broker has acknowledged the shares `unacked` stands
-/// for, at most `accept_wait`; past it the answers go anyway, counted.
-/// V1 and V2 sessions both answer only after it.
-pub(crate) async fn settle(unacked: &mut Vec<oneshot::Receiver<()>>, shared: &Shared) {
+/// for, at most `accept_wait`; past it the shares it has not are written to
+/// the spool, and the answers go once they are on disk. Without a spool
+/// they go anyway, counted; with a spool that refuses them (full, the disk
+/// failing), they wait for the broker. V1 and V2 sessions both answer only
+/// after it: an accepted share is on the broker or on disk.
+pub(crate) async fn settle(unacked: &mut Vec<Unacked>, shared: &Shared) {
     if unacked.is_empty() {
         return;
     }
-    let waiting = std::mem::take(unacked);
-    let n = waiting.len();
-    let all = futures::future::join_all(waiting);
-    if tokio::time::timeout(shared.config.accept_wait, all)
-        .await
-        .is_err()
-    {
-        shared.metrics.answered_unacknowledged.inc_by(n as u64);
+    let mut waiting = std::mem::take(unacked);
+    let all = async {
+        for u in &mut waiting {
+            u.wait().await;
+        }
+    };
+    let _ = tokio::time::timeout(shared.config.accept_wait, all).await;
+    waiting.retain(|u| !u.on_broker);
+    if waiting.is_empty() {
+        return;
+    }
+    let n = waiting.len() as u64;
+    let Some(spool) = shared.shares.spool() else {
+        shared.metrics.answered_unacknowledged.inc_by(n);
+        return;
+    };
+    if let Err((error, mut back)) = spool.write(waiting).await {
+        let refused = shared.metrics.spool_refused.get();
+        shared.metrics.spool_refused.inc_by(n);
+        if refused.is_multiple_of(1000) {
+            tracing::warn!(%error, "shares not spooled: their answers wait for the broker");
+        }
+        for u in &mut back {
+            u.wait().await;
+        }
     }
 }

@@ -6,7 +6,8 @@
 //!   miner wait. The connection answers the submits of one read once the
 //!   broker has acknowledged their shares (acks=all), so an accepted share
 //!   survives a `kill -9`; if the broker does not acknowledge within
-//!   `accept_wait_ms`, it answers anyway (counted) rather than stall miners. At shutdown, once the last connection is gone, the
+//!   `accept_wait_ms`, the shares are written to the local spool first
+//!   ([`crate::spool`]). At shutdown, once the last connection is gone, the
 //!   [`share_flusher`] waits for every share's acknowledgement.
 //! - Block candidates: appended and fsynced to a local log first, then sent
 //!   with acks=all and no batching, retried until the broker takes them, and
@@ -19,17 +20,19 @@
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_bus::{BusError, Producer, Topic, TopicOwner};
 use sluice_core::record::{Event, ShareRecord, SolvedShare};
 use sluice_proto::Payload;
 use sluice_service::Backoff;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::ServerMetrics;
+use crate::spool::{Spool, Unacked};
 
 /// Shares the producer holds unacknowledged before submits wait: half a
 /// minute of a 6,000 shares/s pool riding out a broker outage, about 50 MB.
@@ -41,14 +44,17 @@ pub(crate) const SHARE_QUEUE: u32 = 200_000;
 pub struct ShareSink {
     producer: Producer,
     topic: Topic<ShareRecord>,
+    spool: Option<Spool>,
     _alive: mpsc::Sender<Infallible>,
 }
 
 impl ShareSink {
-    /// A sink on `producer` and the flusher that outlives its clones.
-    pub fn new(
+    /// A sink on `producer` (and `spool`, for shares the broker does not
+    /// acknowledge in time) and the flusher that outlives its clones.
+    pub(crate) fn new(
         producer: Producer,
         topic: Topic<ShareRecord>,
+        spool: Option<Spool>,
         metrics: ServerMetrics,
     ) -> (Self, impl Future<Output = ()>) {
         let (alive, gone) = mpsc::channel(1);
@@ -57,6 +63,7 @@ impl ShareSink {
             ShareSink {
                 producer,
                 topic,
+                spool,
                 _alive: alive,
             },
             flusher,
@@ -64,12 +71,21 @@ impl ShareSink {
     }
 
     /// Hands a share over, keyed by its user; waits only while the
-    /// producer cannot take it (its queue full, the broker behind). The
-    /// receiver resolves once the broker has acknowledged it.
-    pub async fn send(&self, share: &ShareRecord) -> oneshot::Receiver<()> {
-        self.producer
-            .enqueue_acked(&self.topic, &share.user_id.to_be_bytes(), share)
-            .await
+    /// producer cannot take it (its queue full, the broker behind). What
+    /// comes back resolves once the broker has acknowledged it.
+    pub(crate) async fn send(&self, share: &ShareRecord) -> Unacked {
+        let payload = share.encode_to_vec();
+        let acked = self
+            .producer
+            .enqueue_encoded_acked(&self.topic, &share.user_id.to_be_bytes(), &payload)
+            .await;
+        Unacked::new(payload, acked)
+    }
+
+    /// Where shares go that the broker does not acknowledge in time (none:
+    /// they are answered anyway, counted).
+    pub(crate) fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
     }
 }
 
@@ -110,12 +126,49 @@ pub(crate) async fn event_writer(
     let _ = producer.flush(Duration::from_secs(2)).await;
 }
 
+/// Where block candidates go: logged (fsynced) by the connection that found
+/// one before anything else, then queued for the [`solved_writer`]. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub(crate) struct SolvedSink {
+    log: Arc<SolvedLog>,
+    queue: mpsc::Sender<SolvedShare>,
+}
+
+impl SolvedSink {
+    pub(crate) fn new(log: Arc<SolvedLog>, queue: mpsc::Sender<SolvedShare>) -> Self {
+        SolvedSink { log, queue }
+    }
+
+    /// Logs `solved` to disk, then queues it to be sent: once this returns,
+    /// a `kill -9` cannot lose it (the next start sends what the log holds
+    /// unsent).
+    pub(crate) async fn send(&self, solved: SolvedShare) {
+        let span = block_span(&solved);
+        let (log, copy) = (Arc::clone(&self.log), solved.clone());
+        let logged = tokio::task::spawn_blocking(move || log.record(&copy))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        if let Err(error) = logged {
+            span.in_scope(
+                || tracing::error!(%error, "block candidate not logged locally; sending anyway"),
+            );
+        }
+        if self.queue.send(solved).await.is_err() {
+            span.in_scope(|| tracing::error!("solved-share queue closed; candidate not published"));
+        }
+    }
+}
+
 /// The local log of block candidates.
 #[derive(Debug)]
 pub(crate) struct SolvedLog {
     path: PathBuf,
     /// The topic (and cluster) its candidates go to: its first line.
     owner: TopicOwner,
+    /// One append at a time (connections record, the writer marks).
+    appending: std::sync::Mutex<()>,
 }
 
 /// Why the solved-share log cannot be used.
@@ -176,11 +229,19 @@ impl SolvedLog {
                 found,
                 expected: owner,
             }),
-            _ => Ok(SolvedLog { path, owner }),
+            _ => Ok(SolvedLog {
+                path,
+                owner,
+                appending: std::sync::Mutex::new(()),
+            }),
         }
     }
 
     fn append(&self, line: &str) -> std::io::Result<()> {
+        let _one = self
+            .appending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -188,8 +249,7 @@ impl SolvedLog {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        f.write_all(line.as_bytes())?;
-        f.write_all(b"\n")?;
+        f.write_all(format!("{line}\n").as_bytes())?;
         f.sync_data()
     }
 
@@ -204,7 +264,7 @@ impl SolvedLog {
     }
 
     /// Candidates recorded but never marked sent; the log is rewritten to hold
-    /// only those.
+    /// only those. Called at start, before any connection records.
     pub(crate) fn unsent(&self) -> std::io::Result<Vec<SolvedShare>> {
         let file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
@@ -247,42 +307,29 @@ impl SolvedLog {
     }
 }
 
-/// Sends block candidates: log, send until acknowledged, mark. Candidates
-/// left unsent by an earlier run go first. Returns when the queue closes and
-/// everything received was acknowledged, or when `abandon` is cancelled (the
-/// log keeps what was not sent for the next start).
+/// Sends block candidates (each logged already by its [`SolvedSink`]) until
+/// acknowledged, and marks them sent. `left`, the candidates an earlier run
+/// left unsent, go first. Returns when the queue closes and everything
+/// received was acknowledged, or when `abandon` is cancelled (the log keeps
+/// what was not sent for the next start).
 pub(crate) async fn solved_writer(
     producer: Producer,
     topic: Topic<SolvedShare>,
-    log: SolvedLog,
+    (log, left): (Arc<SolvedLog>, Vec<SolvedShare>),
     mut queue: mpsc::Receiver<SolvedShare>,
     metrics: ServerMetrics,
     abandon: CancellationToken,
 ) {
-    match log.unsent() {
-        Ok(left) => {
-            for solved in left {
-                let span = block_span(&solved);
-                span.in_scope(|| {
-                    tracing::warn!("sending a block candidate left unsent by the last run")
-                });
-                let delivered = deliver(&producer, &topic, &log, &solved, &abandon);
-                if !delivered.instrument(span).await {
-                    return;
-                }
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, path = %log.path().display(), "cannot read the solved-share log")
+    for solved in left {
+        let span = block_span(&solved);
+        span.in_scope(|| tracing::warn!("sending a block candidate left unsent by the last run"));
+        let delivered = deliver(&producer, &topic, &log, &solved, &abandon);
+        if !delivered.instrument(span).await {
+            return;
         }
     }
     while let Some(solved) = queue.recv().await {
         let span = block_span(&solved);
-        if let Err(error) = log.record(&solved) {
-            span.in_scope(
-                || tracing::error!(%error, "block candidate not logged locally; sending anyway"),
-            );
-        }
         let delivered = deliver(&producer, &topic, &log, &solved, &abandon);
         if !delivered.instrument(span).await {
             return;
@@ -380,6 +427,28 @@ mod tests {
         assert_eq!(again.unsent().expect("reads"), vec![b.clone()]);
         again.mark_sent(&b).expect("writes");
         assert_eq!(again.unsent().expect("reads"), vec![]);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_candidate_is_on_disk_when_sent_even_with_the_writer_stuck_on_an_earlier_one() {
+        let path =
+            std::env::temp_dir().join(format!("sluice-solved-queued-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(SolvedLog::open(&path, owner()).expect("no file yet"));
+        // Nothing takes from the queue: the writer busy sending the first
+        // candidate to an away broker.
+        let (queue, _stuck) = mpsc::channel(16);
+        let sink = SolvedSink::new(log, queue);
+        for nonce in 1..=3 {
+            sink.send(solved(nonce)).await;
+        }
+        // A kill -9 now: the next start finds all three to send.
+        let again = SolvedLog::open(&path, owner()).expect("its own log");
+        assert_eq!(
+            again.unsent().expect("reads"),
+            vec![solved(1), solved(2), solved(3)]
+        );
         let _ = std::fs::remove_file(&path);
     }
 

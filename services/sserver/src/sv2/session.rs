@@ -13,7 +13,7 @@ use sluice_sv2::codec::{
 };
 use sluice_sv2::stream::{self, FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::channels::{Kind, Sv2Channel};
 use super::{End, code};
@@ -33,7 +33,7 @@ pub(super) struct Session<W> {
     pub(super) started: Instant,
     pub(super) last_read: Instant,
     pub(super) rejects: RejectWindow,
-    pub(super) unacked: Vec<oneshot::Receiver<()>>,
+    pub(super) unacked: Vec<crate::spool::Unacked>,
     pub(super) close: bool,
 }
 

@@ -72,6 +72,7 @@ pub async fn rig(tweak: impl FnOnce(&mut sserver::Config)) -> Rig {
         solved_log: std::env::temp_dir().join(unique_name("sserver-solved-")),
         proxy_protocol: false,
         accept_wait_ms: 2_000,
+        spool: Default::default(),
         difficulty: sserver::DifficultyConfig {
             default: DIFF,
             min: DIFF / 4.0,

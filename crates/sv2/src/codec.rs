@@ -229,6 +229,12 @@ pub enum Message {
         channel_id: u32,
         maximum_target: U256,
     },
+    /// The standard channels `channel_ids` are in the group
+    /// `group_channel_id`: jobs and prev hashes sent to it are theirs.
+    SetGroupChannel {
+        group_channel_id: u32,
+        channel_ids: Vec<u32>,
+    },
 }
 
 /// `SetupConnection`.
@@ -313,6 +319,7 @@ impl Message {
             NewExtendedMiningJob(_) => (0, 0x1f, true),
             SetNewPrevHash { .. } => (0, 0x20, true),
             SetTarget { .. } => (0, 0x21, true),
+            SetGroupChannel { .. } => (0, 0x25, false),
         }
     }
 
@@ -543,6 +550,13 @@ impl Message {
                 w.u32(*channel_id);
                 w.bytes(maximum_target);
             }
+            SetGroupChannel {
+                group_channel_id,
+                channel_ids,
+            } => {
+                w.u32(*group_channel_id);
+                w.seq064k_u32(channel_ids);
+            }
         }
     }
 
@@ -693,6 +707,10 @@ impl Message {
                 channel_id: r.u32()?,
                 maximum_target: r.u256()?,
             },
+            (_, 0x25) => SetGroupChannel {
+                group_channel_id: r.u32()?,
+                channel_ids: r.seq064k_u32()?,
+            },
             _ => {
                 return Err(DecodeError::Unknown {
                     extension_type: header.extension_type,
@@ -747,6 +765,7 @@ fn name_of(extension_type: u16, msg_type: u8) -> Option<&'static str> {
         0x1f => "NewExtendedMiningJob",
         0x20 => "SetNewPrevHash",
         0x21 => "SetTarget",
+        0x25 => "SetGroupChannel",
         _ => return None,
     })
 }
@@ -797,6 +816,13 @@ impl Writer<'_> {
         self.u16(v.len() as u16);
         for x in v {
             self.u16(*x);
+        }
+    }
+    fn seq064k_u32(&mut self, v: &[u32]) {
+        let v = &v[..v.len().min(usize::from(u16::MAX))];
+        self.u16(v.len() as u16);
+        for x in v {
+            self.u32(*x);
         }
     }
     fn option_u32(&mut self, v: Option<u32>) {
@@ -910,6 +936,14 @@ impl<'a> Reader<'a> {
         Ok(bytes
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
+    }
+    fn seq064k_u32(&mut self) -> Result<Vec<u32>, DecodeError> {
+        let n = usize::from(self.u16()?);
+        let bytes = self.take(4 * n)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
     }
     fn option_u32(&mut self, field: &'static str) -> Result<Option<u32>, DecodeError> {

@@ -292,6 +292,18 @@ fn mining_messages_encode_as_sri_s() {
         mining::MESSAGE_TYPE_SET_TARGET,
         mining::CHANNEL_BIT_SET_TARGET,
     );
+    same(
+        Message::SetGroupChannel {
+            group_channel_id: 1,
+            channel_ids: vec![2, 3, 0x0102_0304],
+        },
+        mining::SetGroupChannel {
+            group_channel_id: 1,
+            channel_ids: Seq064K::new(vec![2u32, 3, 0x0102_0304]).unwrap(),
+        },
+        mining::MESSAGE_TYPE_SET_GROUP_CHANNEL,
+        mining::CHANNEL_BIT_SET_GROUP_CHANNEL,
+    );
     let share = SubmitShares {
         channel_id: 77,
         sequence_number: 12,

@@ -95,6 +95,10 @@ pub struct Options {
     /// be on the Share topic exactly once.
     #[arg(long)]
     pub record_accepted: bool,
+    /// With `--protocol v2`: set REQUIRES_STANDARD_JOBS, so the pool sends
+    /// each channel its own jobs instead of its group's.
+    #[arg(long)]
+    pub sv2_standard_jobs: bool,
 }
 
 /// A miner's protocol.
@@ -125,6 +129,7 @@ impl Options {
             protocol: Protocol::V1,
             authority_key: None,
             record_accepted: false,
+            sv2_standard_jobs: false,
         }
     }
 

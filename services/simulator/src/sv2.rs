@@ -1,6 +1,8 @@
 //! One simulated Stratum V2 miner: a Noise connection checked against the
 //! pool's authority key, SetupConnection, one standard channel (as a
-//! Bitaxe opens), and real proof of work on the merkle roots the pool sends;
+//! Bitaxe opens), and real proof of work on the merkle roots the pool sends
+//! (or, its channel in a group, that it makes from the group's extended job
+//! with its extranonce prefix; `--sv2-standard-jobs` asks for the former);
 //! the same counters and measurements as a V1 miner.
 //!
 //! The difficulty it asks for is V1's `d=` (from `--password`): the channel
@@ -90,7 +92,13 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
         protocol: 0,
         min_version: 2,
         max_version: 2,
-        flags: REQUIRES_STANDARD_JOBS,
+        // Group jobs taken unless asked not to (the pool then sends each
+        // channel its merkle roots itself).
+        flags: if o.sv2_standard_jobs {
+            REQUIRES_STANDARD_JOBS
+        } else {
+            0
+        },
         endpoint_host: o.server.ip().to_string(),
         endpoint_port: o.server.port(),
         vendor: "sluice-simulator".into(),
@@ -130,6 +138,10 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
     let mut counted_out = wr.sent();
     let mut connected = false;
     let mut channel_id = 0u32;
+    // The group the channel is in (0: none) and its extranonce prefix, with
+    // which a group's extended job becomes the channel's merkle root.
+    let mut group = 0u32;
+    let mut extranonce_prefix: Vec<u8> = Vec::new();
     let mut target = Target::MAX;
     let mut difficulty = 1.0;
     let mut start_difficulty: Option<f64> = None;
@@ -181,8 +193,10 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                     Message::SetupConnectionError { error_code, .. } => {
                         return Ended::Failed(format!("setup refused: {error_code}"));
                     }
-                    Message::OpenStandardMiningChannelSuccess { channel_id: id, target: t, .. } => {
+                    Message::OpenStandardMiningChannelSuccess { channel_id: id, target: t, extranonce_prefix: prefix, group_channel_id, .. } => {
                         channel_id = id;
+                        group = group_channel_id;
+                        extranonce_prefix = prefix;
                         target = Target::from_le_bytes(t);
                         difficulty = difficulty_of(target);
                         start_difficulty.get_or_insert(difficulty);
@@ -191,6 +205,20 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                     }
                     Message::OpenMiningChannelError { error_code, .. } => {
                         return Ended::Failed(format!("channel refused: {error_code}"));
+                    }
+                    Message::SetGroupChannel { group_channel_id, channel_ids } if channel_ids.contains(&channel_id) => {
+                        group = group_channel_id;
+                    }
+                    Message::NewExtendedMiningJob(j) if group != 0 && j.channel_id == group => {
+                        let job = Job { id: j.job_id, version: j.version, merkle_root: group_root(&j, &extranonce_prefix) };
+                        match (j.min_ntime, &active) {
+                            (Some(ntime), Some(a)) => {
+                                active = Some(Active { job, prev_hash: a.prev_hash, ntime, nbits: a.nbits, next_nonce: 0 });
+                            }
+                            _ => {
+                                futures.insert(j.job_id, job);
+                            }
+                        }
                     }
                     Message::NewMiningJob { job_id, min_ntime, version, merkle_root, .. } => {
                         let job = Job { id: job_id, version, merkle_root };
@@ -295,6 +323,24 @@ async fn grind(a: &mut Active, target: Target, shared: &Shared) -> Option<(u32, 
         nonce,
     })
     .await
+}
+
+/// A standard channel's merkle root for a group's extended job: the coinbase
+/// with the channel's whole extranonce prefix as its extranonce.
+fn group_root(job: &sluice_sv2::codec::ExtendedJob, extranonce_prefix: &[u8]) -> [u8; 32] {
+    let coinbase = [
+        &job.coinbase_tx_prefix[..],
+        extranonce_prefix,
+        &job.coinbase_tx_suffix[..],
+    ]
+    .concat();
+    let txid = bitcoin::Txid::from_raw_hash(bitcoin::hashes::sha256d::Hash::hash(&coinbase));
+    let path: Vec<TxMerkleNode> = job
+        .merkle_path
+        .iter()
+        .map(|n| TxMerkleNode::from_byte_array(*n))
+        .collect();
+    sluice_core::merkle::merkle_root(txid, &path).to_byte_array()
 }
 
 #[cfg(test)]

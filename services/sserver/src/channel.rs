@@ -124,6 +124,12 @@ impl SentJobs {
         })
     }
 
+    /// The next job new to the channel is numbered `serial` (a group's
+    /// id for it: every member numbers a job alike).
+    pub(crate) fn number_next(&mut self, serial: u64) {
+        self.next_serial = serial;
+    }
+
     /// `difficulty` was told with the channel's opening.
     pub(crate) fn told(&mut self, difficulty: f64) {
         self.told = Some(difficulty);

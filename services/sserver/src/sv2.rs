@@ -10,9 +10,10 @@
 //! V1 (so no V1 session and no channel ever do the same work), its own
 //! vardiff sent as `SetTarget`, and the board's jobs: a new tip as a future
 //! job plus `SetNewPrevHash`, a refresh on the same tip as a job active at
-//! once. Extended channels roll the V1 extranonce2; standard channels get one
-//! merkle root per job computed here with a fixed extranonce2, random per
-//! channel.
+//! once. Extended channels roll the V1 extranonce2; standard channels have a
+//! fixed extranonce2, random per channel, and are in the connection's group
+//! (one extended job for all of them: see `group`), or, on a device that
+//! requires standard jobs, get one merkle root per job computed here.
 //! Accepted shares are answered in batches (one `SubmitShares.Success` per
 //! channel for all a read brought, after the broker acknowledged them, as V1
 //! answers wait); rejections at once with the spec's error codes.
@@ -36,6 +37,7 @@ use crate::shared::Shared;
 use session::Session;
 
 mod channels;
+mod group;
 mod session;
 
 /// `[sv2]`: the Stratum V2 listener (none by default).
@@ -185,6 +187,7 @@ pub async fn serve(
         setup: None,
         channels: HashMap::new(),
         next_channel_id: 1,
+        group: None,
         started: Instant::now(),
         last_read: Instant::now(),
         rejects: RejectWindow::new(max_rejects, Duration::from_secs(60)),

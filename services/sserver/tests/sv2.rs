@@ -451,6 +451,147 @@ async fn a_standard_channel_gets_merkle_roots_and_each_new_tip() {
     assert_ne!(tips[0], tips[1], "the new tip reached the channel");
 }
 
+/// A device that takes group jobs (no REQUIRES_STANDARD_JOBS) has every
+/// standard channel in the connection's group: a new block reaches all of
+/// them as one extended job and one SetNewPrevHash sent to the group, each
+/// channel makes its merkle root with its own extranonce prefix, and a job
+/// has one id on every channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_channels_in_a_group_get_one_job_for_all() {
+    let (r, addr, authority) = sv2_rig().await;
+    let shares = r.shares().await;
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    assert!(matches!(
+        m.setup(0).await,
+        Message::SetupConnectionSuccess { .. }
+    ));
+    // Two channels, their openings and first jobs (each on its own channel:
+    // the group's newest job, under the group's id for it).
+    let mut channels = Vec::new();
+    let mut first_jobs = Vec::new();
+    for (request_id, worker) in [(1u32, "a"), (2, "b")] {
+        m.send(Message::OpenStandardMiningChannel(OpenChannel {
+            request_id,
+            user_identity: format!("{}.{worker}", r.user),
+            ..open(&r.user)
+        }))
+        .await;
+        let opened = loop {
+            match m.recv().await {
+                m @ Message::OpenStandardMiningChannelSuccess { .. } => break m,
+                Message::NewMiningJob {
+                    job_id, channel_id, ..
+                } => first_jobs.push((channel_id, job_id)),
+                _ => {}
+            }
+        };
+        let Message::OpenStandardMiningChannelSuccess {
+            channel_id,
+            target,
+            extranonce_prefix,
+            group_channel_id,
+            ..
+        } = opened
+        else {
+            unreachable!()
+        };
+        channels.push((
+            channel_id,
+            Target::from_le_bytes(target),
+            extranonce_prefix,
+            group_channel_id,
+        ));
+    }
+    let group = channels[0].3;
+    assert_ne!(group, 0, "the channel is in a group");
+    assert_eq!(
+        channels[1].3, group,
+        "one group for the connection's channels"
+    );
+    assert!(
+        channels.iter().all(|c| c.0 != group),
+        "the group's id is no channel's"
+    );
+
+    // A block found elsewhere: one job to the group, then its prev hash.
+    r.generate().await;
+    let (ext, prev) = loop {
+        match m.recv().await {
+            Message::NewExtendedMiningJob(j) if j.min_ntime.is_none() => {
+                assert_eq!(j.channel_id, group, "the new tip's job goes to the group");
+                break (j, m.recv().await);
+            }
+            Message::NewMiningJob {
+                job_id,
+                channel_id,
+                min_ntime: None,
+                ..
+            } => {
+                first_jobs.push((channel_id, job_id));
+                // Only the first jobs, before the new tip, come per channel.
+                assert!(
+                    first_jobs.len() <= 2,
+                    "a per-channel future job: {first_jobs:?}"
+                );
+            }
+            _ => {}
+        }
+    };
+    let Message::SetNewPrevHash {
+        channel_id: prev_channel,
+        job_id: prev_job,
+        prev_hash,
+        min_ntime,
+        nbits,
+    } = prev
+    else {
+        panic!("no SetNewPrevHash after the group's job: {prev:?}");
+    };
+    assert_eq!((prev_channel, prev_job), (group, ext.job_id));
+    if let [(_, a), (_, b)] = first_jobs[..] {
+        assert_eq!(a, b, "the same job has the same id on both channels");
+        assert_ne!(a, ext.job_id, "a new job has a new id");
+    }
+    // Each channel mines the group's job with its own extranonce prefix.
+    for (seq, (channel_id, target, prefix, _)) in channels.iter().enumerate() {
+        let work = Work {
+            job_id: ext.job_id,
+            version: ext.version,
+            merkle_root: extended_root(
+                &ext.coinbase_tx_prefix,
+                prefix,
+                &[],
+                &ext.coinbase_tx_suffix,
+                &ext.merkle_path,
+            ),
+            prev_hash,
+            ntime: min_ntime,
+            nbits,
+        };
+        let (nonce, hash) = grind(&work, *target, 0, true);
+        m.send(Message::SubmitSharesStandard(SubmitShares {
+            channel_id: *channel_id,
+            sequence_number: seq as u32,
+            job_id: work.job_id,
+            nonce,
+            ntime: work.ntime,
+            version: work.version,
+        }))
+        .await;
+        assert!(
+            matches!(m.answer().await, Message::SubmitSharesSuccess { channel_id: c, .. } if c == *channel_id),
+            "channel {channel_id}'s share on the group's job was accepted"
+        );
+        let record = record_where(&shares, WAIT, "the share's record", |s| s.hash == hash).await;
+        assert_eq!(record.status, ShareStatus::Accepted);
+        assert_eq!(
+            record.extranonce2,
+            prefix[4..],
+            "the channel's own extranonce"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_pool_cannot_honour_is_refused_cleanly() {
     let (r, addr, authority) = sv2_rig().await;
@@ -708,7 +849,12 @@ async fn malformed_frames_are_skipped_or_close_the_connection_never_the_server()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vardiff_raises_a_fast_channel_s_difficulty_with_set_target() {
     let (r, addr, authority) = sv2_rig().await;
-    let mut m = raw_after_setup(addr, authority).await;
+    // Its own jobs (not its group's): the merkle root comes with each.
+    let mut m = Sv2Miner::connect(addr, authority).await;
+    assert!(matches!(
+        m.setup(REQUIRES_STANDARD_JOBS).await,
+        Message::SetupConnectionSuccess { .. }
+    ));
     m.send(Message::OpenStandardMiningChannel(open(&r.user)))
         .await;
     let Message::OpenStandardMiningChannelSuccess {

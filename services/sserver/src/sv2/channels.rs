@@ -9,13 +9,15 @@ use bitcoin::hashes::Hash;
 use sluice_core::record::{EventKind, MinerIdentity, MiningProtocol};
 use sluice_core::worker::parse_login;
 use sluice_sv2::Message;
-use sluice_sv2::codec::{ExtendedJob, OpenChannel, SubmitShares};
+use sluice_sv2::codec::{OpenChannel, SubmitShares};
 use tokio::io::AsyncWrite;
 
+use super::group::{extended_job, set_new_prev_hash};
 use super::session::Session;
 use super::{MAX_CHANNELS, code};
-use crate::channel::{Channel, Via};
+use crate::channel::{Channel, Offer, Via};
 use crate::ids::SessionIndex;
+use crate::jobs::ServerJob;
 use crate::judge::{Rejection, ShareWork, target_of};
 use crate::shared::Miner;
 use crate::users::AuthError;
@@ -59,6 +61,32 @@ struct Batch {
     count: u32,
     sum: f64,
     last_sequence: u32,
+}
+
+impl Sv2Channel {
+    /// What a standard channel `id` is sent of `job` on its own: its merkle
+    /// root (and the new tip) when the job is new to it.
+    pub(super) fn standard_job(&self, id: u32, offer: &Offer, job: &ServerJob) -> Vec<Message> {
+        let Some(serial) = offer.fresh else {
+            return vec![];
+        };
+        let job_id = serial as u32;
+        let txid = job
+            .work
+            .coinbase_txid(&self.channel.extranonce1, &self.extranonce2);
+        let root = sluice_core::merkle::merkle_root(txid, &job.job.merkle_branch);
+        let mut out = vec![Message::NewMiningJob {
+            channel_id: id,
+            job_id,
+            min_ntime: (!offer.clean).then_some(job.job.time),
+            version: job.job.version.to_consensus() as u32,
+            merkle_root: root.to_byte_array(),
+        }];
+        if offer.clean {
+            out.push(set_new_prev_hash(id, job_id, job));
+        }
+        out
+    }
 }
 
 /// A rejection in SV2's words.
@@ -132,8 +160,25 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let now = self.started.elapsed().as_secs_f64();
         let mut vardiff = Vardiff::new(c.vardiff, start, now);
         vardiff.set_floor(floor, now);
-        let id = self.next_channel_id;
-        self.next_channel_id = self.next_channel_id.wrapping_add(1).max(1);
+        let id = self.take_channel_id();
+        // A device that takes group jobs has its standard channels in the
+        // connection's group (made with the first).
+        let takes_group_jobs = self
+            .setup
+            .as_ref()
+            .is_some_and(|s| s.flags & sluice_sv2::codec::REQUIRES_STANDARD_JOBS == 0);
+        let group_channel_id = if kind == Kind::Standard && takes_group_jobs {
+            match &self.group {
+                Some(g) => g.id,
+                None => {
+                    let g = self.take_channel_id();
+                    self.group = Some(super::group::Group::new(g));
+                    g
+                }
+            }
+        } else {
+            0
+        };
         let target = sluice_sv2::target_bytes(target_of(vardiff.current()));
         let en2 = c.extranonce2_size;
         let extranonce2 = match kind {
@@ -146,7 +191,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 channel_id: id,
                 target,
                 extranonce_prefix: [&extranonce1[..], &extranonce2[..]].concat(),
-                group_channel_id: 0,
+                group_channel_id,
             },
             Kind::Extended => Message::OpenExtendedMiningChannelSuccess {
                 request_id: open.request_id,
@@ -175,6 +220,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         shared.metrics.sv2_channels.inc();
         self.channels.insert(id, ch);
         Ok(id)
+    }
+
+    /// A channel id not in use on this connection.
+    fn take_channel_id(&mut self) -> u32 {
+        let id = self.next_channel_id;
+        self.next_channel_id = self.next_channel_id.wrapping_add(1).max(1);
+        id
     }
 
     pub(super) fn update_channel(
@@ -210,10 +262,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let Some(job) = self.board.borrow_and_update().latest().cloned() else {
             return;
         };
-        let Some(ch) = self.channels.get_mut(&id) else {
-            return;
+        let offer = if self.in_group(id) {
+            self.offer_in_group(id, &job, force)
+        } else {
+            let ch = self.channels.get_mut(&id);
+            ch.and_then(|ch| ch.channel.offer(&job, force))
         };
-        let Some(offer) = ch.channel.offer(&job, force) else {
+        let (Some(offer), Some(ch)) = (offer, self.channels.get(&id)) else {
             return;
         };
         let mut out = Vec::new();
@@ -224,49 +279,19 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             });
         }
         // The job sent last is not sent again: the device has it.
-        if let Some(serial) = offer.fresh {
-            let job_id = serial as u32;
-            let min_ntime = (!offer.clean).then_some(job.job.time);
-            let version = job.job.version.to_consensus() as u32;
-            out.push(match ch.kind {
-                Kind::Extended => Message::NewExtendedMiningJob(ExtendedJob {
-                    channel_id: id,
-                    job_id,
-                    min_ntime,
-                    version,
+        match ch.kind {
+            Kind::Standard => out.extend(ch.standard_job(id, &offer, &job)),
+            Kind::Extended => {
+                if let Some(serial) = offer.fresh {
+                    let job_id = serial as u32;
                     // As the pool's mask allows (the share's bits are held to it).
-                    version_rolling_allowed: self.shared.config.version_mask != 0,
-                    merkle_path: job
-                        .job
-                        .merkle_branch
-                        .iter()
-                        .map(|n| n.to_byte_array())
-                        .collect(),
-                    coinbase_tx_prefix: job.work.coinbase1.clone(),
-                    coinbase_tx_suffix: job.work.coinbase2.clone(),
-                }),
-                Kind::Standard => {
-                    let txid = job
-                        .work
-                        .coinbase_txid(&ch.channel.extranonce1, &ch.extranonce2);
-                    let root = sluice_core::merkle::merkle_root(txid, &job.job.merkle_branch);
-                    Message::NewMiningJob {
-                        channel_id: id,
-                        job_id,
-                        min_ntime,
-                        version,
-                        merkle_root: root.to_byte_array(),
+                    let rolling = self.shared.config.version_mask != 0;
+                    let ext = extended_job(id, job_id, &job, offer.clean, rolling);
+                    out.push(Message::NewExtendedMiningJob(ext));
+                    if offer.clean {
+                        out.push(set_new_prev_hash(id, job_id, &job));
                     }
                 }
-            });
-            if offer.clean {
-                out.push(Message::SetNewPrevHash {
-                    channel_id: id,
-                    job_id,
-                    prev_hash: job.job.prev_blockhash.to_byte_array(),
-                    min_ntime: job.job.time,
-                    nbits: job.job.bits.to_consensus(),
-                });
             }
         }
         for m in &out {

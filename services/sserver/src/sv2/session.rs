@@ -30,6 +30,9 @@ pub(super) struct Session<W> {
     pub(super) setup: Option<SetupConnection>,
     pub(super) channels: HashMap<u32, Sv2Channel>,
     pub(super) next_channel_id: u32,
+    /// The group of its standard channels, once one is open (and the
+    /// device takes group jobs).
+    pub(super) group: Option<super::group::Group>,
     pub(super) started: Instant,
     pub(super) last_read: Instant,
     pub(super) rejects: RejectWindow,
@@ -97,9 +100,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     if changed.is_err() {
                         return End::Drained;
                     }
+                    self.notify_group();
                     let ids: Vec<u32> = self.channels.keys().copied().collect();
                     for id in ids {
-                        self.notify(id, false);
+                        if !self.in_group(id) {
+                            self.notify(id, false);
+                        }
                     }
                 }
                 () = &mut timer => {

@@ -7,7 +7,8 @@
 # minute; it fails unless blocks are found, recorded and credited): on an
 # operator's own node, with a fresh SLUICE_STATE beside the old one
 # (install/check-own-state.sh), and as it is; then the Grafana
-# dashboard's queries through a real Prometheus on that pool. Leaves the stack
+# dashboard's queries through a real Prometheus on that pool, and the kill
+# matrix's short form on it. Leaves the stack
 # running for the next run (install/stack.sh down stops it); .ci/run stops it
 # afterwards.
 set -euo pipefail
@@ -20,8 +21,9 @@ bash install/stack.sh up
 # Test tools: Prometheus (promtool and a server) checks the Grafana dashboard,
 # Debian's chromium runs the dashboard's browser test.
 debian_packages prometheus chromium
-# SRI's translator_sv2: the SV2 interop test's peer.
+# SRI's translator_sv2 and mining_device: the SV2 interop tests' peers.
 bash install/sv2-translator.sh
+bash install/sv2-mining-device.sh
 # The local pool's services (from an earlier install/run.sh) would share the
 # two cores with the tests; run.sh starts them again at the end.
 supervisorctl_ stop nodesim gbtmaker jobmaker jobmaker-standby sserver blkmaker statshttpd agent payer >/dev/null || true
@@ -102,3 +104,9 @@ log "the Grafana dashboard's queries against the pool command 1 left running"
 python3 install/check-dashboard.py
 log "the web dashboard in chromium against that pool (screenshots in $SLUICE_STATE/screenshots)"
 SLUICE_TOOLS=$SLUICE_TOOLS node install/web/browser-test.cjs "$SLUICE_STATE/screenshots" demo
+# The kill matrix, short: sserver killed with SIGKILL, and the broker stopped,
+# then sserver killed while it is down, then both back. Any block or accepted
+# share lost (checked by header hash) or recorded twice fails it. Every row:
+# install/kill-matrix.sh (BENCHMARKS.md).
+log "the kill matrix, short form: sserver, kafka+sserver"
+SLUICE_KM_MINERS=200 SLUICE_KM_BEFORE=5 SLUICE_KM_AFTER=25 bash install/kill-matrix.sh sserver kafka+sserver

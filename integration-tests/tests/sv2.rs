@@ -337,6 +337,116 @@ user_identity = "{user}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Where `install/sv2-mining-device.sh` puts SRI's mining_device.
+fn mining_device_bin() -> PathBuf {
+    let tools = std::env::var("SLUICE_TOOLS").unwrap_or_else(|_| "/opt/sluice-tools".into());
+    let bin = PathBuf::from(tools).join("mining-device/bin/mining_device");
+    assert!(
+        bin.exists(),
+        "{} is missing: install/sv2-mining-device.sh installs SRI's mining_device",
+        bin.display()
+    );
+    bin
+}
+
+/// SRI's own mining_device (its code, not ours, assembles each header) on a
+/// standard channel: it requires standard jobs, so sserver computes every
+/// merkle root; its shares are accepted and the blocks it finds are
+/// accepted by the node, so each root matched the coinbase sserver built,
+/// across new tips (SetNewPrevHash) and targets (SetTarget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sri_s_mining_device_mines_blocks_on_a_standard_channel() {
+    use sluice_core::record::ShareStatus;
+    let _one = ONE_POOL_AT_A_TIME.lock().await;
+    let bin = mining_device_bin();
+    // The device hashes about 25 times a second (one nonce per call, 40 ms
+    // apart); one hash in 8 is a share at this difficulty (target 2^253),
+    // one in 64 a block (the network's target is 2^250): some 3 shares and
+    // 0.4 blocks a second. Slow on purpose: the device stamps every header
+    // of a job with its own clock plus 60 s, so blocks found many times a
+    // second would push the chain's median time past beyond that stamp.
+    let difficulty = 2f64.powi(-29);
+    let (pool, addr, authority) = sv2_pool_with(|c| {
+        c.difficulty.default = difficulty;
+        c.difficulty.min = difficulty;
+        c.difficulty.max = difficulty;
+    })
+    .await;
+    let shares = pool
+        .pipeline
+        .tail::<ShareRecord>(&pool.pipeline.kafka.topics.share, 0)
+        .await;
+    let dir = std::env::temp_dir().join(unique_name("e2e-mining-device-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("mining_device.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut device = std::process::Command::new(bin)
+        .args(["--address-pool", &addr.to_string()])
+        .args(["--pubkey-pool", &authority.to_string()])
+        .args(["--id-user", &format!("{}.sri-device", pool.user)])
+        .args([
+            "--handicap",
+            "40000",
+            "--nonces-per-call",
+            "1",
+            "--cores",
+            "1",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop_guard();
+
+    // Its shares on the Share topic: accepted, blocks among them.
+    let (mut accepted, mut blocks) = (0u32, Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while accepted < 10 || blocks.len() < 3 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let device_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let r = shares
+            .next_matching(left, |s| s.worker_name == "sri-device")
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{accepted} shares and {} blocks from the device within 90 s; its log:\n{}",
+                    blocks.len(),
+                    device_log()
+                )
+            });
+        assert_eq!(r.protocol, MiningProtocol::StratumV2);
+        match r.status {
+            ShareStatus::Accepted => accepted += 1,
+            ShareStatus::Block => {
+                accepted += 1;
+                blocks.push(r.hash.to_string());
+            }
+            // A share on the tip a block of its own just replaced.
+            ShareStatus::Stale => {}
+            other => panic!(
+                "the device's share was refused ({other:?}); its log:\n{}",
+                device_log()
+            ),
+        }
+    }
+    device.stop();
+    let device_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        device_log.contains("Received SubmitSharesSuccess"),
+        "the device heard its shares accepted:\n{device_log}"
+    );
+    // Every block it found has its row and is on the node's best chain (or
+    // was, before a sibling of its own height won).
+    all_recorded(&pool, &blocks).await;
+    let on_chain = common::pool_blocks_on_best_chain(&pool).await;
+    let landed = blocks.iter().filter(|b| on_chain.contains(b)).count();
+    eprintln!(
+        "mining_device: {accepted} shares accepted, {} blocks found, {landed} on the best chain",
+        blocks.len()
+    );
+    assert!(landed >= 1, "the node accepted the device's blocks");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A child process killed when dropped (a failed assertion must not leave
 /// the translator running).
 struct Killed(std::process::Child);

@@ -309,6 +309,8 @@ async fn a_killed_jobmaker_leader_and_a_killed_blkmaker_lose_nothing() {
     let ours = pool_blocks_on_best_chain(&pool).await;
     assert!(!ours.is_empty(), "the pool's blocks are on the best chain");
     all_recorded(&pool, &ours).await;
+    // Share by share, block by block: nothing the miners were told lost.
+    common::nothing_lost(&pool, &report).await;
     statshttpd_credits(&pool, &counters).await;
     drop(children);
     std::fs::remove_dir_all(&dir).ok();

@@ -16,8 +16,8 @@ use std::time::Duration;
 use bitcoincore_rpc::RpcApi;
 use common::{
     InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, accepted_at_least, all_recorded,
-    candidates_all_sent, http_json, pool_blocks_on_best_chain, start_mining, start_mining_until,
-    start_pool, statshttpd_credits,
+    candidates_all_sent, http_json, nothing_lost, pool_blocks_on_best_chain, start_mining,
+    start_mining_until, start_pool, statshttpd_credits,
 };
 use sluice_store::ListedBlock;
 use sluice_testkit::mysql_url;
@@ -168,6 +168,8 @@ async fn a_mariadb_outage_loses_no_block_and_no_share() {
     let ours = pool_blocks_on_best_chain(&pool).await;
     assert!(ours.len() >= 2, "the pool found blocks: {ours:?}");
     all_recorded(&pool, &ours).await;
+    // Share by share, block by block: nothing the miners were told lost.
+    nothing_lost(&pool, &report).await;
 
     // statshttpd credits every accepted share, outage or not.
     statshttpd_credits(&pool, &counters).await;
@@ -266,6 +268,8 @@ async fn broker_drill(
         sent.len()
     );
     all_recorded(&pool, &sent).await;
+    // Share by share, block by block: nothing the miners were told lost.
+    nothing_lost(&pool, &report).await;
 
     // statshttpd credits every accepted share, outage or not.
     statshttpd_credits(&pool, &counters).await;

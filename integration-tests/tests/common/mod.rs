@@ -221,6 +221,8 @@ pub(crate) async fn start_mining_until(
     options.password = format!("d={SHARE_DIFFICULTY}");
     options.rate = 200.0;
     options.duration = seconds;
+    // Each accepted share's header hash, for the checks by identity.
+    options.record_accepted = true;
     configure(&mut options);
     let counters = Arc::new(simulator::Counters::default());
     let sim = tokio::spawn(simulator::run(options, counters.clone(), stop));
@@ -280,6 +282,78 @@ pub(crate) async fn candidates_all_sent(pool: &Pool) -> Vec<String> {
         async move { (solved > 0 && sent.len() == solved).then_some(sent) }
     })
     .await
+}
+
+/// Checks by identity: every share the miners were told was accepted is on
+/// the pool's Share topic exactly once (accepted or block), and every block
+/// they found is known to the node (on its best chain or a side branch).
+/// Waits up to 60 s for the topic to have them all (a broker catching up).
+pub(crate) async fn nothing_lost(pool: &Pool, report: &simulator::Report) {
+    use std::collections::HashMap;
+    let told = &report.accepted_hashes;
+    assert_eq!(
+        told.len() as u64,
+        report.totals.accepted,
+        "the simulator listed every accepted share"
+    );
+    let topic = sluice_bus::Topic::<sluice_core::record::ShareRecord>::new(
+        pool.pipeline.kafka.topics.share.clone(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut on_topic: HashMap<String, u32> = HashMap::new();
+        sluice_bus::read_to_end(
+            &pool.pipeline.kafka,
+            &topic,
+            &HashMap::new(),
+            Duration::from_secs(30),
+            |r| {
+                if r.value.status.is_accepted() {
+                    *on_topic.entry(r.value.hash.to_string()).or_default() += 1;
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let missing: Vec<&String> = told.iter().filter(|h| !on_topic.contains_key(*h)).collect();
+        let twice: Vec<&String> = told
+            .iter()
+            .filter(|h| on_topic.get(*h).is_some_and(|n| *n > 1))
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "accepted shares on the topic twice: {twice:?}"
+        );
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} accepted shares are not on the Share topic, e.g. {:?}",
+            missing.len(),
+            told.len(),
+            &missing[..missing.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let client = pool.pipeline.node.client();
+    let blocks = report.blocks_found.clone();
+    let unknown = tokio::task::spawn_blocking(move || {
+        use bitcoincore_rpc::RpcApi;
+        blocks
+            .into_iter()
+            .filter(|h| {
+                let hash: bitcoin::BlockHash = h.parse().unwrap();
+                client.get_block_header(&hash).is_err()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(
+        unknown.is_empty(),
+        "blocks the miners found that the node does not have: {unknown:?}"
+    );
 }
 
 /// Waits (60 s at most) until every hash in `hashes` has its found_blocks

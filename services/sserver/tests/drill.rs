@@ -77,6 +77,7 @@ async fn drill(protocol: simulator::Protocol) {
     options.password = "d=0.0000000002".into();
     options.rate = 500.0;
     options.duration = 0.0;
+    options.record_accepted = true;
     let counters = Arc::new(simulator::Counters::default());
     let stop = CancellationToken::new();
     let sim = tokio::spawn(simulator::run(options, counters.clone(), stop.clone()));
@@ -150,34 +151,43 @@ async fn drill(protocol: simulator::Protocol) {
     server.kill().unwrap();
     server.wait().unwrap();
 
-    // Every accepted share is on the topic, none twice: the records with an
-    // accepted status (block included) are at least what the miners were
-    // told, their header hashes all distinct. More only by submits the kill
-    // left unanswered (recorded, the answer never written): the miner did
-    // that work and is credited for it.
-    let accepted = counters.accepted.load(Ordering::Relaxed);
-    let unanswered = counters.submitted.load(Ordering::Relaxed)
-        - accepted
-        - counters.rejected.load(Ordering::Relaxed);
-    let (records, distinct) = accepted_on_topic(&pipeline).await;
+    // Every accepted share is on the topic, once: each header hash a miner
+    // was told was accepted, looked up by identity (a lost share cannot hide
+    // behind an unanswered one that was recorded). More records only by
+    // submits the kill left unanswered (recorded, the answer never written):
+    // the miner did that work and is credited for it.
+    let accepted = report.totals.accepted;
+    let unanswered = report.totals.submitted - accepted - report.totals.rejected;
+    let on_topic = accepted_on_topic(&pipeline).await;
+    let records: u32 = on_topic.values().sum();
     eprintln!(
         "drill ({protocol:?}): {accepted} shares accepted by two servers, the first killed; {records} on the topic; {unanswered} submits unanswered"
     );
-    assert_eq!(distinct, records, "a share recorded twice");
-    assert!(
-        records >= accepted,
-        "accepted shares lost: the miners saw {accepted} accepted, the topic has {records}"
+    assert_eq!(
+        report.accepted_hashes.len() as u64,
+        accepted,
+        "every accepted share listed"
     );
+    let missing = report
+        .accepted_hashes
+        .iter()
+        .filter(|h| !on_topic.contains_key(*h))
+        .count();
+    assert_eq!(missing, 0, "accepted shares missing from the topic");
+    let twice: Vec<_> = on_topic.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "shares recorded twice: {twice:?}");
     assert!(
-        records - accepted <= unanswered,
+        u64::from(records) - accepted <= unanswered,
         "{records} records for {accepted} accepted shares and {unanswered} unanswered submits"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The accepted (or block) records on the pipeline's fresh Share topic, and
-/// how many distinct header hashes they carry.
-async fn accepted_on_topic(pipeline: &sluice_rig::Pipeline) -> (u64, u64) {
+/// The accepted (or block) records on the pipeline's fresh Share topic: how
+/// many there are of each header hash.
+async fn accepted_on_topic(
+    pipeline: &sluice_rig::Pipeline,
+) -> std::collections::HashMap<String, u32> {
     use sluice_core::record::{ShareRecord, ShareStatus};
     let name = &pipeline.kafka.topics.share;
     let marks = sluice_bus::fetch_watermarks(&pipeline.kafka, name)
@@ -185,17 +195,15 @@ async fn accepted_on_topic(pipeline: &sluice_rig::Pipeline) -> (u64, u64) {
         .unwrap();
     let total: i64 = marks.iter().map(|(_, low, high)| high - low).sum();
     let tail = pipeline.tail::<ShareRecord>(name, total).await;
-    let mut hashes = std::collections::HashSet::new();
-    let mut records = 0u64;
+    let mut hashes = std::collections::HashMap::new();
     for _ in 0..total {
         let r = tokio::time::timeout(Duration::from_secs(30), tail.next())
             .await
             .expect("the topic's records within 30 s")
             .unwrap();
         if matches!(r.value.status, ShareStatus::Accepted | ShareStatus::Block) {
-            records += 1;
-            hashes.insert(r.value.hash);
+            *hashes.entry(r.value.hash.to_string()).or_default() += 1;
         }
     }
-    (records, hashes.len() as u64)
+    hashes
 }

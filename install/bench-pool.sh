@@ -11,7 +11,9 @@
 # before the miners connect and at its peak, per connection. With
 # SLUICE_BENCH_ACCEPT_WAIT_MS=0 answers submits before the broker acknowledges
 # (sserver's accept_wait_ms; deploy/config/sserver.toml's by default).
-# SLUICE_BENCH_SPOOL_MB sets sserver's [spool] max_mb (0: no spool).
+# SLUICE_BENCH_SPOOL_MB sets sserver's [spool] max_mb (0: no spool);
+# SLUICE_BENCH_SPOOL_MB=none leaves the [spool] table out (for an sserver
+# from before it).
 # SLUICE_BENCH_BROKER_AWAY=1 stops the local stack's broker once sserver has
 # its jobs, before the miners connect, and starts it again at the end: every
 # answer then waits accept_wait_ms and, with a spool, for its fsync.
@@ -70,7 +72,8 @@ topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
     -e 's/^default = .*/default = 0.0000000002/; s/^min = .*/min = 0.0000000002/; s/^max = .*/max = 0.0000000002/' \
     -e "s/^accept_wait_ms = .*/accept_wait_ms = ${SLUICE_BENCH_ACCEPT_WAIT_MS:-500}/" \
-    -e "s/^max_mb = .*/max_mb = ${SLUICE_BENCH_SPOOL_MB:-1024}/" \
+    -e "$([ "${SLUICE_BENCH_SPOOL_MB:-}" = none ] && echo '/^\[spool\]/,/^max_mb/d' ||
+        echo "s/^max_mb = .*/max_mb = ${SLUICE_BENCH_SPOOL_MB:-1024}/")" \
     > "$WORK/sserver.toml"
 
 "$REL/sluicectl" -c "$WORK/sluicectl.toml" create-topics >/dev/null
@@ -174,6 +177,26 @@ if [ "${SLUICE_BENCH_PROTOCOL:-v1}" = v2 ]; then
 fi
 [ -n "${SLUICE_BENCH_AGENT:-}" ] && proto_args=(--server 127.0.0.1:3341)
 if [ -n "${SLUICE_BENCH_BROKER_AWAY:-}" ]; then
+    # Only once sserver has a job to hand out (a miner's view: a notify).
+    has_job() {
+        python3 - <<'EOF_PROBE'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", 3334), timeout=3)
+s.sendall(b'{"id":1,"method":"mining.subscribe","params":[]}\n'
+          b'{"id":2,"method":"mining.authorize","params":["bench.probe","x"]}\n')
+seen = b""
+try:
+    while b"\"method\":\"mining.notify\"" not in seen:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        seen += chunk
+except socket.timeout:
+    pass
+sys.exit(0 if b"\"method\":\"mining.notify\"" in seen else 1)
+EOF_PROBE
+    }
+    wait_until 60 "bench sserver to have a job" has_job
     log "stopping the broker for the run (SLUICE_BENCH_BROKER_AWAY)"
     BROKER_STOPPED=1
     supervisorctl_ stop kafka >/dev/null

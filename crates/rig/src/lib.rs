@@ -331,6 +331,28 @@ impl Pipeline {
             .unwrap()
     }
 
+    /// How many accepted (or block) records each header hash has on the
+    /// Share topic, read whole: what the checks by identity compare the
+    /// hashes miners were told were accepted with.
+    pub async fn accepted_on_topic(&self) -> std::collections::HashMap<String, u32> {
+        let topic = Topic::<sluice_core::record::ShareRecord>::new(self.kafka.topics.share.clone());
+        let mut on_topic = std::collections::HashMap::new();
+        sluice_bus::read_to_end(
+            &self.kafka,
+            &topic,
+            &std::collections::HashMap::new(),
+            Duration::from_secs(30),
+            |r| {
+                if r.value.status.is_accepted() {
+                    *on_topic.entry(r.value.hash.to_string()).or_default() += 1;
+                }
+            },
+        )
+        .await
+        .unwrap();
+        on_topic
+    }
+
     /// A new tip mined outside the pool.
     pub async fn generate(&self) -> BlockHash {
         self.node.generate().await

@@ -289,32 +289,15 @@ pub(crate) async fn candidates_all_sent(pool: &Pool) -> Vec<String> {
 /// they found is known to the node (on its best chain or a side branch).
 /// Waits up to 60 s for the topic to have them all (a broker catching up).
 pub(crate) async fn nothing_lost(pool: &Pool, report: &simulator::Report) {
-    use std::collections::HashMap;
     let told = &report.accepted_hashes;
     assert_eq!(
         told.len() as u64,
         report.totals.accepted,
         "the simulator listed every accepted share"
     );
-    let topic = sluice_bus::Topic::<sluice_core::record::ShareRecord>::new(
-        pool.pipeline.kafka.topics.share.clone(),
-    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let mut on_topic: HashMap<String, u32> = HashMap::new();
-        sluice_bus::read_to_end(
-            &pool.pipeline.kafka,
-            &topic,
-            &HashMap::new(),
-            Duration::from_secs(30),
-            |r| {
-                if r.value.status.is_accepted() {
-                    *on_topic.entry(r.value.hash.to_string()).or_default() += 1;
-                }
-            },
-        )
-        .await
-        .unwrap();
+        let on_topic = pool.pipeline.accepted_on_topic().await;
         let missing: Vec<&String> = told.iter().filter(|h| !on_topic.contains_key(*h)).collect();
         let twice: Vec<&String> = told
             .iter()

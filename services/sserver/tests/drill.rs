@@ -8,20 +8,12 @@
 
 mod common;
 
-use std::process::Child;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sluice_rig::Options;
-use sluice_testkit::{eventually, free_port, mysql_url, unique_name};
-use tokio_util::sync::CancellationToken;
+use sluice_testkit::{eventually, free_port};
 
 const MINERS: u64 = 2_000;
-
-fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
-    sluice_testkit::spawn_service(env!("CARGO_BIN_EXE_sserver"), config, log)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miners_reconnect_and_go_on_after_sserver_is_killed() {
@@ -35,36 +27,23 @@ async fn sv2_miners_reconnect_and_go_on_after_sserver_is_killed() {
 
 async fn drill(protocol: simulator::Protocol) {
     // Hard bits: shares are never blocks here.
-    let pipeline = sluice_rig::pipeline(Options {
-        bits: "1d00ffff".into(),
-        ..Options::default()
-    })
-    .await;
-    let user = unique_name("drill");
-    let store = sluice_store::Store::new(&mysql_url()).unwrap();
-    store.ensure_user(&user).await.unwrap();
-    store.close().await;
-    let dir = std::env::temp_dir().join(unique_name("sserver-drill-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, sv2_port) = (free_port(), free_port());
+    let sv2_port = free_port();
     let keys = sluice_sv2::AuthorityKeys::generate();
-    let key_file = dir.join("sv2-authority.toml");
-    keys.save_new(&key_file).unwrap();
-    let config_path = common::process_config(
-        &pipeline,
-        &dir,
-        port,
-        free_port(),
-        &format!(
+    let rig = common::process_rig("1d00ffff", "drill", |dir| {
+        let key_file = dir.join("sv2-authority.toml");
+        keys.save_new(&key_file).unwrap();
+        format!(
             "[difficulty]\ndefault = 0.0000000002\nmin = 0.0000000001\nmax = 0.000001\n\
              [sv2]\nlisten = \"127.0.0.1:{sv2_port}\"\nauthority_key_file = \"{}\"",
             key_file.display()
-        ),
-    );
-    let mut server = start(&config_path, &dir.join("first.log"));
+        )
+    })
+    .await;
+    let (pipeline, dir) = (&rig.pipeline, &rig.dir);
+    let mut server = rig.start("first.log");
 
     let server_port = match protocol {
-        simulator::Protocol::V1 => port,
+        simulator::Protocol::V1 => rig.port,
         simulator::Protocol::V2 => sv2_port,
     };
     let mut options = simulator::Options::new(
@@ -73,41 +52,15 @@ async fn drill(protocol: simulator::Protocol) {
     );
     options.protocol = protocol;
     options.authority_key = Some(keys.public().to_string());
-    options.user = user;
-    options.password = "d=0.0000000002".into();
+    options.user = rig.user.clone();
     options.rate = 500.0;
-    options.duration = 0.0;
-    options.record_accepted = true;
-    let counters = Arc::new(simulator::Counters::default());
-    let stop = CancellationToken::new();
-    let sim = tokio::spawn(simulator::run(options, counters.clone(), stop.clone()));
-    let c = counters.clone();
-    eventually(Duration::from_secs(30), "every miner mining", || {
-        let c = c.clone();
-        async move {
-            (c.connected.load(Ordering::Relaxed) == MINERS
-                && c.accepted.load(Ordering::Relaxed) >= 2_000)
-                .then_some(())
-        }
-    })
-    .await;
+    let (sim, counters, stop) = common::miners_mining(options, 2_000).await;
 
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
-    let c = counters.clone();
-    eventually(
-        Duration::from_secs(10),
-        "the miners see the server gone",
-        || {
-            let c = c.clone();
-            async move { (c.connected.load(Ordering::Relaxed) == 0).then_some(()) }
-        },
-    )
-    .await;
+    common::kill_under_miners(&mut server, &counters).await;
     let before = counters.accepted.load(Ordering::Relaxed);
 
     let restarted = std::time::Instant::now();
-    let mut server = start(&config_path, &dir.join("second.log"));
+    let mut server = rig.start("second.log");
     let c = counters.clone();
     // All 2,000 from one address within 30 s, with the default limits.
     eventually(
@@ -158,7 +111,7 @@ async fn drill(protocol: simulator::Protocol) {
     // the miner did that work and is credited for it.
     let accepted = report.totals.accepted;
     let unanswered = report.totals.submitted - accepted - report.totals.rejected;
-    let on_topic = accepted_on_topic(&pipeline).await;
+    let on_topic = pipeline.accepted_on_topic().await;
     let records: u32 = on_topic.values().sum();
     eprintln!(
         "drill ({protocol:?}): {accepted} shares accepted by two servers, the first killed; {records} on the topic; {unanswered} submits unanswered"
@@ -180,30 +133,5 @@ async fn drill(protocol: simulator::Protocol) {
         u64::from(records) - accepted <= unanswered,
         "{records} records for {accepted} accepted shares and {unanswered} unanswered submits"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// The accepted (or block) records on the pipeline's fresh Share topic: how
-/// many there are of each header hash.
-async fn accepted_on_topic(
-    pipeline: &sluice_rig::Pipeline,
-) -> std::collections::HashMap<String, u32> {
-    use sluice_core::record::{ShareRecord, ShareStatus};
-    let name = &pipeline.kafka.topics.share;
-    let marks = sluice_bus::fetch_watermarks(&pipeline.kafka, name)
-        .await
-        .unwrap();
-    let total: i64 = marks.iter().map(|(_, low, high)| high - low).sum();
-    let tail = pipeline.tail::<ShareRecord>(name, total).await;
-    let mut hashes = std::collections::HashMap::new();
-    for _ in 0..total {
-        let r = tokio::time::timeout(Duration::from_secs(30), tail.next())
-            .await
-            .expect("the topic's records within 30 s")
-            .unwrap();
-        if matches!(r.value.status, ShareStatus::Accepted | ShareStatus::Block) {
-            *hashes.entry(r.value.hash.to_string()).or_default() += 1;
-        }
-    }
-    hashes
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{DIFF, Rig, rig};
-use sluice_testkit::{free_port, mysql_url, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -59,30 +58,19 @@ struct Deployed {
 
 /// The process with `limits` (lines of its `[limits]` table).
 async fn deployed(limits: &str) -> Deployed {
-    let pipeline = sluice_rig::pipeline(sluice_rig::Options {
-        bits: common::BITS.into(),
-        ..sluice_rig::Options::default()
+    let rig = common::process_rig(common::BITS, "flood", |_| {
+        format!("[difficulty]\ndefault = {DIFF}\nmin = {DIFF}\nmax = {DIFF}\n[limits]\n{limits}")
     })
     .await;
-    let user = unique_name("flood");
-    let store = sluice_store::Store::new(&mysql_url()).unwrap();
-    store.ensure_user(&user).await.unwrap();
-    store.close().await;
-    let dir = std::env::temp_dir().join(unique_name("sserver-flood-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config = common::process_config(
-        &pipeline,
-        &dir,
+    let server = rig.start("sserver.log");
+    let common::ProcessRig {
+        pipeline,
+        user,
+        dir,
         port,
         admin,
-        &format!("[difficulty]\ndefault = {DIFF}\nmin = {DIFF}\nmax = {DIFF}\n[limits]\n{limits}"),
-    );
-    let server = sluice_testkit::spawn_service(
-        env!("CARGO_BIN_EXE_sserver"),
-        &config,
-        &dir.join("sserver.log"),
-    );
+        ..
+    } = rig;
     let stratum: SocketAddr = ([127, 0, 0, 1], port).into();
     sluice_testkit::eventually(
         Duration::from_secs(30),

@@ -9,23 +9,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sluice_core::record::ShareRecord;
-use sluice_rig::Options;
-use sluice_testkit::{Outage, eventually, free_port, mysql_url, unique_name};
-use tokio_util::sync::CancellationToken;
+use sluice_testkit::{Outage, eventually};
 
 const MINERS: u64 = 200;
-
-fn start(config: &Path, log: &Path) -> Child {
-    sluice_testkit::spawn_service(env!("CARGO_BIN_EXE_sserver"), config, log)
-}
 
 fn segments(spool: &Path) -> usize {
     std::fs::read_dir(spool).map_or(0, |d| {
@@ -48,51 +39,21 @@ async fn accepted_beyond(counters: &Arc<simulator::Counters>, from: u64, more: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_accepted_while_the_broker_is_down_survive_a_kill_9_of_sserver() {
     // Hard bits: shares are never blocks here.
-    let pipeline = sluice_rig::pipeline(Options {
-        bits: "1d00ffff".into(),
-        ..Options::default()
+    let rig = common::process_rig("1d00ffff", "spool", |_| {
+        "[difficulty]\ndefault = 0.0000000002\nmin = 0.0000000001\nmax = 0.000001\n".into()
     })
     .await;
-    let user = unique_name("spool");
-    let store = sluice_store::Store::new(&mysql_url()).unwrap();
-    store.ensure_user(&user).await.unwrap();
-    store.close().await;
-    let dir = std::env::temp_dir().join(unique_name("sserver-spool-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config = common::process_config(
-        &pipeline,
-        &dir,
-        port,
-        admin,
-        "[difficulty]\ndefault = 0.0000000002\nmin = 0.0000000001\nmax = 0.000001\n",
-    );
+    let (pipeline, admin) = (&rig.pipeline, rig.admin);
     // The default spool: next to the solved log.
-    let spool = dir.join("solved.spool");
-    let mut server = start(&config, &dir.join("first.log"));
-
+    let spool = rig.dir.join("solved.spool");
+    let mut server = rig.start("first.log");
     let mut options = simulator::Options::new(
-        format!("127.0.0.1:{port}").parse().unwrap(),
+        format!("127.0.0.1:{}", rig.port).parse().unwrap(),
         MINERS as usize,
     );
-    options.user = user;
-    options.password = "d=0.0000000002".into();
+    options.user = rig.user.clone();
     options.rate = 200.0;
-    options.duration = 0.0;
-    options.record_accepted = true;
-    let counters = Arc::new(simulator::Counters::default());
-    let stop = CancellationToken::new();
-    let sim = tokio::spawn(simulator::run(options, counters.clone(), stop.clone()));
-    let c = counters.clone();
-    eventually(Duration::from_secs(30), "every miner mining", || {
-        let c = c.clone();
-        async move {
-            (c.connected.load(Ordering::Relaxed) == MINERS
-                && c.accepted.load(Ordering::Relaxed) >= 200)
-                .then_some(())
-        }
-    })
-    .await;
+    let (sim, counters, stop) = common::miners_mining(options, 200).await;
 
     // The broker goes away; the miners' shares are answered from the spool.
     let outage = Outage::begin("kafka", 9092).await;
@@ -108,23 +69,13 @@ async fn shares_accepted_while_the_broker_is_down_survive_a_kill_9_of_sserver() 
         segments(&spool) > 0,
         "the shares answered during the outage are in the spool"
     );
-    server.kill().unwrap(); // SIGKILL, the broker still away
-    server.wait().unwrap();
-    let c = counters.clone();
-    eventually(
-        Duration::from_secs(10),
-        "the miners see the server gone",
-        || {
-            let c = c.clone();
-            async move { (c.connected.load(Ordering::Relaxed) == 0).then_some(()) }
-        },
-    )
-    .await;
+    // SIGKILL, the broker still away.
+    common::kill_under_miners(&mut server, &counters).await;
     let accepted_by_the_first = counters.accepted.load(Ordering::Relaxed);
 
     // Both back: the new sserver replays what the first one spooled.
     outage.end().await;
-    let mut server = start(&config, &dir.join("second.log"));
+    let mut server = rig.start("second.log");
     let replayed = eventually(
         Duration::from_secs(120),
         "the restarted sserver to send the spooled shares",
@@ -154,21 +105,7 @@ async fn shares_accepted_while_the_broker_is_down_survive_a_kill_9_of_sserver() 
     server.wait().unwrap();
 
     // Every share a miner was told was accepted is on the topic once.
-    let mut on_topic: HashMap<String, u32> = HashMap::new();
-    let topic = sluice_bus::Topic::<ShareRecord>::new(pipeline.kafka.topics.share.clone());
-    sluice_bus::read_to_end(
-        &pipeline.kafka,
-        &topic,
-        &HashMap::new(),
-        Duration::from_secs(30),
-        |r| {
-            if r.value.status.is_accepted() {
-                *on_topic.entry(r.value.hash.to_string()).or_default() += 1;
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let on_topic = pipeline.accepted_on_topic().await;
     let told = &report.accepted_hashes;
     assert_eq!(
         told.len() as u64,
@@ -191,5 +128,5 @@ async fn shares_accepted_while_the_broker_is_down_survive_a_kill_9_of_sserver() 
         &missing[..missing.len().min(5)]
     );
     assert!(twice.is_empty(), "shares on the topic twice: {twice:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&rig.dir).unwrap();
 }

@@ -188,6 +188,18 @@ fn grind(w: &Work, target: Target, from: u32, meet: bool) -> (u32, BlockHash) {
         .unwrap()
 }
 
+/// A standard share on `work` with `nonce`.
+fn standard_share(channel_id: u32, sequence_number: u32, work: &Work, nonce: u32) -> Message {
+    Message::SubmitSharesStandard(SubmitShares {
+        channel_id,
+        sequence_number,
+        job_id: work.job_id,
+        nonce,
+        ntime: work.ntime,
+        version: work.version,
+    })
+}
+
 fn extended_root(
     prefix: &[u8],
     en1: &[u8],
@@ -423,15 +435,8 @@ async fn a_standard_channel_gets_merkle_roots_and_each_new_tip() {
             nbits,
         };
         let (nonce, hash) = grind(&work, target, 0, true);
-        m.send(Message::SubmitSharesStandard(SubmitShares {
-            channel_id,
-            sequence_number: round,
-            job_id: work.job_id,
-            nonce,
-            ntime: work.ntime,
-            version: work.version,
-        }))
-        .await;
+        m.send(standard_share(channel_id, round, &work, nonce))
+            .await;
         assert!(
             matches!(m.answer().await, Message::SubmitSharesSuccess { last_sequence_number, .. } if last_sequence_number == round),
             "the standard share was accepted"
@@ -569,15 +574,8 @@ async fn standard_channels_in_a_group_get_one_job_for_all() {
             nbits,
         };
         let (nonce, hash) = grind(&work, *target, 0, true);
-        m.send(Message::SubmitSharesStandard(SubmitShares {
-            channel_id: *channel_id,
-            sequence_number: seq as u32,
-            job_id: work.job_id,
-            nonce,
-            ntime: work.ntime,
-            version: work.version,
-        }))
-        .await;
+        m.send(standard_share(*channel_id, seq as u32, &work, nonce))
+            .await;
         assert!(
             matches!(m.answer().await, Message::SubmitSharesSuccess { channel_id: c, .. } if c == *channel_id),
             "channel {channel_id}'s share on the group's job was accepted"

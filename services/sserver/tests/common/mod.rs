@@ -367,6 +367,110 @@ pub enum Want {
     Low,
 }
 
+/// sserver as its own process, not started yet: a pipeline of network
+/// `bits`, a fresh user, a work directory and the configuration.
+pub struct ProcessRig {
+    pub pipeline: Pipeline,
+    pub user: String,
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    pub admin: u16,
+    pub config: std::path::PathBuf,
+}
+
+/// A [`ProcessRig`] named `name`; `tables(dir)` gives the TOML tables its
+/// configuration ends with.
+pub async fn process_rig(
+    bits: &str,
+    name: &str,
+    tables: impl FnOnce(&std::path::Path) -> String,
+) -> ProcessRig {
+    let pipeline = sluice_rig::pipeline(Options {
+        bits: bits.into(),
+        ..Options::default()
+    })
+    .await;
+    let user = unique_name(name);
+    let store = Store::new(&mysql_url()).unwrap();
+    store.ensure_user(&user).await.unwrap();
+    store.close().await;
+    let dir = std::env::temp_dir().join(unique_name(&format!("sserver-{name}-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, admin) = (sluice_testkit::free_port(), sluice_testkit::free_port());
+    let config = process_config(&pipeline, &dir, port, admin, &tables(&dir));
+    ProcessRig {
+        pipeline,
+        user,
+        dir,
+        port,
+        admin,
+        config,
+    }
+}
+
+impl ProcessRig {
+    /// Starts the sserver process, its log in the work directory.
+    pub fn start(&self, log: &str) -> std::process::Child {
+        sluice_testkit::spawn_service(
+            env!("CARGO_BIN_EXE_sserver"),
+            &self.config,
+            &self.dir.join(log),
+        )
+    }
+}
+
+/// Simulated miners at `server` as `user` (difficulty 2e-10, running until
+/// stopped, every accepted hash listed), and their counters; returns once
+/// all `n` are connected and `accepted` shares are accepted.
+pub async fn miners_mining(
+    mut options: simulator::Options,
+    accepted: u64,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<simulator::Report>>,
+    std::sync::Arc<simulator::Counters>,
+    tokio_util::sync::CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    options.password = "d=0.0000000002".into();
+    options.duration = 0.0;
+    options.record_accepted = true;
+    let n = options.connections as u64;
+    let counters = std::sync::Arc::new(simulator::Counters::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sim = tokio::spawn(simulator::run(options, counters.clone(), stop.clone()));
+    let c = counters.clone();
+    sluice_testkit::eventually(Duration::from_secs(30), "every miner mining", || {
+        let c = c.clone();
+        async move {
+            (c.connected.load(Ordering::Relaxed) == n
+                && c.accepted.load(Ordering::Relaxed) >= accepted)
+                .then_some(())
+        }
+    })
+    .await;
+    (sim, counters, stop)
+}
+
+/// Kills `server` with SIGKILL and waits until every miner has seen it go.
+pub async fn kill_under_miners(
+    server: &mut std::process::Child,
+    counters: &std::sync::Arc<simulator::Counters>,
+) {
+    use std::sync::atomic::Ordering;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let c = counters.clone();
+    sluice_testkit::eventually(
+        Duration::from_secs(10),
+        "the miners see the server gone",
+        || {
+            let c = c.clone();
+            async move { (c.connected.load(Ordering::Relaxed) == 0).then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// An sserver configuration file for the binary run as its own process on
 /// `pipeline`'s topics and ZooKeeper root; `tables` (TOML tables such as
 /// `[difficulty]` and `[limits]`) are appended.

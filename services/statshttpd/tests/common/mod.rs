@@ -41,6 +41,20 @@ pub struct Rig {
     running: Option<(Context, JoinHandle<anyhow::Result<()>>)>,
 }
 
+/// Whether any pool statistics row lies on `day` (YYYYMMDD).
+async fn day_is_used(store: &Store, day: u32) -> bool {
+    let mut conn = store.pool().get_conn().await.unwrap();
+    let rows: Option<u64> = conn
+        .exec_first(
+            "SELECT (SELECT COUNT(*) FROM stats_pool_day WHERE day = ?) \
+                  + (SELECT COUNT(*) FROM stats_pool_hour WHERE hour BETWEEN ? AND ?)",
+            (day, day * 100, day * 100 + 23),
+        )
+        .await
+        .unwrap();
+    rows.unwrap_or(0) > 0
+}
+
 impl Rig {
     /// Fresh topics (Share with 3 partitions), a fresh user and directory;
     /// the clock at `t0 + 20 min`.
@@ -68,13 +82,19 @@ impl Rig {
         let store = Store::new(&sluice_testkit::mysql_url()).unwrap();
         let name = sluice_testkit::unique_name("statsuser");
         let user = store.ensure_user(&name).await.unwrap();
-        // A day of its own between 2040 and 2090.
+        // A day of its own between 2040 and 2090: one no earlier run left
+        // pool rows on (the pool's statistics are shared by every test and
+        // every run against this database; a day drawn again would count
+        // an old run's shares).
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64
             ^ u64::from(std::process::id()) << 20;
-        let day = 25_567 + seed % 18_000; // days since 1970: 2040-01-01 onward
+        let mut day = 25_567 + seed % 18_000; // days since 1970: 2040-01-01 onward
+        while day_is_used(&store, statshttpd::day_of(day * 86_400_000)).await {
+            day = 25_567 + (day - 25_567 + 7_919) % 18_000;
+        }
         let t0 = day * 86_400_000 + 12 * 3_600_000;
         let dir: PathBuf = std::env::temp_dir().join(sluice_testkit::unique_name("sharelog-"));
         let config = Config {

@@ -119,13 +119,14 @@ fn shares_by_status(ctx: &sluice_service::Context) -> std::collections::BTreeMap
         .collect()
 }
 
-/// Where `install/deps.sh` puts SRI's translator.
-fn translator_bin() -> PathBuf {
+/// An SRI program `install/` put under `$SLUICE_TOOLS` (`path` in it),
+/// installed by `script`.
+fn sri_tool(path: &str, script: &str) -> PathBuf {
     let tools = std::env::var("SLUICE_TOOLS").unwrap_or_else(|_| "/opt/sluice-tools".into());
-    let bin = PathBuf::from(tools).join("translator/bin/translator_sv2");
+    let bin = PathBuf::from(tools).join(path);
     assert!(
         bin.exists(),
-        "{} is missing: install/deps.sh installs SRI's translator_sv2",
+        "{} is missing: {script} installs it",
         bin.display()
     );
     bin
@@ -134,7 +135,7 @@ fn translator_bin() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sri_s_translator_carries_v1_miners_into_the_sv2_port() {
     let _one = ONE_POOL_AT_A_TIME.lock().await;
-    let bin = translator_bin();
+    let bin = sri_tool("translator/bin/translator_sv2", "install/sv2-translator.sh");
     // One difficulty, no retarget: translator_sv2 0.6.0 cannot turn a
     // SetTarget below difficulty 1 (regtest's) into a `mining.set_difficulty`
     // ("Failed to derive hashrate from SetTarget target: ArithmeticOverflow")
@@ -337,18 +338,6 @@ user_identity = "{user}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Where `install/sv2-mining-device.sh` puts SRI's mining_device.
-fn mining_device_bin() -> PathBuf {
-    let tools = std::env::var("SLUICE_TOOLS").unwrap_or_else(|_| "/opt/sluice-tools".into());
-    let bin = PathBuf::from(tools).join("mining-device/bin/mining_device");
-    assert!(
-        bin.exists(),
-        "{} is missing: install/sv2-mining-device.sh installs SRI's mining_device",
-        bin.display()
-    );
-    bin
-}
-
 /// SRI's own mining_device (its code, not ours, assembles each header) on a
 /// standard channel: it requires standard jobs, so sserver computes every
 /// merkle root; its shares are accepted and the blocks it finds are
@@ -358,7 +347,10 @@ fn mining_device_bin() -> PathBuf {
 async fn sri_s_mining_device_mines_blocks_on_a_standard_channel() {
     use sluice_core::record::ShareStatus;
     let _one = ONE_POOL_AT_A_TIME.lock().await;
-    let bin = mining_device_bin();
+    let bin = sri_tool(
+        "mining-device/bin/mining_device",
+        "install/sv2-mining-device.sh",
+    );
     // The device hashes about 25 times a second (one nonce per call, 40 ms
     // apart); one hash in 8 is a share at this difficulty (target 2^253),
     // one in 64 a block (the network's target is 2^250): some 3 shares and

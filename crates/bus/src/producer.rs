@@ -293,26 +293,15 @@ impl Producer {
     /// restarts): such a message is handed over again until it is taken,
     /// never dropped.
     pub async fn enqueue<T: Payload>(&self, topic: &Topic<T>, key: &[u8], value: &T) {
-        self.enqueue_with(topic, key, value, None).await;
+        self.enqueue_bytes(topic.name(), key, &value.encode_to_vec(), None)
+            .await;
     }
 
-    /// [`Producer::enqueue`], and the returned receiver resolves once the
-    /// broker has acknowledged the message (acks=all: every in-sync replica
-    /// has it). It resolves with an error only if the producer is dropped
-    /// with the message unsent.
-    pub async fn enqueue_acked<T: Payload>(
-        &self,
-        topic: &Topic<T>,
-        key: &[u8],
-        value: &T,
-    ) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue_with(topic, key, value, Some(tx)).await;
-        rx
-    }
-
-    /// [`Producer::enqueue_acked`] of a message already encoded: the caller
-    /// keeps the bytes (to write them elsewhere too).
+    /// [`Producer::enqueue`] of a message already encoded (the caller keeps
+    /// the bytes, to write them elsewhere too), and the returned receiver
+    /// resolves once the broker has acknowledged it (acks=all: every in-sync
+    /// replica has it). It resolves with an error only if the producer is
+    /// dropped with the message unsent.
     pub async fn enqueue_encoded_acked<T: Payload>(
         &self,
         topic: &Topic<T>,
@@ -323,17 +312,6 @@ impl Producer {
         self.enqueue_bytes(topic.name(), key, payload, Some(tx))
             .await;
         rx
-    }
-
-    async fn enqueue_with<T: Payload>(
-        &self,
-        topic: &Topic<T>,
-        key: &[u8],
-        value: &T,
-        acked: Option<oneshot::Sender<()>>,
-    ) {
-        self.enqueue_bytes(topic.name(), key, &value.encode_to_vec(), acked)
-            .await;
     }
 
     async fn enqueue_bytes(

@@ -211,26 +211,10 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                     }
                     Message::NewExtendedMiningJob(j) if group != 0 && j.channel_id == group => {
                         let job = Job { id: j.job_id, version: j.version, merkle_root: group_root(&j, &extranonce_prefix) };
-                        match (j.min_ntime, &active) {
-                            (Some(ntime), Some(a)) => {
-                                active = Some(Active { job, prev_hash: a.prev_hash, ntime, nbits: a.nbits, next_nonce: 0 });
-                            }
-                            _ => {
-                                futures.insert(j.job_id, job);
-                            }
-                        }
+                        take_job(job, j.min_ntime, &mut active, &mut futures);
                     }
                     Message::NewMiningJob { job_id, min_ntime, version, merkle_root, .. } => {
-                        let job = Job { id: job_id, version, merkle_root };
-                        match (min_ntime, &active) {
-                            // Active at once on the tip already known.
-                            (Some(ntime), Some(a)) => {
-                                active = Some(Active { job, prev_hash: a.prev_hash, ntime, nbits: a.nbits, next_nonce: 0 });
-                            }
-                            _ => {
-                                futures.insert(job_id, job);
-                            }
-                        }
+                        take_job(Job { id: job_id, version, merkle_root }, min_ntime, &mut active, &mut futures);
                     }
                     Message::SetNewPrevHash { job_id, prev_hash, min_ntime, nbits, .. } => {
                         if let Some(job) = futures.remove(&job_id) {
@@ -323,6 +307,31 @@ async fn grind(a: &mut Active, target: Target, shared: &Shared) -> Option<(u32, 
         nonce,
     })
     .await
+}
+
+/// A job for the channel (its own or its group's): active at once on the
+/// tip already known when it has a `min_ntime`, else a future job for the
+/// next SetNewPrevHash.
+fn take_job(
+    job: Job,
+    min_ntime: Option<u32>,
+    active: &mut Option<Active>,
+    futures: &mut HashMap<u32, Job>,
+) {
+    match (min_ntime, active.as_ref()) {
+        (Some(ntime), Some(a)) => {
+            *active = Some(Active {
+                job,
+                prev_hash: a.prev_hash,
+                ntime,
+                nbits: a.nbits,
+                next_nonce: 0,
+            });
+        }
+        _ => {
+            futures.insert(job.id, job);
+        }
+    }
 }
 
 /// A standard channel's merkle root for a group's extended job: the coinbase

@@ -19,13 +19,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::spool::Unacked;
 use bitcoin::BlockHash;
 use sluice_core::record::{MinerIdentity, MiningProtocol, ShareRecord, ShareStatus, SolvedShare};
 
 use crate::jobs::{ServerJob, now_secs};
 use crate::judge::{Credit, Judgement, SentJob, ShareWork, judge};
 use crate::shared::{Miner, Shared};
+use crate::spool::Unacked;
 use crate::vardiff::Vardiff;
 
 /// Jobs a channel remembers (shares for older ones are "job not found").

@@ -493,15 +493,12 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         vec![]
     });
     let solved_log = Arc::new(solved_log);
-    let spool = match config.spool_dir() {
-        Some(dir) => {
-            let (spool, leftover) =
-                spool::Spool::open(&dir, config.spool.max_mb << 20, metrics.clone())
-                    .map_err(|e| anyhow::anyhow!("[spool] {e}"))?;
-            Some((spool, leftover))
-        }
-        None => None,
-    };
+    let (spool, leftover) = config
+        .spool_dir()
+        .map(|dir| spool::Spool::open(&dir, config.spool.max_mb << 20, metrics.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("[spool] {e}"))?
+        .unzip();
     // Both producers wait out an away broker; /health says when they do.
     // Shares linger 1 ms: answers wait for their acknowledgement, and 1 ms
     // against 5 halved the submit round trip with the same saturated
@@ -520,7 +517,6 @@ pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
         ));
     }
     let share_topic = Topic::new(topics.share.clone());
-    let (spool, leftover) = spool.unzip();
     if let Some(leftover) = leftover {
         tracker.spawn(spool::replay(
             leftover,

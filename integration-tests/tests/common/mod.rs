@@ -359,18 +359,12 @@ pub(crate) async fn all_recorded(pool: &Pool, hashes: &[String]) -> HashSet<Stri
 
 /// Waits (60 s at most) until statshttpd's pool figures credit the
 /// difficulty the simulator had accepted (within 1%), and no more than that
-/// plus the submits the run's end left unanswered (recorded and credited,
-/// their answers never read; each at most twice the average difficulty);
-/// the credited figure.
+/// plus the difficulty of the submits the run's end left unanswered
+/// (recorded and credited, their answers never read); the credited figure.
 pub(crate) async fn statshttpd_credits(pool: &Pool, counters: &simulator::Counters) -> f64 {
     let simulated = counters.accepted_difficulty();
-    let accepted = counters.accepted.load(Ordering::Relaxed);
-    let unanswered = counters
-        .submitted
-        .load(Ordering::Relaxed)
-        .saturating_sub(accepted + counters.rejected.load(Ordering::Relaxed));
-    let per_share = simulated / accepted.max(1) as f64;
-    let most = (simulated + unanswered as f64 * per_share * 2.0) * 1.01;
+    let unanswered = counters.unanswered_difficulty();
+    let most = (simulated + unanswered) * 1.01;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut last = None;
     loop {
@@ -381,13 +375,16 @@ pub(crate) async fn statshttpd_credits(pool: &Pool, counters: &simulator::Counte
                 && credited >= simulated * 0.99
                 && credited <= most
             {
+                eprintln!(
+                    "statshttpd credits {credited:e}: the simulator accepted {simulated:e}, left {unanswered:e} unanswered"
+                );
                 return credited;
             }
             last = Some(figures);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "statshttpd did not catch up in 60 s: it credits {last:?}; the simulator accepted {simulated} ({unanswered} submits unanswered: at most {most})"
+            "statshttpd did not catch up in 60 s: it credits {last:?}; the simulator accepted {simulated} (unanswered submits of difficulty {unanswered}: at most {most})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

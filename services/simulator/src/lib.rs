@@ -198,6 +198,10 @@ pub struct Counters {
     pub clean_jobs: AtomicU64,
     /// Accepted difficulty, summed (an `f64`'s bits).
     pub accepted_difficulty_bits: AtomicU64,
+    /// The difficulty of the submits still waiting for their answer when
+    /// their miner stopped or lost its connection, summed (an `f64`'s
+    /// bits): the pool may have recorded and credited them.
+    pub unanswered_difficulty_bits: AtomicU64,
     /// Bytes written to the server.
     pub bytes_sent: AtomicU64,
     /// Bytes read from the server.
@@ -207,17 +211,30 @@ pub struct Counters {
 impl Counters {
     /// Adds `d` to the accepted difficulty.
     pub fn add_accepted_difficulty(&self, d: f64) {
-        let _ = self.accepted_difficulty_bits.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |bits| Some((f64::from_bits(bits) + d).to_bits()),
-        );
+        add_f64(&self.accepted_difficulty_bits, d);
     }
 
     /// The accepted difficulty so far.
     pub fn accepted_difficulty(&self) -> f64 {
         f64::from_bits(self.accepted_difficulty_bits.load(Ordering::Relaxed))
     }
+
+    /// A miner ended with submits of difficulties `pending` unanswered.
+    pub(crate) fn add_unanswered(&self, pending: impl Iterator<Item = f64>) {
+        add_f64(&self.unanswered_difficulty_bits, pending.sum());
+    }
+
+    /// The difficulty of the submits miners ended without an answer to.
+    pub fn unanswered_difficulty(&self) -> f64 {
+        f64::from_bits(self.unanswered_difficulty_bits.load(Ordering::Relaxed))
+    }
+}
+
+/// Adds `d` to the `f64` whose bits `sum` holds.
+fn add_f64(sum: &AtomicU64, d: f64) {
+    let _ = sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+        Some((f64::from_bits(bits) + d).to_bits())
+    });
 }
 
 /// What the miners share besides the counters.

@@ -180,7 +180,12 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     let mut next_submit = tokio::time::Instant::now() + period + offset;
     let mut start_difficulty: Option<f64> = None;
 
-    let end = |authorized: bool, why: String| {
+    let end = |pending: &HashMap<u64, (Instant, f64, (BlockHash, bool))>,
+               authorized: bool,
+               why: String| {
+        shared
+            .counters
+            .add_unanswered(pending.values().map(|p| p.1));
         if authorized {
             shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
             Ended::Lost(why)
@@ -191,6 +196,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     loop {
         tokio::select! {
             () = shared.stop.cancelled() => {
+                shared.counters.add_unanswered(pending.values().map(|p| p.1));
                 if authorized {
                     shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -198,9 +204,9 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
             }
             r = rd.read(&mut buf) => {
                 let n = match r {
-                    Ok(0) => return end(authorized, "closed by the server".into()),
+                    Ok(0) => return end(&pending, authorized, "closed by the server".into()),
                     Ok(n) => n,
-                    Err(e) => return end(authorized, e.to_string()),
+                    Err(e) => return end(&pending, authorized, e.to_string()),
                 };
                 // A job's arrival is when its bytes arrive, not when this
                 // miner is done reading it.
@@ -211,10 +217,10 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                     let line = match framer.next_line() {
                         Ok(Some(line)) => line,
                         Ok(None) => break,
-                        Err(e) => return end(authorized, format!("bad line from the server: {e}")),
+                        Err(e) => return end(&pending, authorized, format!("bad line from the server: {e}")),
                     };
                     let Ok(message) = parse(shared, &line) else {
-                        return end(authorized, format!("unparsable line from the server: {line:.120}"));
+                        return end(&pending, authorized, format!("unparsable line from the server: {line:.120}"));
                     };
                     match client.on_message(message) {
                         ClientEvent::Subscribed(s) => {
@@ -252,7 +258,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                             }
                         }
                         ClientEvent::Notification(Notification::Reconnect { .. }) => {
-                            return end(authorized, "asked to reconnect".into());
+                            return end(&pending, authorized, "asked to reconnect".into());
                         }
                         _ => {}
                     }
@@ -301,7 +307,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
                 pending.insert(tag, (Instant::now(), difficulty, block));
                 shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = send(&mut out, &request, shared).await {
-                    return end(authorized, e.to_string());
+                    return end(&pending, authorized, e.to_string());
                 }
             }
         }

@@ -158,7 +158,10 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
     let offset = period.mul_f64(((index as f64) * 0.618_033_988_75).fract());
     let mut next_submit = tokio::time::Instant::now() + period + offset;
 
-    let end = |connected: bool, why: String| {
+    let end = |pending: &VecDeque<(u32, Instant, f64, (BlockHash, bool))>,
+               connected: bool,
+               why: String| {
+        shared.counters.add_unanswered(pending.iter().map(|p| p.2));
         if connected {
             shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
             Ended::Lost(why)
@@ -169,6 +172,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
     loop {
         tokio::select! {
             () = shared.stop.cancelled() => {
+                shared.counters.add_unanswered(pending.iter().map(|p| p.2));
                 if connected {
                     shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -177,8 +181,8 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
             frame = rd.next() => {
                 let frame = match frame {
                     Ok(Some(f)) => f,
-                    Ok(None) => return end(connected, "closed by the server".into()),
-                    Err(e) => return end(connected, e.to_string()),
+                    Ok(None) => return end(&pending, connected, "closed by the server".into()),
+                    Err(e) => return end(&pending, connected, e.to_string()),
                 };
                 let arrived = Instant::now();
                 let received = rd.received();
@@ -186,7 +190,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                 counted_in = received;
                 let message = match frame.decode() {
                     Ok(message) => message,
-                    Err(e) => return end(connected, format!("bad frame from the server: {e}")),
+                    Err(e) => return end(&pending, connected, format!("bad frame from the server: {e}")),
                 };
                 match message {
                     Message::SetupConnectionSuccess { .. } => {}
@@ -247,7 +251,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
                         *m.rejections.entry(error_code).or_default() += 1;
                     }
-                    Message::Reconnect { .. } => return end(connected, "asked to reconnect".into()),
+                    Message::Reconnect { .. } => return end(&pending, connected, "asked to reconnect".into()),
                     _ => {}
                 }
             }
@@ -276,7 +280,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
                 sequence = sequence.wrapping_add(1);
                 shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = wr.send(&submit).await {
-                    return end(connected, e.to_string());
+                    return end(&pending, connected, e.to_string());
                 }
                 shared.counters.bytes_sent.fetch_add(wr.sent() - counted_out, Ordering::Relaxed);
                 counted_out = wr.sent();

@@ -66,7 +66,11 @@ topics < deploy/config/gbtmaker.toml | sed -e 's/127.0.0.1:18443/127.0.0.1:18543
     -e 's/127.0.0.1:9101/127.0.0.1:9111/' \
     -e "s/^empty_block_jobs = .*/empty_block_jobs = $EMPTY_BLOCKS/" \
     > "$WORK/gbtmaker.toml"
-topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/; s/127.0.0.1:18443/127.0.0.1:18543/' > "$WORK/jobmaker.toml"
+# SLUICE_BENCH_EMPTY_JOBS=0: jobmaker's empty_jobs off (the new block's first
+# job waits for the node's template).
+topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/; s/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/' \
+    -e "s/^empty_jobs = .*/empty_jobs = $([ "${SLUICE_BENCH_EMPTY_JOBS:-1}" = 0 ] && echo false || echo true)/" \
+    > "$WORK/jobmaker.toml"
 # Every hash a share (difficulty 2e-10 saturates the target), never a retarget.
 topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/0.0.0.0:3336/127.0.0.1:3337/; s/127.0.0.1:9103/127.0.0.1:9113/' \
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
@@ -86,6 +90,11 @@ start() {
 }
 start nodesim
 wait_until 30 "bench nodesim on 127.0.0.1:18543" tcp_open 127.0.0.1 18543
+# A chain longer than the 11 blocks the median time past spans, as every real
+# one is (jobmaker's empty-block job from a block's header alone needs it).
+curl -sf -u sluice:sluice -H 'content-type: application/json' \
+    -d '{"jsonrpc":"1.0","id":1,"method":"generatetoaddress","params":[20,"bcrt1q9yze2dhpetvcqhl3h534me4mqplm9ts2wdmzl5"]}' \
+    http://127.0.0.1:18543/ >/dev/null
 start gbtmaker
 start jobmaker
 jobmaker_leads() { curl -sf http://127.0.0.1:9112/health | grep -q 'leader, epoch'; }

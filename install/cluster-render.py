@@ -122,6 +122,7 @@ def facts(layout: dict) -> dict:
     if sim:
         node = {"name": "nodesim", "rpc_url": f"http://{sim[0]['address']}:{NODE_RPC_PORT}",
                 "zmq_hashblock": f"tcp://{sim[0]['address']}:{NODE_ZMQ_PORT}",
+                "zmq_rawblock": f"tcp://{sim[0]['address']}:{NODE_ZMQ_PORT}",
                 "rpc_user": "sluice", "rpc_password": "sluice"}
     else:
         node = dict(layout["node"])
@@ -158,8 +159,14 @@ def service_config(name: str, host: dict, f: dict, state: str, layout: dict) -> 
         node = f["node"]
         for key in ("name", "rpc_url", "rpc_user", "rpc_password"):
             text = set_in(text, "nodes", key, quoted(node[key]))
-        if name == "gbtmaker":
+        if name in ("gbtmaker", "jobmaker"):
             text = set_in(text, "nodes", "zmq_hashblock", quoted(node["zmq_hashblock"]))
+        if name == "jobmaker":
+            # rawblock only where the node publishes it (nodesim does).
+            if node.get("zmq_rawblock"):
+                text = set_in(text, "nodes", "zmq_rawblock", quoted(node["zmq_rawblock"]))
+            else:
+                text = re.sub(r"^zmq_rawblock = .*\n", "", text, flags=re.MULTILINE)
     if name == "nodesim":
         bits = layout.get("nodesim", {}).get("bits")
         if bits:

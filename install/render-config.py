@@ -89,6 +89,7 @@ def render(name: str, text: str, env: dict) -> str:
         strings["rpc_user"] = get("SLUICE_NODE_RPC_USER")
         strings["rpc_password"] = get("SLUICE_NODE_RPC_PASSWORD")
         strings["zmq_hashblock"] = get("SLUICE_NODE_ZMQ")
+        strings["zmq_rawblock"] = get("SLUICE_NODE_ZMQ_RAWBLOCK")
     if name.startswith("jobmaker"):
         strings["payout_address"] = get("SLUICE_PAYOUT_ADDRESS")
     if name.startswith("jobmaker") or name in ("statshttpd.toml", "payer.toml"):
@@ -99,6 +100,9 @@ def render(name: str, text: str, env: dict) -> str:
     for key, value in strings.items():
         if value is not None:
             text = set_key(text, key, quoted(value))
+    if name in NODE_FILES and get("SLUICE_NODE_RPC_URL") and not get("SLUICE_NODE_ZMQ_RAWBLOCK"):
+        # The operator's own node: its rawblock only where they name it.
+        text = re.sub(r"^zmq_rawblock = .*\n", "", text, flags=re.MULTILINE)
     cookie = get("SLUICE_NODE_COOKIE")
     if name in NODE_FILES and cookie:
         text = re.sub(r"^# ?cookie_file = .*\n", "", text, flags=re.MULTILINE)

@@ -75,8 +75,15 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
             (payout, "mainnet")
         );
         assert_eq!(job.zookeeper.connect, "zk-1:2181");
-        // jobmaker mines only on its nodes' templates: the operator's node.
+        // jobmaker mines only on its nodes' templates: the operator's node,
+        // whose announcements make its empty-block jobs.
         assert_eq!(job.nodes.len(), 1);
+        assert_eq!(
+            job.nodes[0].zmq_hashblock.as_deref(),
+            Some("tcp://10.0.0.5:28332")
+        );
+        // Their node publishes rawblock only if they say so (not here).
+        assert_eq!(job.nodes[0].zmq_rawblock, None);
         assert_eq!(
             (job.nodes[0].name.as_str(), job.nodes[0].rpc_url.as_str()),
             ("10.0.0.5:8332", "http://10.0.0.5:8332")

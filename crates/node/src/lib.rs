@@ -11,8 +11,11 @@
 pub mod chain_work;
 mod empty;
 mod wallet;
+pub mod zmq;
 
-pub use empty::{HeaderInfo, empty_template, network_of_chain};
+pub use empty::{
+    HeaderInfo, empty_template, empty_template_after, network_of_chain, retarget_period_start,
+};
 pub use wallet::{Balances, Broadcast, Built, Wallet};
 
 use std::path::PathBuf;
@@ -70,6 +73,11 @@ pub struct NodeConfig {
     /// Only gbtmaker listens to it.
     #[serde(default)]
     pub zmq_hashblock: Option<String>,
+    /// `tcp://host:port` of `-zmqpubrawblock` (may be the hashblock one):
+    /// jobmaker reads a new block's header from it for its empty-block job
+    /// without asking the node (`empty_jobs`); unused elsewhere.
+    #[serde(default)]
+    pub zmq_rawblock: Option<String>,
 }
 
 /// Checks a service's `[[nodes]]`: at least one, each named (uniquely) and
@@ -209,6 +217,38 @@ impl NodeRpc {
     pub async fn header(&self, hash: bitcoin::BlockHash) -> Result<HeaderInfo, NodeError> {
         self.call("getblockheader", vec![json!(hash), json!(true)])
             .await
+    }
+
+    /// The header of the best chain's block at `height` (`getblockhash`,
+    /// then `getblockheader`).
+    pub async fn header_at(&self, height: u32) -> Result<HeaderInfo, NodeError> {
+        let hash: bitcoin::BlockHash = self.call("getblockhash", vec![json!(height)]).await?;
+        self.header(hash).await
+    }
+
+    /// The template of an empty block on `hash` ([`empty_template`]): its
+    /// header asked, and at a retarget height the period's first block's
+    /// too. The header, and the template unless the next bits are unknown.
+    pub async fn empty_template_on(
+        &self,
+        network: bitcoin::Network,
+        hash: bitcoin::BlockHash,
+        version: Version,
+    ) -> Result<(HeaderInfo, Option<BlockTemplate>), NodeError> {
+        let tip = self.header(hash).await?;
+        let period_start = match retarget_period_start(network, &tip) {
+            Some(height) => Some(self.header_at(height).await?.time),
+            None => None,
+        };
+        let template = empty_template(
+            &self.name,
+            network,
+            &tip,
+            period_start,
+            version,
+            sluice_service::now_ms(),
+        );
+        Ok((tip, template))
     }
 
     /// `getblockheader <hash>`'s confirmations: 1 or more on the node's best

@@ -149,6 +149,7 @@ impl Node {
 pub fn node_config(name: &str, endpoints: &nodesim::Endpoints) -> gbtmaker::NodeConfig {
     gbtmaker::NodeConfig {
         zmq_hashblock: Some(endpoints.zmq.clone()),
+        zmq_rawblock: Some(endpoints.zmq.clone()),
         ..node_config_at(name, endpoints.rpc)
     }
 }
@@ -163,6 +164,7 @@ pub fn node_config_at(name: &str, rpc: std::net::SocketAddr) -> gbtmaker::NodeCo
         rpc_password: "sluice".into(),
         cookie_file: None,
         zmq_hashblock: None,
+        zmq_rawblock: None,
     }
 }
 
@@ -321,6 +323,7 @@ impl Pipeline {
             payout_address: PAYOUT.into(),
             network: "regtest".into(),
             nodes: vec![self.node.config("sim")],
+            empty_jobs: true,
         }
     }
 

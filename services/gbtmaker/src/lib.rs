@@ -9,7 +9,6 @@
 
 mod metrics;
 mod node;
-mod zmq;
 
 use std::time::Duration;
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GbtMetrics;
-use crate::zmq::{HashBlock, subscribe};
+use sluice_node::zmq::{self, HashBlock, subscribe};
 use sluice_node::{NodeConfig, NodeRpc, to_template};
 
 /// What every node loop shares.
@@ -54,6 +54,7 @@ pub(crate) async fn run(node: NodeConfig, shared: Shared, token: CancellationTok
         tokio::spawn(subscribe(
             node.name.clone(),
             endpoint,
+            zmq::Topic::HashBlock,
             tx,
             reconnect.clone(),
             token.clone(),
@@ -187,15 +188,9 @@ impl Chain {
             let Some(network) = self.network(node, &rpc).await else {
                 return Ok(None);
             };
-            let tip = rpc.header(hb.hash).await?;
+            let (tip, template) = rpc.empty_template_on(network, hb.hash, version).await?;
             self.learn(&tip);
-            let Some(template) = sluice_node::empty_template(
-                &node.name,
-                network,
-                &tip,
-                version,
-                sluice_service::now_ms(),
-            ) else {
+            let Some(template) = template else {
                 return Ok(None);
             };
             shared
@@ -299,6 +294,7 @@ async fn long_poll(
                     let _ = out
                         .send(HashBlock {
                             hash: gbt.previous_block_hash,
+                            header: None,
                             at: Instant::now(),
                         })
                         .await;

@@ -98,6 +98,7 @@ fn sim_node(ep: &nodesim::Endpoints, zmq: bool) -> NodeConfig {
         rpc_password: "sluice".into(),
         cookie_file: None,
         zmq_hashblock: zmq.then(|| ep.zmq.clone()),
+        zmq_rawblock: None,
     }
 }
 
@@ -217,6 +218,7 @@ async fn a_silent_zmq_subscription_is_noticed_and_reconnected() {
     let rig = rig(300, |ep| {
         vec![NodeConfig {
             zmq_hashblock: Some("tcp://127.0.0.1:1".into()),
+            zmq_rawblock: None,
             ..sim_node(ep, true)
         }]
     })

@@ -11,6 +11,7 @@
 //! consumers can ignore a deposed leader; a leader that loses its node stops
 //! producing and campaigns again as a standby.
 
+mod announce;
 mod jobs;
 mod leader;
 mod metrics;
@@ -62,6 +63,15 @@ pub struct Config {
     /// RawGbt's tail only if its node holds its tip as the best block.
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
+    /// A clean job for an empty block the moment the followed node
+    /// announces a block on ZMQ (its `zmq_hashblock`), before its full
+    /// template exists; the full job follows (`announce.rs`).
+    #[serde(default = "default_true")]
+    pub empty_jobs: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_job_interval() -> u64 {

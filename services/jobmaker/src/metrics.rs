@@ -13,6 +13,13 @@ pub(crate) struct CleanLabel {
     pub(crate) clean: &'static str,
 }
 
+/// Where an empty-block job's template came from: the announced `header`
+/// alone, or the `node` asked.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FromLabel {
+    pub(crate) from: &'static str,
+}
+
 /// Why a template was not mined on.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
@@ -25,6 +32,8 @@ pub(crate) struct JobMetrics {
     pub(crate) jobs: Family<CleanLabel, Counter>,
     pub(crate) skipped: Family<ReasonLabel, Counter>,
     pub(crate) leader: Gauge,
+    /// Empty-block jobs made at a node's announcement.
+    pub(crate) empty_jobs: Family<FromLabel, Counter>,
     /// Seconds from the template's creation at gbtmaker to the broker's ack
     /// of the clean job made from it.
     pub(crate) latency: Histogram,
@@ -39,6 +48,7 @@ impl JobMetrics {
             jobs: Family::default(),
             skipped: Family::default(),
             leader: Gauge::default(),
+            empty_jobs: Family::default(),
             latency: Histogram::new(buckets),
         };
         metrics.register(|r| {
@@ -58,6 +68,11 @@ impl JobMetrics {
                 m.leader.clone(),
             );
             r.register(
+                "jobmaker_empty_jobs",
+                "Clean jobs for an empty block made at the followed node's ZMQ announcement, before its template, by where it came from: header (rawblock alone) or node (getblockheader)",
+                m.empty_jobs.clone(),
+            );
+            r.register(
                 "jobmaker_template_to_job_seconds",
                 "A new block's template created at gbtmaker to its clean job acknowledged",
                 m.latency.clone(),
@@ -69,6 +84,10 @@ impl JobMetrics {
     pub(crate) fn published(&self, clean: bool) {
         let clean = if clean { "true" } else { "false" };
         self.jobs.get_or_create(&CleanLabel { clean }).inc();
+    }
+
+    pub(crate) fn empty_job(&self, from: &'static str) {
+        self.empty_jobs.get_or_create(&FromLabel { from }).inc();
     }
 
     pub(crate) fn skipped(&self, reason: &'static str) {

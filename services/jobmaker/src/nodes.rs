@@ -28,6 +28,11 @@ impl Nodes {
         }
     }
 
+    /// The entry of node `name`.
+    pub(crate) fn config(&self, name: &str) -> Option<&NodeConfig> {
+        self.configs.iter().find(|n| n.name == name)
+    }
+
     /// Their names, as RawGbt's `node_id` gives them.
     pub(crate) fn names(&self) -> &[String] {
         &self.names
@@ -36,7 +41,7 @@ impl Nodes {
     /// The best block of node `name` (`getblockchaininfo`), or `None` when
     /// it is not configured or does not answer in time (logged).
     pub(crate) async fn best_block(&self, name: &str) -> Option<BlockHash> {
-        let node = self.configs.iter().find(|n| n.name == name)?;
+        let node = self.config(name)?;
         let asked = async { NodeRpc::new(node, ASK_TIMEOUT)?.tip().await };
         match tokio::time::timeout(ASK_TIMEOUT, asked).await {
             Ok(Ok(tip)) => Some(tip.best),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::announce::{self, Announced};
 use crate::jobs::JobFactory;
 use crate::metrics::JobMetrics;
 use crate::nodes::Nodes;
@@ -95,6 +96,11 @@ pub(crate) async fn lead(
     };
     ctx.health
         .set("templates", false, "waiting for the first template");
+    let mut announced = if config.empty_jobs {
+        announce::listen(&config.nodes, term)
+    } else {
+        tokio::sync::mpsc::channel(1).1
+    };
     let mut ticker = tokio::time::interval(leader.job_interval);
     ticker.reset();
     let mut backlog = templates.backlog();
@@ -124,6 +130,12 @@ pub(crate) async fn lead(
                 // by `first_job`), else what the verdict asked for.
                 let Some(clean) = publish.or(reading_backlog.then_some(true)) else { continue };
                 clean
+            }
+            Some(a) = announced.recv(), if backlog.is_read() => {
+                if !leader.announced(&a).await {
+                    continue;
+                }
+                true
             }
             _ = ticker.tick(), if backlog.is_read() => {
                 leader.tick();
@@ -207,6 +219,33 @@ impl Leader<'_> {
         };
         self.current = Some(t);
         publish
+    }
+
+    /// A node announced a block: when it is the followed node's and a new
+    /// tip, its empty-block template becomes the current one and a clean
+    /// job is due (`true`).
+    async fn announced(&mut self, a: &Announced) -> bool {
+        let Some(current) = &self.current else {
+            return false;
+        };
+        if current.node_id != a.node || current.prev_blockhash == a.block.hash {
+            return false;
+        }
+        let Some(node) = self.nodes.config(&a.node) else {
+            return false;
+        };
+        let Some((t, from)) = announce::empty_template(node, current, self.gate.network, a).await
+        else {
+            return false;
+        };
+        if judge(Some(current), &t, now_ms(), self.job_interval) != Verdict::NewTip {
+            return false;
+        }
+        tracing::debug!(node = a.node, height = t.height, tip = %t.prev_blockhash,
+            from, since_announced = ?a.block.at.elapsed(), "empty-block template");
+        self.metrics.empty_job(from);
+        self.current = Some(t);
+        true
     }
 
     /// The job interval passed: /health says when templates stopped coming.

@@ -64,19 +64,24 @@ async fn a_new_block_makes_a_clean_job_whose_solution_nodesim_accepts() {
 }
 
 /// Mines `job` as a miner would (extranonces, ntime, a nonce by brute force)
-/// into the block it stands for, with its template's transactions.
+/// into the block it stands for, with its template's transactions (none
+/// for an empty block's job, whose template need not be on RawGbt).
 async fn mine(rig: &common::Rig, job: &sluice_core::Job) -> Block {
-    let templates = rig.templates().await;
-    let template = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let t = templates.next().await.unwrap().value;
-            if t.id == job.template_id {
-                return t;
+    let transactions = if job.merkle_branch.is_empty() {
+        Vec::new()
+    } else {
+        let templates = rig.templates().await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let t = templates.next().await.unwrap().value;
+                if t.id == job.template_id {
+                    return t.transactions;
+                }
             }
-        }
-    })
-    .await
-    .expect("the job's template is on RawGbt");
+        })
+        .await
+        .expect("the job's template is on RawGbt")
+    };
     let work = job.work(8);
     let (en1, en2) = ([0, 0, 0, 1], [0xab; 8]);
     let easy = bitcoin::Target::from_le_bytes([0xff; 32]);
@@ -96,7 +101,7 @@ async fn mine(rig: &common::Rig, job: &sluice_core::Job) -> Block {
     let coinbase =
         coinbase_transaction(&[&job.coinbase1[..], &en1, &en2, &job.coinbase2].concat()).unwrap();
     let mut txdata = vec![coinbase];
-    for tx in &template.transactions {
+    for tx in &transactions {
         txdata.push(bitcoin::consensus::deserialize(&tx.raw).unwrap());
     }
     Block {
@@ -157,6 +162,101 @@ async fn an_empty_block_job_comes_first_and_the_full_one_replaces_it() {
         submit(&rig, &block).await,
         Value::Null,
         "nodesim accepts the empty block"
+    );
+    ctx.shutdown.token().cancel();
+}
+
+/// Issue 30: the leader hears the node's ZMQ announcement itself. With
+/// gbtmaker stopped (no template can come), a new block still gets a clean
+/// job at once: an empty block's on the announced tip, the next job id of
+/// the same epoch; a block found on it is one nodesim accepts, and the next
+/// announcement (of that block) gets its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_announced_block_gets_an_empty_job_at_once_without_a_template() {
+    let rig = common::rig(60_000).await;
+    let (ctx, jobs, first) = rig.start_jobmaker().await;
+    // gbtmaker (the rig's first context) stops: no template on any new tip.
+    rig.ctxs[0].shutdown.token().cancel();
+    let tip = rig.generate().await;
+    let empty = common::job_where(&jobs, Duration::from_secs(10), "at height 2", |j| {
+        j.height == 2
+    })
+    .await;
+    assert!(empty.clean && empty.merkle_branch.is_empty(), "{empty:?}");
+    assert_eq!(empty.prev_blockhash, tip);
+    assert_eq!(
+        empty.coinbase_value,
+        sluice_core::network::block_subsidy(bitcoin::Network::Regtest, 2),
+        "the subsidy, no fees"
+    );
+    assert_eq!(empty.bits, first.bits, "regtest never retargets");
+    assert!(empty.id > first.id && empty.leader_epoch == first.leader_epoch);
+    // A miner finds a block on it: nodesim (height in the coinbase, value,
+    // bits, time past the median) accepts it.
+    let block = mine(&rig, &empty).await;
+    assert_eq!(block.txdata.len(), 1);
+    assert_eq!(
+        submit(&rig, &block).await,
+        Value::Null,
+        "nodesim accepts it"
+    );
+    let next = common::job_where(&jobs, Duration::from_secs(10), "on the pool's block", |j| {
+        j.height == 3
+    })
+    .await;
+    assert!(next.clean && next.prev_blockhash == block.block_hash());
+    // Under 11 blocks the header alone cannot bound the median time past:
+    // the node was asked.
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains("jobmaker_empty_jobs_total{from=\"node\"} 2"),
+        "{text}"
+    );
+    ctx.shutdown.token().cancel();
+}
+
+/// On a chain of more than 11 blocks the announced `rawblock`'s header alone
+/// makes the empty-block job (no question to the node): right height, bits,
+/// and a time past the median, as nodesim's acceptance of a block found on
+/// it shows, twice in a row.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_longer_chain_the_announced_header_alone_makes_the_empty_job() {
+    let rig = common::rig(60_000).await;
+    rig.node.generate_n(12).await;
+    let ctx = common::context();
+    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
+    let jobs = rig.jobs().await;
+    let first = common::job_where(&jobs, Duration::from_secs(30), "at height 13", |j| {
+        j.height == 13
+    })
+    .await;
+    rig.ctxs[0].shutdown.token().cancel();
+    let mut prev = rig.generate().await;
+    for height in 14..16 {
+        let empty = common::job_where(&jobs, Duration::from_secs(10), "the empty job", |j| {
+            j.height == height
+        })
+        .await;
+        assert!(empty.clean && empty.merkle_branch.is_empty(), "{empty:?}");
+        assert_eq!((empty.prev_blockhash, empty.bits), (prev, first.bits));
+        let block = mine(&rig, &empty).await;
+        assert_eq!(
+            submit(&rig, &block).await,
+            Value::Null,
+            "nodesim accepts it"
+        );
+        prev = block.block_hash();
+    }
+    // And the pool's own last block: its announcement's job too.
+    let last = common::job_where(&jobs, Duration::from_secs(10), "on the pool's block", |j| {
+        j.height == 16
+    })
+    .await;
+    assert!(last.clean && last.prev_blockhash == prev && last.merkle_branch.is_empty());
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains("jobmaker_empty_jobs_total{from=\"header\"} 3"),
+        "{text}"
     );
     ctx.shutdown.token().cancel();
 }

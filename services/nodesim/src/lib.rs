@@ -249,7 +249,13 @@ pub async fn start(config: Config, ctx: &Context) -> anyhow::Result<Endpoints> {
         max_tip_age: config.max_tip_age_secs,
         synced: std::sync::atomic::AtomicBool::new(false),
     });
-    let zmq = zmq::start(&config.zmq_hashblock, node.blocks.subscribe(), ctx).await?;
+    let zmq = zmq::start(
+        &config.zmq_hashblock,
+        node.blocks.subscribe(),
+        node.clone(),
+        ctx,
+    )
+    .await?;
     let tip = node.tip.subscribe();
     let auth = rpc::Auth::new(&config.rpc_user, &config.rpc_password, &config.cookie_file)?;
     let rpc = rpc::start(config.rpc_listen, node, auth, ctx).await?;

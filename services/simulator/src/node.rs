@@ -28,6 +28,7 @@ fn node_config(url: &str) -> Result<NodeConfig, String> {
         rpc_password: password.into(),
         cookie_file: None,
         zmq_hashblock: None,
+        zmq_rawblock: None,
     })
 }
 

@@ -275,6 +275,7 @@ impl Node {
                 rpc_password: "sluice".into(),
                 cookie_file: None,
                 zmq_hashblock: None,
+                zmq_rawblock: None,
             },
             wallet: "pool".into(),
             wallet_passphrase: passphrase.into(),

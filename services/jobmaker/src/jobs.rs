@@ -1,6 +1,6 @@
 //! Jobs from templates, with the pool's coinbase (crates/core).
 
-use bitcoin::{ScriptBuf, TxMerkleNode};
+use bitcoin::{BlockHash, ScriptBuf, TxMerkleNode};
 use sluice_core::{
     BlockTemplate, CoinbaseError, CoinbaseParams, Job, JobId, JobIdGenerator, merkle_branch,
 };
@@ -15,6 +15,12 @@ pub(crate) struct JobFactory {
     ids: JobIdGenerator,
     /// The merkle branch of the current template (computed once per template).
     branch: Option<(sluice_core::TemplateId, Vec<TxMerkleNode>)>,
+    /// The tip of the last job and the earliest time a job on it may carry:
+    /// the first job's on that tip. An empty-block job from a header may time
+    /// itself past the median the full template allows; the full job on the
+    /// same tip must not go back before it (SV2: a job's `min_ntime` is never
+    /// below its `SetNewPrevHash`'s; SRI's translator drops every miner).
+    tip_time: Option<(BlockHash, u32)>,
 }
 
 impl JobFactory {
@@ -33,6 +39,7 @@ impl JobFactory {
             epoch,
             ids,
             branch: None,
+            tip_time: None,
         }
     }
 
@@ -45,11 +52,16 @@ impl JobFactory {
     ) -> Result<Job, CoinbaseError> {
         let now_secs = now_ms / 1000;
         let id = self.ids.next(now_secs);
-        // ntime: the clock, but never before the template's mintime/curtime.
-        let time = u32::try_from(now_secs)
+        // ntime: the clock, but never before the template's mintime/curtime,
+        // nor before the first job on the same tip.
+        let mut time = u32::try_from(now_secs)
             .unwrap_or(u32::MAX)
             .max(template.cur_time)
             .max(template.min_time);
+        match self.tip_time {
+            Some((tip, first)) if tip == template.prev_blockhash => time = time.max(first),
+            _ => self.tip_time = Some((template.prev_blockhash, time)),
+        }
         let split = CoinbaseParams {
             height: template.height,
             unique: u32::try_from(now_secs).unwrap_or(u32::MAX),
@@ -87,5 +99,39 @@ impl JobFactory {
             clean,
             created_at_ms: now_ms,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use sluice_core::BlockTemplate;
+
+    fn template(prev: u8, cur_time: u32) -> BlockTemplate {
+        let tip = sluice_node::HeaderInfo {
+            hash: BlockHash::from_byte_array([prev; 32]),
+            height: 100,
+            bits: "207fffff".into(),
+            time: cur_time - 1,
+            median_time: cur_time - 1,
+            chain_work: bitcoin::pow::Work::from_be_bytes([1; 32]),
+        };
+        let version = bitcoin::block::Version::TWO;
+        sluice_node::empty_template("n", bitcoin::Network::Regtest, &tip, None, version, 0).unwrap()
+    }
+
+    #[test]
+    fn a_job_on_the_same_tip_never_goes_back_before_the_first_one() {
+        let mut f = JobFactory::new(b"/t/".to_vec(), ScriptBuf::new(), 1, None);
+        let now_ms = 1_700_000_000_000;
+        // The empty job from a header timed ahead of the clock; then the
+        // full template on the same tip, whose earliest time is lower.
+        let empty = f.make(&template(1, 1_700_000_050), true, now_ms).unwrap();
+        let full = f.make(&template(1, 1_700_000_000), false, now_ms).unwrap();
+        assert_eq!((empty.time, full.time), (1_700_000_050, 1_700_000_050));
+        // A new tip starts from its own template's time.
+        let next = f.make(&template(2, 1_700_000_001), true, now_ms).unwrap();
+        assert_eq!(next.time, 1_700_000_001);
     }
 }

@@ -70,7 +70,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub cookie_file: Option<PathBuf>,
     /// `tcp://host:port` of `-zmqpubhashblock`; without it gbtmaker long-polls.
-    /// Only gbtmaker listens to it.
+    /// gbtmaker listens to it, and jobmaker where `zmq_rawblock` is not set.
     #[serde(default)]
     pub zmq_hashblock: Option<String>,
     /// `tcp://host:port` of `-zmqpubrawblock` (may be the hashblock one):

@@ -1,5 +1,5 @@
-//! The ZMQ `hashblock` subscriber of one node (gbtmaker's trigger for a
-//! template, jobmaker's for an empty-block job).
+//! The ZMQ `hashblock` or `rawblock` subscriber of one node (gbtmaker's
+//! trigger for a template, jobmaker's for an empty-block job).
 //!
 //! ZMQ SUB sockets can go silently dead (a node restart behind a NAT, a
 //! dropped TCP session that libzmq-style reconnects never notice). The node

@@ -154,6 +154,12 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
+/// Serde's default for a switch that is on unless a config turns it off:
+/// `#[serde(default = "sluice_service::default_true")]`.
+pub fn default_true() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

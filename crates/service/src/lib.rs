@@ -14,7 +14,9 @@ mod shutdown;
 
 pub use admin::{AdminServer, Metrics};
 pub use backoff::Backoff;
-pub use config::{Cli, CommonConfig, ConfigError, LogFormat, Validate, init_tracing, load_config};
+pub use config::{
+    Cli, CommonConfig, ConfigError, LogFormat, Validate, default_true, init_tracing, load_config,
+};
 pub use health::{ComponentHealth, Health};
 pub use shutdown::{Shutdown, drain, wait_for_signal};
 

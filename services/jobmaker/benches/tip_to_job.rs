@@ -29,19 +29,11 @@ fn main() {
         // Past the 11 blocks the median time past spans, as real chains are.
         rig.node.generate_n(12).await;
         let empty_jobs = std::env::var("SLUICE_BENCH_EMPTY_JOBS").map_or(true, |v| v != "0");
-        let ctx = common::context();
-        tokio::spawn(jobmaker::run(
-            jobmaker::Config {
-                empty_jobs,
-                ..rig.jobmaker_config()
-            },
-            ctx.clone(),
-        ));
-        let jobs = rig.jobs().await;
-        common::job_where(&jobs, Duration::from_secs(30), "at height 13", |j| {
-            j.height == 13
-        })
-        .await;
+        let config = jobmaker::Config {
+            empty_jobs,
+            ..rig.jobmaker_config()
+        };
+        let (ctx, jobs, _) = rig.start_jobmaker_with(config, 13).await;
         let mut samples = Vec::with_capacity(n);
         for height in 14..(n as u32 + 14) {
             let started = Instant::now();

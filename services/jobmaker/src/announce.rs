@@ -2,17 +2,19 @@
 //!
 //! A new block's full template takes the node milliseconds (nodesim) to
 //! hundreds of milliseconds (Bitcoin Core with a full mempool), then RawGbt's
-//! hop. The leader itself subscribes to each node's ZMQ `hashblock`: when the
-//! node whose template it mines on announces a block, it asks that node for
-//! the block's header (and, at a retarget height, for the period's first
-//! block), makes the template of an empty block on it (`sluice_node`:
-//! height, subsidy, bits, median time past) and judges it like any template
-//! (`select.rs`: more chain work is a new tip). The clean job goes out on the
-//! Job topic with the leader's epoch and the next job id, as every job does,
-//! one broker hop after the announcement; the full template follows through
-//! RawGbt and fills it (`Verdict::Fill`). Only the followed node's
-//! announcements count: it passed the gate (network, `[[nodes]]`), and a
-//! block another node announces reaches the leader as that node's template.
+//! hop. The leader itself subscribes to each node's ZMQ `rawblock` (else its
+//! `hashblock`): when the node whose template it mines on announces a block,
+//! it makes the template of an empty block on it (`sluice_node`: height,
+//! subsidy, bits, earliest time) from the block's header alone where the
+//! block extends the tip being mined, else from what the node says of the
+//! block (`getblockheader`, and at a retarget height the period's first
+//! block), and judges it like any template (`select.rs`: more chain work is
+//! a new tip). The clean job goes out on the Job topic with the leader's
+//! epoch and the next job id, as every job does, one broker hop after the
+//! announcement; the full template follows through RawGbt and fills it
+//! (`Verdict::Fill`). Only the followed node's announcements count: it
+//! passed the gate (network, `[[nodes]]`), and a block another node
+//! announces reaches the leader as that node's template.
 
 use std::time::Duration;
 

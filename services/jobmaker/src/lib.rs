@@ -64,14 +64,10 @@ pub struct Config {
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
     /// A clean job for an empty block the moment the followed node
-    /// announces a block on ZMQ (its `zmq_hashblock`), before its full
-    /// template exists; the full job follows (`announce.rs`).
-    #[serde(default = "default_true")]
+    /// announces a block on ZMQ (its `zmq_rawblock`, else `zmq_hashblock`),
+    /// before its full template exists; the full job follows (`announce.rs`).
+    #[serde(default = "sluice_service::default_true")]
     pub empty_jobs: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_job_interval() -> u64 {

@@ -223,13 +223,7 @@ async fn an_announced_block_gets_an_empty_job_at_once_without_a_template() {
 async fn on_a_longer_chain_the_announced_header_alone_makes_the_empty_job() {
     let rig = common::rig(60_000).await;
     rig.node.generate_n(12).await;
-    let ctx = common::context();
-    tokio::spawn(jobmaker::run(rig.jobmaker_config(), ctx.clone()));
-    let jobs = rig.jobs().await;
-    let first = common::job_where(&jobs, Duration::from_secs(30), "at height 13", |j| {
-        j.height == 13
-    })
-    .await;
+    let (ctx, jobs, first) = rig.start_jobmaker_with(rig.jobmaker_config(), 13).await;
     rig.ctxs[0].shutdown.token().cancel();
     let mut prev = rig.generate().await;
     for height in 14..16 {

@@ -100,7 +100,7 @@ pub struct Config {
     pub events_tail: i64,
     /// Keep each worker's minute statistics for 24 hours (11.25 KiB a
     /// worker); the pool's, servers' and users' are always kept.
-    #[serde(default = "default_true")]
+    #[serde(default = "sluice_service::default_true")]
     pub worker_minutes: bool,
     /// Where the dashboard's chart library (uPlot's `dist`, installed from
     /// npm by install/deps.sh) is.
@@ -110,10 +110,6 @@ pub struct Config {
 
 fn default_web_dir() -> PathBuf {
     "/opt/sluice-tools/web/node_modules/uplot/dist".into()
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_listen() -> SocketAddr {

@@ -30,6 +30,12 @@ pub(crate) trait RigExt {
     async fn templates(&self) -> TailConsumer<BlockTemplate>;
     /// Starts jobmaker in process and waits for its first job (height 1).
     async fn start_jobmaker(&self) -> (Context, TailConsumer<Job>, Job);
+    /// Starts jobmaker with `config` and waits for its job at `height`.
+    async fn start_jobmaker_with(
+        &self,
+        config: jobmaker::Config,
+        height: u32,
+    ) -> (Context, TailConsumer<Job>, Job);
 }
 
 impl RigExt for Rig {
@@ -42,12 +48,23 @@ impl RigExt for Rig {
     }
 
     async fn start_jobmaker(&self) -> (Context, TailConsumer<Job>, Job) {
+        self.start_jobmaker_with(self.jobmaker_config(), 1).await
+    }
+
+    async fn start_jobmaker_with(
+        &self,
+        config: jobmaker::Config,
+        height: u32,
+    ) -> (Context, TailConsumer<Job>, Job) {
         let ctx = context();
-        tokio::spawn(jobmaker::run(self.jobmaker_config(), ctx.clone()));
+        tokio::spawn(jobmaker::run(config, ctx.clone()));
         let jobs = self.jobs().await;
-        let first = job_where(&jobs, Duration::from_secs(30), "at height 1", |j| {
-            j.height == 1
-        })
+        let first = job_where(
+            &jobs,
+            Duration::from_secs(30),
+            &format!("at height {height}"),
+            |j| j.height == height,
+        )
         .await;
         (ctx, jobs, first)
     }

@@ -81,6 +81,7 @@ async fn poison_on_every_topic_is_counted_and_skipped_while_the_pool_mines() {
         client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         timestamp_ms: sluice_service::now_ms() + 2 * 3_600_000,
         protocol: sluice_core::record::MiningProtocol::StratumV1,
+        solo: false,
     };
     let share_key = pool.user_id.to_be_bytes();
     producer

@@ -13,41 +13,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    InProcess, MINERS, ONE_POOL_AT_A_TIME, Pool, SHARE_DIFFICULTY, all_recorded, start_mining,
-    start_pool_with, statshttpd_credits,
+    MINERS, ONE_POOL_AT_A_TIME, Pool, SHARE_DIFFICULTY, all_recorded, start_mining,
+    statshttpd_credits, sv2_pool, sv2_pool_with,
 };
 use sluice_core::record::{MiningProtocol, ShareRecord};
-use sluice_sv2::{AuthorityKeys, AuthorityPublicKey};
-use sluice_testkit::{mysql_url, unique_name};
-
-/// A pool whose sserver also serves SV2: its address and authority key.
-async fn sv2_pool() -> (Pool, SocketAddr, AuthorityPublicKey) {
-    sv2_pool_with(|_| {}).await
-}
-
-async fn sv2_pool_with(
-    tweak: impl FnOnce(&mut sserver::Config),
-) -> (Pool, SocketAddr, AuthorityPublicKey) {
-    let keys = AuthorityKeys::generate();
-    let path = std::env::temp_dir().join(unique_name("e2e-sv2-authority-"));
-    keys.save_new(&path).unwrap();
-    let addr: SocketAddr = ([127, 0, 0, 1], sluice_testkit::free_port()).into();
-    let pool = start_pool_with(&mysql_url(), InProcess::ALL, |c| {
-        c.sv2 = Some(sserver::sv2::Sv2Config {
-            listen: addr,
-            authority_key_file: path,
-            cert_backdate_secs: 3600,
-            cert_validity_secs: 86_400,
-        });
-        tweak(c);
-    })
-    .await;
-    sluice_testkit::eventually(Duration::from_secs(30), "the SV2 port", || async move {
-        tokio::net::TcpStream::connect(addr).await.ok().map(drop)
-    })
-    .await;
-    (pool, addr, keys.public())
-}
+use sluice_testkit::unique_name;
 
 /// The pool's share records of the last minutes, by protocol.
 async fn protocols(pool: &Pool) -> Vec<MiningProtocol> {

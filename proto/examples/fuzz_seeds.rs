@@ -75,6 +75,7 @@ fn job() -> Job {
         coinbase_value: Amount::from_sat(312_600_000),
         clean: true,
         created_at_ms: 1_764_000_000_000,
+        solo: None,
     }
 }
 
@@ -98,6 +99,7 @@ fn share() -> ShareRecord {
         client_ip: IpAddr::from([192, 0, 2, 7]),
         timestamp_ms: 1_764_000_000_123,
         protocol: sluice_core::record::MiningProtocol::StratumV1,
+        solo: false,
     }
 }
 
@@ -122,6 +124,7 @@ fn solved() -> SolvedShare {
         worker_name: "rig1".into(),
         server_id: 1,
         timestamp_ms: 1_764_000_000_123,
+        solo_address: None,
     }
 }
 
@@ -149,6 +152,7 @@ fn events() -> Vec<Event> {
             job_id: JobId(1),
             reward_sat: 312_600_000,
             accepted: true,
+            solo_address: None,
         }),
         EventKind::ServiceStatus(ServiceStatus {
             service: "sserver".into(),

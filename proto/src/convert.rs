@@ -13,7 +13,7 @@ use sluice_core::record::{
     BlockFound, BlockStanding, BlockStatus, Event, EventKind, Figure, MinerIdentity,
     MiningProtocol, PayoutNews, PayoutState, ServiceStatus, ShareRecord, ShareStatus, SolvedShare,
 };
-use sluice_core::{BlockTemplate, Job, JobId, TemplateId, TemplateTx};
+use sluice_core::{BlockTemplate, Job, JobId, SoloCoinbase, TemplateId, TemplateTx};
 
 use crate::{Payload, pb};
 
@@ -213,6 +213,18 @@ impl From<&Job> for pb::Job {
             coinbase_value_sat: j.coinbase_value.to_sat(),
             clean: j.clean,
             created_at_ms: j.created_at_ms,
+            solo: j.solo.as_ref().map(|solo| pb::SoloCoinbase {
+                network: sluice_core::network::chain_name(solo.network).to_owned(),
+                miner_value_sat: solo.miner_value.to_sat(),
+                outputs: solo
+                    .outputs
+                    .iter()
+                    .map(|o| pb::TxOutput {
+                        value_sat: o.value.to_sat(),
+                        script: o.script_pubkey.to_bytes(),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -242,8 +254,29 @@ impl TryFrom<pb::Job> for Job {
             coinbase_value: Amount::from_sat(m.coinbase_value_sat),
             clean: m.clean,
             created_at_ms: m.created_at_ms,
+            solo: m.solo.map(solo_from_pb).transpose()?,
         })
     }
+}
+
+fn solo_from_pb(m: pb::SoloCoinbase) -> Result<SoloCoinbase, ProtoError> {
+    let network =
+        sluice_core::network::network_of_chain(&m.network).ok_or_else(|| ProtoError::Value {
+            field: "solo.network",
+            value: m.network.clone(),
+        })?;
+    Ok(SoloCoinbase {
+        network,
+        miner_value: Amount::from_sat(m.miner_value_sat),
+        outputs: m
+            .outputs
+            .into_iter()
+            .map(|o| bitcoin::TxOut {
+                value: Amount::from_sat(o.value_sat),
+                script_pubkey: bitcoin::ScriptBuf::from_bytes(o.script),
+            })
+            .collect(),
+    })
 }
 
 // ---- Share ----
@@ -303,6 +336,7 @@ impl From<&ShareRecord> for pb::Share {
                 MiningProtocol::StratumV1 => pb::MiningProtocol::StratumV1,
                 MiningProtocol::StratumV2 => pb::MiningProtocol::StratumV2,
             } as i32,
+            solo: s.solo,
         }
     }
 }
@@ -345,6 +379,7 @@ impl TryFrom<pb::Share> for ShareRecord {
                     });
                 }
             },
+            solo: m.solo,
         })
     }
 }
@@ -365,6 +400,7 @@ impl From<&SolvedShare> for pb::SolvedShare {
             worker_name: s.worker_name.clone(),
             server_id: u32::from(s.server_id),
             timestamp_ms: s.timestamp_ms,
+            solo_address: s.solo_address.clone().unwrap_or_default(),
         }
     }
 }
@@ -396,6 +432,7 @@ impl TryFrom<pb::SolvedShare> for SolvedShare {
             worker_name: m.worker_name,
             server_id: server_id(m.server_id)?,
             timestamp_ms: m.timestamp_ms,
+            solo_address: (!m.solo_address.is_empty()).then_some(m.solo_address),
         })
     }
 }
@@ -451,6 +488,7 @@ impl From<&Event> for pb::Event {
                 job_id: b.job_id.0,
                 reward_sat: b.reward_sat,
                 accepted: b.accepted,
+                solo_address: b.solo_address.clone().unwrap_or_default(),
             }),
             EventKind::ServiceStatus(s) => Kind::ServiceStatus(pb::ServiceStatus {
                 service: s.service.clone(),
@@ -525,6 +563,7 @@ impl TryFrom<pb::Event> for Event {
                 job_id: JobId(b.job_id),
                 reward_sat: b.reward_sat,
                 accepted: b.accepted,
+                solo_address: (!b.solo_address.is_empty()).then_some(b.solo_address),
             }),
             Kind::ServiceStatus(s) => EventKind::ServiceStatus(ServiceStatus {
                 service: s.service,

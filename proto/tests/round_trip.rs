@@ -76,6 +76,7 @@ prop_compose! {
         min_time in any::<u32>(), coinbase1 in blob(120), coinbase2 in blob(200),
         branch in proptest::collection::vec(bytes32(), 0..14), value in any::<u64>(),
         clean in any::<bool>(), created_at_ms in any::<u64>(),
+        solo in proptest::option::of((0..5usize, any::<u64>(), proptest::collection::vec((any::<u64>(), blob(40)), 0..3))),
     ) -> Job {
         Job {
             id: JobId(id), leader_epoch: epoch, template_id: TemplateId(template), height,
@@ -84,6 +85,20 @@ prop_compose! {
             time, min_time, coinbase1, coinbase2,
             merkle_branch: branch.into_iter().map(TxMerkleNode::from_byte_array).collect(),
             coinbase_value: Amount::from_sat(value), clean, created_at_ms,
+            solo: solo.map(|(network, miner_value, outputs)| sluice_core::SoloCoinbase {
+                network: [
+                    bitcoin::Network::Bitcoin, bitcoin::Network::Testnet, bitcoin::Network::Testnet4,
+                    bitcoin::Network::Signet, bitcoin::Network::Regtest,
+                ][network],
+                miner_value: Amount::from_sat(miner_value),
+                outputs: outputs
+                    .into_iter()
+                    .map(|(v, s)| bitcoin::TxOut {
+                        value: Amount::from_sat(v),
+                        script_pubkey: ScriptBuf::from_bytes(s),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -108,6 +123,7 @@ prop_compose! {
         en2 in blob(9), ntime in any::<u32>(), nonce in any::<u32>(), vbits in any::<u32>(),
         diff in 1e-9f64..1e15, bits in any::<u32>(), height in any::<u32>(), status in status(),
         hash in bytes32(), client_ip in ip(), ts in any::<u64>(), v2 in any::<bool>(),
+        solo in any::<bool>(),
     ) -> ShareRecord {
         ShareRecord {
             job_id: JobId(job), user_id, worker_id, worker_name, server_id, extranonce1: en1,
@@ -119,6 +135,7 @@ prop_compose! {
             } else {
                 sluice_core::record::MiningProtocol::StratumV1
             },
+            solo,
         }
     }
 }
@@ -140,11 +157,13 @@ prop_compose! {
         job in any::<u64>(), template in bytes32(), height in any::<u32>(), header in header(),
         coinbase in blob(300), user_id in any::<u32>(), worker_id in any::<i64>(),
         worker_name in "[a-z0-9]{0,20}", server_id in any::<u8>(), ts in any::<u64>(),
+        solo_address in proptest::option::of("[a-z0-9]{1,62}"),
     ) -> SolvedShare {
         SolvedShare {
             job_id: JobId(job), template_id: TemplateId(template), height, header, coinbase,
             block_hash: header.block_hash(), user_id, worker_id, worker_name, server_id,
             timestamp_ms: ts,
+            solo_address,
         }
     }
 }
@@ -183,6 +202,7 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                     job_id: JobId(job),
                     reward_sat,
                     accepted,
+                    solo_address: None,
                 })
             },
         );

@@ -78,6 +78,9 @@ pub struct Figures {
     pub shares: Windows<Sums>,
     /// Accepted shares counted (all time since the windows were built).
     pub accept_count: u64,
+    /// The best accepted share's own difficulty (its hash's) since the
+    /// windows were built: what a solo miner watches for.
+    pub best_share_difficulty: f64,
     /// The newest share, unix seconds; `None` before the first.
     pub last_share_time: Option<u64>,
 }
@@ -90,6 +93,7 @@ impl Figures {
             hashrate: Windows::from_array(rates),
             shares: Windows::from_array(sums),
             accept_count,
+            best_share_difficulty: 0.0,
             last_share_time: (last_share_ms > 0).then_some(last_share_ms / 1000),
         }
     }
@@ -241,6 +245,8 @@ pub struct User {
     pub name: String,
     /// Workers with shares in the last hour.
     pub workers: u32,
+    /// A solo miner: its name is the address its blocks pay.
+    pub solo: bool,
 }
 
 /// `GET /api/v1/users/NAME/workers`: the user's workers, those with shares
@@ -318,6 +324,9 @@ pub struct FoundBlock {
     pub submit_results: BTreeMap<String, String>,
     /// It left the best chain.
     pub is_orphaned: bool,
+    /// A solo miner's block: the address its coinbase pays (the reward
+    /// less the pool's solo fee); `None` for the pool's own blocks.
+    pub solo_address: Option<String>,
 }
 
 /// A found block as listed: its row, where it stands, the work behind it.

@@ -42,6 +42,10 @@ pub struct Job {
     pub clean: bool,
     /// When the job was made, unix milliseconds.
     pub created_at_ms: u64,
+    /// What a solo miner's coinbase of this job pays, when the pool offers
+    /// solo mining: its coinbase is `coinbase1` ‖ extranonce ‖ the solo
+    /// `coinbase2` of its own script.
+    pub solo: Option<crate::SoloCoinbase>,
 }
 
 /// extranonce1 bytes (sserver's id and session index) a Job's coinbase is
@@ -95,6 +99,24 @@ impl Job {
             .map_err(|e| format!("coinbase does not reassemble: {e}"))?;
         if !tx.is_coinbase() {
             return Err("coinbase does not spend the null outpoint".into());
+        }
+        if let Some(solo) = &self.solo {
+            if solo.miner_value.checked_add(solo.fee()) != Some(self.coinbase_value) {
+                return Err(format!(
+                    "solo coinbase pays {} and {} of a value of {}",
+                    solo.miner_value,
+                    solo.fee(),
+                    self.coinbase_value
+                ));
+            }
+            let coinbase = crate::coinbase::join_coinbase(
+                &self.coinbase1,
+                &[0; EXTRANONCE1_LEN],
+                &[0; EXTRANONCE2_LEN],
+                &solo.coinbase2(&bitcoin::ScriptBuf::new()),
+            );
+            crate::coinbase::coinbase_transaction(&coinbase)
+                .map_err(|e| format!("solo coinbase does not reassemble: {e}"))?;
         }
         Ok(())
     }
@@ -165,6 +187,7 @@ mod tests {
             coinbase_value: Amount::ZERO,
             clean: true,
             created_at_ms: 0,
+            solo: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod network;
 pub mod record;
 pub mod share;
+pub mod solo;
 pub mod template;
 pub mod worker;
 
@@ -28,4 +29,5 @@ pub use job_id::{JobId, JobIdGenerator};
 pub use merkle::{merkle_branch, merkle_root};
 pub use record::{Event, EventKind, ShareRecord, ShareStatus, SolvedShare};
 pub use share::{CheckedShare, ShareOutcome, Submission, SubmissionError, Work};
+pub use solo::SoloCoinbase;
 pub use template::{BlockTemplate, TemplateId, TemplateTx};

@@ -77,6 +77,9 @@ pub struct ShareRecord {
     pub timestamp_ms: u64,
     /// How the miner spoke to the pool.
     pub protocol: MiningProtocol,
+    /// A solo miner's share: its blocks pay its own address, so its work
+    /// earns nothing from the pool's blocks (no PPLNS, no PPS).
+    pub solo: bool,
 }
 
 /// The protocol a share came by.
@@ -124,6 +127,9 @@ pub struct SolvedShare {
     pub server_id: u8,
     /// Server time at submission, unix milliseconds.
     pub timestamp_ms: u64,
+    /// The address a solo miner's block pays (its coinbase's first output);
+    /// `None` for the pool's own blocks.
+    pub solo_address: Option<String>,
 }
 
 /// Who a miner is on one connection.
@@ -168,6 +174,8 @@ pub struct BlockFound {
     pub reward_sat: u64,
     /// Whether at least one node accepted it.
     pub accepted: bool,
+    /// A solo miner's block: the address its coinbase pays.
+    pub solo_address: Option<String>,
 }
 
 /// Where a found block stands at the nodes.

@@ -150,11 +150,22 @@ pub fn check_ntime(ntime: u32, min_time: u32, now: u32) -> Result<(), Submission
 impl Work {
     /// The coinbase txid for these extranonces, hashed without allocating.
     pub fn coinbase_txid(&self, extranonce1: &[u8], extranonce2: &[u8]) -> Txid {
+        self.coinbase_txid_with(&self.coinbase2, extranonce1, extranonce2)
+    }
+
+    /// [`Work::coinbase_txid`] of the coinbase ending in `coinbase2` (a solo
+    /// miner's, [`crate::SoloCoinbase::coinbase2`]) instead of the job's.
+    pub fn coinbase_txid_with(
+        &self,
+        coinbase2: &[u8],
+        extranonce1: &[u8],
+        extranonce2: &[u8],
+    ) -> Txid {
         let mut engine = sha256d::Hash::engine();
         engine.input(&self.coinbase1);
         engine.input(extranonce1);
         engine.input(extranonce2);
-        engine.input(&self.coinbase2);
+        engine.input(coinbase2);
         Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
     }
 
@@ -165,6 +176,16 @@ impl Work {
         sub: &Submission<'_>,
         version_mask: u32,
     ) -> Result<Header, SubmissionError> {
+        self.header_with(&self.coinbase2, sub, version_mask)
+    }
+
+    /// [`Work::header`] of the coinbase ending in `coinbase2`.
+    pub fn header_with(
+        &self,
+        coinbase2: &[u8],
+        sub: &Submission<'_>,
+        version_mask: u32,
+    ) -> Result<Header, SubmissionError> {
         if sub.extranonce2.len() != self.extranonce2_len {
             return Err(SubmissionError::Extranonce2Size {
                 got: sub.extranonce2.len(),
@@ -172,7 +193,7 @@ impl Work {
             });
         }
         let version = rolled_version(self.version, sub.version_bits, version_mask)?;
-        let txid = self.coinbase_txid(sub.extranonce1, sub.extranonce2);
+        let txid = self.coinbase_txid_with(coinbase2, sub.extranonce1, sub.extranonce2);
         Ok(Header {
             version,
             prev_blockhash: self.prev_blockhash,
@@ -191,7 +212,18 @@ impl Work {
         version_mask: u32,
         share_target: &Target,
     ) -> Result<CheckedShare, SubmissionError> {
-        let header = self.header(sub, version_mask)?;
+        self.check_with(&self.coinbase2, sub, version_mask, share_target)
+    }
+
+    /// [`Work::check`] of the coinbase ending in `coinbase2`.
+    pub fn check_with(
+        &self,
+        coinbase2: &[u8],
+        sub: &Submission<'_>,
+        version_mask: u32,
+        share_target: &Target,
+    ) -> Result<CheckedShare, SubmissionError> {
+        let header = self.header_with(coinbase2, sub, version_mask)?;
         let hash = header.block_hash();
         Ok(CheckedShare {
             header,

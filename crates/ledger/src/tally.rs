@@ -80,6 +80,13 @@ pub enum Unusable {
     NoFees(u32),
 }
 
+/// Whether `share` is work the pool's blocks pay for: accepted (a block
+/// or a share) and not a solo miner's, whose work earns nothing of the
+/// pool's blocks and whose block pays its own address.
+pub fn earns(share: &ShareRecord) -> bool {
+    share.status.is_accepted() && !share.solo
+}
+
 impl Tally {
     /// Adds `share`; with `pps`, its value too.
     pub fn add(&mut self, share: &ShareRecord, pps: Option<&PpsTerms>) -> Result<(), Unusable> {
@@ -87,7 +94,7 @@ impl Tally {
         if !(d.is_finite() && d > 0.0) {
             return Err(Unusable::Difficulty(d));
         }
-        let accepted = share.status.is_accepted();
+        let accepted = earns(share);
         let reward = match pps {
             Some(terms) if accepted => Some(terms.reward(share.height)?),
             _ => None,
@@ -160,7 +167,23 @@ mod tests {
             client_ip: [127, 0, 0, 1].into(),
             timestamp_ms: ms,
             protocol: Default::default(),
+            solo: false,
         }
+    }
+
+    #[test]
+    fn solo_shares_and_blocks_stay_out_of_the_books() {
+        let mut t = Tally::default();
+        let mut solo = share(1, 1.0, ShareStatus::Block, 60_000);
+        solo.solo = true;
+        let terms = PpsTerms {
+            network: Network::Regtest,
+            fee_bps: 0,
+            fees: None,
+        };
+        t.add(&solo, Some(&terms)).unwrap();
+        assert_eq!(t.shares, 1, "read, so its offset moves on");
+        assert!(t.work.is_empty() && t.pps.is_empty() && t.found.is_empty());
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Recount {
     pub fn add(&mut self, partition: i32, offset: i64, share: &ShareRecord) {
         self.shares += 1;
         let d = share.share_difficulty;
-        if !(share.status.is_accepted() && d.is_finite() && d > 0.0) {
+        if !(crate::tally::earns(share) && d.is_finite() && d > 0.0) {
             return;
         }
         let work = *self
@@ -158,6 +158,7 @@ mod tests {
             client_ip: [127, 0, 0, 1].into(),
             timestamp_ms: minute * 60_000,
             protocol: Default::default(),
+            solo: false,
         }
     }
 

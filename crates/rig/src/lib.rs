@@ -22,6 +22,9 @@ use sluice_testkit::{kafka_brokers, unique_name, zookeeper};
 /// rig nodesim's wallet's first (seed 1), so the pool's block rewards are
 /// the wallet's to pay out, as on a pool's own node.
 pub const PAYOUT: &str = "bcrt1q9yze2dhpetvcqhl3h534me4mqplm9ts2wdmzl5";
+/// The pool's fee on a solo block in the rig's jobmaker (solo mining is on):
+/// 1.5 %, to [`PAYOUT`].
+pub const SOLO_FEE_BPS: u16 = 150;
 
 /// A fresh service context.
 pub fn context() -> Context {
@@ -324,6 +327,11 @@ impl Pipeline {
             network: "regtest".into(),
             nodes: vec![self.node.config("sim")],
             empty_jobs: true,
+            solo: jobmaker::SoloConfig {
+                enabled: true,
+                fee_bps: SOLO_FEE_BPS,
+                fee_address: None,
+            },
         }
     }
 

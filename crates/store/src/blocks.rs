@@ -18,26 +18,29 @@ impl Store {
     /// changes nothing else.
     pub async fn record_found_block(&self, block: &FoundBlock) -> Result<(), StoreError> {
         r"INSERT INTO found_blocks (height, hash, prev_hash, user_id, worker_id, worker_name,
-              job_id, reward, fees, size, tx_count, submit_results)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+              job_id, reward, fees, size, tx_count, submit_results, solo_address)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           ON DUPLICATE KEY UPDATE submit_results = COALESCE(
               JSON_MERGE_PATCH(submit_results, VALUES(submit_results)),
               VALUES(submit_results))"
-            .with((
-                block.height,
-                &block.hash,
-                &block.prev_hash,
-                block.user_id,
-                block.worker_id,
-                &block.worker_name,
-                block.job_id,
-                block.reward,
-                block.fees,
-                block.size,
-                block.tx_count,
+            .with(vec![
+                mysql_async::Value::from(block.height),
+                block.hash.as_str().into(),
+                block.prev_hash.as_str().into(),
+                block.user_id.into(),
+                block.worker_id.into(),
+                block.worker_name.as_str().into(),
+                block.job_id.into(),
+                block.reward.into(),
+                block.fees.into(),
+                block.size.into(),
+                block.tx_count.into(),
                 // A JSON object: a later write's answers merge into it.
-                serde_json::to_string(&block.submit_results).unwrap_or_else(|_| "{}".into()),
-            ))
+                serde_json::to_string(&block.submit_results)
+                    .unwrap_or_else(|_| "{}".into())
+                    .into(),
+                block.solo_address.as_deref().into(),
+            ])
             .ignore(self.pool())
             .await
             .map_err(|e| self.err(e))
@@ -74,7 +77,7 @@ impl Store {
         let rows: Vec<mysql_async::Row> =
             "SELECT b.height, b.hash, b.prev_hash, b.user_id, b.worker_id, b.worker_name, \
              b.job_id, b.reward, b.fees, b.size, b.tx_count, b.submit_results, b.is_orphaned, \
-             CAST(UNIX_TIMESTAMP(b.created_at) AS UNSIGNED), b.confirmations, b.status, \
+             b.solo_address, CAST(UNIX_TIMESTAMP(b.created_at) AS UNSIGNED), b.confirmations, b.status, \
              w.work, w.network_difficulty, w.since_ms, w.whole \
              FROM found_blocks b LEFT JOIN block_work w ON w.hash = b.hash \
              WHERE (? IS NULL OR b.user_id = ?) ORDER BY b.id DESC LIMIT ?"
@@ -183,7 +186,7 @@ impl Store {
 }
 
 const SELECT_BLOCKS: &str = "SELECT height, hash, prev_hash, user_id, worker_id, worker_name, \
-     job_id, reward, fees, size, tx_count, submit_results, is_orphaned FROM found_blocks";
+     job_id, reward, fees, size, tx_count, submit_results, is_orphaned, solo_address FROM found_blocks";
 
 /// A found block whose standing may still change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,19 +267,20 @@ fn found_row(row: &mut mysql_async::Row) -> Option<FoundBlock> {
         submit_results: serde_json::from_str::<BTreeMap<String, String>>(&results)
             .unwrap_or_default(),
         is_orphaned: row.take_opt(12)?.ok()?,
+        solo_address: row.take_opt(13)?.ok()?,
     })
 }
 
 /// A row of [`Store::recent_found_blocks`]'s query.
 fn listed(mut row: mysql_async::Row) -> Option<ListedBlock> {
     let block = found_row(&mut row)?;
-    let found_at = row.take_opt(13)?.ok()?;
-    let confirmations = row.take_opt(14)?.ok()?;
-    let status: String = row.take_opt(15)?.ok()?;
-    let work: Option<f64> = row.take_opt(16)?.ok()?;
-    let network_difficulty: Option<f64> = row.take_opt(17)?.ok()?;
-    let since_ms: Option<u64> = row.take_opt(18)?.ok()?;
-    let whole: Option<bool> = row.take_opt(19)?.ok()?;
+    let found_at = row.take_opt(14)?.ok()?;
+    let confirmations = row.take_opt(15)?.ok()?;
+    let status: String = row.take_opt(16)?.ok()?;
+    let work: Option<f64> = row.take_opt(17)?.ok()?;
+    let network_difficulty: Option<f64> = row.take_opt(18)?.ok()?;
+    let since_ms: Option<u64> = row.take_opt(19)?.ok()?;
+    let whole: Option<bool> = row.take_opt(20)?.ok()?;
     let work = match (work, network_difficulty, since_ms, whole) {
         (Some(work), Some(network_difficulty), Some(since_ms), Some(whole)) => Some(BlockWork {
             hash: block.hash.clone(),

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006", "block_status"),
     migration!(7, "0007", "payouts"),
     migration!(8, "0008", "fpps_fees"),
+    migration!(9, "0009", "solo"),
 ];
 
 const LOCK_NAME: &str = "sluice.schema_migrations";

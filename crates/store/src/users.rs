@@ -13,12 +13,14 @@ pub struct User {
     pub name: String,
     /// Disabled accounts may not authorize.
     pub disabled: bool,
+    /// A solo miner: its name is the address its blocks pay.
+    pub solo: bool,
 }
 
 impl Store {
     /// The user called `name` (case-insensitive), if any.
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        "SELECT id, name, disabled FROM users WHERE name = ?"
+        "SELECT id, name, disabled, solo FROM users WHERE name = ?"
             .with((name,))
             .first(self.pool())
             .await
@@ -30,25 +32,40 @@ impl Store {
     /// `since`. Rows changed within that same second are read again, never
     /// missed.
     pub async fn users_changed_since(&self, since: u64) -> Result<(Vec<User>, u64), StoreError> {
-        let rows: Vec<(u32, String, bool, u64)> = "SELECT id, name, disabled, \
+        let rows: Vec<(u32, String, bool, bool, u64)> = "SELECT id, name, disabled, solo, \
              CAST(UNIX_TIMESTAMP(updated_at) AS UNSIGNED) FROM users \
              WHERE updated_at >= FROM_UNIXTIME(?)"
             .with((since,))
             .fetch(self.pool())
             .await
             .map_err(|e| self.err(e))?;
-        let newest = rows.iter().map(|r| r.3).max().unwrap_or(since).max(since);
+        let newest = rows.iter().map(|r| r.4).max().unwrap_or(since).max(since);
         let users = rows
             .into_iter()
-            .map(|(id, name, disabled, _)| User { id, name, disabled })
+            .map(|(id, name, disabled, solo, _)| User {
+                id,
+                name,
+                disabled,
+                solo,
+            })
             .collect();
         Ok((users, newest))
     }
 
     /// Adds a user, or returns the existing one of that name.
     pub async fn ensure_user(&self, name: &str) -> Result<User, StoreError> {
-        "INSERT INTO users (name) VALUES (?) ON DUPLICATE KEY UPDATE id = id"
-            .with((name,))
+        self.insert_user(name, false).await
+    }
+
+    /// Adds a solo miner named by its address, or returns the existing user
+    /// of that name (solo or not: a pooled user keeps its kind).
+    pub async fn ensure_solo_user(&self, address: &str) -> Result<User, StoreError> {
+        self.insert_user(address, true).await
+    }
+
+    async fn insert_user(&self, name: &str, solo: bool) -> Result<User, StoreError> {
+        "INSERT INTO users (name, solo) VALUES (?, ?) ON DUPLICATE KEY UPDATE id = id"
+            .with((name, solo))
             .ignore(self.pool())
             .await
             .map_err(|e| self.err(e))?;

@@ -91,6 +91,7 @@ async fn a_block_is_credited_once_and_settles_once() {
             tx_count: 1,
             submit_results: Default::default(),
             is_orphaned: false,
+            solo_address: None,
         })
         .await
         .unwrap();

@@ -211,6 +211,7 @@ async fn a_found_block_is_one_row_whose_node_results_merge() {
         tx_count: 3,
         submit_results: answers(&[("a", "pending"), ("b", "pending")]),
         is_orphaned: false,
+        solo_address: None,
     };
     db.store.record_found_block(&block).await.unwrap();
     // The same blkmaker later, and a second blkmaker with another node.
@@ -264,6 +265,7 @@ async fn a_block_s_standing_changes_once_and_its_work_is_listed_with_it() {
         tx_count: 1,
         submit_results: Default::default(),
         is_orphaned: false,
+        solo_address: None,
     };
     for h in [10, 11, 12] {
         db.store.record_found_block(&block(h)).await.unwrap();

@@ -193,6 +193,35 @@ pub(crate) async fn start_pool_on(
     }
 }
 
+/// A pool whose sserver also serves SV2: its address and authority key.
+pub(crate) async fn sv2_pool() -> (Pool, SocketAddr, sluice_sv2::AuthorityPublicKey) {
+    sv2_pool_with(|_| {}).await
+}
+
+pub(crate) async fn sv2_pool_with(
+    tweak: impl FnOnce(&mut sserver::Config),
+) -> (Pool, SocketAddr, sluice_sv2::AuthorityPublicKey) {
+    let keys = sluice_sv2::AuthorityKeys::generate();
+    let path = std::env::temp_dir().join(sluice_testkit::unique_name("e2e-sv2-authority-"));
+    keys.save_new(&path).unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], sluice_testkit::free_port()).into();
+    let pool = start_pool_with(&sluice_testkit::mysql_url(), InProcess::ALL, |c| {
+        c.sv2 = Some(sserver::sv2::Sv2Config {
+            listen: addr,
+            authority_key_file: path,
+            cert_backdate_secs: 3600,
+            cert_validity_secs: 86_400,
+        });
+        tweak(c);
+    })
+    .await;
+    sluice_testkit::eventually(Duration::from_secs(30), "the SV2 port", || async move {
+        tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+    })
+    .await;
+    (pool, addr, keys.public())
+}
+
 /// Simulated miners on `pool` for `seconds` at 200 shares/s in all, started
 /// and mining (200 shares accepted) when this returns.
 pub(crate) async fn start_mining(

@@ -221,6 +221,7 @@ mod tests {
             worker_name: "w".into(),
             server_id: 1,
             timestamp_ms: 0,
+            solo_address: None,
         }
     }
 

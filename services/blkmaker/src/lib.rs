@@ -593,6 +593,7 @@ impl Blkmaker {
             tx_count: assembled.map_or(0, |a| u32::try_from(a.tx_count).unwrap_or(u32::MAX)),
             submit_results: results.clone(),
             is_orphaned: false,
+            solo_address: share.solo_address.clone(),
         }
     }
 
@@ -635,6 +636,7 @@ impl Blkmaker {
                 job_id: share.job_id,
                 reward_sat,
                 accepted,
+                solo_address: share.solo_address.clone(),
             }),
         };
         self.send_event(event, "BlockFound");

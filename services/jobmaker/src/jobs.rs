@@ -1,16 +1,19 @@
 //! Jobs from templates, with the pool's coinbase (crates/core).
 
-use bitcoin::{BlockHash, ScriptBuf, TxMerkleNode};
+use bitcoin::{BlockHash, TxMerkleNode};
 use sluice_core::{
     BlockTemplate, CoinbaseError, CoinbaseParams, Job, JobId, JobIdGenerator, merkle_branch,
 };
 
+use sluice_core::SoloCoinbase;
 use sluice_core::job::{EXTRANONCE1_LEN, EXTRANONCE2_LEN};
+
+use crate::Payout;
 
 /// Makes jobs for one leadership term.
 pub(crate) struct JobFactory {
     pool_tag: Vec<u8>,
-    payout: ScriptBuf,
+    payout: Payout,
     epoch: u64,
     ids: JobIdGenerator,
     /// The merkle branch of the current template (computed once per template).
@@ -28,7 +31,7 @@ impl JobFactory {
     /// keep increasing across leaders.
     pub(crate) fn new(
         pool_tag: Vec<u8>,
-        payout: ScriptBuf,
+        payout: Payout,
         epoch: u64,
         last_job: Option<JobId>,
     ) -> Self {
@@ -69,11 +72,21 @@ impl JobFactory {
             extranonce1_len: EXTRANONCE1_LEN,
             extranonce2_len: EXTRANONCE2_LEN,
             value: template.coinbase_value,
-            payout_script: self.payout.clone(),
+            payout_script: self.payout.script.clone(),
             fixed_outputs: Vec::new(),
             witness_commitment: template.default_witness_commitment.clone(),
         }
         .build()?;
+        let solo = match &self.payout.solo {
+            Some(terms) => Some(SoloCoinbase::new(
+                terms.network,
+                template.coinbase_value,
+                terms.fee_bps,
+                &terms.fee_script,
+                template.default_witness_commitment.as_deref(),
+            )?),
+            None => None,
+        };
         let branch = match &self.branch {
             Some((tid, branch)) if *tid == template.id => branch.clone(),
             _ => {
@@ -98,6 +111,7 @@ impl JobFactory {
             coinbase_value: template.coinbase_value,
             clean,
             created_at_ms: now_ms,
+            solo,
         })
     }
 }
@@ -121,9 +135,16 @@ mod tests {
         sluice_node::empty_template("n", bitcoin::Network::Regtest, &tip, None, version, 0).unwrap()
     }
 
+    fn pooled() -> Payout {
+        Payout {
+            script: bitcoin::ScriptBuf::new(),
+            solo: None,
+        }
+    }
+
     #[test]
     fn a_job_on_the_same_tip_never_goes_back_before_the_first_one() {
-        let mut f = JobFactory::new(b"/t/".to_vec(), ScriptBuf::new(), 1, None);
+        let mut f = JobFactory::new(b"/t/".to_vec(), pooled(), 1, None);
         let now_ms = 1_700_000_000_000;
         // The empty job from a header timed ahead of the clock; then the
         // full template on the same tip, whose earliest time is lower.

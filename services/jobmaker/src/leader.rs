@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use bitcoin::ScriptBuf;
 use sluice_coord::{Candidate, Coord};
 use sluice_service::Context;
 
 use crate::Config;
+use crate::Payout;
 use crate::metrics::JobMetrics;
 use crate::term::lead;
 
@@ -17,7 +17,7 @@ pub(crate) async fn campaign(
     ctx: &Context,
     metrics: &JobMetrics,
     coord: &Coord,
-    payout: &ScriptBuf,
+    payout: &Payout,
     info: &[u8],
 ) -> anyhow::Result<()> {
     let token = ctx.shutdown.token().clone();

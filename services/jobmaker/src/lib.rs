@@ -68,6 +68,44 @@ pub struct Config {
     /// before its full template exists; the full job follows (`announce.rs`).
     #[serde(default = "sluice_service::default_true")]
     pub empty_jobs: bool,
+    /// `[solo]`: solo mining beside the pool.
+    #[serde(default)]
+    pub solo: SoloConfig,
+}
+
+/// `[solo]`: miners who log in with a Bitcoin address of the pool's network
+/// (`ADDRESS.worker`) mine solo: the coinbase of their block pays that
+/// address the whole reward less `fee_bps`. Every job carries what their
+/// coinbases share; sserver fills in each one's output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoloConfig {
+    /// Whether address logins mine solo.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The pool's fee on a solo block, in basis points of the coinbase
+    /// value (subsidy and fees), floored to the satoshi: 0 to 10,000.
+    #[serde(default)]
+    pub fee_bps: u16,
+    /// Where the fee goes; `payout_address` when unset.
+    #[serde(default)]
+    pub fee_address: Option<String>,
+}
+
+/// Where a job's coinbase pays: the pool's script, and what solo
+/// coinbases share when solo mining is on.
+#[derive(Debug, Clone)]
+pub(crate) struct Payout {
+    pub(crate) script: ScriptBuf,
+    pub(crate) solo: Option<SoloTerms>,
+}
+
+/// Solo mining's terms, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct SoloTerms {
+    pub(crate) network: bitcoin::Network,
+    pub(crate) fee_bps: u16,
+    pub(crate) fee_script: ScriptBuf,
 }
 
 fn default_job_interval() -> u64 {
@@ -88,7 +126,7 @@ impl AsRef<CommonConfig> for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        self.payout_script()?;
+        self.payout()?;
         if self.pool_tag.len() > 60 {
             return Err(format!(
                 "pool_tag is {} bytes; at most 60 fit the coinbase",
@@ -109,24 +147,47 @@ impl Validate for Config {
 impl Config {
     /// The payout address's script, checked against the configured network.
     pub fn payout_script(&self) -> Result<ScriptBuf, String> {
+        self.script_of("payout_address", &self.payout_address)
+    }
+
+    fn script_of(&self, key: &str, address: &str) -> Result<ScriptBuf, String> {
         let network = sluice_core::network::parse_network(&self.network)?;
-        let address = Address::from_str(&self.payout_address)
-            .map_err(|e| format!("payout_address {:?}: {e}", self.payout_address))?;
-        address
+        let parsed = Address::from_str(address).map_err(|e| format!("{key} {address:?}: {e}"))?;
+        parsed
             .require_network(network)
             .map(|a| a.script_pubkey())
-            .map_err(|_| {
-                format!(
-                    "payout_address {:?} is not a {} address",
-                    self.payout_address, self.network
-                )
+            .map_err(|_| format!("{key} {address:?} is not a {} address", self.network))
+    }
+
+    /// The pool's script and the solo terms, checked.
+    pub(crate) fn payout(&self) -> Result<Payout, String> {
+        let script = self.payout_script()?;
+        let solo = if self.solo.enabled {
+            if self.solo.fee_bps > sluice_core::solo::MAX_FEE_BPS {
+                return Err(format!(
+                    "solo.fee_bps is {}; at most 10000 (all of it)",
+                    self.solo.fee_bps
+                ));
+            }
+            let fee_script = match &self.solo.fee_address {
+                Some(a) => self.script_of("solo.fee_address", a)?,
+                None => script.clone(),
+            };
+            Some(SoloTerms {
+                network: sluice_core::network::parse_network(&self.network)?,
+                fee_bps: self.solo.fee_bps,
+                fee_script,
             })
+        } else {
+            None
+        };
+        Ok(Payout { script, solo })
     }
 }
 
 /// The service: campaign, lead while elected, campaign again when deposed.
 pub async fn run(config: Config, ctx: Context) -> anyhow::Result<()> {
-    let payout = config.payout_script().map_err(anyhow::Error::msg)?;
+    let payout = config.payout().map_err(anyhow::Error::msg)?;
     let token = ctx.shutdown.token().clone();
     let metrics = metrics::JobMetrics::register(&ctx.metrics);
     let info = format!("{} pid {}", config.service.instance, std::process::id());

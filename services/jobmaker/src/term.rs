@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use bitcoin::{BlockHash, Network, ScriptBuf};
+use bitcoin::{BlockHash, Network};
 use sluice_bus::{Backlog, BusConfig, Producer, Record, TailConsumer, Topic};
 use sluice_core::{BlockTemplate, Job};
 use sluice_service::{Context, now_ms};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::Payout;
 use crate::announce::{self, Announced};
 use crate::jobs::JobFactory;
 use crate::metrics::JobMetrics;
@@ -39,7 +40,7 @@ pub(crate) async fn lead(
     config: &Config,
     ctx: &Context,
     metrics: &JobMetrics,
-    payout: &ScriptBuf,
+    payout: &Payout,
     epoch: u64,
     term: &CancellationToken,
 ) -> anyhow::Result<()> {

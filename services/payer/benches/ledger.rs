@@ -66,6 +66,7 @@ fn share(user: u32, minute: u32) -> ShareRecord {
         client_ip: [127, 0, 0, 1].into(),
         timestamp_ms: u64::from(minute) * 60_000,
         protocol: Default::default(),
+        solo: false,
     }
 }
 

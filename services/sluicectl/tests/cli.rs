@@ -186,6 +186,7 @@ async fn count_shares_audits_one_users_accepted_shares_from_a_position() {
         client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         timestamp_ms: 1,
         protocol: sluice_core::record::MiningProtocol::StratumV1,
+        solo: false,
     };
     let send = |s: ShareRecord| {
         let (producer, topic) = (&producer, &topic);

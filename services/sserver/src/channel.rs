@@ -25,6 +25,7 @@ use sluice_core::record::{MinerIdentity, MiningProtocol, ShareRecord, ShareStatu
 use crate::jobs::{ServerJob, now_secs};
 use crate::judge::{Credit, Judgement, SentJob, ShareWork, judge};
 use crate::shared::{Miner, Shared};
+use crate::solo::{Payee, SoloCoinbases};
 use crate::spool::Unacked;
 use crate::vardiff::Vardiff;
 
@@ -40,6 +41,8 @@ pub(crate) struct SentJobs {
     last_tip: Option<BlockHash>,
     last_notify: Instant,
     next_serial: u64,
+    /// A solo miner's coinbases: each job goes with its own.
+    solo: Option<SoloCoinbases>,
 }
 
 /// What to send a miner of the newest job.
@@ -63,7 +66,14 @@ impl SentJobs {
             last_tip: None,
             last_notify: Instant::now(),
             next_serial: first_serial,
+            solo: None,
         }
+    }
+
+    /// Every job is sent paying `payee` (a solo miner).
+    pub(crate) fn paying(mut self, payee: Option<Arc<Payee>>) -> Self {
+        self.solo = payee.map(SoloCoinbases::new);
+        self
     }
 
     /// Whether `job` is the one sent last.
@@ -95,6 +105,11 @@ impl SentJobs {
         if already && !force && self.told == Some(difficulty) {
             return None;
         }
+        // A solo miner is never sent a job that would pay the pool.
+        let coinbase2 = match &mut self.solo {
+            Some(solo) => Some(solo.coinbase2(job)?),
+            None => None,
+        };
         let new_difficulty = (self.told != Some(difficulty)).then_some(difficulty);
         self.told = Some(difficulty);
         let tip = job.job.prev_blockhash;
@@ -114,6 +129,7 @@ impl SentJobs {
             self.next_serial += 1;
             let mut sent = SentJob::new(Arc::clone(job), difficulty);
             sent.serial = serial;
+            sent.coinbase2 = coinbase2;
             self.jobs.push_back(sent);
             Some(serial)
         };
@@ -154,6 +170,11 @@ impl SentJobs {
     /// The job remembered at `pos` (from [`SentJobs::find`]).
     pub(crate) fn job(&self, pos: usize) -> Option<&SentJob> {
         self.jobs.get(pos)
+    }
+
+    /// The job sent last.
+    pub(crate) fn latest(&self) -> Option<&SentJob> {
+        self.jobs.back()
     }
 
     /// A dropped session's jobs, taken over by the one resuming it: its
@@ -200,11 +221,12 @@ impl Channel {
         vardiff: Vardiff,
         first_serial: u64,
     ) -> Self {
+        let payee = miner.solo.clone();
         Channel {
             miner,
             extranonce1,
             vardiff,
-            sent: SentJobs::new(first_serial),
+            sent: SentJobs::new(first_serial).paying(payee),
         }
     }
 
@@ -331,7 +353,18 @@ impl Shared {
             return Recorded::default();
         };
         let solved = (status == ShareStatus::Block).then(|| {
-            self.solved_share(job, from.miner, work.extranonce1, work.extranonce2, checked)
+            let coinbase2 = judgement
+                .coinbase2
+                .as_deref()
+                .unwrap_or(&job.work.coinbase2);
+            self.solved_share(
+                job,
+                coinbase2,
+                from.miner,
+                work.extranonce1,
+                work.extranonce2,
+                checked,
+            )
         });
         let share = ShareRecord {
             job_id: job.job.id,
@@ -356,6 +389,7 @@ impl Shared {
             client_ip: from.peer,
             timestamp_ms: sluice_service::now_ms(),
             protocol: from.protocol,
+            solo: from.miner.solo.is_some(),
         };
         Recorded {
             share: Some(share),

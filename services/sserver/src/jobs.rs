@@ -8,6 +8,7 @@
 //! stale, not unknown), always at least the newest. If Kafka stalls the last
 //! board stays: miners keep working on the last job.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct ServerJob {
     /// `notify` as wire lines, clean and not: serialized once per job, not once
     /// per connection.
     lines: [String; 2],
+    /// For a job with solo terms, the lines cut where coinbase2 goes: a
+    /// solo miner's line is the two halves around its own coinbase2's hex.
+    solo_lines: Option<[(String, String); 2]>,
 }
 
 impl ServerJob {
@@ -61,17 +65,65 @@ impl ServerJob {
             ServerMessage::from(Notification::Notify(n)).to_line()
         };
         let lines = [line(false), line(true)];
+        let solo_lines = job.solo.as_ref().and_then(|_| {
+            let cut = |clean: bool| {
+                let n = Notify {
+                    clean,
+                    coinbase2: Vec::new(),
+                    ..notify.clone()
+                };
+                let line = ServerMessage::from(Notification::Notify(n)).to_line();
+                // coinbase1's hex, then the empty coinbase2: `"…",""`.
+                let marker = format!("\"{}\",\"\"", hex::encode(&notify.coinbase1));
+                let at = line.find(&marker)? + marker.len() - 1;
+                Some((line[..at].to_owned(), line[at..].to_owned()))
+            };
+            Some([cut(false)?, cut(true)?])
+        });
         ServerJob {
             job,
             work,
             notify,
             lines,
+            solo_lines,
         }
     }
 
     /// The `mining.notify` line (without newline) with this `clean` flag.
     pub fn notify_line(&self, clean: bool) -> &str {
         &self.lines[usize::from(clean)]
+    }
+
+    /// The `mining.notify` line of this job as sent with `coinbase2` (a
+    /// solo miner's, [`crate::judge::SentJob::coinbase2`]) or without (the job's).
+    pub fn notify_line_for(&self, clean: bool, coinbase2: Option<&[u8]>) -> Cow<'_, str> {
+        match coinbase2 {
+            Some(c) => Cow::Owned(self.notify_line_paying(clean, c)),
+            None => Cow::Borrowed(self.notify_line(clean)),
+        }
+    }
+
+    /// The `mining.notify` line of this job ending its coinbase in
+    /// `coinbase2` (a solo miner's) instead of the job's.
+    pub fn notify_line_paying(&self, clean: bool, coinbase2: &[u8]) -> String {
+        match &self.solo_lines {
+            Some(lines) => {
+                let (head, tail) = &lines[usize::from(clean)];
+                let mut line = String::with_capacity(head.len() + 2 * coinbase2.len() + tail.len());
+                line.push_str(head);
+                line.push_str(&hex::encode(coinbase2));
+                line.push_str(tail);
+                line
+            }
+            None => {
+                let n = Notify {
+                    clean,
+                    coinbase2: coinbase2.to_vec(),
+                    ..self.notify.clone()
+                };
+                ServerMessage::from(Notification::Notify(n)).to_line()
+            }
+        }
     }
 }
 
@@ -259,6 +311,7 @@ mod tests {
                 coinbase_value: Amount::ZERO,
                 clean: true,
                 created_at_ms: 0,
+                solo: None,
             },
             4,
         ))
@@ -278,6 +331,39 @@ mod tests {
                 ..j.notify.clone()
             };
             assert_eq!(line, ServerMessage::from(Notification::Notify(expected)));
+        }
+    }
+
+    #[test]
+    fn a_solo_line_is_the_job_s_with_the_miner_s_coinbase2() {
+        let plain = job(1, 1, 1, 1);
+        let mut with_solo = plain.job.clone();
+        with_solo.solo = Some(sluice_core::SoloCoinbase {
+            network: bitcoin::Network::Regtest,
+            miner_value: Amount::ZERO,
+            outputs: vec![],
+        });
+        let j = ServerJob::new(with_solo, 4);
+        for (clean, cb2) in [(false, vec![]), (true, vec![0xab, 0xcd, 0x01])] {
+            let line =
+                ServerMessage::parse(&j.notify_line_paying(clean, &cb2)).expect("a notify line");
+            let expected = Notify {
+                clean,
+                coinbase2: cb2.clone(),
+                ..j.notify.clone()
+            };
+            assert_eq!(
+                line,
+                ServerMessage::from(Notification::Notify(expected.clone()))
+            );
+            // A job without solo terms says the same, the slow way.
+            let slow =
+                ServerMessage::parse(&plain.notify_line_paying(clean, &cb2)).expect("a line");
+            let expected = Notify {
+                coinbase2: cb2,
+                ..expected
+            };
+            assert_eq!(slow, ServerMessage::from(Notification::Notify(expected)));
         }
     }
 

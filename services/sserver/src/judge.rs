@@ -43,6 +43,9 @@ pub(crate) struct SentJob {
     /// The session's number for this sending (a farm agent's short job id
     /// is it modulo 256); 0 where unused.
     pub serial: u64,
+    /// A solo miner's coinbase2 for this job (its own output first);
+    /// `None`: the job's, the pool's.
+    pub coinbase2: Option<Arc<[u8]>>,
 }
 
 impl SentJob {
@@ -53,7 +56,15 @@ impl SentJob {
             previous: None,
             seen: HashSet::new(),
             serial: 0,
+            coinbase2: None,
         }
+    }
+
+    /// The coinbase after the extranonce this job was sent with.
+    pub(crate) fn coinbase2(&self) -> &[u8] {
+        self.coinbase2
+            .as_deref()
+            .unwrap_or(&self.job.work.coinbase2)
     }
 
     /// What a share of this job counts at: its difficulty, or the one
@@ -128,6 +139,8 @@ pub(crate) struct Judgement {
     pub job: Option<Arc<ServerJob>>,
     /// The header and its hash, when one could be built.
     pub checked: Option<CheckedShare>,
+    /// A solo miner's coinbase2 the header commits to (else the job's).
+    pub coinbase2: Option<Arc<[u8]>>,
 }
 
 impl Judgement {
@@ -138,6 +151,7 @@ impl Judgement {
             difficulty,
             job: None,
             checked: None,
+            coinbase2: None,
         }
     }
 
@@ -223,7 +237,9 @@ pub(crate) fn judge(
         nonce: work.nonce,
         version_bits: work.version_bits,
     };
-    let mut checked = job.work.check(&sub, version_mask, &target_of(difficulty));
+    let mut checked =
+        job.work
+            .check_with(sent.coinbase2(), &sub, version_mask, &target_of(difficulty));
     // Found before the miner read the retarget: good at the old difficulty.
     if let (Ok(c), Some(old)) = (&mut checked, previous)
         && c.outcome == ShareOutcome::LowDifficulty
@@ -261,6 +277,7 @@ pub(crate) fn judge(
         difficulty,
         job: Some(job),
         checked: checked.ok(),
+        coinbase2: sent.coinbase2.clone(),
     }
 }
 
@@ -321,6 +338,7 @@ pub(crate) mod tests {
                 coinbase_value: Amount::ZERO,
                 clean: true,
                 created_at_ms: 0,
+                solo: None,
             },
             8,
         ))

@@ -25,6 +25,7 @@ mod metrics;
 pub mod proxy;
 mod shared;
 mod sinks;
+mod solo;
 mod spool;
 pub mod sv2;
 mod tls;

@@ -131,17 +131,20 @@ impl Shared {
     }
 
     /// The block candidate of `miner`'s share of `job` (whichever protocol
-    /// carried it), logged as found.
+    /// carried it; the coinbase ending in `coinbase2`, the job's or a solo
+    /// miner's), logged as found.
     pub(crate) fn solved_share(
         &self,
         job: &ServerJob,
+        coinbase2: &[u8],
         miner: &Miner,
         extranonce1: &[u8],
         extranonce2: &[u8],
         checked: &sluice_core::CheckedShare,
     ) -> SolvedShare {
         let hash = checked.hash;
-        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, "block found");
+        let solo = miner.solo.as_ref().map(|p| p.address.as_str());
+        tracing::info!(%hash, height = job.job.height, user = %miner.user, worker = %miner.worker, solo, "block found");
         SolvedShare {
             job_id: job.job.id,
             template_id: job.job.template_id,
@@ -151,7 +154,7 @@ impl Shared {
                 &job.work.coinbase1,
                 extranonce1,
                 extranonce2,
-                &job.work.coinbase2,
+                coinbase2,
             ),
             block_hash: hash,
             user_id: miner.user_id,
@@ -159,6 +162,7 @@ impl Shared {
             worker_name: miner.worker.clone(),
             server_id: self.server_id,
             timestamp_ms: sluice_service::now_ms(),
+            solo_address: solo.map(str::to_owned),
         }
     }
 }
@@ -170,16 +174,28 @@ pub(crate) struct Miner {
     pub(crate) user: String,
     pub(crate) worker: String,
     pub(crate) worker_id: i64,
+    /// A solo miner's payee (its channel's jobs pay it).
+    pub(crate) solo: Option<Arc<crate::solo::Payee>>,
 }
 
 impl Miner {
-    /// `user.worker` as logged in, read by `parse_login`.
-    pub(crate) fn from_login(user_id: u32, login: sluice_core::worker::Login) -> Self {
+    /// `user.worker` as logged in, read by `parse_login`, authorized as
+    /// `who` ([`Shared::login`]).
+    pub(crate) fn from_login(
+        who: crate::solo::LoggedIn,
+        login: sluice_core::worker::Login,
+    ) -> Self {
+        // A solo miner's user is its address as the network writes it.
+        let user = match &who.solo {
+            Some(payee) => payee.address.clone(),
+            None => login.user,
+        };
         Miner {
-            user_id,
+            user_id: who.user_id,
             worker_id: sluice_core::worker::worker_id(&login.worker),
-            user: login.user,
+            user,
             worker: login.worker,
+            solo: who.solo,
         }
     }
 

@@ -400,6 +400,7 @@ mod tests {
             worker_name: "w".into(),
             server_id: 3,
             timestamp_ms: 4,
+            solo_address: None,
         }
     }
 

@@ -574,6 +574,7 @@ mod tests {
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             timestamp_ms: 1_000 + u64::from(nonce),
             protocol: sluice_core::record::MiningProtocol::StratumV1,
+            solo: false,
         }
     }
 

@@ -111,6 +111,9 @@ mod code {
     pub(super) const UNSUPPORTED_PROTOCOL: &str = "unsupported-protocol";
     pub(super) const PROTOCOL_VERSION_MISMATCH: &str = "protocol-version-mismatch";
     pub(super) const UNKNOWN_USER: &str = "unknown-user";
+    /// Ours, not the spec's: a solo address of another network, or one no
+    /// output should pay.
+    pub(super) const INVALID_SOLO_ADDRESS: &str = "invalid-solo-address";
     pub(super) const MAX_TARGET_OUT_OF_RANGE: &str = "max-target-out-of-range";
     pub(super) const INVALID_CHANNEL_ID: &str = "invalid-channel-id";
     pub(super) const INVALID_JOB_ID: &str = "invalid-job-id";

@@ -25,6 +25,8 @@ pub(crate) struct Account {
     pub id: u32,
     /// `users.disabled`.
     pub disabled: bool,
+    /// `users.solo`.
+    pub solo: bool,
 }
 
 /// Why a login was refused.
@@ -39,6 +41,13 @@ pub enum AuthError {
     /// MySQL could not be asked.
     #[error("user database unavailable, try again")]
     Unavailable,
+    /// An address no solo block may pay (another network's, or one anyone
+    /// could spend).
+    #[error("{0}")]
+    BadAddress(String),
+    /// A solo miner's address while the pool offers no solo mining.
+    #[error("{0} mines solo, which this pool does not offer now")]
+    SoloOff(String),
 }
 
 /// The cache, shared by connections (short locks, never across an await).
@@ -93,14 +102,46 @@ impl Users {
         if account.disabled {
             return Err(AuthError::Disabled(name.to_owned()));
         }
+        if account.solo {
+            return Err(AuthError::SoloOff(name.to_owned()));
+        }
         Ok(account.id)
     }
 
+    /// The account of solo miner `address` (registered on its first
+    /// login, whatever `auto_register` says) and whether it is solo: a
+    /// pooled user of that name, registered before solo mining was on,
+    /// stays pooled.
+    pub async fn authorize_solo(&self, address: &str) -> Result<(u32, bool), AuthError> {
+        let account = match self.cached(address) {
+            Some(a) => a,
+            None => self.fetch_or_register(address, true).await?,
+        };
+        if account.disabled {
+            return Err(AuthError::Disabled(address.to_owned()));
+        }
+        Ok((account.id, account.solo))
+    }
+
     async fn fetch(&self, name: &str) -> Result<Account, AuthError> {
+        self.fetch_or_register(name, false).await
+    }
+
+    async fn fetch_or_register(&self, name: &str, solo: bool) -> Result<Account, AuthError> {
         let store = &self.store;
         let found = store.user_by_name(name).await.map_err(unavailable)?;
-        let user = match (found, self.auto_register) {
+        let user = match (found, solo || self.auto_register) {
             (Some(u), _) => u,
+            (None, true) if solo => {
+                let u = store.ensure_solo_user(name).await.map_err(unavailable)?;
+                tracing::info!(
+                    user = name,
+                    id = u.id,
+                    solo = u.solo,
+                    "solo miner registered"
+                );
+                u
+            }
             (None, true) => {
                 let u = store.ensure_user(name).await.map_err(unavailable)?;
                 tracing::info!(user = name, id = u.id, "user registered");
@@ -111,6 +152,7 @@ impl Users {
         let account = Account {
             id: user.id,
             disabled: user.disabled,
+            solo: user.solo,
         };
         self.remember(&user.name, account);
         Ok(account)
@@ -174,6 +216,7 @@ fn entry(u: sluice_store::User) -> (String, Account) {
     let account = Account {
         id: u.id,
         disabled: u.disabled,
+        solo: u.solo,
     };
     (key(&u.name), account)
 }

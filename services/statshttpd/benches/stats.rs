@@ -44,6 +44,7 @@ fn share(n: u32, minute: u64) -> ShareRecord {
         client_ip: IpAddr::V4(Ipv4Addr::from(n)),
         timestamp_ms: NOW - minute * 60_000,
         protocol: sluice_core::record::MiningProtocol::StratumV1,
+        solo: false,
     }
 }
 

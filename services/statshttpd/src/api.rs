@@ -202,6 +202,7 @@ async fn worker_status(State(stats): Shared, RawQuery(q): RawQuery) -> Response 
                 a.add(&b);
             }
             merged.accept_count += f.accept_count;
+            merged.best_share = merged.best_share.max(f.best_share);
             if f.last_share_ms >= merged.last_share_ms {
                 merged.last_share_ms = f.last_share_ms;
                 merged.last_ip = f.last_ip;
@@ -222,6 +223,7 @@ fn empty() -> Figures {
     Figures {
         windows: [Sums::default(); 3],
         accept_count: 0,
+        best_share: 0.0,
         last_share_ms: 0,
         last_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     }
@@ -244,11 +246,13 @@ async fn flush_db_time(State(stats): Shared) -> Response {
 
 /// One entity's windows as the API gives them.
 fn figures(f: &Figures) -> sluice_api::Figures {
-    sluice_api::Figures::new(
+    let mut figures = sluice_api::Figures::new(
         f.windows.map(sluice_api::Sums::from),
         f.accept_count,
         f.last_share_ms,
-    )
+    );
+    figures.best_share_difficulty = f.best_share;
+    figures
 }
 
 async fn pool(State(stats): Shared) -> Response {
@@ -383,6 +387,11 @@ async fn worker_minutes(
 
 /// The user called `name`, or the reply to give instead.
 pub(crate) async fn find_user(stats: &Stats, name: &str) -> Result<u32, Response> {
+    find_account(stats, name).await.map(|u| u.id)
+}
+
+/// The `users` row called `name`, or the reply to give instead.
+async fn find_account(stats: &Stats, name: &str) -> Result<sluice_store::User, Response> {
     if name.is_empty() || name.len() > 64 {
         return Err(error(
             stats,
@@ -394,7 +403,7 @@ pub(crate) async fn find_user(stats: &Stats, name: &str) -> Result<u32, Response
         return Err(initializing(stats));
     }
     match stats.store.user_by_name(name).await {
-        Ok(Some(u)) => Ok(u.id),
+        Ok(Some(u)) => Ok(u),
         Ok(None) => Err(error(
             stats,
             StatusCode::NOT_FOUND,
@@ -409,10 +418,11 @@ pub(crate) async fn find_user(stats: &Stats, name: &str) -> Result<u32, Response
 }
 
 async fn user(State(stats): Shared, Path(name): Path<String>) -> Response {
-    let id = match find_user(&stats, &name).await {
-        Ok(id) => id,
+    let account = match find_account(&stats, &name).await {
+        Ok(u) => u,
         Err(r) => return r,
     };
+    let id = account.id;
     let now = stats.clock.now_ms();
     let (f, workers) = lock(&stats.live).user(id, now).unwrap_or((empty(), 0));
     let user = sluice_api::User {
@@ -420,6 +430,7 @@ async fn user(State(stats): Shared, Path(name): Path<String>) -> Response {
         user_id: id,
         name,
         workers,
+        solo: account.solo,
     };
     reply(&stats, StatusCode::OK, &user)
 }

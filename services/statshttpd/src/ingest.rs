@@ -327,6 +327,7 @@ mod tests {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             timestamp_ms: at,
             protocol: sluice_core::record::MiningProtocol::StratumV1,
+            solo: false,
         };
         let now = 1_800_000_000_000;
         assert_eq!(usable(&share(1e-9, now), now), Ok(()));

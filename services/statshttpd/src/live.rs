@@ -25,11 +25,22 @@ pub(crate) fn kind(status: ShareStatus) -> Kind {
     }
 }
 
+/// The difficulty a share's hash itself meets (difficulty-1 target over
+/// the hash): 0 for a zero hash, which no share has.
+pub(crate) fn share_difficulty_of(hash: bitcoin::BlockHash) -> f64 {
+    use bitcoin::hashes::Hash;
+    let target = bitcoin::Target::from_le_bytes(hash.to_byte_array());
+    sluice_core::Difficulty::from_target(target).map_or(0.0, sluice_core::Difficulty::get)
+}
+
 /// One worker (boxed in the map: ~0.8 KiB each).
 #[derive(Debug, Clone)]
 pub(crate) struct Worker {
     pub(crate) window: Window<f32>,
     pub(crate) accept_count: u64,
+    /// The best accepted share's own difficulty (its hash's, not the
+    /// target's it was sent): what a solo miner watches.
+    pub(crate) best: f64,
     pub(crate) last_share_ms: u64,
     pub(crate) last_ip: IpAddr,
     pub(crate) name: Box<str>,
@@ -40,6 +51,7 @@ pub(crate) struct Worker {
 pub(crate) struct Aggregate {
     pub(crate) window: Window<f64>,
     pub(crate) accept_count: u64,
+    pub(crate) best: f64,
     pub(crate) last_share_ms: u64,
     pub(crate) last_ip: IpAddr,
     /// Active workers (users only).
@@ -51,6 +63,7 @@ impl Default for Aggregate {
         Aggregate {
             window: Window::default(),
             accept_count: 0,
+            best: 0.0,
             last_share_ms: 0,
             last_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             workers: 0,
@@ -64,6 +77,8 @@ pub(crate) struct Figures {
     /// 5 m, 15 m and 1 h sums.
     pub(crate) windows: [Sums; 3],
     pub(crate) accept_count: u64,
+    /// The best accepted share's difficulty since the windows were built.
+    pub(crate) best_share: f64,
     pub(crate) last_share_ms: u64,
     pub(crate) last_ip: IpAddr,
 }
@@ -90,6 +105,11 @@ impl Live {
         let d = s.share_difficulty;
         let t = s.timestamp_ms;
         let accepted = u64::from(kind == Kind::Accept);
+        let best = if kind == Kind::Accept {
+            share_difficulty_of(s.hash)
+        } else {
+            0.0
+        };
         let mut new_worker = false;
         let w = self
             .workers
@@ -99,6 +119,7 @@ impl Live {
                 Box::new(Worker {
                     window: Window::default(),
                     accept_count: 0,
+                    best: 0.0,
                     last_share_ms: 0,
                     last_ip: s.client_ip,
                     name: s.worker_name.as_str().into(),
@@ -106,6 +127,7 @@ impl Live {
             });
         w.window.add(kind, d, t, now_ms);
         w.accept_count += accepted;
+        w.best = w.best.max(best);
         if t >= w.last_share_ms {
             w.last_share_ms = t;
             w.last_ip = s.client_ip;
@@ -119,6 +141,7 @@ impl Live {
         for a in [user, server, &mut self.pool] {
             a.window.add(kind, d, t, now_ms);
             a.accept_count += accepted;
+            a.best = a.best.max(best);
             if t >= a.last_share_ms {
                 a.last_share_ms = t;
                 a.last_ip = s.client_ip;
@@ -228,6 +251,7 @@ fn worker_figures(w: &Worker, now_ms: u64) -> Figures {
     Figures {
         windows: w.window.all(now_ms),
         accept_count: w.accept_count,
+        best_share: w.best,
         last_share_ms: w.last_share_ms,
         last_ip: w.last_ip,
     }
@@ -237,6 +261,7 @@ fn figures(a: &Aggregate, now_ms: u64) -> Figures {
     Figures {
         windows: a.window.all(now_ms),
         accept_count: a.accept_count,
+        best_share: a.best,
         last_share_ms: a.last_share_ms,
         last_ip: a.last_ip,
     }
@@ -277,6 +302,7 @@ pub(crate) mod tests {
             client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, worker as u8)),
             timestamp_ms: t,
             protocol: sluice_core::record::MiningProtocol::StratumV1,
+            solo: false,
         }
     }
 

@@ -104,6 +104,7 @@ mod tests {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             timestamp_ms: at,
             protocol: sluice_core::record::MiningProtocol::StratumV1,
+            solo: false,
         }
     }
 

@@ -535,6 +535,7 @@ async fn each_block_s_effort_is_the_accepted_work_since_the_one_before() {
                 tx_count: 1,
                 submit_results: Default::default(),
                 is_orphaned: false,
+                solo_address: None,
             })
             .await
             .unwrap();

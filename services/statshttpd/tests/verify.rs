@@ -29,6 +29,7 @@ fn job(id: u64) -> Job {
         coinbase_value: bitcoin::Amount::from_int_btc(50),
         clean: true,
         created_at_ms: 1_800_000_000_000,
+        solo: None,
     }
 }
 

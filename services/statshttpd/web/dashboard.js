@@ -186,6 +186,18 @@ function effort(value, whole) {
   return (whole === false ? "≥" : "") + (pct < 1000 ? pct.toFixed(1) : Math.round(pct).toLocaleString("en-US")) + "%";
 }
 
+// A share difficulty, short: 1.23 k, 4.56 G, … ("—" for none).
+function difficulty(d) {
+  if (!d) return "—";
+  const units = ["", " k", " M", " G", " T", " P", " E"];
+  let i = 0;
+  while (d >= 1000 && i < units.length - 1) {
+    d /= 1000;
+    i += 1;
+  }
+  return d.toFixed(d < 10 ? 2 : d < 100 ? 1 : 0) + units[i];
+}
+
 async function blocksPage(main) {
   const blocks = await api("/api/v1/blocks?limit=100");
   const rows = blocks.blocks.map((b) => ({
@@ -193,7 +205,9 @@ async function blocksPage(main) {
     cells: [
       b.height,
       el("td", { title: b.hash, class: "hash" }, b.hash.slice(0, 16) + "…"),
-      b.worker_name,
+      b.solo_address
+        ? el("td", { class: "solo", title: "solo: the coinbase pays " + b.solo_address }, b.worker_name + " (solo → " + b.solo_address + ")")
+        : b.worker_name,
       el("td", { class: "status-" + (b.status || "pending") }, blockState(b)),
       effort(b.effort, b.effort_whole),
       (b.reward / 1e8).toFixed(8),
@@ -269,10 +283,12 @@ async function userPage(main, name) {
       rate(w.hashrate["1h"]),
       w.last_share_time == null ? "—" : ago(t - w.last_share_time),
       percent(h.stale + h.reject, h.accept + h.stale + h.reject),
+      difficulty(w.best_share_difficulty),
     ],
   }));
   main.replaceChildren(
     el("h1", {}, name),
+    ...(user.solo ? [el("p", { class: "solo", id: "solo" }, "Solo miner: the blocks it finds pay " + name + " directly.")] : []),
     el(
       "section",
       { class: "cards" },
@@ -280,10 +296,11 @@ async function userPage(main, name) {
       card("hashrate-1h", "hashrate 1 h", rate(user.hashrate["1h"])),
       card("workers", "workers", user.workers),
       card("offline", "offline", list.filter((x) => x.offline).length),
+      card("best-share", "best share", difficulty(user.best_share_difficulty)),
     ),
     minutes ? chart("user-chart", minutes, name + "'s hashrate, last 24 h") : el("p", {}, "No share in 24 h."),
     el("h2", {}, "Workers"),
-    table("workers-table", ["worker", "state", "5 min", "1 h", "last share", "rejected (1 h)"], rows),
+    table("workers-table", ["worker", "state", "5 min", "1 h", "last share", "rejected (1 h)", "best share"], rows),
     ...earningsSection(earnings),
   );
 }

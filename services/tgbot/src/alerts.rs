@@ -113,8 +113,12 @@ impl Watch {
         } else {
             "NOT accepted by any node"
         };
+        let (kind, paid) = match &block.solo_address {
+            Some(address) => ("Solo block", format!(", paying {address}")),
+            None => ("Block", String::new()),
+        };
         self.news.push(Notice::News(format!(
-            "Block found at height {} by {}, {outcome}, reward {:.8} BTC\n{}",
+            "{kind} found at height {} by {}, {outcome}, reward {:.8} BTC{paid}\n{}",
             block.height,
             block.worker_name,
             block.reward_sat as f64 / 1e8,
@@ -646,6 +650,7 @@ mod tests {
             job_id: sluice_core::JobId(5),
             reward_sat: 312_500_000,
             accepted: true,
+            solo_address: None,
         });
         let told = texts(w.evaluate(T0));
         assert_eq!(told.len(), 1);
@@ -656,5 +661,31 @@ mod tests {
             "{told:?}"
         );
         assert!(w.evaluate(T0 + S).is_empty());
+    }
+
+    #[test]
+    fn a_solo_block_says_the_address_it_pays() {
+        let mut w = Watch::new(AlertConfig::default());
+        let address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+        w.block(&BlockFound {
+            height: 900_002,
+            hash: BlockHash::from_byte_array([8; 32]),
+            prev_hash: BlockHash::from_byte_array([7; 32]),
+            user_id: 2,
+            worker_id: 12,
+            worker_name: "bitaxe".into(),
+            job_id: sluice_core::JobId(6),
+            reward_sat: 307_812_500,
+            accepted: true,
+            solo_address: Some(address.into()),
+        });
+        let told = texts(w.evaluate(T0));
+        assert_eq!(
+            told,
+            [format!(
+                "Solo block found at height 900002 by bitaxe, accepted by a node, reward 3.07812500 BTC, paying {address}\n{}",
+                BlockHash::from_byte_array([8; 32])
+            )]
+        );
     }
 }

@@ -275,8 +275,12 @@ fn block_state(block: &Block) -> String {
 fn block_line(block: &Block, now_secs: u64) -> String {
     let found = &block.found;
     let hash = &found.hash;
+    let solo = match &found.solo_address {
+        Some(address) => format!(" (solo, paying {address})"),
+        None => String::new(),
+    };
     format!(
-        "#{} {}… by {} {} ago, {:.8} BTC, {}",
+        "#{} {}… by {}{solo} {} ago, {:.8} BTC, {}",
         found.height,
         &hash[..hash.len().min(16)],
         found.worker_name,

@@ -229,6 +229,7 @@ async fn alerts_from_the_event_topic_are_told_once_and_recovered_once() {
             job_id: sluice_core::JobId(3),
             reward_sat: 5_000_000_000,
             accepted: true,
+            solo_address: None,
         }),
     };
     producer.send(&events, b"blk", &block).await.unwrap();

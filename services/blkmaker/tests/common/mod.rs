@@ -177,6 +177,7 @@ pub fn solve(job: &Job, user_id: u32, worker: &str) -> SolvedShare {
                 worker_name: worker.into(),
                 server_id: 1,
                 timestamp_ms: sluice_service::now_ms(),
+                solo_address: None,
             };
         }
         en2 += 1;

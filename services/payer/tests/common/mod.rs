@@ -167,6 +167,7 @@ url = "{mysql}"
             client_ip: [127, 0, 0, 1].into(),
             timestamp_ms: ((self.minute + minute) * 60 + second) * 1000,
             protocol: Default::default(),
+            solo: false,
         };
         let topic = Topic::<ShareRecord>::new(self.kafka.topics.share.clone());
         self.producer
@@ -193,6 +194,7 @@ url = "{mysql}"
                 tx_count: 1,
                 submit_results: Default::default(),
                 is_orphaned: false,
+                solo_address: None,
             })
             .await
             .unwrap();

@@ -333,7 +333,12 @@ impl Conn {
         let Some(login) = parse_login(&format!("{}.{name}", session_miner.user)) else {
             return;
         };
-        let miner = Miner::from_login(session_miner.user_id, login);
+        // Its shares are on the session's jobs: paid as the session's are.
+        let who = crate::solo::LoggedIn {
+            user_id: session_miner.user_id,
+            solo: session_miner.solo.clone(),
+        };
+        let miner = Miner::from_login(who, login);
         let c = &self.shared.config;
         let initial = a.initial.unwrap_or(c.default_difficulty);
         let now = self.started.elapsed().as_secs_f64();
@@ -500,12 +505,16 @@ impl Conn {
             self.out.push_bytes(&frames);
             return;
         };
+        let coinbase2 = ch.sent.latest().and_then(|s| s.coinbase2.clone());
         if let Some(difficulty) = offer.difficulty {
             self.send(Notification::SetDifficulty(difficulty).into())
                 .await;
         }
         self.out.push_bytes(&frames);
         let mut notify = job.notify.clone();
+        if let Some(coinbase2) = coinbase2 {
+            notify.coinbase2 = coinbase2.to_vec();
+        }
         notify.job_id = (serial % 256).to_string();
         notify.clean = offer.clean;
         self.send(ServerMessage::from(Notification::Notify(notify)))
@@ -531,6 +540,7 @@ mod tests {
                 user: "u".into(),
                 worker: "w".into(),
                 worker_id: 1,
+                solo: None,
             },
             client_agent: String::new(),
             vardiff: Vardiff::new(config, difficulty, 0.0),

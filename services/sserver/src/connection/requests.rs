@@ -147,8 +147,8 @@ impl Conn {
             .await;
             return;
         };
-        let user_id = match self.shared.users.authorize(&parsed.user).await {
-            Ok(user_id) => user_id,
+        let who = match self.shared.login(&parsed.user).await {
+            Ok(who) => who,
             Err(e) => {
                 let code = match e {
                     AuthError::Unavailable => ErrorCode::Other,
@@ -172,7 +172,7 @@ impl Conn {
         {
             vardiff.set_floor(md, self.started.elapsed().as_secs_f64());
         }
-        let miner = Miner::from_login(user_id, parsed);
+        let miner = Miner::from_login(who, parsed);
         tracing::Span::current().record(
             "worker",
             tracing::field::display(format_args!("{}.{}", miner.user, miner.worker)),
@@ -200,15 +200,20 @@ impl Conn {
         let Some(job) = self.board.borrow_and_update().latest().cloned() else {
             return;
         };
-        let Some(offer) = self.channel.as_mut().and_then(|ch| ch.offer(&job, force)) else {
+        let Some(ch) = self.channel.as_mut() else {
             return;
         };
+        let Some(offer) = ch.offer(&job, force) else {
+            return;
+        };
+        let coinbase2 = ch.sent.latest().and_then(|s| s.coinbase2.clone());
         if let Some(difficulty) = offer.difficulty {
             self.send(Notification::SetDifficulty(difficulty).into())
                 .await;
         }
         // A job sent before goes again as it was (the periodic notify).
-        self.send_line(job.notify_line(offer.clean)).await;
+        self.send_line(&job.notify_line_for(offer.clean, coinbase2.as_deref()))
+            .await;
     }
 
     async fn handle_submit(&mut self, id: Id, submit: Submit) {

@@ -64,6 +64,15 @@ struct Batch {
 }
 
 impl Sv2Channel {
+    /// The coinbase2 `job` was sent to this channel with: a solo miner's
+    /// own, else the job's.
+    pub(super) fn coinbase2_of<'a>(&'a self, job: &'a ServerJob) -> &'a [u8] {
+        match self.channel.sent.latest() {
+            Some(s) if std::ptr::eq(Arc::as_ptr(&s.job), job) => s.coinbase2(),
+            _ => &job.work.coinbase2,
+        }
+    }
+
     /// What a standard channel `id` is sent of `job` on its own: its merkle
     /// root (and the new tip) when the job is new to it.
     pub(super) fn standard_job(&self, id: u32, offer: &Offer, job: &ServerJob) -> Vec<Message> {
@@ -71,9 +80,11 @@ impl Sv2Channel {
             return vec![];
         };
         let job_id = serial as u32;
-        let txid = job
-            .work
-            .coinbase_txid(&self.channel.extranonce1, &self.extranonce2);
+        let txid = job.work.coinbase_txid_with(
+            self.coinbase2_of(job),
+            &self.channel.extranonce1,
+            &self.extranonce2,
+        );
         let root = sluice_core::merkle::merkle_root(txid, &job.job.merkle_branch);
         let mut out = vec![Message::NewMiningJob {
             channel_id: id,
@@ -139,9 +150,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Err(code::MIN_EXTRANONCE_TOO_LARGE);
         }
         let login = parse_login(&open.user_identity).ok_or(code::UNKNOWN_USER)?;
-        let user_id = match shared.users.authorize(&login.user).await {
-            Ok(id) => id,
+        let who = match shared.login(&login.user).await {
+            Ok(who) => who,
             Err(AuthError::Unavailable) => return Err("user-database-unavailable"),
+            Err(AuthError::BadAddress(why)) => {
+                tracing::info!(user = %login.user, why, "sv2 solo address refused");
+                return Err(code::INVALID_SOLO_ADDRESS);
+            }
             Err(_) => return Err(code::UNKNOWN_USER),
         };
         // The easiest target the device takes is the channel's lowest
@@ -202,7 +217,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 group_channel_id: 0,
             },
         });
-        let miner = Miner::from_login(user_id, login);
+        let miner = Miner::from_login(who, login);
         let mut channel = Channel::new(miner, extranonce1, vardiff, 1);
         // Sent with the opening: no SetTarget before the first job.
         channel.sent.told(channel.vardiff.current());
@@ -286,7 +301,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     let job_id = serial as u32;
                     // As the pool's mask allows (the share's bits are held to it).
                     let rolling = self.shared.config.version_mask != 0;
-                    let ext = extended_job(id, job_id, &job, offer.clean, rolling);
+                    let coinbase2 = ch.coinbase2_of(&job);
+                    let ext = extended_job(id, job_id, &job, coinbase2, offer.clean, rolling);
                     out.push(Message::NewExtendedMiningJob(ext));
                     if offer.clean {
                         out.push(set_new_prev_hash(id, job_id, &job));

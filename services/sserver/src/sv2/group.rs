@@ -57,12 +57,15 @@ impl Group {
     }
 }
 
-/// The extended job of `job` as the group's members share it: the coinbase
-/// around the extranonce, which is each member's whole extranonce prefix.
+/// The extended job of `job` as the group's members (or one extended
+/// channel) share it: the coinbase around the extranonce, which is each
+/// member's whole extranonce prefix, ending in `coinbase2` (the job's, or
+/// a solo miner's).
 pub(super) fn extended_job(
     channel_id: u32,
     job_id: u32,
     job: &ServerJob,
+    coinbase2: &[u8],
     clean: bool,
     rolling: bool,
 ) -> ExtendedJob {
@@ -79,7 +82,7 @@ pub(super) fn extended_job(
             .map(|n| n.to_byte_array())
             .collect(),
         coinbase_tx_prefix: job.work.coinbase1.clone(),
-        coinbase_tx_suffix: job.work.coinbase2.clone(),
+        coinbase_tx_suffix: coinbase2.to_vec(),
     }
 }
 
@@ -151,15 +154,25 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
         }
         let fresh: Vec<&(u32, Offer)> = offers.iter().filter(|(_, o)| o.fresh.is_some()).collect();
-        let together =
-            fresh.len() == members.len() && fresh.windows(2).all(|w| w[0].1.clean == w[1].1.clean);
-        if together && let Some((_, first)) = fresh.first() {
+        // One coinbase for all: members paid alike (all pooled, or solo to
+        // one address); else each gets its own merkle root.
+        let coinbases: Vec<&[u8]> = fresh
+            .iter()
+            .filter_map(|(id, _)| self.channels.get(id).map(|ch| ch.coinbase2_of(&job)))
+            .collect();
+        let together = fresh.len() == members.len()
+            && coinbases.len() == fresh.len()
+            && coinbases.windows(2).all(|w| w[0] == w[1])
+            && fresh.windows(2).all(|w| w[0].1.clean == w[1].1.clean);
+        if together && let (Some((_, first)), Some(coinbase2)) = (fresh.first(), coinbases.first())
+        {
             let job_id = first.fresh.unwrap_or_default() as u32;
             let rolling = self.shared.config.version_mask != 0;
             out.push(Message::NewExtendedMiningJob(extended_job(
                 group_id,
                 job_id,
                 &job,
+                coinbase2,
                 first.clean,
                 rolling,
             )));

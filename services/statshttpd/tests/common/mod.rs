@@ -164,6 +164,7 @@ impl Rig {
             client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, worker as u8)),
             timestamp_ms: at,
             protocol: sluice_core::record::MiningProtocol::StratumV1,
+            solo: false,
         }
     }
 

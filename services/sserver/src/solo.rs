@@ -1,0 +1,114 @@
+//! Solo miners: who logs in with an address, and the coinbase each one's
+//! jobs pay it with.
+//!
+//! When the jobs carry solo terms (jobmaker's `[solo]`), a login whose user
+//! is an address of the jobs' network mines solo ([`Shared::login`]): the
+//! address becomes (or is) a user marked solo, and every job the channel is
+//! sent ends in its own coinbase2 ([`SoloCoinbases`]): the job's shared
+//! parts, the miner's output first. The merkle branch, coinbase1 and the
+//! board are the pool's; only the notify line's coinbase2 (spliced into the
+//! job's line, [`crate::jobs::ServerJob::notify_line_paying`]) and the
+//! share's coinbase txid differ. A coinbase2 is made once per job terms
+//! (the template's value and commitment), not per job, and shared by the
+//! channel's jobs.
+
+use std::sync::Arc;
+
+use bitcoin::ScriptBuf;
+use sluice_core::SoloCoinbase;
+use sluice_core::solo::solo_address;
+
+use crate::jobs::ServerJob;
+use crate::shared::Shared;
+use crate::users::AuthError;
+
+/// What a solo miner is paid to: the address it logged in with (as the
+/// network writes it) and its script.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Payee {
+    pub(crate) address: String,
+    pub(crate) script: ScriptBuf,
+}
+
+/// A channel's solo coinbases: the last one made, with the terms it was
+/// made of (a new template's value or commitment makes another).
+#[derive(Debug)]
+pub(crate) struct SoloCoinbases {
+    pub(crate) payee: Arc<Payee>,
+    last: Option<(SoloCoinbase, Arc<[u8]>)>,
+}
+
+impl SoloCoinbases {
+    pub(crate) fn new(payee: Arc<Payee>) -> Self {
+        SoloCoinbases { payee, last: None }
+    }
+
+    /// The coinbase2 paying this miner on `job`; `None` for a job without
+    /// solo terms (jobmaker's `[solo]` was turned off): it is never sent.
+    pub(crate) fn coinbase2(&mut self, job: &ServerJob) -> Option<Arc<[u8]>> {
+        let terms = job.job.solo.as_ref()?;
+        match &self.last {
+            Some((made_of, bytes)) if made_of == terms => Some(Arc::clone(bytes)),
+            _ => {
+                let bytes: Arc<[u8]> = terms.coinbase2(&self.payee.script).into();
+                self.last = Some((terms.clone(), Arc::clone(&bytes)));
+                Some(bytes)
+            }
+        }
+    }
+}
+
+/// Who logged in: a user, and the address it is paid to when solo.
+#[derive(Debug)]
+pub(crate) struct LoggedIn {
+    pub(crate) user_id: u32,
+    pub(crate) solo: Option<Arc<Payee>>,
+}
+
+impl Shared {
+    /// Authorizes `user` (the part of a login before the worker): solo when
+    /// the jobs offer it and `user` is an address of their network (a user
+    /// of that name registered as pooled stays pooled); else a pooled user
+    /// of the `users` table. An address of another network, or one no
+    /// output should pay, is refused with what is wrong. An address while
+    /// no job has arrived yet is asked to try again: it cannot be told
+    /// apart from a pooled name until the jobs say whether solo is on.
+    pub(crate) async fn login(&self, user: &str) -> Result<LoggedIn, AuthError> {
+        let network = {
+            let board = self.board.borrow();
+            match board.latest() {
+                Some(job) => job.job.solo.as_ref().map(|s| s.network),
+                None if looks_like_an_address(user) => return Err(AuthError::Unavailable),
+                None => None,
+            }
+        };
+        let address = match network {
+            Some(network) => {
+                solo_address(user, network).map_err(|e| AuthError::BadAddress(e.to_string()))?
+            }
+            None => None,
+        };
+        let Some(address) = address else {
+            let user_id = self.users.authorize(user).await?;
+            return Ok(LoggedIn {
+                user_id,
+                solo: None,
+            });
+        };
+        let name = address.to_string();
+        let (user_id, solo) = self.users.authorize_solo(&name).await?;
+        let solo = solo.then(|| {
+            Arc::new(Payee {
+                script: address.script_pubkey(),
+                address: name,
+            })
+        });
+        Ok(LoggedIn { user_id, solo })
+    }
+}
+
+/// Whether `user` reads as an address of any network.
+fn looks_like_an_address(user: &str) -> bool {
+    user.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+        .is_ok()
+}

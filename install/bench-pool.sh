@@ -20,6 +20,8 @@
 # SLUICE_BENCH_SSERVER=/path/to/sserver runs that binary as the sserver (the
 # rest from this checkout), to compare two versions in the same hour.
 # SLUICE_BENCH_PROTOCOL=v2 runs the miners over Stratum V2 (standard channels).
+# SLUICE_BENCH_SOLO=1 turns jobmaker's [solo] on (100 bps) and has every miner
+# log in with its own address (simulator --solo): one coinbase per miner.
 # SLUICE_BENCH_TIMELINE=1 also, second by second, the shares sserver answered,
 # those the broker has yet to acknowledge, and sserver's memory.
 # SLUICE_BENCH_AGENT=1 puts the farm agent (services/agent, two upstream
@@ -71,6 +73,11 @@ topics < deploy/config/gbtmaker.toml | sed -e 's/127.0.0.1:18443/127.0.0.1:18543
 topics < deploy/config/jobmaker.toml | sed -e 's/127.0.0.1:9102/127.0.0.1:9112/; s/127.0.0.1:18443/127.0.0.1:18543/; s/127.0.0.1:28332/127.0.0.1:28432/' \
     -e "s/^empty_jobs = .*/empty_jobs = $([ "${SLUICE_BENCH_EMPTY_JOBS:-1}" = 0 ] && echo false || echo true)/" \
     > "$WORK/jobmaker.toml"
+solo_args=()
+if [ -n "${SLUICE_BENCH_SOLO:-}" ]; then
+    sed -i -e '/^\[solo\]/,/^\[/ s/^enabled = .*/enabled = true/' -e '/^\[solo\]/,/^\[/ s/^fee_bps = .*/fee_bps = 100/' "$WORK/jobmaker.toml"
+    solo_args=(--solo)
+fi
 # Every hash a share (difficulty 2e-10 saturates the target), never a retarget.
 topics < deploy/config/sserver.toml | sed -e 's/0.0.0.0:3333/127.0.0.1:3334/; s/0.0.0.0:3336/127.0.0.1:3337/; s/127.0.0.1:9103/127.0.0.1:9113/' \
     -e "s|^solved_log = .*|solved_log = \"$WORK/solved.log\"|" \
@@ -212,7 +219,7 @@ EOF_PROBE
 fi
 TIMEFORMAT="simulator CPU: %U s user, %S s system"
 time "$REL/simulator" "${proto_args[@]}" -n "$MINERS" --rate "$RATE" --duration "$SECONDS_" \
-    --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" | tee "$WORK/report.json"
+    --user bench --password d=0.0000000002 --quiet --json "${node_args[@]}" "${solo_args[@]}" | tee "$WORK/report.json"
 curl -s http://127.0.0.1:9113/metrics | grep -E '^sserver_(shares_spooled|spool_refused|answered_unacknowledged)' | sed 's/^/sserver: /'
 if [ -n "$BROKER_STOPPED" ]; then
     supervisorctl_ start kafka >/dev/null

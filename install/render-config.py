@@ -14,6 +14,8 @@ $SLUICE_STATE/config). Unset variables keep the example's value.
                                                         default: the node's default wallet)
   SLUICE_PAYOUT_ADDRESS                                 where block rewards go
   SLUICE_NETWORK                                        mainnet, testnet, testnet4, signet, regtest
+  SLUICE_SOLO_FEE_BPS                                   solo mining on (address logins), the pool
+                                                        keeping this many basis points of a solo block
   SLUICE_MIN_DIFFICULTY, SLUICE_START_DIFFICULTY        sserver's lowest and starting difficulty
   SLUICE_TGBOT_CHATS                                    the Telegram chats the bot answers and
                                                         alerts (ids, comma-separated)
@@ -100,6 +102,12 @@ def render(name: str, text: str, env: dict) -> str:
     for key, value in strings.items():
         if value is not None:
             text = set_key(text, key, quoted(value))
+    solo_fee = get("SLUICE_SOLO_FEE_BPS")
+    if name.startswith("jobmaker") and solo_fee is not None:
+        if not solo_fee.isdigit() or int(solo_fee) > 10000:
+            sys.exit(f"render-config: SLUICE_SOLO_FEE_BPS={solo_fee!r} is not 0 to 10000")
+        text = set_key(text, "enabled", "true")
+        text = set_key(text, "fee_bps", str(int(solo_fee)))
     if name in NODE_FILES and get("SLUICE_NODE_RPC_URL") and not get("SLUICE_NODE_ZMQ_RAWBLOCK"):
         # The operator's own node: its rawblock only where they name it.
         text = re.sub(r"^zmq_rawblock = .*\n", "", text, flags=re.MULTILINE)

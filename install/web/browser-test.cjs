@@ -152,6 +152,8 @@ async function main() {
     check(Number(await text(desktop, "#workers")) === user.workers, `/u/${USER} workers = ${user.workers}`);
     const userRate = parseRate(await text(desktop, "#hashrate-5m"));
     check(near(userRate, user.hashrate["5m"]), `/u/${USER} 5 min ${userRate} vs API ${user.hashrate["5m"]}`);
+    const best = await text(desktop, "#best-share");
+    check(user.best_share_difficulty > 0 && best !== "—", `/u/${USER} best share ${best} vs API ${user.best_share_difficulty}`);
     const workerRows = await desktop.$$("#workers-table tbody tr");
     check(workerRows.length === workers.workers.length, `/u/${USER}: ${workerRows.length} worker rows, API ${workers.workers.length}`);
     const t = Date.now() / 1000;

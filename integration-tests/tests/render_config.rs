@@ -27,6 +27,17 @@ fn load<C: serde::de::DeserializeOwned + sluice_service::Validate>(dir: &Path, n
 }
 
 #[test]
+fn a_solo_fee_out_of_range_is_refused() {
+    let (_, output) = render(&[("SLUICE_SOLO_FEE_BPS", "10001")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SLUICE_SOLO_FEE_BPS='10001' is not 0 to 10000"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn without_settings_the_examples_are_used_as_they_are() {
     let (dir, output) = render(&[]);
     assert!(output.status.success(), "{output:?}");
@@ -56,6 +67,7 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
         ("SLUICE_NETWORK", "mainnet"),
         ("SLUICE_MIN_DIFFICULTY", "4096"),
         ("SLUICE_NODE_WALLET", "pool"),
+        ("SLUICE_SOLO_FEE_BPS", "200"),
     ]);
     assert!(output.status.success(), "{output:?}");
 
@@ -75,6 +87,9 @@ fn an_operators_own_bitcoind_and_infrastructure_reach_every_service() {
             (payout, "mainnet")
         );
         assert_eq!(job.zookeeper.connect, "zk-1:2181");
+        // Solo mining on, both jobmakers alike (whichever leads makes the jobs).
+        assert!(job.solo.enabled, "{name}");
+        assert_eq!(job.solo.fee_bps, 200, "{name}");
         // jobmaker mines only on its nodes' templates: the operator's node,
         // whose announcements make its empty-block jobs.
         assert_eq!(job.nodes.len(), 1);

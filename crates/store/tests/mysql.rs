@@ -131,6 +131,36 @@ async fn users_are_found_case_insensitively() {
 }
 
 #[tokio::test]
+async fn a_solo_miner_is_registered_solo_and_a_pooled_name_stays_pooled() {
+    let db = TestDb::new().await;
+    db.store.migrate().await.unwrap();
+    let address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+    let solo = db.store.ensure_solo_user(address).await.unwrap();
+    assert!(solo.solo);
+    assert_eq!(db.store.ensure_solo_user(address).await.unwrap(), solo);
+    let (changed, _) = db.store.users_changed_since(0).await.unwrap();
+    assert_eq!(
+        changed,
+        vec![solo.clone()],
+        "the refresh reads the flag too"
+    );
+    // Registered pooled first: a solo login later keeps it pooled.
+    let pooled = db
+        .store
+        .ensure_user("2MzQwSSnBHWHqSAqtTVQ6v47XtaisrJa1Vc")
+        .await
+        .unwrap();
+    assert!(!pooled.solo);
+    let again = db
+        .store
+        .ensure_solo_user("2MzQwSSnBHWHqSAqtTVQ6v47XtaisrJa1Vc")
+        .await
+        .unwrap();
+    assert_eq!(again, pooled);
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn changed_users_are_read_from_a_watermark() {
     let db = TestDb::new().await;
     db.store.migrate().await.unwrap();

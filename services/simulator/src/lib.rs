@@ -99,6 +99,30 @@ pub struct Options {
     /// each channel its own jobs instead of its group's.
     #[arg(long)]
     pub sv2_standard_jobs: bool,
+    /// Solo miners: each logs in with its own regtest P2WPKH address
+    /// (instead of `--user`), so each is sent its own coinbase.
+    #[arg(long)]
+    pub solo: bool,
+}
+
+impl Options {
+    /// Miner `index`'s login: `user.prefix-index`, or with `solo` its own
+    /// address for `user`.
+    pub fn login(&self, index: usize) -> String {
+        let user = if self.solo {
+            use bitcoin::hashes::{Hash, sha256};
+            let seed = sha256::Hash::hash(&(index as u64).to_le_bytes()).to_byte_array();
+            sluice_core::solo::address_of(
+                sluice_core::solo::AddressType::P2wpkh,
+                seed,
+                bitcoin::Network::Regtest,
+            )
+            .to_string()
+        } else {
+            self.user.clone()
+        };
+        format!("{user}.{}-{:05}", self.worker_prefix, index)
+    }
 }
 
 /// A miner's protocol.
@@ -130,6 +154,7 @@ impl Options {
             authority_key: None,
             record_accepted: false,
             sv2_standard_jobs: false,
+            solo: false,
         }
     }
 

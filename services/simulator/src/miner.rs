@@ -142,7 +142,7 @@ async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Measured) -> 
     };
     let (mut rd, mut out) = stream.into_split();
     let mut client = ClientSession::new();
-    let login = format!("{}.{}-{:05}", o.user, o.worker_prefix, index);
+    let login = o.login(index);
     let handshake = [
         client.subscribe("sluice-simulator/0.1"),
         client.configure(Configure {

@@ -86,7 +86,7 @@ pub(crate) async fn session(shared: &Shared, index: usize, rate: f64, m: &mut Me
             Err(e) => return Ended::Failed(format!("handshake: {e}")),
         },
     };
-    let login = format!("{}.{}-{:05}", o.user, o.worker_prefix, index);
+    let login = o.login(index);
     let asked = asked_difficulty(&o.password);
     let setup = Message::SetupConnection(SetupConnection {
         protocol: 0,

@@ -112,3 +112,90 @@ fn looks_like_an_address(user: &str) -> bool {
     user.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
         .is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, Network};
+    use sluice_core::solo::{AddressType, address_of};
+
+    use super::*;
+    use crate::channel::SentJobs;
+    use crate::judge::tests::{HARD_BITS, job};
+
+    fn with_solo(seq: u64, value: u64) -> Arc<ServerJob> {
+        let mut j = job(seq, 1, HARD_BITS).job.clone();
+        j.coinbase_value = Amount::from_sat(value);
+        j.solo = Some(
+            SoloCoinbase::new(
+                Network::Regtest,
+                j.coinbase_value,
+                100,
+                &ScriptBuf::new(),
+                None,
+            )
+            .unwrap(),
+        );
+        Arc::new(ServerJob::new(j, 8))
+    }
+
+    fn payee() -> Arc<Payee> {
+        let address = address_of(AddressType::P2tr, [5; 32], Network::Regtest);
+        Arc::new(Payee {
+            script: address.script_pubkey(),
+            address: address.to_string(),
+        })
+    }
+
+    #[test]
+    fn a_solo_channel_s_jobs_pay_its_address_and_share_one_coinbase_per_terms() {
+        let payee = payee();
+        let mut sent = SentJobs::new(1).paying(Some(Arc::clone(&payee)));
+        let now = Instant::now();
+        let (a, b, c) = (
+            with_solo(1, 5_000),
+            with_solo(2, 5_000),
+            with_solo(3, 6_000),
+        );
+        for j in [&a, &b, &c] {
+            assert!(sent.offer(j, 1.0, false, now).is_some());
+        }
+        let cb = |i: usize| sent.job(i).and_then(|s| s.coinbase2.clone()).unwrap();
+        assert!(Arc::ptr_eq(&cb(0), &cb(1)), "the same terms: one coinbase2");
+        assert!(!Arc::ptr_eq(&cb(1), &cb(2)), "a new value: another");
+        let terms = c.job.solo.as_ref().unwrap();
+        assert_eq!(&*cb(2), &terms.coinbase2(&payee.script)[..]);
+        // The line a miner is sent carries it, and the share check uses it.
+        let line = c.notify_line_for(true, Some(&cb(2)));
+        assert!(line.contains(&hex::encode(&*cb(2))), "{line}");
+        let sub = sluice_core::Submission {
+            extranonce1: &[1; 4],
+            extranonce2: &[2; 8],
+            ntime: 0,
+            nonce: 0,
+            version_bits: None,
+        };
+        let header = c.work.header_with(&cb(2), &sub, 0).unwrap();
+        let coinbase =
+            sluice_core::coinbase::join_coinbase(&c.work.coinbase1, &[1; 4], &[2; 8], &cb(2));
+        let txid = bitcoin::Txid::from_raw_hash(bitcoin::hashes::sha256d::Hash::hash(&coinbase));
+        assert_eq!(header.merkle_root, sluice_core::merkle_root(txid, &[]));
+    }
+
+    #[test]
+    fn a_solo_channel_is_never_sent_a_job_that_pays_the_pool() {
+        let mut sent = SentJobs::new(1).paying(Some(payee()));
+        let pooled = job(1, 1, HARD_BITS);
+        assert_eq!(sent.offer(&pooled, 1.0, true, Instant::now()), None);
+        assert!(sent.latest().is_none());
+        // A pooled channel takes it, with the job's own coinbase.
+        let mut pool = SentJobs::new(1);
+        assert!(pool.offer(&pooled, 1.0, false, Instant::now()).is_some());
+        assert_eq!(
+            pool.latest().map(|s| s.coinbase2()),
+            Some(&pooled.work.coinbase2[..])
+        );
+    }
+}

@@ -307,6 +307,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_share_s_best_is_its_hash_s_own_difficulty_of_accepted_shares_only() {
+        // A hash equal to the difficulty-1 target is difficulty 1; half of it, 2.
+        let diff1 = sluice_core::DIFF1_TARGET.to_le_bytes();
+        let hash = bitcoin::BlockHash::from_byte_array(diff1);
+        assert!((share_difficulty_of(hash) - 1.0).abs() < 1e-9);
+        let mut live = Live::default();
+        let mut s = share(1, 1, 1, ShareStatus::Accepted, 1e-6, T0);
+        s.hash = hash;
+        live.apply(&s, T0);
+        // A stale share of a far better hash (1 as a number) is not a best.
+        let mut stale = share(1, 1, 1, ShareStatus::Stale, 1e-6, T0);
+        stale.hash = bitcoin::BlockHash::from_byte_array({
+            let mut b = [0u8; 32];
+            b[0] = 1;
+            b
+        });
+        live.apply(&stale, T0);
+        let (user, _) = live.user(1, T0).unwrap();
+        assert!((user.best_share - 1.0).abs() < 1e-9, "{}", user.best_share);
+        let (worker, _) = live.worker(1, 1, T0).unwrap();
+        assert!(
+            (worker.best_share - 1.0).abs() < 1e-9,
+            "{}",
+            worker.best_share
+        );
+    }
+
+    #[test]
     fn shares_count_for_worker_user_server_and_pool() {
         let mut live = Live::default();
         let now = T0 + 600_000;

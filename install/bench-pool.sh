@@ -229,7 +229,7 @@ fi
 # Answered is not enough: every checked share must be on the Share topic.
 all_acknowledged() { [ "$(in_flight)" = 0 ]; }
 wait_until 120 "the broker to acknowledge every share" all_acknowledged
-curl -s http://127.0.0.1:9113/metrics | grep -E '^sserver_(submits_total|shares_total)' | sed 's/^/sserver: /'
+curl -s http://127.0.0.1:9113/metrics | grep -E '^sserver_(submits_total|shares_total)' | sed 's/^/sserver: /' || true
 "$REL/sluicectl" -c "$WORK/sluicectl.toml" topics | grep "BenchShare"
 TOTAL_CPU1=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
 if [ -n "$BROKER_PID" ]; then

@@ -19,24 +19,30 @@ use sluice_core::solo::{AddressType, address_of};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-/// One simulator run of `miners` miners logged in as `user`.
+/// One simulator run of 10 miners logged in as `user`, 60 shares/s (a
+/// hash each, one in 64 a block: about one block a second), until `stop`
+/// (at most 90 s).
 fn miners(
     server: std::net::SocketAddr,
     user: &str,
-    miners: usize,
-    rate: f64,
+    stop: &CancellationToken,
     configure: impl FnOnce(&mut simulator::Options),
 ) -> tokio::task::JoinHandle<anyhow::Result<simulator::Report>> {
-    let mut o = simulator::Options::new(server, miners);
+    let mut o = simulator::Options::new(server, 10);
     o.user = user.to_owned();
     o.password = format!("d={SHARE_DIFFICULTY}");
-    o.rate = rate;
-    // 60 shares/s for 15 s: 900 hashes, one in 64 a block (about 14; none
-    // at all has odds below 1 in 10^6).
-    o.duration = 15.0;
+    o.rate = 60.0;
+    o.duration = 90.0;
     configure(&mut o);
     let counters = Arc::new(simulator::Counters::default());
-    tokio::spawn(simulator::run(o, counters, CancellationToken::new()))
+    tokio::spawn(simulator::run(o, counters, stop.clone()))
+}
+
+/// An address of `kind` no earlier run used (the database is shared).
+fn fresh_address(kind: AddressType) -> Address {
+    use bitcoin::hashes::{Hash, sha256};
+    let seed = sha256::Hash::hash(sluice_testkit::unique_name("solo-").as_bytes());
+    address_of(kind, seed.to_byte_array(), Network::Regtest)
 }
 
 /// The coinbase's outputs of block `hash` as the node holds it.
@@ -81,7 +87,8 @@ async fn solo_miners_of_every_address_type_are_paid_by_their_own_blocks_beside_p
     let _one = ONE_POOL_AT_A_TIME.lock().await;
     let (pool, sv2, authority) = sv2_pool().await;
     // Pooled miners first: mining (jobs on the board) when this returns.
-    let (pooled, _) = common::start_mining(&pool, 20.0, |o| {
+    let stop = CancellationToken::new();
+    let (pooled, _) = common::start_mining_until(&pool, 90.0, stop.clone(), |o| {
         o.connections = 10;
         o.rate = 100.0;
     })
@@ -89,30 +96,49 @@ async fn solo_miners_of_every_address_type_are_paid_by_their_own_blocks_beside_p
     // Each address type over V1; one more P2WPKH over SV2.
     let mut solo: Vec<(String, Address, _)> = AddressType::ALL
         .iter()
-        .enumerate()
-        .map(|(i, &kind)| {
-            let address = address_of(kind, [i as u8 + 1; 32], Network::Regtest);
-            let run = miners(pool.stratum, &address.to_string(), 10, 60.0, |_| {});
+        .map(|&kind| {
+            let address = fresh_address(kind);
+            let run = miners(pool.stratum, &address.to_string(), &stop, |_| {});
             (format!("{kind:?} over V1"), address, run)
         })
         .collect();
-    let sv2_address = address_of(AddressType::P2wpkh, [9; 32], Network::Regtest);
+    let sv2_address = fresh_address(AddressType::P2wpkh);
     let authority = authority.to_string();
-    let run = miners(sv2, &sv2_address.to_string(), 10, 60.0, |o| {
+    let run = miners(sv2, &sv2_address.to_string(), &stop, |o| {
         o.protocol = simulator::Protocol::V2;
         o.authority_key = Some(authority);
     });
     solo.push(("P2wpkh over SV2".into(), sv2_address, run));
 
+    // Mining until each address has a block the node took as its tip (most
+    // lose the race to another miner's and are kept as side branches).
+    let addresses: Vec<String> = solo.iter().map(|(_, a, _)| a.to_string()).collect();
+    let on_tip = |r: &sluice_store::ListedBlock| {
+        !r.block.submit_results.is_empty()
+            && r.block.submit_results.values().all(|v| v == "accepted")
+    };
+    sluice_testkit::eventually(
+        Duration::from_secs(90),
+        "a block of each solo miner",
+        || async {
+            let rows = pool.store.recent_found_blocks(10_000, None).await.ok()?;
+            addresses
+                .iter()
+                .all(|a| {
+                    rows.iter()
+                        .any(|r| r.block.solo_address.as_ref() == Some(a) && on_tip(r))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+
     let mut solo_blocks = Vec::new();
     for (what, address, run) in solo {
         let report = run.await.unwrap().unwrap();
         assert_eq!(report.connected, 10, "{what}: {report:?}");
-        assert!(report.accepted > 100, "{what}: {report:?}");
-        assert!(
-            !report.blocks_found.is_empty(),
-            "{what} found no block: {report:?}"
-        );
+        assert!(report.accepted > 0, "{what}: {report:?}");
         for hash in report.blocks_found {
             solo_blocks.push((what.clone(), hash, address.clone()));
         }
@@ -135,19 +161,19 @@ async fn solo_miners_of_every_address_type_are_paid_by_their_own_blocks_beside_p
             all.then_some(rows)
         })
         .await;
-    let accepted = |hash: &str| {
-        rows.iter()
-            .find(|r| r.block.hash == hash)
-            .is_some_and(|r| r.block.submit_results.values().all(|v| v == "accepted"))
-    };
+    let row = |hash: &str| rows.iter().find(|r| r.block.hash == hash).unwrap();
     let fee_bps = u64::from(sluice_rig::SOLO_FEE_BPS);
     let payout = script_of(sluice_rig::PAYOUT);
-    let mut paid = std::collections::BTreeMap::<String, usize>::new();
+    let mut paid = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    // Every block each one found, on the tip or a side branch: the node
+    // holds it as sent.
     for (what, hash, address) in &solo_blocks {
-        if !accepted(hash) {
-            continue;
+        let counts = paid.entry(what.clone()).or_default();
+        if on_tip(row(hash)) {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
         }
-        *paid.entry(what.clone()).or_default() += 1;
         let (height, outputs) = coinbase_outputs(&pool, hash).await;
         let total: Amount = outputs.iter().map(|o| o.value).sum();
         let fee = Amount::from_sat(total.to_sat() * fee_bps / 10_000);
@@ -176,13 +202,12 @@ async fn solo_miners_of_every_address_type_are_paid_by_their_own_blocks_beside_p
             "{what}: nothing else but the witness commitment: {outputs:?}"
         );
     }
-    eprintln!("solo blocks the node accepted: {paid:?}");
-    assert_eq!(
-        paid.len(),
-        6,
-        "every solo run had a block accepted: {paid:?}"
+    eprintln!("solo blocks (the node's tip, side branches): {paid:?}");
+    assert!(
+        paid.len() == 6 && paid.values().all(|(tip, _)| *tip > 0),
+        "{paid:?}"
     );
-    for hash in report.blocks_found.iter().filter(|h| accepted(h)) {
+    for hash in &report.blocks_found {
         let (_, outputs) = coinbase_outputs(&pool, hash).await;
         assert_eq!(
             outputs[0].script_pubkey, payout,

@@ -8,7 +8,6 @@
 //! stale, not unknown), always at least the newest. If Kafka stalls the last
 //! board stays: miners keep working on the last job.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,27 +93,20 @@ impl ServerJob {
         &self.lines[usize::from(clean)]
     }
 
-    /// The `mining.notify` line of this job as sent with `coinbase2` (a
-    /// solo miner's, [`crate::judge::SentJob::coinbase2`]) or without (the job's).
-    pub fn notify_line_for(&self, clean: bool, coinbase2: Option<&[u8]>) -> Cow<'_, str> {
-        match coinbase2 {
-            Some(c) => Cow::Owned(self.notify_line_paying(clean, c)),
-            None => Cow::Borrowed(self.notify_line(clean)),
-        }
+    /// The `mining.notify` line of this job, with `clean`, cut where
+    /// coinbase2's hex goes: a solo miner's line is the two halves around
+    /// its own (written into its connection's buffer as they are). `None`
+    /// for a job without solo terms.
+    pub fn solo_halves(&self, clean: bool) -> Option<(&str, &str)> {
+        let (head, tail) = self.solo_lines.as_ref()?.get(usize::from(clean))?;
+        Some((head, tail))
     }
 
     /// The `mining.notify` line of this job ending its coinbase in
     /// `coinbase2` (a solo miner's) instead of the job's.
     pub fn notify_line_paying(&self, clean: bool, coinbase2: &[u8]) -> String {
-        match &self.solo_lines {
-            Some(lines) => {
-                let (head, tail) = &lines[usize::from(clean)];
-                let mut line = String::with_capacity(head.len() + 2 * coinbase2.len() + tail.len());
-                line.push_str(head);
-                line.push_str(&hex::encode(coinbase2));
-                line.push_str(tail);
-                line
-            }
+        match self.solo_halves(clean) {
+            Some((head, tail)) => [head, &hex::encode(coinbase2), tail].concat(),
             None => {
                 let n = Notify {
                     clean,

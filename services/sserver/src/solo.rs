@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use bitcoin::ScriptBuf;
-use sluice_core::SoloCoinbase;
+
 use sluice_core::solo::solo_address;
 
 use crate::jobs::ServerJob;
@@ -30,12 +30,12 @@ pub(crate) struct Payee {
     pub(crate) script: ScriptBuf,
 }
 
-/// A channel's solo coinbases: the last one made, with the terms it was
-/// made of (a new template's value or commitment makes another).
+/// A channel's solo coinbases: the last one made, with the job whose terms
+/// it was made of (a new template's value or commitment makes another).
 #[derive(Debug)]
 pub(crate) struct SoloCoinbases {
     pub(crate) payee: Arc<Payee>,
-    last: Option<(SoloCoinbase, Arc<[u8]>)>,
+    last: Option<(Arc<ServerJob>, Arc<[u8]>)>,
 }
 
 impl SoloCoinbases {
@@ -45,14 +45,16 @@ impl SoloCoinbases {
 
     /// The coinbase2 paying this miner on `job`; `None` for a job without
     /// solo terms (jobmaker's `[solo]` was turned off): it is never sent.
-    pub(crate) fn coinbase2(&mut self, job: &ServerJob) -> Option<Arc<[u8]>> {
+    pub(crate) fn coinbase2(&mut self, job: &Arc<ServerJob>) -> Option<Arc<[u8]>> {
         let terms = job.job.solo.as_ref()?;
         match &self.last {
-            Some((made_of, bytes)) if made_of == terms => Some(Arc::clone(bytes)),
+            Some((made_for, made)) if made_for.job.solo.as_ref() == Some(terms) => {
+                Some(Arc::clone(made))
+            }
             _ => {
-                let bytes: Arc<[u8]> = terms.coinbase2(&self.payee.script).into();
-                self.last = Some((terms.clone(), Arc::clone(&bytes)));
-                Some(bytes)
+                let made: Arc<[u8]> = terms.coinbase2(&self.payee.script).into();
+                self.last = Some((Arc::clone(job), Arc::clone(&made)));
+                Some(made)
             }
         }
     }
@@ -78,7 +80,7 @@ impl Shared {
             let board = self.board.borrow();
             match board.latest() {
                 Some(job) => job.job.solo.as_ref().map(|s| s.network),
-                None if looks_like_an_address(user) => return Err(AuthError::Unavailable),
+                None if looks_like_an_address(user) => return Err(AuthError::NoJobYet),
                 None => None,
             }
         };
@@ -124,6 +126,7 @@ mod tests {
     use super::*;
     use crate::channel::SentJobs;
     use crate::judge::tests::{HARD_BITS, job};
+    use sluice_core::SoloCoinbase;
 
     fn with_solo(seq: u64, value: u64) -> Arc<ServerJob> {
         let mut j = job(seq, 1, HARD_BITS).job.clone();
@@ -168,7 +171,7 @@ mod tests {
         let terms = c.job.solo.as_ref().unwrap();
         assert_eq!(&*cb(2), &terms.coinbase2(&payee.script)[..]);
         // The line a miner is sent carries it, and the share check uses it.
-        let line = c.notify_line_for(true, Some(&cb(2)));
+        let line = c.notify_line_paying(true, &cb(2));
         assert!(line.contains(&hex::encode(&*cb(2))), "{line}");
         let sub = sluice_core::Submission {
             extranonce1: &[1; 4],

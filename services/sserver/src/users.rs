@@ -45,6 +45,10 @@ pub enum AuthError {
     /// could spend).
     #[error("{0}")]
     BadAddress(String),
+    /// An address logged in with before the first job arrived: whether it
+    /// mines solo is not known yet.
+    #[error("no job yet (whether solo mining is offered is not known): try again")]
+    NoJobYet,
     /// A solo miner's address while the pool offers no solo mining.
     #[error("{0} mines solo, which this pool does not offer now")]
     SoloOff(String),

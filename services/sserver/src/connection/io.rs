@@ -91,6 +91,22 @@ impl Outbox {
         self.pending.push(b'\n');
     }
 
+    /// Queues the line `head` ‖ hex of `bytes` ‖ `tail` (newline added):
+    /// a solo miner's notify, its coinbase2 written straight into the
+    /// buffer.
+    pub(super) fn push_around_hex(&mut self, head: &str, bytes: &[u8], tail: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.pending
+            .reserve(head.len() + 2 * bytes.len() + tail.len() + 1);
+        self.pending.extend_from_slice(head.as_bytes());
+        for b in bytes {
+            self.pending
+                .extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        }
+        self.pending.extend_from_slice(tail.as_bytes());
+        self.pending.push(b'\n');
+    }
+
     /// Queues bytes as they are (ex-messages).
     pub(super) fn push_bytes(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);

@@ -151,7 +151,7 @@ impl Conn {
             Ok(who) => who,
             Err(e) => {
                 let code = match e {
-                    AuthError::Unavailable => ErrorCode::Other,
+                    AuthError::Unavailable | AuthError::NoJobYet => ErrorCode::Other,
                     _ => ErrorCode::Unauthorized,
                 };
                 self.send(Response::error(id, code, e.to_string()).into())
@@ -211,9 +211,16 @@ impl Conn {
             self.send(Notification::SetDifficulty(difficulty).into())
                 .await;
         }
-        // A job sent before goes again as it was (the periodic notify).
-        self.send_line(&job.notify_line_for(offer.clean, coinbase2.as_deref()))
-            .await;
+        // A job sent before goes again as it was (the periodic notify); a
+        // solo miner's with its own coinbase2 between the job's halves.
+        match (&coinbase2, job.solo_halves(offer.clean)) {
+            (Some(c), Some((head, tail))) => self.out.push_around_hex(head, c, tail),
+            (Some(c), None) => {
+                self.send_line(&job.notify_line_paying(offer.clean, c))
+                    .await;
+            }
+            (None, _) => self.send_line(job.notify_line(offer.clean)).await,
+        }
     }
 
     async fn handle_submit(&mut self, id: Id, submit: Submit) {

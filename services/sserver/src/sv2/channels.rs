@@ -153,6 +153,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let who = match shared.login(&login.user).await {
             Ok(who) => who,
             Err(AuthError::Unavailable) => return Err("user-database-unavailable"),
+            Err(AuthError::NoJobYet) => return Err("no-job-yet"),
             Err(AuthError::BadAddress(why)) => {
                 tracing::info!(user = %login.user, why, "sv2 solo address refused");
                 return Err(code::INVALID_SOLO_ADDRESS);

@@ -264,12 +264,12 @@ fn varint_len(n: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bitcoin::hashes::Hash;
     use proptest::prelude::*;
 
-    fn params() -> CoinbaseParams {
+    pub(crate) fn params() -> CoinbaseParams {
         CoinbaseParams {
             height: 800_000,
             unique: 1_700_000_000,

@@ -210,15 +210,10 @@ mod tests {
 
     fn params(payout: ScriptBuf, commitment: Option<ScriptBuf>) -> CoinbaseParams {
         CoinbaseParams {
-            height: 800_000,
-            unique: 1_700_000_000,
-            pool_tag: b"/sluice/".to_vec(),
-            extranonce1_len: 4,
-            extranonce2_len: 8,
             value: Amount::from_sat(312_512_345),
             payout_script: payout,
-            fixed_outputs: vec![],
             witness_commitment: commitment,
+            ..crate::coinbase::tests::params()
         }
     }
 

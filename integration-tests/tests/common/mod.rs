@@ -206,12 +206,7 @@ pub(crate) async fn sv2_pool_with(
     keys.save_new(&path).unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], sluice_testkit::free_port()).into();
     let pool = start_pool_with(&sluice_testkit::mysql_url(), InProcess::ALL, |c| {
-        c.sv2 = Some(sserver::sv2::Sv2Config {
-            listen: addr,
-            authority_key_file: path,
-            cert_backdate_secs: 3600,
-            cert_validity_secs: 86_400,
-        });
+        c.sv2 = Some(sserver::sv2::Sv2Config::new(addr, path));
         tweak(c);
     })
     .await;

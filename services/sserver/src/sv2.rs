@@ -57,6 +57,19 @@ pub struct Sv2Config {
     pub cert_validity_secs: u32,
 }
 
+impl Sv2Config {
+    /// The port on `listen` with the key pair in `authority_key_file`, the
+    /// certificates' times as the config file's defaults.
+    pub fn new(listen: SocketAddr, authority_key_file: PathBuf) -> Self {
+        Sv2Config {
+            listen,
+            authority_key_file,
+            cert_backdate_secs: default_backdate(),
+            cert_validity_secs: default_validity(),
+        }
+    }
+}
+
 fn default_backdate() -> u32 {
     3600
 }

@@ -20,7 +20,9 @@ cd "$SLUICE_HOME"
 old=$SLUICE_STATE
 [ -d "$old/sharelog" ] || die "no share log in $old: run install/run.sh first"
 cluster_of() { sed -n 's/^cluster.id=//p' "$1/kafka/data/meta.properties"; }
-fingerprint() { find "$old/sharelog" "$old/sserver-solved.log" -type f -print0 2>/dev/null | sort -z | xargs -0 md5sum; }
+# A state that never mined (a fresh machine's, command 1 on an operator's
+# node without miners) has no solved-share log: nothing to fingerprint there.
+fingerprint() { find "$old/sharelog" "$old/sserver-solved.log" -type f -print0 2>/dev/null | sort -z | xargs -0 -r md5sum || true; }
 old_cluster=$(cluster_of "$old")
 old_files=$(fingerprint)
 

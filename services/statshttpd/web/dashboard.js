@@ -189,6 +189,7 @@ function effort(value, whole) {
 // A share difficulty, short: 1.23 k, 4.56 G, … ("—" for none).
 function difficulty(d) {
   if (!d) return "—";
+  if (d < 0.01) return d.toExponential(2); // regtest and test pools
   const units = ["", " k", " M", " G", " T", " P", " E"];
   let i = 0;
   while (d >= 1000 && i < units.length - 1) {

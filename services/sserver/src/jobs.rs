@@ -56,22 +56,18 @@ impl ServerJob {
             time: job.time,
             clean: job.clean,
         };
-        let line = |clean: bool| {
+        let line = |clean: bool, coinbase2: &[u8]| {
             let n = Notify {
                 clean,
+                coinbase2: coinbase2.to_vec(),
                 ..notify.clone()
             };
             ServerMessage::from(Notification::Notify(n)).to_line()
         };
-        let lines = [line(false), line(true)];
+        let lines = [line(false, &job.coinbase2), line(true, &job.coinbase2)];
         let solo_lines = job.solo.as_ref().and_then(|_| {
             let cut = |clean: bool| {
-                let n = Notify {
-                    clean,
-                    coinbase2: Vec::new(),
-                    ..notify.clone()
-                };
-                let line = ServerMessage::from(Notification::Notify(n)).to_line();
+                let line = line(clean, &[]);
                 // coinbase1's hex, then the empty coinbase2: `"…",""`.
                 let marker = format!("\"{}\",\"\"", hex::encode(&notify.coinbase1));
                 let at = line.find(&marker)? + marker.len() - 1;

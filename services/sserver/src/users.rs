@@ -99,13 +99,7 @@ impl Users {
 
     /// The account for `name`, asking MySQL if it is not cached.
     pub async fn authorize(&self, name: &str) -> Result<u32, AuthError> {
-        let account = match self.cached(name) {
-            Some(a) => a,
-            None => self.fetch(name).await?,
-        };
-        if account.disabled {
-            return Err(AuthError::Disabled(name.to_owned()));
-        }
+        let account = self.enabled(name, false).await?;
         if account.solo {
             return Err(AuthError::SoloOff(name.to_owned()));
         }
@@ -117,26 +111,30 @@ impl Users {
     /// pooled user of that name, registered before solo mining was on,
     /// stays pooled.
     pub async fn authorize_solo(&self, address: &str) -> Result<(u32, bool), AuthError> {
-        let account = match self.cached(address) {
-            Some(a) => a,
-            None => self.fetch_or_register(address, true).await?,
-        };
-        if account.disabled {
-            return Err(AuthError::Disabled(address.to_owned()));
-        }
+        let account = self.enabled(address, true).await?;
         Ok((account.id, account.solo))
     }
 
-    async fn fetch(&self, name: &str) -> Result<Account, AuthError> {
-        self.fetch_or_register(name, false).await
+    /// The account called `name`, cached or from MySQL (registered if
+    /// unknown: as a solo miner with `solo`, else when `auto_register`
+    /// says so), unless disabled.
+    async fn enabled(&self, name: &str, solo: bool) -> Result<Account, AuthError> {
+        let account = match self.cached(name) {
+            Some(a) => a,
+            None => self.fetch(name, solo).await?,
+        };
+        if account.disabled {
+            return Err(AuthError::Disabled(name.to_owned()));
+        }
+        Ok(account)
     }
 
-    async fn fetch_or_register(&self, name: &str, solo: bool) -> Result<Account, AuthError> {
+    async fn fetch(&self, name: &str, solo: bool) -> Result<Account, AuthError> {
         let store = &self.store;
         let found = store.user_by_name(name).await.map_err(unavailable)?;
-        let user = match (found, solo || self.auto_register) {
-            (Some(u), _) => u,
-            (None, true) if solo => {
+        let user = match found {
+            Some(u) => u,
+            None if solo => {
                 let u = store.ensure_solo_user(name).await.map_err(unavailable)?;
                 tracing::info!(
                     user = name,
@@ -146,12 +144,12 @@ impl Users {
                 );
                 u
             }
-            (None, true) => {
+            None if self.auto_register => {
                 let u = store.ensure_user(name).await.map_err(unavailable)?;
                 tracing::info!(user = name, id = u.id, "user registered");
                 u
             }
-            (None, false) => return Err(AuthError::Unknown(name.to_owned())),
+            None => return Err(AuthError::Unknown(name.to_owned())),
         };
         let account = Account {
             id: user.id,

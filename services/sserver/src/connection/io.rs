@@ -95,14 +95,13 @@ impl Outbox {
     /// a solo miner's notify, its coinbase2 written straight into the
     /// buffer.
     pub(super) fn push_around_hex(&mut self, head: &str, bytes: &[u8], tail: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.pending
             .reserve(head.len() + 2 * bytes.len() + tail.len() + 1);
         self.pending.extend_from_slice(head.as_bytes());
-        for b in bytes {
-            self.pending
-                .extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-        }
+        let at = self.pending.len();
+        self.pending.resize(at + 2 * bytes.len(), 0);
+        hex::encode_to_slice(bytes, &mut self.pending[at..])
+            .expect("the slice is twice the bytes' length");
         self.pending.extend_from_slice(tail.as_bytes());
         self.pending.push(b'\n');
     }
